@@ -1,0 +1,16 @@
+"""Main server: choose a mode, upload photos, videos or training sets, see predictions.
+
+Views live in blueprints by concern: ``views`` (home), ``training`` (R2-R5),
+``predict`` (R8-R13), ``video`` (R6-R7).
+"""
+from shared.web import make_app
+
+
+def create_app(test_config=None):
+    """Application factory (``gunicorn 'main_server:create_app()'``)."""
+    app = make_app(__name__, "main", test_config)
+    from . import predict, training, video, views
+
+    for module in (views, training, predict, video):
+        app.register_blueprint(module.bp)
+    return app

@@ -1,0 +1,93 @@
+"""Safe image decoding for photos that users upload.
+
+Every photo the tool reads goes through :func:`load_image`: it applies the EXIF
+orientation, converts to RGB, scales very large photos down to a bound and turns
+every way a file can fail to decode into one :class:`ImageError` with a sentence a
+person can act on. Pixel coordinates everywhere else in the tool refer to the
+array this function returns.
+"""
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from .errors import UserError
+
+#: Extensions accepted for photos (lower case, with the dot).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+#: Longest side, in pixels, of the array handed to face detection; larger photos are scaled down.
+MAX_SIDE = 2000
+#: Photos with more pixels than this are refused before decoding (decompression bombs).
+MAX_PIXELS = 60_000_000
+
+
+class ImageError(UserError):
+    """The file is not an image this tool can read (the message says why)."""
+
+
+def load_image(source, max_side=MAX_SIDE, name=None):
+    """Decode a photo into an RGB array.
+
+    source: a filesystem path, raw ``bytes``, or a binary file-like object.
+    max_side: longest side in pixels of the result; larger photos are shrunk
+        (aspect ratio kept), smaller ones are left alone. ``None`` keeps full size.
+    name: the file name to use in error messages.
+
+    Returns a C-contiguous ``uint8`` array of shape ``(height, width, 3)``, RGB,
+    upright (EXIF orientation applied).
+    Raises :class:`ImageError` for anything that is not a readable image, a
+    truncated file, or a picture over :data:`MAX_PIXELS` pixels.
+    """
+    label = f"'{name}'" if name else "The file"
+    # face_recognition flips this process-wide switch on import; truncated uploads must still fail.
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    if isinstance(source, (bytes, bytearray)):
+        source = io.BytesIO(source)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as im:
+                width, height = im.size
+                if width * height > MAX_PIXELS:
+                    raise ImageError(
+                        f"{label} is {width}x{height} pixels; photos over "
+                        f"{MAX_PIXELS // 1_000_000} megapixels are refused.", 413)
+                if max_side and im.format == "JPEG":
+                    im.draft("RGB", (max_side, max_side))  # cheap DCT downscale for huge JPEGs
+                im = ImageOps.exif_transpose(im)
+                im = im.convert("RGB")
+                if max_side and max(im.size) > max_side:
+                    im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+                rgb = np.asarray(im, dtype=np.uint8)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(f"{label} is not an image this tool can read "
+                         f"(use {', '.join(IMAGE_EXTENSIONS)}).", 415) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{label} declares too many pixels to decode safely.", 413) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"{label} is damaged or truncated and cannot be decoded ({exc}).", 422) from None
+    if rgb.ndim != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
+        raise ImageError(f"{label} has no pixels.", 422)
+    return np.ascontiguousarray(rgb)
+
+
+def is_image_name(filename):
+    """True when ``filename`` ends with one of :data:`IMAGE_EXTENSIONS` (any case)."""
+    return str(filename).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def encode_jpeg(rgb, quality=90):
+    """Encode an RGB ``uint8`` array ``(H, W, 3)`` as JPEG bytes."""
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def encode_png(rgb):
+    """Encode an RGB ``uint8`` array ``(H, W, 3)`` as (lossless) PNG bytes."""
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()

@@ -1,0 +1,59 @@
+"""Atomic writes and cross-process locks for everything under ``data/``.
+
+Every file the servers write goes through :func:`atomic_write_bytes` (temp file in
+the same folder, fsync, ``os.replace``), so a crash leaves either the old file or
+the new one, never half of one.
+"""
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def atomic_write_bytes(path, data):
+    """Write ``data`` (bytes) to ``path`` atomically; the folder must exist."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path, obj):
+    """Write ``obj`` as UTF-8 JSON to ``path`` atomically."""
+    atomic_write_bytes(path, json.dumps(obj, ensure_ascii=False, indent=1).encode("utf-8"))
+
+
+def read_json(path, default=None):
+    """Read a JSON file; ``default`` when it does not exist."""
+    try:
+        with open(path, "rb") as fh:
+            return json.loads(fh.read().decode("utf-8"))
+    except FileNotFoundError:
+        return default
+
+
+@contextlib.contextmanager
+def locked(lock_path):
+    """Hold an exclusive ``flock`` on ``lock_path`` (created if missing) for the block.
+
+    Serialises read-modify-write cycles between threads and between the three
+    server processes; the kernel drops the lock if the holder dies.
+    """
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

@@ -1,0 +1,163 @@
+"""The one Flask app factory helper used by all three servers.
+
+:func:`make_app` layers configuration (defaults, then environment, then the
+``test_config`` a test passes), points every app at the one ``data/`` folder,
+keeps the secret key out of the repository, and installs what the three servers
+share: ``GET /healthz``, error pages that are JSON for scripts, and
+:func:`reply`, which answers HTML or JSON from the same view.
+"""
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from flask import Flask, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from .errors import UserError
+from .storage import atomic_write_bytes
+
+ROOT = Path(__file__).resolve().parent.parent
+
+DEFAULTS = {
+    "DATA_DIR": str(ROOT / "data"),
+    "MAIN_URL": "http://127.0.0.1:5000",
+    "PROCESS_URL": "http://127.0.0.1:5001",
+    "VIDEO_URL": "http://127.0.0.1:5002",
+    # Uploads: one zip or video up to 512 MiB; batches of a few hundred photos.
+    "MAX_CONTENT_LENGTH": 512 * 1024 * 1024,
+    "MAX_FORM_PARTS": 2000,
+    "MAX_FORM_MEMORY_SIZE": 1024 * 1024,
+}
+#: Settings read from the environment (same names), with their types.
+ENV_SETTINGS = {"DATA_DIR": str, "MAIN_URL": str, "PROCESS_URL": str, "VIDEO_URL": str,
+                "MAX_CONTENT_LENGTH": int, "SECRET_KEY": str}
+
+SECTIONS = {"main": "MAIN_URL", "process": "PROCESS_URL", "video": "VIDEO_URL"}
+
+
+def make_app(import_name, section, test_config=None, defaults=None):
+    """Create a Flask app for one of the three servers.
+
+    section: ``"main"``, ``"process"`` or ``"video"`` (used for the header and ``/healthz``).
+    defaults: the server's own default settings, below environment and ``test_config``.
+    """
+    app = Flask(import_name, template_folder=str(ROOT / "templates"),
+                static_folder=str(ROOT / "static"))
+    app.config.from_mapping(DEFAULTS)
+    app.config.update(defaults or {})
+    for key, kind in ENV_SETTINGS.items():
+        if os.environ.get(key):
+            app.config[key] = kind(os.environ[key])
+    if test_config:
+        app.config.update(test_config)
+    for key in SECTIONS.values():
+        app.config[key] = app.config[key].rstrip("/")
+    app.config["SECTION"] = section
+
+    data_dir = Path(app.config["DATA_DIR"]).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    app.config["DATA_DIR"] = str(data_dir)
+    app.instance_path = str(data_dir / "instance")
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = _instance_secret(Path(app.instance_path))
+
+    from .classifier import ModelStore
+    from .pool import Pool
+
+    app.extensions["pool"] = Pool(data_dir / "pool")
+    app.extensions["models"] = ModelStore(data_dir / "models")
+    _install_common(app, section)
+    return app
+
+
+def pool():
+    """The training pool of the current app (:class:`shared.pool.Pool`)."""
+    from flask import current_app
+
+    return current_app.extensions["pool"]
+
+
+def models():
+    """The model store of the current app (:class:`shared.classifier.ModelStore`)."""
+    from flask import current_app
+
+    return current_app.extensions["models"]
+
+
+def data_path(*parts):
+    """A path under the current app's ``DATA_DIR``."""
+    from flask import current_app
+
+    return Path(current_app.config["DATA_DIR"]).joinpath(*parts)
+
+
+def _instance_secret(folder):
+    """The secret key kept in ``data/instance/secret_key``, generated on first start."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "secret_key"
+    if not path.exists():
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+        except FileExistsError:  # another server created it at the same moment
+            pass
+    key = path.read_text().strip()
+    if not key:  # an interrupted first start: make a fresh one
+        key = secrets.token_hex(32)
+        atomic_write_bytes(path, key.encode())
+    return key
+
+
+def wants_json():
+    """True when the client asked for JSON (``Accept: application/json`` preferred over HTML)."""
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
+
+
+def reply(template, payload, status=200, **context):
+    """Answer ``payload`` as JSON for scripts, or render ``template`` with it for browsers.
+
+    The template receives ``payload``'s keys plus ``context`` (page-only extras).
+    """
+    if wants_json():
+        return jsonify(payload), status
+    return render_template(template, **payload, **context), status
+
+
+def error_reply(message, status):
+    """The 4xx/5xx answer: ``{"error": message}`` or the error page."""
+    if wants_json():
+        return jsonify({"error": message}), status
+    return render_template("error.html", message=message, status=status), status
+
+
+def _install_common(app, section):
+    @app.get("/healthz")
+    def healthz():
+        return jsonify({"status": "ok", "server": section})
+
+    @app.context_processor
+    def server_links():
+        return {"section": section, "server_urls": {s: app.config[k] for s, k in SECTIONS.items()}}
+
+    @app.errorhandler(UserError)
+    def user_error(exc):
+        return error_reply(exc.message, exc.status)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc):
+        messages = {
+            404: "There is no page at this address.",
+            405: f"This address does not accept {request.method} requests.",
+            413: "The upload is larger than this server accepts "
+                 f"({app.config['MAX_CONTENT_LENGTH'] // (1024 * 1024)} MiB at most).",
+        }
+        return error_reply(messages.get(exc.code, exc.description or exc.name), exc.code or 500)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc):
+        logging.getLogger(app.import_name).exception("unhandled error on %s %s", request.method, request.path)
+        return error_reply("Something went wrong on the server; the error was logged. "
+                           "Nothing you uploaded was lost: please try again.", 500)

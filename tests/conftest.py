@@ -1,0 +1,143 @@
+"""Fixtures: each app on a temporary data directory, the real photos, live servers.
+
+The real photos and clips live in ``../shared/data`` (override with the
+environment variable ``KOL_SHARED_DATA``); tests that need them skip with the
+reason when the folder is absent.
+"""
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("KOL_SHARED_DATA", ROOT.parent / "shared" / "data")).resolve()
+FACES = SHARED_DATA / "faces"
+FIVE = FACES / "five_celebs"
+KNN = FACES / "knn_examples"
+VIDEO = SHARED_DATA / "video"
+
+needs_data = pytest.mark.skipif(
+    not FIVE.is_dir(), reason=f"real photos not found at {SHARED_DATA} (set KOL_SHARED_DATA)")
+needs_video = pytest.mark.skipif(
+    not VIDEO.is_dir(), reason=f"real clips not found at {VIDEO} (set KOL_SHARED_DATA)")
+
+
+def five_celebs_photos(prefix="train_"):
+    """``{person: [paths]}`` of the five_celebs photos whose names start with ``prefix``."""
+    return {d.name: sorted(d.glob(f"{prefix}*.jpg")) for d in sorted(FIVE.iterdir()) if d.is_dir()}
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    return tmp_path / "data"
+
+
+def _config(data_dir):
+    return {"TESTING": True, "DATA_DIR": str(data_dir), "SECRET_KEY": "test"}
+
+
+@pytest.fixture
+def main_app(data_dir):
+    from main_server import create_app
+
+    return create_app(_config(data_dir))
+
+
+@pytest.fixture
+def process_app(data_dir):
+    from process_server import create_app
+
+    return create_app(_config(data_dir))
+
+
+@pytest.fixture
+def video_app(data_dir):
+    from video_server import create_app
+
+    return create_app(_config(data_dir))
+
+
+@pytest.fixture
+def client(main_app):
+    return main_app.test_client()
+
+
+@pytest.fixture(scope="session")
+def celeb_faces():
+    """Faces of the five_celebs training photos with exactly one detected face.
+
+    ``{person: [(path, shared.faces.Face), ...]}``, computed once per test session.
+    """
+    if not FIVE.is_dir():
+        pytest.skip(f"real photos not found at {SHARED_DATA}")
+    from shared import faces, images
+
+    out = {}
+    for person, paths in five_celebs_photos().items():
+        for path in paths:
+            found = faces.analyze(images.load_image(path))
+            if len(found) == 1:
+                out.setdefault(person, []).append((path, found[0]))
+    return out
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServers:
+    """The three servers started for real (gunicorn, like the Procfile) on free ports."""
+
+    def __init__(self, data_dir, log_dir):
+        self.data_dir = Path(data_dir)
+        ports = {name: free_port() for name in ("main", "process", "video")}
+        self.urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+        env = dict(os.environ, DATA_DIR=str(self.data_dir), MAIN_URL=self.urls["main"],
+                   PROCESS_URL=self.urls["process"], VIDEO_URL=self.urls["video"])
+        self.procs = {}
+        for name, port in ports.items():
+            log = open(Path(log_dir) / f"{name}.log", "wb")
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "--workers", "1", "--threads", "8", "--timeout", "300",
+                 "--bind", f"127.0.0.1:{port}", f"{name}_server:create_app()"],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.wait_ready()
+
+    def wait_ready(self, timeout=60):
+        deadline = time.monotonic() + timeout
+        for name, url in self.urls.items():
+            while True:
+                if self.procs[name].poll() is not None:
+                    raise RuntimeError(f"{name} server exited with {self.procs[name].returncode}")
+                try:
+                    if requests.get(url + "/healthz", timeout=2).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} server did not become ready")
+                time.sleep(0.2)
+
+    def stop(self):
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture(scope="module")
+def live_servers(tmp_path_factory):
+    base = tmp_path_factory.mktemp("live")
+    servers = LiveServers(base / "data", base)
+    yield servers
+    servers.stop()

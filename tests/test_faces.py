@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+
+from shared import faces
+from shared.images import load_image
+
+from .conftest import FIVE, KNN, needs_data
+
+pytestmark = needs_data
+
+
+def _iou(a, b):
+    top, right = max(a[0], b[0]), min(a[1], b[1])
+    bottom, left = min(a[2], b[2]), max(a[3], b[3])
+    inter = max(0, bottom - top) * max(0, right - left)
+    area = lambda x: (x[2] - x[0]) * (x[1] - x[3])  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+def test_face_found_and_box_lands_on_it():
+    rgb = load_image(KNN / "train" / "obama" / "obama.jpg")
+    boxes = faces.detect(rgb)
+    assert len(boxes) == 1
+    top, right, bottom, left = boxes[0]
+    assert 0 <= top < bottom <= rgb.shape[0] and 0 <= left < right <= rgb.shape[1]
+    # The eyes and nose found by the landmark model lie inside the box.
+    shape = faces.landmarks(rgb, boxes[0])
+    for i in range(shape.num_parts):
+        p = shape.part(i)
+        assert left <= p.x <= right and top <= p.y <= bottom
+
+
+def test_boxes_match_the_library_including_downscaled_detection():
+    import face_recognition
+
+    rgb = load_image(KNN / "test" / "obama_and_biden.jpg")
+    theirs = face_recognition.face_locations(rgb)
+    ours = faces.detect(rgb)
+    assert len(ours) == len(theirs) >= 2
+    for box in theirs:
+        assert max(_iou(box, b) for b in ours) > 0.9
+    half = faces.detect(rgb, upsample=2, scale=0.5)  # same pixel scale, mapped back
+    for box in theirs:
+        assert max(_iou(box, b) for b in half) > 0.6
+
+
+def test_chips_and_embeddings_match_the_library():
+    import face_recognition
+
+    rgb = load_image(FIVE / "ben_afflek" / "train_1.jpg")
+    found = faces.analyze(rgb)
+    assert found and found[0].chip.shape == (faces.CHIP_SIZE, faces.CHIP_SIZE, 3)
+    assert found[0].embedding.shape == (128,)
+    theirs = face_recognition.face_encodings(rgb, [found[0].box])[0]
+    assert np.linalg.norm(theirs - found[0].embedding) < 0.02
+
+
+def test_same_person_closer_than_different_people(celeb_faces):
+    def emb(person):
+        return np.array([f.embedding for _, f in celeb_faces[person][:8]])
+
+    a, b = emb("ben_afflek"), emb("elton_john")
+    same = [np.linalg.norm(x - y) for i, x in enumerate(a) for y in a[i + 1:]]
+    diff = [np.linalg.norm(x - y) for x in a for y in b]
+    assert np.median(same) < 0.6 < np.median(diff)
+    assert np.mean(same) < np.mean(diff) - 0.2
+
+
+def test_no_face_gives_no_boxes():
+    rgb = np.full((200, 300, 3), 127, np.uint8)
+    assert faces.detect(rgb) == [] and faces.analyze(rgb) == []
+    assert faces.embed([]).shape == (0, 128)
+
+
+def test_sharpness_drops_with_blur():
+    import cv2
+
+    rgb = load_image(KNN / "train" / "obama" / "obama.jpg")
+    chip = faces.align(rgb, faces.detect(rgb))[0]
+    assert faces.sharpness(cv2.GaussianBlur(chip, (9, 9), 3)) < faces.sharpness(chip) / 2
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (5, 800, 3)])
+def test_degenerate_images_do_not_crash(shape):
+    assert faces.detect(np.zeros(shape, np.uint8)) == []

@@ -1,0 +1,11 @@
+"""Video server: an MJPEG stream of recognised frames for an uploaded video."""
+from shared.web import make_app
+
+
+def create_app(test_config=None):
+    """Application factory (``gunicorn 'video_server:create_app()'``)."""
+    app = make_app(__name__, "video", test_config)
+    from . import views
+
+    app.register_blueprint(views.bp)
+    return app
