@@ -105,7 +105,7 @@ class LiveServers:
         for name, port in ports.items():
             log = open(Path(log_dir) / f"{name}.log", "wb")
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "--workers", "1", "--threads", "8", "--timeout", "300",
+                [sys.executable, "-m", "gunicorn", "--workers", "1", "--threads", "8",
                  "--bind", f"127.0.0.1:{port}", f"{name}_server:create_app()"],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.wait_ready()
