@@ -1,0 +1,205 @@
+"""Safe extraction of training zips: layouts, names, and every hostile case."""
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from shared.archive import ArchiveError, extract_training_zip
+
+from .conftest import FIVE, VIDEO, needs_data, needs_video
+
+
+def make_zip(path, members, compression=zipfile.ZIP_DEFLATED):
+    """Write a zip at ``path`` from ``{name or ZipInfo: bytes}``."""
+    with zipfile.ZipFile(path, "w", compression) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+@pytest.fixture
+def photo():
+    if not FIVE.is_dir():
+        pytest.skip("real photos not found")
+    return (FIVE / "ben_afflek" / "train_1.jpg").read_bytes()
+
+
+def extract(tmp_path, members, kind="image", **kw):
+    zp = make_zip(tmp_path / "in.zip", members)
+    return extract_training_zip(zp, tmp_path / "out", kind=kind, **kw)
+
+
+def refused(tmp_path, members, words, status=400, **kw):
+    with pytest.raises(ArchiveError) as err:
+        extract(tmp_path, members, **kw)
+    assert words in err.value.message and err.value.status == status, err.value.message
+    assert not (tmp_path / "out").exists()  # nothing left behind
+    return err.value
+
+
+def test_normal_layout_with_junk_and_non_images(tmp_path, photo):
+    out = extract(tmp_path, {"Jane Doe/a.jpg": photo, "Jane Doe/sub/b.JPG": photo, "Jane Doe/notes.txt": b"x",
+                             "周杰伦/c.jpg": photo, "__MACOSX/Jane Doe/._a.jpg": b"junk", "Jane Doe/.DS_Store": b"j",
+                             "Thumbs.db": b"j"})
+    assert [k["name"] for k in out.kols] == ["Jane Doe", "周杰伦"]
+    assert [f["name"] for f in out.kols[0]["files"]] == ["a.jpg", "sub/b.JPG"]
+    assert out.skipped == [{"name": "Jane Doe/notes.txt", "reason": "not a photo (.jpg, .jpeg, .png, .bmp, .webp)"}]
+    for kol in out.kols:
+        for f in kol["files"]:
+            p = Path(f["path"])
+            assert p.read_bytes() == photo and (tmp_path / "out") in p.parents
+            assert p.name.isascii() and p.parent.name.isdigit()
+
+
+def test_wrapper_folder_is_looked_through(tmp_path, photo):
+    out = extract(tmp_path, {"export/A/1.jpg": photo, "export/B/2.png": photo, "export/loose.jpg": photo})
+    assert [k["name"] for k in out.kols] == ["A", "B"]
+    assert out.skipped == [{"name": "loose.jpg", "reason": "not inside a KOL folder"}]
+
+
+def test_single_folder_of_photos_is_one_kol(tmp_path, photo):
+    out = extract(tmp_path, {"Jane/1.jpg": photo, "Jane/2.jpg": photo})
+    assert [(k["name"], len(k["files"])) for k in out.kols] == [("Jane", 2)]
+
+
+def test_loose_photos_beside_folders_are_skipped(tmp_path, photo):
+    out = extract(tmp_path, {"A/1.jpg": photo, "B/1.jpg": photo, "stray.jpg": photo})
+    assert [k["name"] for k in out.kols] == ["A", "B"]
+    assert out.skipped == [{"name": "stray.jpg", "reason": "not inside a KOL folder"}]
+
+
+def test_flat_zip_is_refused_with_how_to_fix(tmp_path, photo):
+    err = refused(tmp_path, {"1.jpg": photo, "2.jpg": photo}, "top level")
+    assert "folder named after the KOL" in err.message
+
+
+def test_names_are_display_names_and_never_paths(tmp_path, photo):
+    out = extract(tmp_path, {"  Zoë \u200b Kravitz /a.jpg": photo, "ctrl\x07name/b.jpg": photo,
+                             "Jose\u0301/c.jpg": photo, "a..b/d.jpg": photo})
+    names = [k["name"] for k in out.kols]
+    assert sorted(names) == sorted(["Zoë Kravitz", "ctrlname", "José", "a..b"])
+    assert all(Path(f["path"]).resolve().is_relative_to((tmp_path / "out").resolve())
+               for k in out.kols for f in k["files"])
+
+
+def test_utf8_names_without_the_utf8_flag(tmp_path, photo):
+    """Some Windows tools store UTF-8 names without the zip's UTF-8 flag; they still come out right."""
+    zp = make_zip(tmp_path / "in.zip", {"xxx/a.jpg": photo})
+    raw = zp.read_bytes()
+    assert raw.count(b"xxx/a.jpg") == 2
+    zp.write_bytes(raw.replace(b"xxx/a.jpg", "王/a.jpg".encode("utf-8")))
+    with zipfile.ZipFile(zp) as zf:
+        assert not zf.infolist()[0].flag_bits & 0x800
+    out = extract_training_zip(zp, tmp_path / "out")
+    assert [k["name"] for k in out.kols] == ["王"]
+
+
+@pytest.mark.parametrize("name, words", [
+    ("/etc/kol/a.jpg", "absolute path"),
+    ("C:/kol/a.jpg", "absolute path"),
+    ("kol/../../a.jpg", "climbs out"),
+    ("../kol/a.jpg", "climbs out"),
+    ("kol\\..\\..\\a.jpg", "climbs out"),
+])
+def test_escaping_paths_are_refused(tmp_path, photo, name, words):
+    refused(tmp_path, {"ok/a.jpg": photo, zipfile.ZipInfo(name): photo}, words)
+
+
+def test_symlink_is_refused(tmp_path, photo):
+    info = zipfile.ZipInfo("kol/link.jpg")
+    info.create_system = 3
+    info.external_attr = 0o120777 << 16
+    refused(tmp_path, {"kol/a.jpg": photo, info: b"/etc/passwd"}, "symbolic link")
+
+
+def test_compression_ratio_bomb_is_refused(tmp_path):
+    refused(tmp_path, {"kol/a.jpg": b"\0" * (32 * 1024 * 1024)}, "zip bomb", status=413)
+
+
+def test_total_size_cap(tmp_path, photo):
+    refused(tmp_path, {f"kol/{i}.jpg": photo for i in range(5)}, "at most", status=413,
+            max_total=3 * len(photo))
+
+
+def test_member_count_cap(tmp_path, photo):
+    refused(tmp_path, {f"kol/{i}.jpg": b"x" for i in range(30)}, "entries", status=413, max_members=20)
+
+
+def test_member_count_cap_default(tmp_path):
+    from shared import archive
+
+    members = {f"k/{i}.txt": b"" for i in range(archive.MAX_MEMBERS + 1)}
+    refused(tmp_path, members, "entries", status=413)
+
+
+def test_lying_header_is_caught_while_decompressing(tmp_path, photo):
+    """A member whose header declares fewer bytes than it expands to is stopped while streaming."""
+    zp = make_zip(tmp_path / "in.zip", {"kol/a.jpg": photo + b"\0" * 100_000})
+    data = bytearray(zp.read_bytes())
+    with zipfile.ZipFile(zp) as zf:
+        info = zf.getinfo("kol/a.jpg")
+    true_size = info.file_size
+    # patch the declared uncompressed size (local header and central directory) to something small
+    old = true_size.to_bytes(4, "little")
+    assert data.count(old) == 2
+    data = data.replace(old, (1000).to_bytes(4, "little"))
+    (tmp_path / "in.zip").write_bytes(bytes(data))
+    with pytest.raises(ArchiveError) as err:
+        extract_training_zip(tmp_path / "in.zip", tmp_path / "out")
+    assert "more data than it declares" in err.value.message or "damaged" in err.value.message
+    assert not (tmp_path / "out").exists()
+
+
+def test_nested_zip_is_refused(tmp_path, photo):
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as zf:
+        zf.writestr("kol/a.jpg", photo)
+    refused(tmp_path, {"kol/a.jpg": photo, "kol/more.zip": inner.getvalue()}, "another archive")
+
+
+def test_empty_and_junk_only_zips(tmp_path):
+    refused(tmp_path, {}, "empty")
+    refused(tmp_path, {"__MACOSX/._a.jpg": b"x", "a/.DS_Store": b"x", "dir/": b""}, "empty")
+
+
+def test_no_usable_photo(tmp_path):
+    refused(tmp_path, {"kol/a.txt": b"hi", "kol/b.doc": b"hi"}, "no photo")
+    err = refused(tmp_path, {"kol/a.jpg": b"not really a jpeg"}, "could be read")
+    assert "a.jpg" in err.message
+
+
+def test_broken_photo_among_good_ones_is_skipped(tmp_path, photo):
+    out = extract(tmp_path, {"kol/a.jpg": photo, "kol/b.jpg": b"garbage"})
+    assert len(out.kols[0]["files"]) == 1
+    assert out.skipped == [{"name": "kol/b.jpg", "reason": "not a readable photo"}]
+
+
+def test_not_a_zip(tmp_path):
+    (tmp_path / "in.zip").write_bytes(b"GIF89a\x01\x00 definitely not a zip")
+    with pytest.raises(ArchiveError) as err:
+        extract_training_zip(tmp_path / "in.zip", tmp_path / "out")
+    assert "not a zip" in err.value.message and not (tmp_path / "out").exists()
+
+
+def test_truncated_zip(tmp_path, photo):
+    zp = make_zip(tmp_path / "in.zip", {"kol/a.jpg": photo})
+    zp.write_bytes(zp.read_bytes()[: len(photo) // 2])
+    with pytest.raises(ArchiveError):
+        extract_training_zip(zp, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@needs_video
+def test_video_zip_checks_videos(tmp_path):
+    clip = (VIDEO / "short_hamilton_clip.mp4").read_bytes()
+    out = extract(tmp_path, {"Lin/a.mp4": clip, "Lin/b.mp4": b"not a video", "Lin/c.jpg": b"x"}, kind="video")
+    assert [f["name"] for f in out.kols[0]["files"]] == ["a.mp4"]
+    reasons = {s["name"]: s["reason"] for s in out.skipped}
+    assert set(reasons) == {"Lin/b.mp4", "Lin/c.jpg"} and "not a video" in reasons["Lin/c.jpg"]
+
+
+@needs_data
+def test_photo_zip_as_video_upload_says_so(tmp_path, photo):
+    err = refused(tmp_path, {"kol/a.jpg": photo}, "no video", kind="video")
+    assert ".mp4" in err.message
