@@ -1,11 +1,66 @@
-"""Video server views R1-R2."""
-from flask import Blueprint
+"""Video server R1-R2.
 
-from shared.web import reply
+- ``GET /``: without ``video``, an upload form (it posts to the main server's
+  ``/predictVideoResult``, which stores the video and comes back here); with
+  ``?video=<id>``, the player page: ``<img src="/video_feed?video=<id>">`` and
+  beside it the list of who has appeared, polled from the JSON form of this same
+  route (``Accept: application/json``, see CONTRACT.md), which ends as the
+  video's summary.
+- ``GET|POST /video_feed?video=<id>``: the MJPEG stream
+  (``multipart/x-mixed-replace; boundary=frame``), one annotated JPEG per frame
+  of the video, paced to its frame rate; ``pace=0`` sends frames as fast as they
+  are made (tests, benchmarks).
+
+Only an id is taken from the URL (checked by :func:`shared.videos.video_dir`
+against a strict pattern before any disk access); the file is found inside
+``DATA_DIR/videos``.
+"""
+from flask import Blueprint, Response, current_app, request
+
+from shared import frames, parallel, videos
+from shared.errors import UserError
+from shared.web import data_path, models, reply
 
 bp = Blueprint("stream", __name__)
 
 
+def _folder(required=True):
+    video_id = request.values.get("video")
+    if video_id is None and not required:
+        return None
+    if video_id is None:
+        raise UserError("Say which video to play: add ?video=<id> (the upload page gives you the link).", 400)
+    return videos.video_dir(data_path("videos"), video_id.strip().lower())
+
+
+def _pace():
+    raw = request.values.get("pace", "1").strip().lower()
+    if raw not in ("0", "1", "true", "false", "yes", "no", ""):
+        raise UserError("pace must be 1 (normal speed) or 0 (as fast as possible).", 400)
+    return raw not in ("0", "false", "no")
+
+
 @bp.get("/")
 def index():
-    return reply("video/index.html", {"video": None})
+    folder = _folder(required=False)
+    if folder is None:
+        return reply("video/index.html", {"video": None}, extensions=list(frames.VIDEO_EXTENSIONS),
+                     max_upload_mib=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024))
+    status = videos.current_status(folder)
+    meta = videos.read_meta(folder)
+    parallel.pool().submit(int)  # start the workers (and load dlib in them) while the page loads
+    return reply("video/player.html", status, meta=meta, model_ready=models().current_version() is not None)
+
+
+@bp.route("/video_feed", methods=["GET", "POST"])
+def video_feed():
+    folder = _folder()
+    pace = _pace()
+    path = videos.source_path(folder)
+    if path is None:
+        raise UserError("This video's file is missing: please upload it again.", 404)
+    frames.probe(path, name=(videos.read_meta(folder) or {}).get("filename"))  # 4xx now, not a broken stream
+    model = models().current()
+    body = videos.stream(folder, model, pace=pace, executor=parallel.pool())
+    return Response(body, mimetype="multipart/x-mixed-replace; boundary=frame",
+                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
