@@ -16,4 +16,8 @@ def index():
             "identities": meta.get("identities"), "samples": meta.get("samples"),
         },
     }
-    return reply("main/index.html", payload)
+    metrics = (meta or {}).get("metrics") or {}
+    pool_kols = {k["slug"] for k in pool().summary()}
+    model_kols = set(((meta or {}).get("names") or {}).keys())
+    return reply("main/index.html", payload, kols=pool().summary(), metrics=metrics,
+                 stale=bool(meta) and pool_kols != model_kols)

@@ -8,10 +8,17 @@ prediction is two decisions:
    the nearest pool embedding of the predicted KOL, turned into
    ``confidence = P(same person | d)`` by a logistic curve fitted on the pool
    itself (distances between photos of one KOL versus between different KOLs).
-   The face is *known* when ``confidence >= 0.5``, i.e. ``d <= threshold``.
+   The face is *known* when ``P(same | d) >= 0.5``, i.e. ``d <= threshold``.
 
-Similarity between a face and a KOL (find-similar) is the cosine similarity of the
-embeddings, clipped to [0, 1], taken with the KOL's nearest pool photo.
+The reported ``confidence`` is the probability that the answer given is right:
+``P(same | d)`` for a named face, ``1 - P(same | d)`` for an "unknown" one, so it
+is always in [0.5, 1] and reads the same way for both answers.
+
+Similarity between a face and a KOL (find-similar) comes from the Euclidean
+distance ``d`` to the KOL's nearest pool photo: ``similarity = 2 ** -(d / threshold) ** 2``,
+in [0, 1]; 1 for the same embedding, 0.5 exactly at the model's known/unknown
+threshold (above 0.5 the model would name that KOL), about 0.1 for faces that are
+clearly different people.
 
 Models are versioned folders ``data/models/<version>/`` holding ``model.npz``
 (arrays only, loaded with ``allow_pickle=False``) and ``meta.json``; the file
@@ -42,13 +49,20 @@ C_GRID = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 @dataclass
 class Prediction:
-    """The answer for one face: ``identity`` is a pool slug or ``None`` (unknown)."""
+    """The answer for one face: ``identity`` is a pool slug or ``None`` (unknown).
+
+    confidence: probability that this answer (the KOL, or "unknown") is right, in [0.5, 1].
+    candidate: the KOL the SVM picked, even when the face is unknown.
+    distance: Euclidean distance to the candidate's nearest pool embedding.
+    p_same: ``P(same person as candidate | distance)``, in [0, 1].
+    """
 
     identity: object
     confidence: float
     known: bool
-    candidate: object  # the KOL the SVM picked, even when the face is unknown
+    candidate: object
     distance: float
+    p_same: float = 0.0
 
 
 def _svc(C, n_classes):
@@ -128,28 +142,32 @@ class Model:
         out = []
         for e, label in zip(E, labels):
             d = float(faces.distances(self.X[self.y == label], e).min())
-            conf = self.confidence(d)
+            p_same = self.confidence(d)
             known = d <= self.threshold
             slug = self.classes[int(label)]
-            out.append(Prediction(slug if known else None, round(conf, 4), bool(known), slug, round(d, 4)))
+            answer_right = p_same if known else 1.0 - p_same
+            out.append(Prediction(slug if known else None, round(answer_right, 4), bool(known), slug,
+                                  round(d, 4), round(p_same, 4)))
         return out
+
+    def similarity(self, d):
+        """Similarity in [0, 1] for an embedding distance ``d`` (array or float): ``2 ** -(d / threshold) ** 2``."""
+        return np.exp2(-np.square(np.asarray(d, dtype=np.float64) / self.threshold))
 
     def similar(self, embedding, k=5):
         """The ``k`` KOLs most similar to ``embedding`` ``(128,)``.
 
         Returns ``[(slug, similarity, distance)]`` sorted by similarity, highest
-        first; similarity is the cosine similarity with the KOL's nearest pool
-        embedding, clipped to [0, 1]; distance is Euclidean.
+        first; similarity is :meth:`similarity` of the Euclidean distance to the
+        KOL's nearest pool embedding (0.5 at the known/unknown threshold).
         """
         e = np.asarray(embedding, dtype=np.float64).reshape(faces.EMBEDDING_SIZE)
         d = faces.distances(self.X, e)
-        cos = (self.X @ e) / (np.linalg.norm(self.X, axis=1) * np.linalg.norm(e) + 1e-12)
         rows = []
         for label, slug in enumerate(self.classes):
-            mask = self.y == label
-            i = int(np.argmin(np.where(mask, d, np.inf)))
-            rows.append((slug, round(float(np.clip(cos[i], 0.0, 1.0)), 4), round(float(d[i]), 4)))
-        rows.sort(key=lambda r: r[1], reverse=True)
+            nearest = float(d[self.y == label].min())
+            rows.append((slug, round(float(self.similarity(nearest)), 4), round(nearest, 4)))
+        rows.sort(key=lambda r: (-r[1], r[2], r[0]))
         return rows[:max(0, int(k))]
 
 

@@ -65,7 +65,9 @@ def test_single_identity_and_similarity():
     model = classifier.train(X, ["solo"] * 6, {"solo": "Solo"})
     near, far = model.predict([centre, centre + 0.2])
     assert near.known and near.identity == "solo" and not far.known and far.identity is None
-    assert near.confidence > 0.5 > far.confidence
+    assert near.p_same > 0.5 > far.p_same
+    # confidence is in the answer given: high for both a clear match and a clear stranger
+    assert near.confidence > 0.5 and far.confidence > 0.5
     sims = model.similar(centre, k=3)
     assert len(sims) == 1 and 0 <= sims[0][1] <= 1
 
@@ -82,3 +84,34 @@ def test_malformed_versions_are_refused(tmp_path):
             store.load(bad)
     (tmp_path / "current").write_text("../../evil")
     assert store.current_version() is None
+
+
+def test_similarity_is_graded_and_half_at_the_threshold():
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(3, 128)) * 0.2
+    X = np.concatenate([c + rng.normal(size=(8, 128)) * 0.02 for c in centres])
+    model = classifier.train(X, ["a"] * 8 + ["b"] * 8 + ["c"] * 8, {})
+    assert model.similarity(0.0) == 1.0
+    assert abs(model.similarity(model.threshold) - 0.5) < 1e-9
+    assert model.similarity(2 * model.threshold) < 0.1
+    rows = model.similar(centres[1], k=5)
+    assert [r[0] for r in rows][0] == "b" and len(rows) == 3
+    sims = [r[1] for r in rows]
+    assert sims == sorted(sims, reverse=True) and all(0.0 <= v <= 1.0 for v in sims)
+    assert sims[0] > 0.5 > sims[1]
+    assert model.similar(centres[1], k=1)[0][0] == "b" and model.similar(centres[1], k=0) == []
+
+
+def test_confidence_is_in_the_answer_given():
+    rng = np.random.default_rng(2)
+    centres = rng.normal(size=(2, 128)) * 0.2
+    X = np.concatenate([c + rng.normal(size=(8, 128)) * 0.02 for c in centres])
+    model = classifier.train(X, ["a"] * 8 + ["b"] * 8, {})
+    far = centres[0] + rng.normal(size=128) * 0.3
+    for p in model.predict([centres[0], centres[1], far]):
+        assert 0.5 <= p.confidence <= 1.0 and 0.0 <= p.p_same <= 1.0
+        assert p.confidence == (p.p_same if p.known else round(1 - p.p_same, 4))
+        assert p.known == (p.distance <= model.threshold)
+    near_a, near_b, stranger = model.predict([centres[0], centres[1], far])
+    assert (near_a.identity, near_b.identity, stranger.identity) == ("a", "b", None)
+    assert stranger.candidate in ("a", "b") and not stranger.known
