@@ -1,6 +1,7 @@
-// Progress polling for long work: an element with data-poll="<json url>" is refreshed
-// every second; when the job is done the page moves on to data-next.
+// Small helpers for the pages of the three servers; every page still works without them.
 (function () {
+  // Progress polling for long work: an element with data-poll="<json url>" is refreshed
+  // twice a second; when the job is done the page moves on to data-next.
   document.querySelectorAll("[data-poll]").forEach(function (el) {
     var url = el.getAttribute("data-poll");
     function tick() {
@@ -8,11 +9,61 @@
         .then(function (r) { return r.json(); })
         .then(function (s) {
           el.dispatchEvent(new CustomEvent("poll", { detail: s }));
-          if (s.state === "done" && el.dataset.next) { window.location = el.dataset.next; return; }
-          if (s.state !== "failed" && s.state !== "done") { setTimeout(tick, 1000); }
+          if (s.state === "done" && el.dataset.next) {
+            // let the full bar show for a moment before moving on
+            setTimeout(function () { window.location = el.dataset.next; }, 300);
+            return;
+          }
+          if (s.state !== "failed" && s.state !== "done") { setTimeout(tick, 500); }
         })
         .catch(function () { setTimeout(tick, 2000); });
     }
     tick();
+  });
+
+  // A form that was sent says so on its button and cannot be sent twice by a double click;
+  // uploads and recognition can take a while. Coming back with the Back button re-enables it.
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (event.defaultPrevented || (form.method || "").toLowerCase() !== "post") { return; }
+    var button = event.submitter;
+    if (button && button.tagName === "BUTTON") {
+      button.dataset.label = button.textContent;
+      button.textContent = form.querySelector("input[type=file]") ? "Uploading…" : "Working…";
+    }
+    setTimeout(function () {  // after the browser has read the form (and which button was used)
+      form.querySelectorAll("button[type=submit], button:not([type])").forEach(function (b) {
+        if (!b.disabled) { b.disabled = true; b.dataset.sent = "1"; }
+      });
+    }, 0);
+  });
+  window.addEventListener("pageshow", function () {
+    document.querySelectorAll("form button[data-sent], form button[data-label]").forEach(function (b) {
+      if (b.dataset.label) { b.textContent = b.dataset.label; delete b.dataset.label; }
+      if (b.dataset.sent) { b.disabled = false; delete b.dataset.sent; }
+    });
+  });
+
+  // A link with data-apply-first="<form id>" (e.g. "Continue to import" on the cleaning
+  // page) first sends that form when boxes in it are ticked, so ticks are never lost.
+  document.querySelectorAll("a[data-apply-first]").forEach(function (link) {
+    var form = document.getElementById(link.getAttribute("data-apply-first"));
+    if (!form) { return; }
+    function ticked() { return form.querySelectorAll("input[type=checkbox]:checked").length > 0; }
+    function showPending() {
+      form.querySelectorAll(".pending").forEach(function (p) { p.hidden = !ticked(); });
+    }
+    form.addEventListener("change", showPending);
+    showPending();
+    link.addEventListener("click", function (event) {
+      if (!ticked()) { return; }
+      event.preventDefault();
+      link.setAttribute("aria-busy", "true");
+      fetch(form.action, { method: "POST", body: new FormData(form), credentials: "same-origin" })
+        .then(function (r) {
+          if (r.ok) { window.location = link.href; } else { form.submit(); }  // shows the error page
+        })
+        .catch(function () { form.submit(); });
+    });
   });
 })();

@@ -119,7 +119,7 @@ class LiveServers:
                 try:
                     if requests.get(url + "/healthz", timeout=2).status_code == 200:
                         break
-                except requests.ConnectionError:
+                except requests.RequestException:  # not listening yet, or too busy to answer in time
                     pass
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{name} server did not become ready")
