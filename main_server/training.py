@@ -5,8 +5,10 @@ extract it safely into a new job (:class:`shared.jobs.JobStore`) and answer
 ``303`` to ``{PROCESS_URL}/?job=<id>``. A zip that cannot be used gets a 4xx page
 (or ``{"error": ...}``) and leaves nothing on disk.
 """
+import re
+import unicodedata
+
 from flask import Blueprint, current_app, redirect, request
-from werkzeug.utils import secure_filename
 
 from shared import archive, cleaning, frames, images
 from shared.errors import UserError
@@ -45,6 +47,14 @@ def train_explain():
                                              "video_extensions": list(frames.VIDEO_EXTENSIONS), **_limits()})
 
 
+def _shown_name(raw):
+    """The zip's own name, for display only (never a path): its last component, without control
+    characters, at most 120 characters ("周杰伦.zip" stays readable, unlike ``secure_filename``)."""
+    text = "".join(ch for ch in str(raw or "") if unicodedata.category(ch)[0] != "C")
+    parts = [p.strip() for p in re.split(r"[/\\]", text) if p.strip()]
+    return parts[-1][:120].strip() if parts else "upload.zip"
+
+
 def _upload(kind):
     if request.method == "GET":
         return reply("main/train_upload.html", {"kind": kind, "extensions": list(KIND_INFO[kind]["extensions"])},
@@ -54,7 +64,7 @@ def _upload(kind):
         raise UserError("No zip was sent: choose a .zip file in the form field 'zip'.", 400)
     if not file.filename:
         raise UserError("No file was chosen: pick a .zip file first.", 400)
-    name = secure_filename(file.filename) or "upload.zip"
+    name = _shown_name(file.filename)
     if not file.filename.lower().endswith(".zip"):
         raise UserError(f"'{file.filename[:80]}' is not a .zip file: compress the KOL folders into a zip "
                         "and upload that.", 415)

@@ -207,12 +207,13 @@ def clean():
             raise UserError(f"Crop {unknown[0]} is not part of this job.", 400)
         remove = (remove - new_keep) | new_remove
         keep = (keep - new_remove) | new_keep
-        result = cleaning.clean(align_result, remove=remove, keep=keep)
-        store.write(job, "clean", result)
-        view = cleaning.contract_view(result)
-        store.finish_sync(job, "clean", summary={k: {"kept": v["kept"], "removed": len(v["removed"])}
-                                                 for k, v in view["kols"].items()},
-                          total=sum(len(k["kept"]) + len(k["removed"]) for k in result["kols"]))
+        with store.sync_step(job, "clean"):  # a crash in here shows as "interrupted" on the job page
+            result = cleaning.clean(align_result, remove=remove, keep=keep)
+            store.write(job, "clean", result)
+            view = cleaning.contract_view(result)
+            store.finish_sync(job, "clean", summary={k: {"kept": v["kept"], "removed": len(v["removed"])}
+                                                     for k, v in view["kols"].items()},
+                              total=sum(len(k["kept"]) + len(k["removed"]) for k in result["kols"]))
         if wants_json():
             return reply("process/clean.html", view)
         return redirect(url_for("wizard.clean", job=job), 303)
@@ -254,7 +255,7 @@ def _do_import(job, store, state):
     _require_done(state, "clean", "Clean the faces of this job first (the clean step).")
     result = store.read(job, "clean")
     by_name = {k["name"]: (i, k) for i, k in enumerate(result["kols"])}
-    chosen = [v for v in request.form.getlist("kol") if v] or list(by_name)
+    chosen = list(dict.fromkeys(v for v in request.form.getlist("kol") if v)) or list(by_name)
     missing = [name for name in chosen if name not in by_name]
     if missing:
         raise UserError(f"'{missing[0][:80]}' is not a KOL of this job.", 400)
@@ -263,17 +264,20 @@ def _do_import(job, store, state):
     replace |= {k["name"] for i, k in enumerate(result["kols"]) if request.form.get(f"mode-{i}") == "replace"}
     imported, empty, purged = [], [], set(state.get("purged", []))
     folder = store.folder(job)
+    batch = []
     for name in chosen:
         i, kol = by_name[name]
         if not kol["kept"] or name in purged:
             empty.append(name)
             continue
         pngs = [folder / "chips" / str(i) / f"{item['crop']}.png" for item in kol["kept"]]
-        pool().add(name, pngs, replace=replace_all or name in replace)
+        batch.append((name, pngs, replace_all or name in replace))
         imported.append(name)
-    store.finish_sync(job, "import", summary={"imported": imported, "empty": empty,
-                                              "replaced": [n for n in imported if replace_all or n in replace]},
-                      total=len(imported))
+    with store.sync_step(job, "import"):  # a crash in here shows as "interrupted" on the job page
+        pool().add_many(batch)  # all the chosen KOLs or none of them
+        store.finish_sync(job, "import", summary={"imported": imported, "empty": empty,
+                                                  "replaced": [n for n in imported if replace_all or n in replace]},
+                          total=len(imported))
     return imported, empty
 
 

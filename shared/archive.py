@@ -43,6 +43,8 @@ MAX_TOTAL = 4 * 1024 ** 3
 #: Most a single member may expand, relative to its compressed size (for members over 1 MiB).
 MAX_RATIO = 100
 RATIO_MIN_SIZE = 1024 * 1024
+#: Photos narrower or lower than this (pixels) cannot hold a face that detection would find.
+MIN_PHOTO_SIDE = 20
 
 JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
 ARCHIVE_EXTENSIONS = (".zip", ".rar", ".7z", ".tar", ".gz", ".tgz", ".bz2", ".xz")
@@ -217,6 +219,9 @@ def _extract(zip_path, dest, kind, max_members, max_total, max_ratio):
                                    "Zip the photos themselves.")
             if info.is_dir():
                 continue
+            if info.flag_bits & 0x1:
+                raise ArchiveError("The zip is protected by a password, which this tool cannot open. "
+                                   "Zip the KOL folders again without a password.")
             if parts[-1].lower().endswith(ARCHIVE_EXTENSIONS):
                 raise ArchiveError(f"The zip holds another archive ('{name}'). Unzip it and put its "
                                    "KOL folders directly into one zip.")
@@ -270,9 +275,16 @@ def _check_file(path, kind, name):
 
         try:
             with Image.open(path) as im:
+                width, height = im.size
                 im.verify()
+        except Image.DecompressionBombError:
+            return f"declares too many pixels (over {images.MAX_PIXELS // 1_000_000} megapixels)"
         except Exception:  # noqa: BLE001 - any decoder failure means the same to the user
             return "not a readable photo"
+        if width * height > images.MAX_PIXELS:
+            return f"{width}x{height} pixels: over {images.MAX_PIXELS // 1_000_000} megapixels"
+        if min(width, height) < MIN_PHOTO_SIDE:
+            return f"only {width}x{height} pixels: too small to hold a face"
         return None
     try:
         frames.probe(path, name=name)

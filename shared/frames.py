@@ -39,10 +39,22 @@ def is_video_name(filename):
     return str(filename).lower().endswith(VIDEO_EXTENSIONS)
 
 
+#: Leading bytes of still-image formats that FFmpeg would otherwise open as a one-frame "video".
+IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def _is_still_image(head):
+    return head.startswith(IMAGE_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
 def _open(path, name=None):
     label = f"'{name or Path(path).name}'"
     if not Path(path).is_file() or Path(path).stat().st_size == 0:
         raise VideoError(f"{label} is empty.", 422)
+    with open(path, "rb") as fh:
+        if _is_still_image(fh.read(16)):
+            raise VideoError(f"{label} is a still photo, not a video "
+                             f"(use {', '.join(VIDEO_EXTENSIONS)}).", 415)
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         cap.release()

@@ -18,12 +18,14 @@ A job is one uploaded training zip walking through the wizard's steps
                       "error": str|None, "started", "finished", "pid", "summary": {...}}},
      "stage": the step started last}
 
-While a step runs, its worker holds an exclusive ``flock`` on the job's
-``.running`` file; the kernel drops it when the process ends, however it ends
+While a step runs (in a background thread, :meth:`JobStore.start`, or inside
+the request for the quick ones, :meth:`JobStore.sync_step`), its worker holds an
+exclusive ``flock`` on the job's ``.running`` file; the kernel drops it when the process ends, however it ends
 (crash, kill, restart). A step that is "running" in the file while nobody holds
 that lock is therefore reported as failed with the sentence :data:`INTERRUPTED`,
 and can be run again. Zombie processes and reused pids cannot fool this.
 """
+import contextlib
 import fcntl
 import logging
 import os
@@ -37,10 +39,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import UserError
-from .storage import atomic_write_json, locked, read_json
+from .storage import DISK_FULL, atomic_write_json, is_disk_full, locked, read_json
 
 JOB_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 STEPS = ("align", "clean", "import", "train")
+#: A job folder without ``state.json`` older than this (seconds) is the leftover of a crashed upload.
+INCOMPLETE_MAX_AGE_S = 6 * 3600
 INTERRUPTED = ("This step was interrupted (the server stopped while it was running). "
                "Nothing was lost: run the step again.")
 
@@ -83,6 +87,7 @@ class JobStore:
         from .archive import extract_training_zip
 
         self.root.mkdir(parents=True, exist_ok=True)
+        self.sweep_incomplete()
         job_id = secrets.token_hex(8)
         folder = self.root / job_id
         folder.mkdir()
@@ -101,6 +106,20 @@ class JobStore:
             shutil.rmtree(folder, ignore_errors=True)
             raise
         return job_id
+
+    def sweep_incomplete(self, older_than_s=INCOMPLETE_MAX_AGE_S):
+        """Delete job folders that never got a ``state.json`` (an upload cut off by a crash or kill)
+        once they are older than ``older_than_s`` seconds. Returns how many were deleted."""
+        count, now = 0, time.time()
+        for entry in self.root.iterdir() if self.root.is_dir() else ():
+            try:
+                if (JOB_ID_RE.match(entry.name) and entry.is_dir() and not (entry / "state.json").exists()
+                        and now - entry.stat().st_mtime > older_than_s):
+                    shutil.rmtree(entry, ignore_errors=True)
+                    count += 1
+            except FileNotFoundError:
+                continue
+        return count
 
     # -- reading ------------------------------------------------------------
     def folder(self, job_id):
@@ -208,6 +227,49 @@ class JobStore:
         Raises :class:`UserError` 409 when a step of this job is already running.
         Returns the started thread.
         """
+        running = self._claim(job_id, step)
+        last = {"t": 0.0}
+
+        def progress(done, total):
+            t = time.time()
+            if t - last["t"] >= 0.25 or done >= total:
+                last["t"] = t
+                self.set_step(job_id, step, done=int(done), total=int(total))
+
+        def run():
+            try:
+                summary = work(progress) or {}
+                self.set_step(job_id, step, state="done", finished=_now(), summary=summary)
+            except Exception as exc:  # noqa: BLE001 - reported to the person, logged for us
+                self._failed(job_id, step, exc)
+            finally:
+                running.close()  # the state says done/failed before the lock goes
+
+        thread = threading.Thread(target=run, name=f"job-{job_id}-{step}", daemon=True)
+        thread.start()
+        return thread
+
+    @contextlib.contextmanager
+    def sync_step(self, job_id, step):
+        """Run ``step`` of the job inside the request (``with store.sync_step(job, "clean"): ...``).
+
+        Like :meth:`start` it claims the job's ``.running`` lock (409 when a step
+        is running) and records the step as running first, so a crash in the
+        middle is reported as interrupted (:data:`INTERRUPTED`) on the job page.
+        The block must end with :meth:`finish_sync`; an exception marks the step
+        failed with a sentence and is raised again.
+        """
+        running = self._claim(job_id, step)
+        try:
+            yield
+        except Exception as exc:
+            self._failed(job_id, step, exc)
+            raise
+        finally:
+            running.close()
+
+    def _claim(self, job_id, step):
+        """Take the job's ``.running`` lock and mark ``step`` running; returns the lock's file."""
         folder = self.folder(job_id)
         running = _try_lock(folder / ".running")
         if running is None:
@@ -223,31 +285,23 @@ class JobStore:
         except BaseException:
             running.close()
             raise
-        last = {"t": 0.0}
+        return running
 
-        def progress(done, total):
-            t = time.time()
-            if t - last["t"] >= 0.25 or done >= total:
-                last["t"] = t
-                self.set_step(job_id, step, done=int(done), total=int(total))
-
-        def run():
-            try:
-                summary = work(progress) or {}
-                self.set_step(job_id, step, state="done", finished=_now(), summary=summary)
-            except UserError as exc:
-                self.set_step(job_id, step, state="failed", finished=_now(), error=exc.message)
-            except Exception as exc:  # noqa: BLE001 - reported to the person, logged for us
-                log.error("job %s step %s failed:\n%s", job_id, step, traceback.format_exc())
-                self.set_step(job_id, step, state="failed", finished=_now(),
-                              error=f"The {step} step failed unexpectedly ({type(exc).__name__}: {exc}). "
-                                    "The error was logged; you can run the step again.")
-            finally:
-                running.close()  # the state says done/failed before the lock goes
-
-        thread = threading.Thread(target=run, name=f"job-{job_id}-{step}", daemon=True)
-        thread.start()
-        return thread
+    def _failed(self, job_id, step, exc):
+        """Record ``exc`` as the step's failure, as a sentence (logged when unexpected)."""
+        if isinstance(exc, UserError):
+            error = exc.message
+        elif is_disk_full(exc):
+            log.error("job %s step %s: disk full: %s", job_id, step, exc)
+            error = DISK_FULL
+        else:
+            log.error("job %s step %s failed:\n%s", job_id, step, traceback.format_exc())
+            error = (f"The {step} step failed unexpectedly ({type(exc).__name__}: {exc}). "
+                     "The error was logged; you can run the step again.")
+        try:
+            self.set_step(job_id, step, state="failed", finished=_now(), error=error)
+        except OSError:  # the disk is still full: the step reads as interrupted once the lock goes
+            log.error("job %s step %s: could not record the failure", job_id, step)
 
     def purge_kol(self, matches):
         """Delete, in every job, the photos/videos and crops of the KOLs whose display name ``matches(name)``.

@@ -189,30 +189,48 @@ class Pool:
 
         Returns the KOL's slug. The manifest changes last, atomically.
         """
-        name = display_name(name)
-        slug = kol_slug(name)
+        return self.add_many([(name, chip_pngs, replace)])[0]
+
+    def add_many(self, items):
+        """Import several KOLs as one change: ``items`` is ``[(name, chip_pngs, replace)]`` (see :meth:`add`).
+
+        All of them or none: the files are copied first and the manifest is
+        written once, last, atomically; on any error (a full disk...) the copied
+        files are removed again and the pool is exactly as it was.
+        Returns the slugs, in the order of ``items``.
+        """
+        prepared = [(display_name(name), list(map(Path, pngs)), replace) for name, pngs, replace in items]
         with locked(self.lock_path):
+            before = read_json(self.manifest_path, default={}) or {}
             data = read_json(self.manifest_path, default={}) or {}
             kols = data.setdefault("kols", {})
-            folder = self.root / slug
-            folder.mkdir(parents=True, exist_ok=True)
-            current = [] if replace else list(kols.get(slug, {}).get("chips", []))
-            seen = set(current)
-            for png in map(Path, chip_pngs):
-                cid = png.stem
-                if not CHIP_ID_RE.match(cid) or cid in seen:
-                    continue
-                vector = chip_embedding(png)  # cached beside the source chip
-                target = folder / f"{cid}.png"
-                if not target.exists():
-                    atomic_write_bytes(target, png.read_bytes())
-                _write_embedding(target.with_suffix(".npy"), vector)
-                current.append(cid)
-                seen.add(cid)
-            kols[slug] = {"name": name, "chips": current, "updated": _now()}
-            atomic_write_json(self.manifest_path, data)
+            slugs = []
+            try:
+                for name, pngs, replace in prepared:
+                    slug = kol_slug(name)
+                    slugs.append(slug)
+                    folder = self.root / slug
+                    folder.mkdir(parents=True, exist_ok=True)
+                    current = [] if replace else list(kols.get(slug, {}).get("chips", []))
+                    seen = set(current)
+                    for png in pngs:
+                        cid = png.stem
+                        if not CHIP_ID_RE.match(cid) or cid in seen:
+                            continue
+                        vector = chip_embedding(png)  # cached beside the source chip
+                        target = folder / f"{cid}.png"
+                        if not target.exists():
+                            atomic_write_bytes(target, png.read_bytes())
+                        _write_embedding(target.with_suffix(".npy"), vector)
+                        current.append(cid)
+                        seen.add(cid)
+                    kols[slug] = {"name": name, "chips": current, "updated": _now()}
+                atomic_write_json(self.manifest_path, data)
+            except BaseException:
+                self._sweep(before)  # e.g. a full disk: the pool stays exactly as it was, no orphans
+                raise
             self._sweep(data)
-        return slug
+        return slugs
 
     def remove(self, slug):
         """Delete a KOL for good: out of the manifest first, then its files. Returns its display name."""
@@ -231,6 +249,9 @@ class Pool:
         if not self.root.exists():
             return
         for entry in self.root.iterdir():
+            if entry.name.startswith(".tmp-") and entry.is_file():  # a manifest write cut off by a crash
+                entry.unlink(missing_ok=True)
+                continue
             if entry.name.startswith(".") or entry == self.manifest_path:
                 continue
             if not entry.is_dir() or entry.name not in listed:

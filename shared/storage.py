@@ -5,11 +5,22 @@ the same folder, fsync, ``os.replace``), so a crash leaves either the old file o
 the new one, never half of one.
 """
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import tempfile
 from pathlib import Path
+
+
+#: The sentence shown when the data folder's disk is full (HTTP 507).
+DISK_FULL = ("The server's disk is full, so this could not be saved. Nothing was half-written: "
+             "free some space (or ask the administrator to) and try again.")
+
+
+def is_disk_full(exc):
+    """True for the ``OSError`` a write gets when the disk or the user's quota is full."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def atomic_write_bytes(path, data):

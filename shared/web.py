@@ -15,7 +15,7 @@ from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from .errors import UserError
-from .storage import atomic_write_bytes
+from .storage import DISK_FULL, atomic_write_bytes, is_disk_full
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -110,6 +110,16 @@ def _instance_secret(folder):
     return key
 
 
+def human_size(n):
+    """``n`` bytes as a short text: ``"512 MiB"``, ``"97 KiB"``, ``"800 bytes"``."""
+    n = int(n or 0)
+    for unit, size in (("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):
+        if n >= size:
+            value = n / size
+            return f"{value:.0f} {unit}" if value >= 10 or value == int(value) else f"{value:.1f} {unit}"
+    return f"{n} bytes"
+
+
 def wants_json():
     """True when the client asked for JSON (``Accept: application/json`` preferred over HTML)."""
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
@@ -152,12 +162,15 @@ def _install_common(app, section):
             404: "There is no page at this address.",
             405: f"This address does not accept {request.method} requests.",
             413: "The upload is larger than this server accepts "
-                 f"({app.config['MAX_CONTENT_LENGTH'] // (1024 * 1024)} MiB at most).",
+                 f"({human_size(app.config['MAX_CONTENT_LENGTH'])} at most).",
         }
         return error_reply(messages.get(exc.code, exc.description or exc.name), exc.code or 500)
 
     @app.errorhandler(Exception)
     def unexpected(exc):
+        if is_disk_full(exc):
+            logging.getLogger(app.import_name).error("disk full on %s %s: %s", request.method, request.path, exc)
+            return error_reply(DISK_FULL, 507)
         logging.getLogger(app.import_name).exception("unhandled error on %s %s", request.method, request.path)
         return error_reply("Something went wrong on the server; the error was logged. "
                            "Nothing you uploaded was lost: please try again.", 500)

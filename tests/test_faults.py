@@ -1,0 +1,514 @@
+"""Faults: the process server killed (SIGKILL) in the middle of every wizard step, a full disk
+during upload and import, and the main server switching models while it predicts.
+
+The servers run for real under gunicorn (like the Procfile), on free ports and a
+temporary data folder; a kill takes the whole process tree (master, worker and
+the face-engine pool). Promises checked:
+
+- after a restart the pool (``data/pool/manifest.json`` and the files it lists)
+  and the current model (``data/models/current`` and its version folder) are
+  exactly as before the interrupted step or exactly as after it;
+- the job page says the step was interrupted, and running it again works;
+- a full disk gives a clear 507 sentence and leaves nothing half-written;
+- predictions keep answering with the old model while a new one trains, then
+  switch to the new one (never a failed request, never back to the old one).
+"""
+import hashlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from . import _synth
+from ._synth import JSON
+from .conftest import FIVE, ROOT, five_celebs_photos, free_port, needs_data
+
+
+def _descendants(pid):
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids = [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for kid in kids:
+            out += [kid] + _descendants(kid)
+    return out
+
+
+class Servers:
+    """Some of the three servers under gunicorn on free ports, sharing one data folder."""
+
+    def __init__(self, data_dir, log_dir, names=("process",)):
+        self.data_dir, self.log_dir = Path(data_dir), Path(log_dir)
+        self.urls = {n: f"http://127.0.0.1:{free_port()}" for n in ("main", "process", "video")}
+        self.procs = {}
+        for name in names:
+            self.start(name)
+
+    def start(self, name, workers=1, threads=8):
+        env = dict(os.environ, DATA_DIR=str(self.data_dir), MAIN_URL=self.urls["main"],
+                   PROCESS_URL=self.urls["process"], VIDEO_URL=self.urls["video"])
+        log = open(self.log_dir / f"{name}.log", "ab")
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--threads", str(threads), "--timeout", "300",
+             "--bind", self.urls[name].replace("http://", ""), f"{name}_server:create_app()"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while True:
+            assert self.procs[name].poll() is None, f"{name} server exited"
+            try:
+                if requests.get(self.urls[name] + "/healthz", timeout=5).status_code == 200:
+                    return
+            except (requests.ConnectionError, requests.Timeout):  # slow to answer on a busy machine
+                pass
+            assert time.monotonic() < deadline, f"{name} server did not start"
+            time.sleep(0.2)
+
+    def kill(self, name):
+        """SIGKILL the server's whole process tree (a crash, a power cut of that process)."""
+        proc = self.procs[name]
+        tree = _descendants(proc.pid)
+        proc.kill()
+        for pid in tree:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait(timeout=30)
+
+    def stop(self):
+        for name, proc in self.procs.items():
+            if proc.poll() is None:
+                self.kill(name)
+
+
+@pytest.fixture
+def servers(tmp_path):
+    s = Servers(tmp_path / "data", tmp_path, names=())
+    yield s
+    s.stop()
+
+
+# -- what "the pool" and "the model" are, byte for byte -----------------------------------------
+def pool_state(data_dir):
+    """The pool as its users see it: ``{slug: (name, [(chip id, png sha1, npy sha1)])}``.
+
+    Every file the manifest lists must exist and be complete (the PNG decodes, the
+    embedding loads with the right shape); a half-written pool fails here.
+    """
+    from shared import images
+    from shared.pool import Pool
+
+    out = {}
+    pool = Pool(Path(data_dir) / "pool")
+    for slug, info in pool.kols().items():
+        chips = []
+        for cid in info["chips"]:
+            png, npy = pool.root / slug / f"{cid}.png", pool.root / slug / f"{cid}.npy"
+            assert images.load_image(png, max_side=None).shape == (150, 150, 3), png
+            assert np.load(npy, allow_pickle=False).shape == (128,), npy
+            chips.append((cid, hashlib.sha1(png.read_bytes()).hexdigest(), hashlib.sha1(npy.read_bytes()).hexdigest()))
+        out[slug] = (info["name"], chips)
+    return out
+
+
+def model_state(data_dir):
+    """``(current version, identities)`` after loading the current model completely (``(None, 0)`` if none)."""
+    from shared.classifier import ModelStore
+
+    store = ModelStore(Path(data_dir) / "models")
+    version = store.current_version()
+    if version is None:
+        assert not (Path(data_dir) / "models" / "current").exists()
+        return None, 0
+    model = store.load(version)  # model.npz and meta.json complete
+    assert model.meta["version"] == version
+    return version, len(model.classes)
+
+
+def get(servers, path, **params):
+    return requests.get(servers.urls["process"] + path, params=params, headers=JSON, timeout=30)
+
+
+def post(servers, path, **data):
+    return requests.post(servers.urls["process"] + path, data=data, headers=JSON, timeout=300)
+
+
+def wait_state(servers, job, stage, states, timeout=300):
+    deadline = time.monotonic() + timeout
+    while True:
+        p = get(servers, "/processingProgress", job=job).json()
+        if p["stage"] == stage and p["state"] in states:
+            return p
+        assert time.monotonic() < deadline, p
+        time.sleep(0.02)
+
+
+def _import_pool(data_dir, job, names=None):
+    """Put a synthetic job's chips into the pool with the project's own Pool (setup, not under test)."""
+    from shared.jobs import JobStore
+    from shared.pool import Pool
+
+    store = JobStore(Path(data_dir) / "jobs")
+    state = store.state(job)
+    batch = [(kol["name"], sorted((store.folder(job) / "chips" / str(k)).glob("*.png")), False)
+             for k, kol in enumerate(state["kols"]) if names is None or kol["name"] in names]
+    Pool(Path(data_dir) / "pool").add_many(batch)
+
+
+def _photo_job(data_dir, count=24):
+    """A job of real photos (align needs faces)."""
+    from shared.jobs import JobStore
+
+    members = {}
+    for person, paths in list(five_celebs_photos().items())[:2]:
+        for path in paths[: count // 2]:
+            members[f"{person}/{path.name}"] = path.read_bytes()
+    data = _synth.build_zip(members)
+    return JobStore(Path(data_dir) / "jobs").create(lambda p: Path(p).write_bytes(data), "image", "real.zip")
+
+
+# -- SIGKILL in the middle of each step ------------------------------------------------------------
+KOLS = tuple(f"KOL {i}" for i in range(6))
+
+
+def _prepare(data_dir, step):
+    """A job ready for ``step``, plus the pool and model it starts from."""
+    if step == "align":
+        if not FIVE.is_dir():
+            pytest.skip("real photos not found (set KOL_SHARED_DATA)")
+        return _photo_job(data_dir)
+    job = _synth.aligned_job(data_dir, kols=KOLS, per_kol=100 if step != "clean" else 150)
+    if step in ("import", "train"):
+        from shared import cleaning
+        from shared.jobs import JobStore
+
+        store = JobStore(Path(data_dir) / "jobs")
+        store.write(job, "clean", cleaning.clean(store.read(job, "align")))
+        store.finish_sync(job, "clean", summary={}, total=1)
+        # the pool already holds two of the KOLs (an import merges into it), and a model exists
+        _import_pool(data_dir, job, names=KOLS[:2])
+        _synth.synthetic_model(data_dir)
+    if step == "train":
+        _import_pool(data_dir, job)
+    return job
+
+
+@pytest.mark.parametrize("step", ["align", "clean", "import", "train"])
+def test_sigkill_mid_step_leaves_pool_and_model_whole(servers, step):
+    data_dir = servers.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    job = _prepare(data_dir, step)
+    pool_before, model_before = pool_state(data_dir), model_state(data_dir)
+    servers.start("process")
+    path = {"align": "/align", "clean": "/clean", "import": "/import_result", "train": "/train_model"}[step]
+
+    # start the step (clean and import run inside the request: send it from a thread)
+    answer = {}
+    thread = threading.Thread(target=lambda: answer.setdefault("r", _quiet_post(servers, path, job=job)))
+    thread.start()
+    wait_state(servers, job, step, ("running", "done"))
+    if step == "align":  # let some photos be aligned (chips written) first
+        deadline = time.monotonic() + 120
+        while get(servers, "/processingProgress", job=job).json()["done"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    servers.kill("process")
+    thread.join(timeout=60)
+
+    # the data as a restarted server finds it: whole, and either before or after the step
+    pool_mid, model_mid = pool_state(data_dir), model_state(data_dir)
+    servers.start("process")
+    progress = get(servers, "/processingProgress", job=job).json()
+    interrupted = progress["state"] == "failed"
+    if interrupted:
+        assert progress["stage"] == step and "interrupted" in progress["error"], progress
+        page = requests.get(servers.urls["process"] + "/", params={"job": job}, timeout=30).text
+        assert "interrupted" in page and "failed" in page
+    else:  # pragma: no cover - the step won the race against the kill; the invariants below still hold
+        assert progress["state"] == "done", progress
+
+    # the step can be run again, and gives the "after" state
+    r = post(servers, path, job=job)
+    assert r.status_code in (200, 202), r.text
+    assert wait_state(servers, job, step, ("done", "failed"))["state"] == "done"
+    pool_after, model_after = pool_state(data_dir), model_state(data_dir)
+    if step in ("import",):
+        assert pool_mid in (pool_before, pool_after), "the pool was left half-imported"
+        assert pool_after != pool_before and len(pool_after) == len(KOLS)
+    else:
+        assert pool_mid == pool_before == pool_after
+    if step == "train":
+        # the old model, or the interrupted run's new one complete (model_state loaded it whole)
+        assert model_mid == model_before or (model_mid[0] in _versions(data_dir) and model_mid[1] == len(KOLS))
+        assert model_after[0] != model_before[0] and model_after[1] == len(KOLS)
+    else:
+        assert model_mid == model_before == model_after
+    assert interrupted, f"the kill came after the {step} step had finished: nothing was tested mid-step"
+    # the interrupted run left nothing the pool would show: files not in the manifest are swept
+    listed = {f"{slug}/{cid}{ext}" for slug, (_, chips) in pool_after.items() for cid, _, _ in chips
+              for ext in (".png", ".npy")}
+    on_disk = {p.relative_to(data_dir / "pool").as_posix() for p in (data_dir / "pool").rglob("*")
+               if p.is_file() and not p.name.startswith(".") and p.name != "manifest.json"} \
+        if (data_dir / "pool").is_dir() else set()
+    assert on_disk == listed
+
+
+def _versions(data_dir):
+    return sorted(p.name for p in (Path(data_dir) / "models").iterdir() if p.is_dir())
+
+
+def _quiet_post(servers, path, **data):
+    try:
+        return post(servers, path, **data)
+    except requests.ConnectionError as exc:  # the server was killed while answering
+        return exc
+
+
+# -- a full disk ---------------------------------------------------------------------------------
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 6 MiB tmpfs as the data folder (needs root and mount); skipped with the reason otherwise."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount_point)],
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"cannot mount a small tmpfs to simulate a full disk: {exc}")
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to simulate a full disk: {done.stderr.strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=30)
+
+
+def _fill(folder, leave):
+    """Fill the disk of ``folder`` until only about ``leave`` bytes are free; returns the filler path."""
+    filler = Path(folder) / "filler.bin"
+    free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+    with open(filler, "wb") as fh:
+        fh.write(b"\0" * max(0, free - leave))
+    return filler
+
+
+def _photos_zip(n, side=400):
+    return _synth.build_zip({f"Ann/{i}.jpg": _synth.jpeg(side, side, seed=i) for i in range(n)},
+                            method=__import__("zipfile").ZIP_STORED)
+
+
+def _files(folder):
+    return sorted(p.relative_to(folder).as_posix() for p in Path(folder).rglob("*") if p.is_file())
+
+
+def test_full_disk_during_upload(small_disk):
+    from main_server import create_app
+
+    data_dir = small_disk / "data"
+    client = create_app({"DATA_DIR": str(data_dir), "SECRET_KEY": "t"}).test_client()
+    files_before = _files(data_dir)
+    # (1) the upload itself does not fit; (2) it fits, but the extracted photos do not
+    big, medium = _photos_zip(60), _photos_zip(35)
+    assert len(big) > 6 * 2 ** 20 and 3 * 2 ** 20 < len(medium) < 5 * 2 ** 20
+    for data in (big, medium):
+        for json_mode in (True, False):
+            r = client.post("/trainByImage", data={"zip": (io.BytesIO(data), "kols.zip")},
+                            content_type="multipart/form-data", headers=JSON if json_mode else {})
+            assert r.status_code == 507, r.get_data(as_text=True)[:300]
+            assert b"disk is full" in r.data and b"Traceback" not in r.data
+            assert _files(data_dir) == files_before
+            assert not list((data_dir / "jobs").iterdir())
+    # with room, an upload works
+    r = client.post("/trainByImage", data={"zip": (io.BytesIO(_photos_zip(5)), "kols.zip")},
+                    content_type="multipart/form-data")
+    assert r.status_code == 303
+
+
+def test_full_disk_during_import(small_disk):
+    from process_server import create_app
+
+    data_dir = small_disk / "data"
+    client = create_app({"DATA_DIR": str(data_dir), "SECRET_KEY": "t"}).test_client()
+    job = _synth.aligned_job(data_dir, kols=("Ann", "Bob"), per_kol=8)
+    assert client.post("/clean", data={"job": job}, headers=JSON).status_code == 200
+    pool_before = pool_state(data_dir)
+    filler = _fill(small_disk, leave=400 * 1024)  # room for a few chips, not for 16 (~67 KiB each)
+    for json_mode in (True, False):
+        r = client.post("/import_result", data={"job": job}, headers=JSON if json_mode else {})
+        assert r.status_code == 507, r.get_data(as_text=True)[:300]
+        assert b"disk is full" in r.data and b"Traceback" not in r.data
+        assert pool_state(data_dir) == pool_before
+        pool_files = [p for p in (data_dir / "pool").rglob("*") if p.is_file() and p.name != ".lock"] \
+            if (data_dir / "pool").is_dir() else []
+        assert pool_files == [], pool_files  # nothing half-copied left behind
+    page = client.get("/", query_string={"job": job}).get_data(as_text=True)
+    assert "disk is full" in page
+    filler.unlink()
+    r = client.post("/import_result", data={"job": job}, headers=JSON)
+    assert r.status_code == 200 and sorted(r.get_json()["imported"]) == ["Ann", "Bob"]
+    assert sum(len(chips) for _, chips in pool_state(data_dir).values()) == 16
+
+
+# -- the main server switches models atomically while it predicts -----------------------------------------
+def test_model_store_switches_atomically(tmp_path):
+    """Readers calling ModelStore.current() while versions are saved never see no model, a broken one,
+    or an older one than they saw before."""
+    from shared.classifier import ModelStore
+
+    first = _synth.synthetic_model(tmp_path, n_kols=2)
+    store = ModelStore(tmp_path / "models")
+    errors, seen, stop = [], [], threading.Event()
+
+    def reader():
+        reader_store, history = ModelStore(tmp_path / "models"), []
+        while not stop.is_set():
+            try:
+                model = reader_store.current()
+                assert model is not None and len(model.classes) in (2, 3, 4)
+                assert model.predict(np.zeros((1, 128)))  # a whole, usable model
+                if not history or history[-1] != model.version:
+                    assert model.version not in history, "went back to an older model"
+                    history.append(model.version)
+                seen.append(model.version)
+            except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(repr(exc)[:300])
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    versions = [first] + [_synth.synthetic_model(tmp_path, n_kols=n, seed=n) for n in (3, 4, 3)]
+    stop.set()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert store.current_version() == versions[-1] and set(seen) <= set(versions) and len(set(seen)) >= 2
+
+
+@needs_data
+def test_main_predicts_with_old_model_while_new_one_trains(servers):
+    data_dir = servers.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    job = _synth.aligned_job(data_dir, kols=KOLS, per_kol=100)
+    from shared import cleaning
+    from shared.jobs import JobStore
+
+    store = JobStore(data_dir / "jobs")
+    store.write(job, "clean", cleaning.clean(store.read(job, "align")))
+    store.finish_sync(job, "clean", summary={}, total=1)
+    _import_pool(data_dir, job)
+    old = _synth.synthetic_model(data_dir)
+    servers.start("process")
+    # one thread per worker: concurrent predictions inside one worker crash it today (see
+    # test_concurrent_predictions_do_not_crash_a_worker); this test is about switching models
+    servers.start("main", workers=2, threads=1)
+    photo = (FIVE / "ben_afflek" / "train_1.jpg").read_bytes()
+    main = servers.urls["main"]
+    assert requests.get(main + "/", headers=JSON, timeout=30).json()["model"]["version"] == old
+
+    log, stop = [], threading.Event()
+
+    def client():
+        session = requests.Session()
+        while not stop.is_set():
+            try:
+                r = session.post(main + "/predictSingleImage", files={"file": ("ben.jpg", photo)}, headers=JSON,
+                                 timeout=60)
+                home = session.get(main + "/", headers=JSON, timeout=30)
+                log.append((threading.get_ident(), r.status_code, r.json().get("model_version"),
+                            home.json()["model"]["version"]))
+            except requests.RequestException as exc:
+                log.append((threading.get_ident(), repr(exc)[:200], None, None))
+
+    for _ in range(4):  # warm both workers up (dlib loads on the first photo)
+        r = requests.post(main + "/predictSingleImage", files={"file": ("ben.jpg", photo)}, headers=JSON, timeout=120)
+        assert r.status_code == 200 and r.json()["model_version"] == old, r.text
+    clients = [threading.Thread(target=client) for _ in range(3)]
+    for c in clients:
+        c.start()
+    deadline = time.monotonic() + 60
+    while len(log) < 6 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert post(servers, "/train_model", job=job).status_code == 202
+    p = wait_state(servers, job, "train", ("done", "failed"))
+    assert p["state"] == "done", p
+    new = get(servers, "/train_model", job=job).json()["model_version"]
+    time.sleep(2.0)
+    stop.set()
+    for c in clients:
+        c.join()
+    assert new != old
+    assert log and all(status == 200 for _, status, _, _ in log), [e for e in log if e[1] != 200][:3]
+    main_log = (servers.log_dir / "main.log").read_text(errors="replace")
+    assert "SIGSEGV" not in main_log and "SIGABRT" not in main_log
+    assert {v for _, _, v, _ in log} == {old, new} and {h for _, _, _, h in log} == {old, new}
+    for ident in {e[0] for e in log}:  # each client sees old ... old, new ... new: one switch, never back
+        versions = [v for i, _, v, _ in log if i == ident]
+        assert versions == sorted(versions, key=lambda v: v == new), versions
+
+
+# -- many predictions at once -------------------------------------------------------------------------
+@needs_data
+@pytest.mark.xfail(reason="shared/faces.py shares one dlib HOG detector between the threads of a gthread worker; "
+                          "dlib's object_detector is not thread-safe and concurrent detect() calls crash the "
+                          "worker (SIGSEGV / 'double free or corruption'). Fix: one detector per thread or a "
+                          "lock around it; then remove this marker.", strict=False)
+def test_concurrent_predictions_do_not_crash_a_worker(servers):
+    """Eight clients at once on one main worker with the Procfile's 4 threads: every answer is a 200
+    (or a 422 'no face'), and the worker never dies."""
+    data_dir = servers.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _synth.synthetic_model(data_dir)
+    servers.start("main", workers=1)
+    main = servers.urls["main"]
+    photos = [p.read_bytes() for p in sorted(FIVE.rglob("val_*.jpg"))[:16]]
+    statuses, lock = [], threading.Lock()
+
+    def client(n):
+        session = requests.Session()
+        for i in range(6):
+            try:
+                r = session.post(main + "/predictSingleImage", files={"file": ("p.jpg", photos[(n + i) % 16])},
+                                 headers=JSON, timeout=120)
+                code = r.status_code
+            except requests.ConnectionError:
+                code = "connection dropped"
+            with lock:
+                statuses.append(code)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    log = (servers.log_dir / "main.log").read_text(errors="replace")
+    assert "SIGSEGV" not in log and "SIGABRT" not in log and "double free" not in log, log[-2000:]
+    assert set(statuses) <= {200, 422} and len(statuses) == 48, statuses
+
+
+def test_leftovers_of_killed_writes_are_swept(tmp_path):
+    """A main server killed mid-upload leaves a job folder without state.json, and a kill mid-import
+    a temporary manifest: the next upload / import removes them (a fresh upload in progress is kept)."""
+    from shared.jobs import JobStore
+    from shared.pool import Pool
+
+    jobs = tmp_path / "jobs"
+    old, fresh = jobs / ("a" * 16), jobs / ("b" * 16)
+    for folder in (old, fresh):
+        (folder / "input" / "0").mkdir(parents=True)
+        (folder / "upload.zip").write_bytes(b"PK half an upload")
+    os.utime(old, (time.time() - 7 * 3600, time.time() - 7 * 3600))
+    job = _synth.aligned_job(tmp_path, kols=("Ann",), per_kol=2)
+    assert not old.exists() and fresh.exists()
+    assert [s["job"] for s in JobStore(jobs).list()] == [job]
+    (tmp_path / "pool").mkdir()
+    stale = tmp_path / "pool" / ".tmp-abcdef"
+    stale.write_bytes(b'{"kols": {"half')
+    _import_pool(tmp_path, job)
+    assert not stale.exists() and len(Pool(tmp_path / "pool").kols()) == 1
