@@ -73,8 +73,8 @@ def _svc(C, n_classes):
 
 def _nearest_distances(X, y):
     """For each row: distance to the nearest *other* row of its class and to the nearest row of another class."""
-    diff = X[:, None, :] - X[None, :, :]
-    D = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+    sq = np.einsum("ij,ij->i", X, X)
+    D = np.sqrt(np.clip(sq[:, None] + sq[None, :] - 2.0 * (X @ X.T), 0.0, None))  # (N, N), no (N, N, 128)
     np.fill_diagonal(D, np.inf)
     same = y[:, None] == y[None, :]
     genuine = np.where(same, D, np.inf).min(axis=1)

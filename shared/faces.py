@@ -12,7 +12,8 @@ Conventions (the same as ``face_recognition``):
 - an embedding is a ``float64`` vector of 128 values (dlib ResNet); two photos of
   one person are usually closer than 0.6 in Euclidean distance.
 
-The dlib networks are loaded once per process, on first use (:func:`models`).
+The dlib networks are loaded once per process, on first use (:func:`models`); the
+HOG detector once per thread (:func:`detector`).
 """
 import functools
 import importlib.util
@@ -28,8 +29,12 @@ CHIP_SIZE = 150
 CHIP_PADDING = 0.25
 EMBEDDING_SIZE = 128
 
-# dlib's ResNet keeps per-call state inside the network object: one forward pass at a time.
+# dlib runs these networks without Python's GIL, and neither object is safe to share between
+# threads: the HOG detector crashed a threaded server (SIGSEGV, "double free") when two requests
+# detected at once, and the ResNet keeps per-call state inside the network object. So each thread
+# gets its own detector (built once per thread, ~0.1 s) and the encoder runs one pass at a time.
 _encoder_lock = threading.Lock()
+_per_thread = threading.local()
 
 
 def _model_dir():
@@ -43,17 +48,24 @@ def _model_dir():
 
 @functools.lru_cache(maxsize=1)
 def models():
-    """Load dlib's HOG detector, 5-point shape predictor and ResNet encoder (once per process)."""
+    """Load dlib's 5-point shape predictor and ResNet encoder (once per process)."""
     import dlib
 
     folder = _model_dir()
     return SimpleNamespace(
         dlib=dlib,
-        detector=dlib.get_frontal_face_detector(),
         shape5=dlib.shape_predictor(os.path.join(folder, "shape_predictor_5_face_landmarks.dat")),
         encoder=dlib.face_recognition_model_v1(
             os.path.join(folder, "dlib_face_recognition_resnet_model_v1.dat")),
     )
+
+
+def detector():
+    """This thread's dlib HOG face detector (see the note on thread safety above)."""
+    found = getattr(_per_thread, "detector", None)
+    if found is None:
+        found = _per_thread.detector = models().dlib.get_frontal_face_detector()
+    return found
 
 
 @dataclass
@@ -91,7 +103,7 @@ def detect(rgb, upsample=1, scale=1.0):
     if scale != 1.0:
         img = cv2.resize(rgb, None, fx=scale, fy=scale,
                          interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    rects = models().detector(img, int(upsample))
+    rects = detector()(img, int(upsample))
     boxes = []
     for r in rects:
         top = max(0, int(round(r.top() / scale)))

@@ -63,8 +63,8 @@ def load_image(source, max_side=MAX_SIDE, name=None):
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError(f"{label} is not an image this tool can read "
-                         f"(use {', '.join(IMAGE_EXTENSIONS)}).", 415) from None
+        raise ImageError(f"{label} does not hold a photo this tool can read: it is another kind of "
+                         f"file, perhaps renamed (use {', '.join(IMAGE_EXTENSIONS)} photos).", 415) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{label} declares too many pixels to decode safely.", 413) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:

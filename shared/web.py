@@ -164,6 +164,10 @@ def _install_common(app, section):
             413: "The upload is larger than this server accepts "
                  f"({human_size(app.config['MAX_CONTENT_LENGTH'])} at most).",
         }
+        if exc.code == 413 and (request.content_length or 0) <= app.config["MAX_CONTENT_LENGTH"]:
+            # Werkzeug answers 413 too when a form has more parts than MAX_FORM_PARTS
+            messages[413] = (f"The upload holds too many files or fields "
+                             f"({app.config['MAX_FORM_PARTS']} at most in one request): send fewer at a time.")
         return error_reply(messages.get(exc.code, exc.description or exc.name), exc.code or 500)
 
     @app.errorhandler(Exception)

@@ -108,7 +108,11 @@ class LiveServers:
                 [sys.executable, "-m", "gunicorn", "--workers", "1", "--threads", "8",
                  "--bind", f"127.0.0.1:{port}", f"{name}_server:create_app()"],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()  # never leave servers running behind a failed start
+            raise
 
     def wait_ready(self, timeout=60):
         deadline = time.monotonic() + timeout

@@ -61,3 +61,16 @@ def test_live_servers_answer_over_http(live_servers):
     # cross-server links come from config, not a hard-coded localhost:5000
     home = requests.get(live_servers.urls["process"] + "/", timeout=5).text
     assert live_servers.urls["main"] + "/trainModel" in home
+
+
+def test_too_many_parts_says_so_not_too_large(tmp_path):
+    import io
+
+    from main_server import create_app
+
+    app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path), "MAX_FORM_PARTS": 10})
+    data = {"file": [(io.BytesIO(b"x"), f"{i}.jpg") for i in range(20)]}
+    r = app.test_client().post("/predictBatchImage", data=data, content_type="multipart/form-data",
+                               headers={"Accept": "application/json"})
+    assert r.status_code == 413
+    assert "too many files" in r.get_json()["error"] and "10 at most" in r.get_json()["error"]

@@ -405,9 +405,7 @@ def test_main_predicts_with_old_model_while_new_one_trains(servers):
     _import_pool(data_dir, job)
     old = _synth.synthetic_model(data_dir)
     servers.start("process")
-    # one thread per worker: concurrent predictions inside one worker crash it today (see
-    # test_concurrent_predictions_do_not_crash_a_worker); this test is about switching models
-    servers.start("main", workers=2, threads=1)
+    servers.start("main", workers=2, threads=4)  # as in the Procfile
     photo = (FIVE / "ben_afflek" / "train_1.jpg").read_bytes()
     main = servers.urls["main"]
     assert requests.get(main + "/", headers=JSON, timeout=30).json()["model"]["version"] == old
@@ -455,10 +453,6 @@ def test_main_predicts_with_old_model_while_new_one_trains(servers):
 
 # -- many predictions at once -------------------------------------------------------------------------
 @needs_data
-@pytest.mark.xfail(reason="shared/faces.py shares one dlib HOG detector between the threads of a gthread worker; "
-                          "dlib's object_detector is not thread-safe and concurrent detect() calls crash the "
-                          "worker (SIGSEGV / 'double free or corruption'). Fix: one detector per thread or a "
-                          "lock around it; then remove this marker.", strict=False)
 def test_concurrent_predictions_do_not_crash_a_worker(servers):
     """Eight clients at once on one main worker with the Procfile's 4 threads: every answer is a 200
     (or a 422 'no face'), and the worker never dies."""
