@@ -62,13 +62,17 @@ def _crop_record(face, cid, faces_in_photo, t=None, sharpness=None):
 
 
 def analyze_photo(rgb):
-    """Detect, align and embed every face of a photo (large photos detected at a reduced scale).
+    """Detect, align and embed every face of a photo (large photos detected at a reduced scale;
+    upsampling only when the plain pass finds no face).
 
     rgb: ``(H, W, 3)`` RGB ``uint8``. Returns :class:`shared.faces.Face` list, largest first.
     """
     side = max(rgb.shape[:2])
     scale = DETECT_MAX_SIDE / side if side > DETECT_MAX_SIDE else 1.0
-    return faces.analyze(rgb, upsample=1, scale=scale)
+    # Training photos are portraits: the cheap pass (no upsampling, ~4x faster) finds faces
+    # of 80 px and more; only photos where it finds none pay for the upsampled pass (40 px+).
+    boxes = faces.detect(rgb, upsample=0, scale=scale) or faces.detect(rgb, upsample=1, scale=scale)
+    return faces.analyze(rgb, boxes=boxes)
 
 
 def detect_photo(path):
