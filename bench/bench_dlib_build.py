@@ -9,37 +9,27 @@ and of one face encoding on obama1.jpg scaled to 853x480.
 """
 import glob
 import os
-import statistics
-import sys
-import time
 from pathlib import Path
 
 import dlib
 import numpy as np
+from common import KNN, ROOT, median_ms
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(os.environ.get("KOL_SHARED_DATA", ROOT.parent / "shared" / "data"))
 MODELS = glob.glob(str(ROOT / ".venv/lib/python3*/site-packages/face_recognition_models/models"))[0]
 
 det = dlib.get_frontal_face_detector()
 sp = dlib.shape_predictor(os.path.join(MODELS, "shape_predictor_5_face_landmarks.dat"))
 enc = dlib.face_recognition_model_v1(os.path.join(MODELS, "dlib_face_recognition_resnet_model_v1.dat"))
-rgb = np.asarray(Image.open(DATA / "faces/knn_examples/test/obama1.jpg").convert("RGB").resize((853, 480)))
+rgb = np.asarray(Image.open(KNN / "test" / "obama1.jpg").convert("RGB").resize((853, 480)))
 shape = sp(rgb, det(rgb, 1)[0])
 
 
-def med(fn, n=21):
-    fn()
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
+def med(fn):
+    return median_ms(fn, repeat=21, warmup=1)
 
 
 print(f"dlib {dlib.__version__} from {Path(dlib.__file__).parent.parent.parent.parent.parent}  "
       f"(DLIB_USE_BLAS={getattr(dlib, 'DLIB_USE_BLAS', '?')})")
 print(f"HOG detect upsample 0: {med(lambda: det(rgb, 0)):.1f} ms   upsample 1: {med(lambda: det(rgb, 1)):.1f} ms   "
-      f"encode one face: {med(lambda: enc.compute_face_descriptor(rgb, shape)):.1f} ms", file=sys.stdout)
+      f"encode one face: {med(lambda: enc.compute_face_descriptor(rgb, shape)):.1f} ms")
