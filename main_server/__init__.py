@@ -3,7 +3,7 @@
 Views live in blueprints by concern: ``views`` (home), ``training`` (R2-R5),
 ``predict`` (R8-R13), ``video`` (R6-R7).
 """
-from shared.web import make_app
+from shared.web import make_app, warm_up
 
 
 def create_app(test_config=None):
@@ -13,4 +13,5 @@ def create_app(test_config=None):
 
     for module in (views, training, predict, video):
         app.register_blueprint(module.bp)
+    warm_up(app)
     return app

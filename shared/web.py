@@ -9,6 +9,7 @@ share: ``GET /healthz``, error pages that are JSON for scripts, and
 import logging
 import os
 import secrets
+import threading
 from pathlib import Path
 
 from flask import Flask, jsonify, render_template, request
@@ -69,6 +70,27 @@ def make_app(import_name, section, test_config=None, defaults=None):
     app.extensions["models"] = ModelStore(data_dir / "models")
     _install_common(app, section)
     return app
+
+
+def warm_up(app):
+    """Load the dlib networks and the current model in the background, unless testing.
+
+    Called by the servers that predict, so the first request after a start does not pay
+    the ~2 s of loading; requests that arrive earlier simply wait for the same load.
+    """
+    if app.testing:
+        return
+
+    def load():
+        from . import faces
+
+        try:
+            faces.models()
+            app.extensions["models"].current()
+        except Exception:  # a broken model shows up on the first request, with its error page
+            logging.getLogger(app.import_name).exception("warm-up failed")
+
+    threading.Thread(target=load, name="warm-up", daemon=True).start()
 
 
 def pool():

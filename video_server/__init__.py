@@ -1,5 +1,5 @@
 """Video server: an MJPEG stream of recognised frames for an uploaded video."""
-from shared.web import make_app
+from shared.web import make_app, warm_up
 
 
 def create_app(test_config=None):
@@ -8,4 +8,5 @@ def create_app(test_config=None):
     from . import views
 
     app.register_blueprint(views.bp)
+    warm_up(app)
     return app
