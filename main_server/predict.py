@@ -10,7 +10,6 @@ import io
 import re
 import shutil
 import time
-import unicodedata
 import uuid
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -23,7 +22,7 @@ from shared import faces, images, parallel
 from shared import predict as engine
 from shared.errors import UserError
 from shared.storage import atomic_write_bytes
-from shared.web import data_path, models, pool, reply, wants_json
+from shared.web import data_path, models, pool, reply, upload_name, wants_json
 
 bp = Blueprint("predict", __name__)
 
@@ -67,14 +66,6 @@ def _new_run():
     return run, folder
 
 
-def _shown_name(raw, fallback):
-    """The uploaded file's own name for display and the CSV (never used as a path):
-    the last path component, control characters dropped, at most 120 characters."""
-    base = re.split(r"[/\\]", str(raw or ""))[-1]
-    base = "".join(ch for ch in base if unicodedata.category(ch)[0] != "C").strip()[:120]
-    return base or secure_filename(str(raw or "")) or fallback
-
-
 def _file_url(run, name):
     return url_for("predict.prediction_file", run=run, name=name)
 
@@ -84,7 +75,7 @@ def _single_upload():
     upload = request.files.get("file")
     if upload is None or not upload.filename:
         raise UserError("Choose a photo to upload (form field 'file').", 400)
-    name = _shown_name(upload.filename, "photo")
+    name = upload_name(upload.filename, "photo")
     if not images.is_image_name(upload.filename):
         raise UserError(f"'{name}' is not a photo this tool reads: use {EXTENSIONS}.", 415)
     stream = upload.stream
@@ -153,7 +144,7 @@ def batch_image():
     # Stream every part to disk first (Werkzeug already spooled large parts to temp
     # files): the photos are never all decoded in memory at once.
     for i, upload in enumerate(uploads):
-        name = _shown_name(upload.filename, f"photo-{i + 1}")
+        name = upload_name(upload.filename, f"photo-{i + 1}")
         row = {"filename": name, "faces": [], "error": None}
         results.append(row)
         if not images.is_image_name(upload.filename):

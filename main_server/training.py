@@ -5,15 +5,13 @@ extract it safely into a new job (:class:`shared.jobs.JobStore`) and answer
 ``303`` to ``{PROCESS_URL}/?job=<id>``. A zip that cannot be used gets a 4xx page
 (or ``{"error": ...}``) and leaves nothing on disk.
 """
-import re
-import unicodedata
 
 from flask import Blueprint, current_app, redirect, request
 
 from shared import archive, cleaning, frames, images
 from shared.errors import UserError
 from shared.jobs import JobStore
-from shared.web import data_path, reply
+from shared.web import data_path, reply, upload_name
 
 bp = Blueprint("training", __name__)
 
@@ -47,14 +45,6 @@ def train_explain():
                                              "video_extensions": list(frames.VIDEO_EXTENSIONS), **_limits()})
 
 
-def _shown_name(raw):
-    """The zip's own name, for display only (never a path): its last component, without control
-    characters, at most 120 characters ("周杰伦.zip" stays readable, unlike ``secure_filename``)."""
-    text = "".join(ch for ch in str(raw or "") if unicodedata.category(ch)[0] != "C")
-    parts = [p.strip() for p in re.split(r"[/\\]", text) if p.strip()]
-    return parts[-1][:120].strip() if parts else "upload.zip"
-
-
 def _upload(kind):
     if request.method == "GET":
         return reply("main/train_upload.html", {"kind": kind, "extensions": list(KIND_INFO[kind]["extensions"])},
@@ -64,7 +54,7 @@ def _upload(kind):
         raise UserError("No zip was sent: choose a .zip file in the form field 'zip'.", 400)
     if not file.filename:
         raise UserError("No file was chosen: pick a .zip file first.", 400)
-    name = _shown_name(file.filename)
+    name = upload_name(file.filename, "upload.zip")
     if not file.filename.lower().endswith(".zip"):
         raise UserError(f"'{file.filename[:80]}' is not a .zip file: compress the KOL folders into a zip "
                         "and upload that.", 415)

@@ -8,8 +8,10 @@ share: ``GET /healthz``, error pages that are JSON for scripts, and
 """
 import logging
 import os
+import re
 import secrets
 import threading
+import unicodedata
 from pathlib import Path
 
 from flask import Flask, jsonify, render_template, request
@@ -130,6 +132,18 @@ def _instance_secret(folder):
         key = secrets.token_hex(32)
         atomic_write_bytes(path, key.encode())
     return key
+
+
+def upload_name(raw, fallback):
+    """An uploaded file's own name, for display only (never a path).
+
+    Its last path component (``/`` or ``\\``), control and format characters dropped,
+    at most 120 characters; ``fallback`` when nothing is left. Unlike ``secure_filename``
+    it keeps names such as "周杰伦.zip" readable.
+    """
+    text = "".join(ch for ch in str(raw or "") if unicodedata.category(ch)[0] != "C")
+    parts = [p.strip() for p in re.split(r"[/\\]", text) if p.strip()]
+    return parts[-1][:120].strip() if parts else fallback
 
 
 def human_size(n):

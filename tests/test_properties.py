@@ -199,8 +199,8 @@ def test_store_lookups_never_leave_their_folder(tmp_path_factory, a, b):
 @example("../../etc/passwd.zip")
 @example("C:\\Users\\me\\kols.zip")
 def test_upload_names_are_display_text_only(raw):
-    from main_server.training import _shown_name
+    from shared.web import upload_name
 
-    shown = _shown_name(raw)
+    shown = upload_name(raw, "upload.zip")
     assert shown and len(shown) <= 120 and "/" not in shown and "\\" not in shown
     assert not any(unicodedata.category(ch)[0] == "C" for ch in shown)
