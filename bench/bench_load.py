@@ -29,9 +29,6 @@ import argparse
 import io
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,82 +39,28 @@ from pathlib import Path
 import requests
 from common import FIVE, ROOT, VIDEO, require_data
 
+from tests.servers import LiveServers, rss_mib
+
 JSON = {"Accept": "application/json"}
 SERVERS = {"main": (2, 4), "process": (1, 8), "video": (1, 16)}  # workers, threads (as in the Procfile)
 #: Memory growth per server over the run that is still fine (MiB): caches, a warmed-up pool.
 MEMORY_BOUND_MIB = 150
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Stack(LiveServers):
+    """The three servers with the Procfile's workers and threads (:data:`SERVERS`)."""
 
-
-def tree(pid):
-    out = [pid]
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            kids = [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            continue
-        for kid in kids:
-            out += tree(kid)
-    return out
-
-
-def rss_mib(pid):
-    """Resident memory of a process and all its descendants, in MiB."""
-    total = 0
-    for p in tree(pid):
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return round(total / 1024, 1)
-
-
-class Stack:
     def __init__(self, data_dir, log_dir):
-        self.urls = {n: f"http://127.0.0.1:{free_port()}" for n in SERVERS}
-        env = dict(os.environ, DATA_DIR=str(data_dir), MAIN_URL=self.urls["main"],
-                   PROCESS_URL=self.urls["process"], VIDEO_URL=self.urls["video"])
-        self.procs = {}
-        for name, (workers, threads) in SERVERS.items():
-            log = open(Path(log_dir) / f"{name}.log", "wb")
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--threads", str(threads),
-                 "--bind", self.urls[name].replace("http://", ""), f"{name}_server:create_app()"],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        for name, url in self.urls.items():
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if requests.get(url + "/healthz", timeout=5).status_code == 200:
-                        break
-                except (requests.ConnectionError, requests.Timeout):
-                    pass
-                if time.monotonic() > deadline or self.procs[name].poll() is not None:
-                    self.stop()
-                    raise SystemExit(f"{name} server did not start (see {log_dir}/{name}.log)")
-                time.sleep(0.2)
+        super().__init__(data_dir, log_dir, names=())
+        try:
+            for name, (workers, threads) in SERVERS.items():
+                self.start(name, workers, threads)
+        except BaseException:
+            self.stop()
+            raise
 
     def memory(self):
         return {name: rss_mib(proc.pid) for name, proc in self.procs.items()}
-
-    def stop(self):
-        for proc in self.procs.values():
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def training_zip(per_kol):

@@ -5,16 +5,12 @@ environment variable ``KOL_SHARED_DATA``); tests that need them skip with the
 reason when the folder is absent.
 """
 import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-import requests
 
-ROOT = Path(__file__).resolve().parent.parent
+from .servers import ROOT, LiveServers
+
 SHARED_DATA = Path(os.environ.get("KOL_SHARED_DATA", ROOT.parent / "shared" / "data")).resolve()
 FACES = SHARED_DATA / "faces"
 FIVE = FACES / "five_celebs"
@@ -84,59 +80,6 @@ def celeb_faces():
             if len(found) == 1:
                 out.setdefault(person, []).append((path, found[0]))
     return out
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LiveServers:
-    """The three servers started for real (gunicorn, like the Procfile) on free ports."""
-
-    def __init__(self, data_dir, log_dir):
-        self.data_dir = Path(data_dir)
-        ports = {name: free_port() for name in ("main", "process", "video")}
-        self.urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-        env = dict(os.environ, DATA_DIR=str(self.data_dir), MAIN_URL=self.urls["main"],
-                   PROCESS_URL=self.urls["process"], VIDEO_URL=self.urls["video"])
-        self.procs = {}
-        for name, port in ports.items():
-            log = open(Path(log_dir) / f"{name}.log", "wb")
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "--workers", "1", "--threads", "8",
-                 "--bind", f"127.0.0.1:{port}", f"{name}_server:create_app()"],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()  # never leave servers running behind a failed start
-            raise
-
-    def wait_ready(self, timeout=60):
-        deadline = time.monotonic() + timeout
-        for name, url in self.urls.items():
-            while True:
-                if self.procs[name].poll() is not None:
-                    raise RuntimeError(f"{name} server exited with {self.procs[name].returncode}")
-                try:
-                    if requests.get(url + "/healthz", timeout=2).status_code == 200:
-                        break
-                except requests.RequestException:  # not listening yet, or too busy to answer in time
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{name} server did not become ready")
-                time.sleep(0.2)
-
-    def stop(self):
-        for proc in self.procs.values():
-            proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,7 @@ the face-engine pool). Promises checked:
 import hashlib
 import io
 import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -29,71 +27,12 @@ import requests
 
 from . import _synth
 from ._synth import JSON
-from .conftest import FIVE, ROOT, five_celebs_photos, free_port, needs_data
-
-
-def _descendants(pid):
-    out = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            kids = [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            continue
-        for kid in kids:
-            out += [kid] + _descendants(kid)
-    return out
-
-
-class Servers:
-    """Some of the three servers under gunicorn on free ports, sharing one data folder."""
-
-    def __init__(self, data_dir, log_dir, names=("process",)):
-        self.data_dir, self.log_dir = Path(data_dir), Path(log_dir)
-        self.urls = {n: f"http://127.0.0.1:{free_port()}" for n in ("main", "process", "video")}
-        self.procs = {}
-        for name in names:
-            self.start(name)
-
-    def start(self, name, workers=1, threads=8):
-        env = dict(os.environ, DATA_DIR=str(self.data_dir), MAIN_URL=self.urls["main"],
-                   PROCESS_URL=self.urls["process"], VIDEO_URL=self.urls["video"])
-        log = open(self.log_dir / f"{name}.log", "ab")
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--threads", str(threads), "--timeout", "300",
-             "--bind", self.urls[name].replace("http://", ""), f"{name}_server:create_app()"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while True:
-            assert self.procs[name].poll() is None, f"{name} server exited"
-            try:
-                if requests.get(self.urls[name] + "/healthz", timeout=5).status_code == 200:
-                    return
-            except (requests.ConnectionError, requests.Timeout):  # slow to answer on a busy machine
-                pass
-            assert time.monotonic() < deadline, f"{name} server did not start"
-            time.sleep(0.2)
-
-    def kill(self, name):
-        """SIGKILL the server's whole process tree (a crash, a power cut of that process)."""
-        proc = self.procs[name]
-        tree = _descendants(proc.pid)
-        proc.kill()
-        for pid in tree:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        proc.wait(timeout=30)
-
-    def stop(self):
-        for name, proc in self.procs.items():
-            if proc.poll() is None:
-                self.kill(name)
+from .conftest import FIVE, LiveServers, five_celebs_photos, needs_data
 
 
 @pytest.fixture
 def servers(tmp_path):
-    s = Servers(tmp_path / "data", tmp_path, names=())
+    s = LiveServers(tmp_path / "data", tmp_path, names=())
     yield s
     s.stop()
 

@@ -424,10 +424,10 @@ def test_unicode_and_traversal_upload_names_are_only_text(clients):
 def test_oversized_uploads_over_http(tmp_path, monkeypatch):
     """Under gunicorn, with MAX_CONTENT_LENGTH from the environment: a clean 413 (not a reset
     connection), for bodies just over the limit and far over it, and the server stays up."""
-    from .test_faults import Servers
+    from .conftest import LiveServers
 
     monkeypatch.setenv("MAX_CONTENT_LENGTH", "100000")
-    servers = Servers(tmp_path / "data", tmp_path, names=())
+    servers = LiveServers(tmp_path / "data", tmp_path, names=())
     try:
         servers.start("main")
         servers.start("process")

@@ -1,0 +1,116 @@
+"""The three servers started for real under gunicorn (as the Procfile does), for tests and benchmarks.
+
+No pytest here: ``bench/bench_load.py`` uses it too.
+"""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def process_tree(pid):
+    """``pid`` and all its descendants (from /proc), parents first."""
+    out = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids = [int(k) for k in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for kid in kids:
+            out += process_tree(kid)
+    return out
+
+
+class LiveServers:
+    """The servers started for real (gunicorn, like the Procfile) on free ports, sharing one data folder.
+
+    ``names`` are started at once; the others can be started later with :meth:`start`
+    (on their fixed port, so a killed server comes back at the same URL).
+    """
+
+    def __init__(self, data_dir, log_dir, names=("main", "process", "video")):
+        self.data_dir, self.log_dir = Path(data_dir), Path(log_dir)
+        self.urls = {name: f"http://127.0.0.1:{free_port()}" for name in ("main", "process", "video")}
+        self.procs = {}
+        try:
+            for name in names:
+                self._launch(name)
+            for name in names:
+                self._wait_ready(name)
+        except BaseException:
+            self.stop()  # never leave servers running behind a failed start
+            raise
+
+    def start(self, name, workers=1, threads=8):
+        """Start (or restart) one server and wait until its /healthz answers."""
+        self._launch(name, workers, threads)
+        self._wait_ready(name)
+
+    def _launch(self, name, workers=1, threads=8):
+        env = dict(os.environ, DATA_DIR=str(self.data_dir), MAIN_URL=self.urls["main"],
+                   PROCESS_URL=self.urls["process"], VIDEO_URL=self.urls["video"])
+        with open(self.log_dir / f"{name}.log", "ab") as log:
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--threads", str(threads),
+                 "--bind", self.urls[name].replace("http://", ""), f"{name}_server:create_app()"],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def _wait_ready(self, name, timeout=60):
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.procs[name].poll() is not None:
+                raise RuntimeError(f"{name} server exited with {self.procs[name].returncode}")
+            try:
+                if requests.get(self.urls[name] + "/healthz", timeout=5).status_code == 200:
+                    return
+            except requests.RequestException:  # not listening yet, or too busy to answer in time
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} server did not become ready")
+            time.sleep(0.2)
+
+    def kill(self, name):
+        """SIGKILL the server's whole process tree (a crash, a power cut of that process)."""
+        proc = self.procs[name]
+        for pid in process_tree(proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait(timeout=30)
+
+    def stop(self):
+        live = [proc for proc in self.procs.values() if proc.poll() is None]
+        for proc in live:
+            proc.terminate()
+        for proc in live:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def rss_mib(pid):
+    """Resident memory of a process and all its descendants, in MiB."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return round(total / 1024, 1)
