@@ -45,6 +45,9 @@ class LiveServers:
         self.data_dir, self.log_dir = Path(data_dir), Path(log_dir)
         self.urls = {name: f"http://127.0.0.1:{free_port()}" for name in ("main", "process", "video")}
         self.procs = {}
+        #: The HTTP session tests and benchmarks use to talk to these servers (carries credentials
+        #: once the servers require sign-in): ``live_servers.http.get(url)``.
+        self.http = requests.Session()
         try:
             for name in names:
                 self._launch(name)
