@@ -188,6 +188,11 @@ def _install_common(app, section):
     def server_links():
         return {"section": section, "server_urls": {s: app.config[k] for s, k in SECTIONS.items()}}
 
+    # Seams for sign-in and CSRF (issue 11 replaces both): templates wrap admin-only actions in
+    # ``{% if is_admin %}`` and put ``{{ csrf_field() }}`` inside every POST form.
+    app.jinja_env.globals.setdefault("is_admin", True)
+    app.jinja_env.globals.setdefault("csrf_field", lambda: "")
+
     @app.errorhandler(UserError)
     def user_error(exc):
         return error_reply(exc.message, exc.status)
