@@ -3,6 +3,7 @@
 Views live in blueprints by concern: ``views`` (home), ``training`` (R2-R5),
 ``predict`` (R8-R13), ``video`` (R6-R7).
 """
+from shared import housekeeping
 from shared.web import make_app, warm_up
 
 
@@ -14,4 +15,5 @@ def create_app(test_config=None):
     for module in (views, training, predict, video):
         app.register_blueprint(module.bp)
     warm_up(app)
+    housekeeping.start_schedule(app)  # the same rules as `flask housekeeping`, every hour by default
     return app

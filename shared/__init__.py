@@ -1,12 +1,5 @@
-"""The face engine and the training pool shared by the three servers.
+"""The face engine and everything the three servers share: plain functions and small classes, no views.
 
-Plain functions and small classes, no Flask views:
-
-- ``errors``     the one exception type a user can be shown (``UserError``)
-- ``storage``    atomic file writes and cross-process locks under ``data/``
-- ``images``     safe image decoding (EXIF orientation, size bounds, clear errors)
-- ``faces``      detection, 5-point alignment to chips, 128-d embeddings (the only dlib user)
-- ``pool``       the training pool on disk: one folder per KOL, chips + cached embeddings, manifest
-- ``classifier`` SVM training, the calibrated known/unknown rule, versioned models
-- ``web``        the one Flask app factory helper used by all three servers
+Each module's own docstring says what it holds; the README's "The tree" section lists them all
+(kept in one place only, so this file never goes stale).
 """

@@ -18,8 +18,19 @@ _lock = threading.Lock()
 _executor = None
 
 
+_size = 0  # worker processes asked for (FACE_WORKERS); 0: one per core
+
+
+def limit(n):
+    """Make the pool ``n`` worker processes (0: one per core); ``make_app`` passes FACE_WORKERS."""
+    global _size
+    _size = max(0, int(n))
+
+
 def workers():
-    """How many cores this process may use."""
+    """How many worker processes the pool runs: FACE_WORKERS if set, else the cores this process may use."""
+    if _size:
+        return _size
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux

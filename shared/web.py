@@ -1,11 +1,13 @@
 """The one Flask app factory helper used by all three servers.
 
-:func:`make_app` layers configuration (defaults, then environment, then the
+:func:`make_app` layers configuration (:data:`DEFAULTS`, then the environment:
+``KOL_<NAME>`` for every setting and a few documented plain names, then the
 ``test_config`` a test passes), points every app at the one ``data/`` folder,
 keeps the secret key out of the repository, and installs what the three servers
 share: ``GET /healthz``, error pages that are JSON for scripts, and
 :func:`reply`, which answers HTML or JSON from the same view.
 """
+import json
 import logging
 import os
 import re
@@ -22,19 +24,35 @@ from .storage import DISK_FULL, atomic_write_bytes, is_disk_full
 
 ROOT = Path(__file__).resolve().parent.parent
 
+#: Every setting, with its default. Each one can be set from the environment as ``KOL_<NAME>``
+#: (Flask's ``from_prefixed_env``: values are read as JSON when they parse, so
+#: ``KOL_VIDEO_KEEP=5`` is the number 5), and the names in :data:`PLAIN_ENV` also without the
+#: prefix. The README's settings table lists them all; ``tests/test_config.py`` keeps it true.
 DEFAULTS = {
     "DATA_DIR": str(ROOT / "data"),
     "MAIN_URL": "http://127.0.0.1:5000",
     "PROCESS_URL": "http://127.0.0.1:5001",
     "VIDEO_URL": "http://127.0.0.1:5002",
+    "SECRET_KEY": "",  # empty: generated into DATA_DIR/instance/secret_key on first start
     # Uploads: one zip or video up to 512 MiB; batches of a few hundred photos.
     "MAX_CONTENT_LENGTH": 512 * 1024 * 1024,
     "MAX_FORM_PARTS": 2000,
     "MAX_FORM_MEMORY_SIZE": 1024 * 1024,
+    # Face work: worker processes per server process (0: one per CPU core this process may use).
+    "FACE_WORKERS": 0,
+    # Housekeeping (shared/housekeeping.py; `flask housekeeping`, and every HOUSEKEEPING_EVERY_S
+    # seconds from a background thread of the main server, 0 to turn that off).
+    "VIDEO_KEEP": 20,
+    "VIDEO_MAX_AGE_S": 24 * 3600,
+    "PREDICTION_MAX_AGE_S": 24 * 3600,
+    "JOB_INCOMPLETE_MAX_AGE_S": 6 * 3600,
+    "JOB_MAX_AGE_DAYS": 30,
+    "MODEL_VERSIONS_KEEP": 5,
+    "HOUSEKEEPING_EVERY_S": 3600,
 }
-#: Settings read from the environment (same names), with their types.
-ENV_SETTINGS = {"DATA_DIR": str, "MAIN_URL": str, "PROCESS_URL": str, "VIDEO_URL": str,
-                "MAX_CONTENT_LENGTH": int, "SECRET_KEY": str}
+#: The documented names that also work without the ``KOL_`` prefix (the prefixed name wins).
+PLAIN_ENV = ("DATA_DIR", "MAIN_URL", "PROCESS_URL", "VIDEO_URL", "MAX_CONTENT_LENGTH", "SECRET_KEY")
+ENV_PREFIX = "KOL"
 
 SECTIONS = {"main": "MAIN_URL", "process": "PROCESS_URL", "video": "VIDEO_URL"}
 
@@ -49,11 +67,13 @@ def make_app(import_name, section, test_config=None, defaults=None):
                 static_folder=str(ROOT / "static"))
     app.config.from_mapping(DEFAULTS)
     app.config.update(defaults or {})
-    for key, kind in ENV_SETTINGS.items():
+    for key in PLAIN_ENV:
         if os.environ.get(key):
-            app.config[key] = kind(os.environ[key])
+            app.config[key] = _parse_env(os.environ[key])
+    app.config.from_prefixed_env(ENV_PREFIX)
     if test_config:
         app.config.update(test_config)
+    _check_types(app.config)
     for key in SECTIONS.values():
         app.config[key] = app.config[key].rstrip("/")
     app.config["SECTION"] = section
@@ -68,10 +88,37 @@ def make_app(import_name, section, test_config=None, defaults=None):
     from .classifier import ModelStore
     from .pool import Pool
 
+    from . import parallel
+
+    parallel.limit(app.config["FACE_WORKERS"])
     app.extensions["pool"] = Pool(data_dir / "pool")
     app.extensions["models"] = ModelStore(data_dir / "models")
     _install_common(app, section)
     return app
+
+
+def _parse_env(raw):
+    """An environment value as ``from_prefixed_env`` reads it: JSON when it parses, else the text."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _check_types(config):
+    """Give each setting the type of its default, or stop the start with a clear sentence.
+
+    Text settings stay text even when the environment value looks like a number
+    (``KOL_SECRET_KEY=1234``); number settings must be whole numbers >= 0.
+    """
+    for key, default in DEFAULTS.items():
+        value = config.get(key)
+        if isinstance(default, str):
+            config[key] = "" if value is None else str(value)
+        elif isinstance(default, int) and not isinstance(default, bool):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"Setting {key} must be a whole number >= 0 "
+                                 f"(set {ENV_PREFIX}_{key}), not {value!r}.")
 
 
 def warm_up(app):
@@ -180,6 +227,10 @@ def error_reply(message, status):
 
 
 def _install_common(app, section):
+    from . import housekeeping
+
+    housekeeping.install(app)  # the `flask housekeeping` command
+
     @app.get("/healthz")
     def healthz():
         return jsonify({"status": "ok", "server": section})

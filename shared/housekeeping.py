@@ -1,0 +1,178 @@
+"""Housekeeping: delete what the servers leave behind under ``data/``, by rules with limits.
+
+One entry point, :func:`run`, used three ways: the ``flask housekeeping`` command
+(registered on all three apps by :func:`install`), a background thread of the main
+server every ``HOUSEKEEPING_EVERY_S`` seconds (:func:`start_schedule`), and the tests.
+Each rule takes its limit from the app's configuration (``shared.web.DEFAULTS``;
+``KOL_<NAME>`` in the environment):
+
+============================  ====================================================================
+rule                          what is deleted
+============================  ====================================================================
+predictions                   ``predictions/<run>/`` result folders (annotated photos, thumbnails,
+                              CSVs) last changed more than ``PREDICTION_MAX_AGE_S`` seconds ago
+videos                        :func:`shared.videos.sweep`: beyond the newest ``VIDEO_KEEP``, or older
+                              than ``VIDEO_MAX_AGE_S`` seconds; never a video being streamed
+unfinished jobs               :meth:`shared.jobs.JobStore.sweep_incomplete`: job folders whose upload
+                              never completed, older than ``JOB_INCOMPLETE_MAX_AGE_S`` seconds
+old jobs                      job folders whose ``state.json`` was last written more than
+                              ``JOB_MAX_AGE_DAYS`` days ago (a running step rewrites it as it
+                              progresses, so only finished or abandoned jobs are that old)
+model versions                ``models/<version>/`` folders beyond the newest ``MODEL_VERSIONS_KEEP``
+                              (by version name, which starts with its UTC time); never the version
+                              named by ``models/current``
+============================  ====================================================================
+
+Every rule only looks at folders whose names match its strict id pattern, so nothing
+else under ``data/`` is ever touched, and a limit of 0 turns that limit off.
+"""
+import logging
+import re
+import shutil
+import threading
+import time
+from pathlib import Path
+
+from .storage import locked
+
+#: A prediction run folder (main_server/predict.py names them ``uuid4().hex``).
+RUN_RE = re.compile(r"^[0-9a-f]{32}$")
+#: Settings read by :func:`run`, in the order of the rules.
+SETTINGS = ("PREDICTION_MAX_AGE_S", "VIDEO_KEEP", "VIDEO_MAX_AGE_S", "JOB_INCOMPLETE_MAX_AGE_S",
+            "JOB_MAX_AGE_DAYS", "MODEL_VERSIONS_KEEP")
+
+log = logging.getLogger(__name__)
+
+
+def _mtime(path):
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def sweep_predictions(root, max_age_s, now=None):
+    """Delete ``root/<run>/`` folders (``root`` is ``data/predictions``) last changed more than
+    ``max_age_s`` seconds ago. Returns the run ids deleted, sorted. ``max_age_s`` 0: keep all."""
+    root, now = Path(root), time.time() if now is None else now
+    if not max_age_s or not root.is_dir():
+        return []
+    deleted = []
+    for entry in root.iterdir():
+        mtime = _mtime(entry)
+        if RUN_RE.match(entry.name) and entry.is_dir() and mtime is not None and now - mtime > max_age_s:
+            shutil.rmtree(entry, ignore_errors=True)
+            deleted.append(entry.name)
+    return sorted(deleted)
+
+
+def sweep_old_jobs(root, max_age_days, now=None):
+    """Delete job folders under ``root`` (``data/jobs``) whose ``state.json`` was last written more
+    than ``max_age_days`` days ago. Returns the job ids deleted, sorted. ``max_age_days`` 0: keep all."""
+    from .jobs import JOB_ID_RE
+
+    root, now = Path(root), time.time() if now is None else now
+    if not max_age_days or not root.is_dir():
+        return []
+    deleted = []
+    for entry in root.iterdir():
+        mtime = _mtime(entry / "state.json")
+        if JOB_ID_RE.match(entry.name) and mtime is not None and now - mtime > max_age_days * 86400:
+            shutil.rmtree(entry, ignore_errors=True)
+            deleted.append(entry.name)
+    return sorted(deleted)
+
+
+def old_model_versions(root, keep):
+    """The model versions under ``root`` (``data/models``) that :func:`prune_models` would delete:
+    all but the newest ``keep`` by name, never the current one, oldest first. ``keep`` 0: none."""
+    from .classifier import VERSION_RE
+
+    root = Path(root)
+    if not keep or not root.is_dir():
+        return []
+    try:
+        current = (root / "current").read_text().strip()
+    except FileNotFoundError:
+        current = None
+    versions = sorted(e.name for e in root.iterdir() if VERSION_RE.match(e.name) and e.is_dir())
+    return [v for v in versions[:-keep] if v != current]
+
+
+def prune_models(root, keep):
+    """Delete the versions :func:`old_model_versions` names, under the model store's lock (so the
+    ``current`` file cannot change meanwhile). Returns the versions deleted, oldest first."""
+    root = Path(root)
+    if not keep or not root.is_dir():
+        return []
+    with locked(root / ".lock"):
+        doomed = old_model_versions(root, keep)
+        for version in doomed:
+            shutil.rmtree(root / version, ignore_errors=True)
+    return doomed
+
+
+def run(data_dir, config, now=None):
+    """Apply every rule to ``data_dir`` with the limits in ``config`` (a mapping holding
+    :data:`SETTINGS`). Returns ``{rule: [ids deleted]}`` for the five rules."""
+    from . import videos
+    from .jobs import JobStore
+
+    data_dir = Path(data_dir)
+    jobs = JobStore(data_dir / "jobs")
+    out = {
+        "predictions": sweep_predictions(data_dir / "predictions", config["PREDICTION_MAX_AGE_S"], now=now),
+        "videos": (sorted(videos.sweep(data_dir / "videos", keep=config["VIDEO_KEEP"] or 10 ** 9,
+                                       max_age_s=config["VIDEO_MAX_AGE_S"] or float("inf"), now=now))
+                   if config["VIDEO_KEEP"] or config["VIDEO_MAX_AGE_S"] else []),
+        "unfinished_jobs": [],
+        "old_jobs": sweep_old_jobs(data_dir / "jobs", config["JOB_MAX_AGE_DAYS"], now=now),
+        "model_versions": prune_models(data_dir / "models", config["MODEL_VERSIONS_KEEP"]),
+    }
+    if config["JOB_INCOMPLETE_MAX_AGE_S"]:
+        before = _job_ids(jobs.root)
+        jobs.sweep_incomplete(older_than_s=config["JOB_INCOMPLETE_MAX_AGE_S"])
+        out["unfinished_jobs"] = sorted(before - _job_ids(jobs.root) - set(out["old_jobs"]))
+    return out
+
+
+def _job_ids(root):
+    return {e.name for e in Path(root).iterdir()} if Path(root).is_dir() else set()
+
+
+def install(app):
+    """Register ``flask housekeeping`` on ``app`` (it prints what it deleted, one line per rule)."""
+    import click
+
+    @app.cli.command("housekeeping")
+    def housekeeping_command():
+        """Delete old predictions, videos, job folders and model versions (limits: KOL_* settings)."""
+        result = run(app.config["DATA_DIR"], app.config)
+        for rule, ids in result.items():
+            click.echo(f"{rule}: {len(ids)} deleted" + (f" ({', '.join(ids)})" if ids else ""))
+
+
+def start_schedule(app):
+    """Run :func:`run` every ``HOUSEKEEPING_EVERY_S`` seconds from a daemon thread (not when testing,
+    nor when the setting is 0). Several processes may run it: an exclusive lock file makes one
+    pass at a time, and the rules do nothing the second time."""
+    every = app.config["HOUSEKEEPING_EVERY_S"]
+    if app.testing or not every:
+        return None
+    data_dir = app.config["DATA_DIR"]
+    config = {key: app.config[key] for key in SETTINGS}
+
+    def loop():
+        while True:
+            try:
+                with locked(Path(data_dir) / "instance" / "housekeeping.lock"):
+                    result = run(data_dir, config)
+                if any(result.values()):
+                    log.info("housekeeping deleted %s", {k: len(v) for k, v in result.items()})
+            except Exception:  # noqa: BLE001 - a failed pass is logged and retried next time
+                log.exception("housekeeping failed")
+            time.sleep(every)
+
+    thread = threading.Thread(target=loop, name="housekeeping", daemon=True)
+    thread.start()
+    return thread
