@@ -344,10 +344,28 @@ def test_truncated_video(clients):
     alive(clients)
 
 
-def test_pace_and_unknown_query_values(clients):
+def _tiny_video(tmp_path):
+    """A real 64x48, 5-frame MP4 written with OpenCV, posted to the main server: its video id."""
+    import cv2
+    import numpy as np
+
+    path = tmp_path / "tiny.mp4"
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (64, 48))
+    for i in range(5):
+        out.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    out.release()
+    return path
+
+
+def test_pace_and_unknown_query_values(clients, tmp_path):
+    r = clients["main"].post("/predictVideoResult", data={"file": (io.BytesIO(_tiny_video(tmp_path).read_bytes()),
+                                                                   "tiny.mp4")}, content_type="multipart/form-data")
+    assert r.status_code == 303, r.get_data(as_text=True)[:300]
+    video = r.headers["Location"].rsplit("=", 1)[1]  # a real video: pace is checked, not the id
     for pace in ("2", "abc", "\x00", "x" * 1000):
-        r = clients["video"].get("/video_feed", query_string={"video": "0" * 16, "pace": pace}, headers=JSON)
-        check(r, True)
+        r = clients["video"].get("/video_feed", query_string={"video": video, "pace": pace}, headers=JSON)
+        assert "pace must be" in check(r, True), pace
+    assert clients["video"].get("/video_feed", query_string={"video": video, "pace": "0"}).status_code == 200
     for route in ROUTES:
         if "GET" in route.methods and not route.ids:
             r = clients[route.server].get(route.path, query_string={"next": "http://evil.example/",

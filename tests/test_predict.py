@@ -37,7 +37,8 @@ def check_face(face):
     assert set(face["box"]) == {"top", "right", "bottom", "left"}
     assert all(type(v) is int for v in face["box"].values())
     assert face["box"]["bottom"] > face["box"]["top"] and face["box"]["right"] > face["box"]["left"]
-    assert type(face["confidence"]) is float and 0.0 <= face["confidence"] <= 1.0
+    # the probability that the answer shown (the name, or "unknown") is right: the more likely answer is shown
+    assert type(face["confidence"]) is float and 0.5 <= face["confidence"] <= 1.0
     assert type(face["known"]) is bool
     if face["known"]:
         assert isinstance(face["identity"], str) and face["identity"]
@@ -98,8 +99,9 @@ def test_no_model_yet_is_a_clear_409(live_servers):
 def test_home_and_forms(trained):
     url = trained["url"]
     home = requests.get(url + "/", headers=JSON).json()
-    assert home["model"]["version"] == trained["version"] and home["model"]["identities"] == 5
-    assert home["pool"]["kols"] == 5
+    people = len(five_celebs_photos())  # one KOL per five_celebs folder
+    assert home["model"]["version"] == trained["version"] and home["model"]["identities"] == people
+    assert home["pool"]["kols"] == people
     page = requests.get(url + "/", headers=HTML).text
     assert trained["version"] in page and "Mindy Kaling" in page
     for route, target in (("/predictSinglePage", "/predictSingleImage"),
@@ -119,6 +121,7 @@ def test_home_and_forms(trained):
 def test_every_held_back_photo_with_a_face_is_named(trained):
     url = trained["url"]
     named = no_face = 0
+    confidences = []
     for person, paths in five_celebs_photos("val_").items():
         for path in paths:
             r = requests.post(url + "/predictSingleImage", files=files([path]), headers=JSON)
@@ -135,10 +138,12 @@ def test_every_held_back_photo_with_a_face_is_named(trained):
                 check_face(face)
             largest = body["faces"][0]
             assert largest["known"] and largest["identity"] == display(person), (path, largest)
-            assert largest["confidence"] >= 0.5
+            confidences.append(largest["confidence"])
             named += 1
-    assert no_face == 1  # ben_afflek/val_4.jpg: HOG finds no face in it
-    assert named == 24
+    total = sum(len(paths) for paths in five_celebs_photos("val_").values())
+    assert named + no_face == total and no_face <= total // 10  # a face is found in at least 90 % of them
+    # every answer was right, so a confidence that means "probability the answer is right" is high on average
+    assert sum(confidences) / len(confidences) >= 0.8, confidences
 
 
 @needs_data
@@ -252,7 +257,7 @@ def test_batch_of_200_photos_in_one_upload(trained):
     assert len(results) == 200
     assert [x["filename"] for x in results] == [name for _, (name, _, _) in upload]
     with_faces = [x for x in results if x["faces"]]
-    assert len(with_faces) >= 185
+    assert len(with_faces) >= 0.9 * len(results)
     assert all(x["error"] is None or "No face" in x["error"] for x in results)
 
 
@@ -266,8 +271,9 @@ def test_batch_without_files_is_a_400(live_servers):
 # -- R13: similar KOLs --------------------------------------------------------------------
 
 @needs_data
-def test_similar_kols(trained):
+def test_similar_kols(trained, live_servers):
     url = trained["url"]
+    kols = len(trained["pool"].kols())
     photo = FIVE / "madonna" / "val_2.jpg"
     r = requests.post(url + "/findSimilarKOLResult", files=files([photo]), data={"k": "3"}, headers=JSON)
     assert r.status_code == 200, r.text
@@ -279,20 +285,24 @@ def test_similar_kols(trained):
     assert len(matches) == 3 and matches[0]["identity"] == "Madonna"
     for m in matches:
         assert set(m) == {"identity", "similarity"}
-        assert type(m["similarity"]) is float and 0.0 <= m["similarity"] <= 1.0
+        assert type(m["similarity"]) is float
     sims = [m["similarity"] for m in matches]
     assert sims == sorted(sims, reverse=True) and sims[0] > 0.5 > sims[1]
+    # Madonna is less similar to another KOL's photo than to her own
+    other = live_servers.http.post(url + "/findSimilarKOLResult", files=files([FIVE / "mindy_kaling" / "val_1.jpg"]),
+                                   data={"k": "50"}, headers=JSON).json()["matches"]
+    assert next(m["similarity"] for m in other if m["identity"] == "Madonna") < sims[0]
 
     default = requests.post(url + "/findSimilarKOLResult", files=files([photo]), headers=JSON).json()
     assert len(default["matches"]) == 5
     assert len({m["identity"] for m in default["matches"]}) == 5
     many = requests.post(url + "/findSimilarKOLResult", files=files([photo]), data={"k": "50"}, headers=JSON)
-    assert len(many.json()["matches"]) == 5  # only five KOLs exist
+    assert len(many.json()["matches"]) == kols  # k is capped by the KOLs that exist
 
     page = requests.post(url + "/findSimilarKOLResult", files=files([photo]), headers=HTML)
     assert page.status_code == 200 and "Madonna" in page.text
     chips = re.findall(r'<img src="(/similar/photo/[^"]+)"', page.text)
-    assert len(chips) == 5
+    assert len(chips) == len(default["matches"])
     chip = requests.get(url + chips[0])
     assert chip.status_code == 200 and chip.headers["Content-Type"] == "image/png"
     assert requests.get(url + "/similar/photo/..%2f..%2fmodels/current.png").status_code == 404

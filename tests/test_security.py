@@ -5,6 +5,7 @@ import io
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -207,3 +208,129 @@ def test_redirects_only_go_to_configured_servers(all_clients):
     # the error page and headers never echo a script from the request
     r = c["process"].get("/align", query_string={"job": "<script>alert(1)</script>"})
     assert b"<script>alert(1)" not in r.data
+
+
+# -- behaviour: no request value reaches a file outside DATA_DIR, however it travels -----------------
+_audit = {"on": False, "events": []}
+#: Audit events (sys.addaudithook) that name a file or folder about to be touched: args[0] (and args[1]).
+_PATH_EVENTS = {"open", "os.listdir", "os.scandir", "os.remove", "os.rmdir", "os.mkdir", "os.rename", "os.replace",
+                "shutil.rmtree", "shutil.copyfile", "shutil.move", "os.truncate", "os.chmod", "os.utime"}
+
+
+def _hook(event, args):
+    if _audit["on"] and event in _PATH_EVENTS:
+        for arg in args[:2] if event in ("os.rename", "os.replace", "shutil.copyfile", "shutil.move") else args[:1]:
+            if isinstance(arg, (str, bytes, os.PathLike)):
+                _audit["events"].append((event, os.fsdecode(arg)))
+
+
+def _request_fields():
+    """Every name a view reads from the request (``request.args/form/values/files.get[list]("x")``)."""
+    names = set()
+    for module in VIEW_MODULES:
+        for node in ast.walk(ast.parse(module.read_text())):
+            if (isinstance(node, ast.Call) and _name(node.func) in ("get", "getlist") and node.args
+                    and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
+                    and _mentions_request(node.func)):
+                names.add(node.args[0].value)
+    return names
+
+
+CANARY_SUFFIXES = ("", ".png", ".jpg", ".jpeg", ".json", ".csv", ".npz", ".mp4", ".zip")
+
+
+def test_no_request_value_reaches_a_file_outside_the_data_dir(clients_for_paths):
+    """Every field any view reads, and every path segment, set to paths that climb to canary files next to
+    DATA_DIR (the others holding valid ids so the checks further in are reached): no file outside DATA_DIR
+    is opened, listed, written or deleted (Python audit events), no canary is served, none disappears."""
+    c = clients_for_paths
+    base, data_dir = c["base"], c["data_dir"]
+    canaries = sorted(p for p in (base / "canary").rglob("*") if p.is_file())
+    payloads = [str(base / "canary" / "secret"), "/etc/passwd", "..", "..\\..\\canary\\secret"]
+    for depth in range(1, 5):
+        payloads += ["../" * depth + "canary/secret", "../" * depth + "canary"]
+    fields = _request_fields()
+    assert {"job", "video", "kol", "crop", "delete", "k", "pace"} <= fields, fields  # the scan finds the fields
+    valid = {"job": c["job"], "video": c["video_id"], "kol": "0", "crop": c["crop"]}
+    if not _audit.get("installed"):  # audit hooks cannot be removed: one per test process
+        sys.addaudithook(_hook)
+        _audit["installed"] = True
+    served = []
+    requests_made = 0
+    for server in ("main", "process", "video"):
+        client = c[server]
+        for rule in client.application.url_map.iter_rules():
+            if rule.endpoint == "static":
+                continue
+            for method in sorted(rule.methods & {"GET", "POST"}):
+                # first every field that is not an id, then each id in turn (the others valid), then each path part
+                for field in [None, *sorted(valid), *[f"<{a}>" for a in sorted(rule.arguments)]]:
+                    for payload in payloads:
+                        values = {f: valid.get(f, payload) for f in fields} | ({field: payload} if field in valid
+                                                                                else {})
+                        args = {a: (payload if f"<{a}>" == field else "x") for a in rule.arguments}
+                        try:
+                            url = rule.build(args, append_unknown=False)[1] if args else rule.rule
+                        except Exception:  # a value the converter refuses: no such URL
+                            continue
+                        _audit["events"].clear()
+                        _audit["on"] = True
+                        try:
+                            if method == "GET":
+                                r = client.get(url, query_string=values, headers=JSON)
+                            else:
+                                r = client.post(url, data=values, headers=JSON)
+                        finally:
+                            _audit["on"] = False
+                        requests_made += 1
+                        assert r.status_code < 500, (server, method, url, field, payload, r.status_code)
+                        if b"CANARY" in r.get_data():
+                            served.append((server, method, url, field, payload))
+                        for event, path in _audit["events"]:
+                            resolved = Path(path).resolve()
+                            if "canary" in path or path == "/etc/passwd" or (
+                                    base in resolved.parents and data_dir != resolved and data_dir not in resolved.parents):
+                                served.append((server, method, url, field, payload, event, path))
+    assert requests_made > 1000
+    assert served == []
+    assert sorted(p for p in (base / "canary").rglob("*") if p.is_file()) == canaries
+    assert all(p.read_text() == "CANARY-SECRET" for p in canaries)
+
+
+@pytest.fixture
+def clients_for_paths(tmp_path):
+    """The three apps on ``tmp_path/data`` with a cleaned job, a trained model, a pool and a video, and canary
+    files in ``tmp_path/canary`` (and one level deeper) that no request may reach."""
+    from main_server import create_app as main_app
+    from process_server import create_app as process_app
+    from video_server import create_app as video_app
+
+    data_dir = tmp_path / "data"
+    for folder in (tmp_path / "canary", tmp_path / "canary" / "canary"):
+        folder.mkdir(parents=True)
+        for suffix in CANARY_SUFFIXES:
+            (folder / f"secret{suffix}").write_text("CANARY-SECRET")
+    cfg = {"DATA_DIR": str(data_dir), "SECRET_KEY": "t", "TESTING": False, "PROPAGATE_EXCEPTIONS": False}
+    out = {"main": main_app(cfg).test_client(), "process": process_app(cfg).test_client(),
+           "video": video_app(cfg).test_client(), "base": tmp_path, "data_dir": data_dir.resolve()}
+    job = _synth.aligned_job(data_dir, kols=("Ann", "Bob"), per_kol=3)
+    assert out["process"].post("/clean", data={"job": job}, headers=JSON).status_code == 200
+    _synth.synthetic_model(data_dir)
+    from shared.jobs import JobStore
+
+    out["job"] = job
+    out["crop"] = JobStore(data_dir / "jobs").read(job, "align")["kols"][0]["sources"][0]["crops"][0]["crop"]
+    import cv2
+    import numpy as np
+
+    clip = tmp_path / "tiny.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (64, 48))
+    for i in range(3):
+        writer.write(np.full((48, 64, 3), 60 * i, np.uint8))
+    writer.release()
+    r = out["main"].post("/predictVideoResult", data={"file": (io.BytesIO(clip.read_bytes()), "tiny.mp4")},
+                         content_type="multipart/form-data")
+    assert r.status_code == 303, r.get_data(as_text=True)[:300]
+    out["video_id"] = r.headers["Location"].rsplit("=", 1)[1]
+    clip.unlink()
+    return out

@@ -1,0 +1,113 @@
+"""Does dlib release Python's GIL while it detects and encodes? Two threads against one, same work.
+
+    .venv/bin/python bench/bench_gil.py [--rounds N]
+
+The same photo (obama1.jpg scaled to 853x480) is processed 2*N times: once by one thread
+doing all 2*N calls, once by two threads doing N each, each thread with its own dlib
+object (HOG detector; shape predictor + ResNet encoder), BLAS held to one thread so only
+Python threads can run in parallel. If dlib released the GIL, two threads on two free
+cores would take about half the time of one (speed-up near 2.0x); if it holds the GIL,
+about the same time (near 1.0x). A pure-Python loop is timed the same way as a control
+(it holds the GIL: ~1.0x). Print the CPU count and load: a busy machine lowers the speed-up.
+"""
+import argparse
+import os
+import statistics
+import threading
+import time
+
+from common import KNN, require_data
+
+require_data()
+
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+from shared import faces  # noqa: E402
+from shared.images import load_image  # noqa: E402
+
+
+def timed(work, n_threads, calls):
+    """Seconds for ``calls`` calls of ``work(state)`` split over ``n_threads`` threads (each its own state)."""
+    states = [work.setup() for _ in range(n_threads)]
+    barrier = threading.Barrier(n_threads + 1)
+
+    def run(state):
+        barrier.wait()
+        for _ in range(calls // n_threads):
+            work(state)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in states]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - start
+
+
+class Detect:
+    def __init__(self, rgb):
+        self.rgb = rgb
+
+    def setup(self):
+        return faces.models().dlib.get_frontal_face_detector()
+
+    def __call__(self, detector):
+        detector(self.rgb, 1)
+
+
+class Encode:
+    def __init__(self, rgb, box):
+        self.rgb, self.box = rgb, box
+
+    def setup(self):
+        import dlib
+
+        folder = faces._model_dir()
+        return (dlib.shape_predictor(os.path.join(folder, "shape_predictor_5_face_landmarks.dat")),
+                dlib.face_recognition_model_v1(os.path.join(folder, "dlib_face_recognition_resnet_model_v1.dat")))
+
+    def __call__(self, state):
+        shape5, encoder = state
+        shape = shape5(self.rgb, faces._rect(self.box))
+        encoder.compute_face_descriptor(self.rgb, shape)
+
+
+class PurePython:
+    def setup(self):
+        return None
+
+    def __call__(self, _):
+        total = 0
+        for i in range(300_000):
+            total += i * i
+        return total
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3, help="alternating 1-thread / 2-thread rounds")
+    parser.add_argument("--calls", type=int, default=20, help="calls per measurement (split over the threads)")
+    args = parser.parse_args()
+    rgb = load_image(KNN / "test" / "obama1.jpg", max_side=853)
+    box = faces.detect(rgb)[0]
+    print(f"photo {rgb.shape[1]}x{rgb.shape[0]}, {len(os.sched_getaffinity(0))} CPUs, "
+          f"load average {os.getloadavg()[0]:.2f}, {args.calls} calls per measurement")
+    print(f"{'work':34s} {'1 thread s':>10s} {'2 threads s':>11s} {'speed-up':>9s}")
+    with threadpool_limits(limits=1):
+        for name, work in (("HOG detect (upsample 1)", Detect(rgb)),
+                           ("landmarks + ResNet encode", Encode(rgb, box)),
+                           ("pure Python loop (control)", PurePython())):
+            one, two = [], []
+            timed(work, 1, 2)  # warm-up
+            for _ in range(args.rounds):
+                one.append(timed(work, 1, args.calls))
+                two.append(timed(work, 2, args.calls))
+            o, t = statistics.median(one), statistics.median(two)
+            print(f"{name:34s} {o:10.2f} {t:11.2f} {o / t:8.2f}x")
+    print(f"load average after {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
