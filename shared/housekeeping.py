@@ -153,8 +153,8 @@ def install(app):
 
 
 def start_schedule(app):
-    """Run :func:`run` every ``HOUSEKEEPING_EVERY_S`` seconds from a daemon thread (not when testing,
-    nor when the setting is 0). Several processes may run it: an exclusive lock file makes one
+    """Run :func:`run` every ``HOUSEKEEPING_EVERY_S`` seconds from a daemon thread, the first time a
+    minute after the start (at most); not when testing, nor when the setting is 0. Several processes may run it: an exclusive lock file makes one
     pass at a time, and the rules do nothing the second time."""
     every = app.config["HOUSEKEEPING_EVERY_S"]
     if app.testing or not every:
@@ -163,6 +163,7 @@ def start_schedule(app):
     config = {key: app.config[key] for key in SETTINGS}
 
     def loop():
+        time.sleep(min(every, 60))  # not during the start (nor under a one-off `flask` command)
         while True:
             try:
                 with locked(Path(data_dir) / "instance" / "housekeeping.lock"):

@@ -364,6 +364,7 @@ def test_pace_and_unknown_query_values(clients, tmp_path):
     video = r.headers["Location"].rsplit("=", 1)[1]  # a real video: pace is checked, not the id
     for pace in ("2", "abc", "\x00", "x" * 1000):
         r = clients["video"].get("/video_feed", query_string={"video": video, "pace": pace}, headers=JSON)
+        assert r.status_code == 400, (pace, r.status_code)
         assert "pace must be" in check(r, True), pace
     assert clients["video"].get("/video_feed", query_string={"video": video, "pace": "0"}).status_code == 200
     for route in ROUTES:

@@ -214,7 +214,7 @@ def test_restart_mid_step_shows_interrupted_and_step_reruns(live_servers):
     members = {}
     for person, paths in list(five_celebs_photos().items())[:2]:
         for path in paths:
-            for copy in range(3):  # ~130 photos: far more than any machine aligns between the start and the kill
+            for copy in range(3):  # 93 photos: far more than any machine aligns between the start and the kill
                 members[f"{person}/{copy}-{path.name}"] = path
     job = start_job(s, build_zip(members))
     other = start_job(s, build_zip({f"ben/{p.name}": p for p in five_celebs_photos()["ben_afflek"][:3]}))
