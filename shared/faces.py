@@ -29,8 +29,8 @@ CHIP_SIZE = 150
 CHIP_PADDING = 0.25
 EMBEDDING_SIZE = 128
 
-# dlib runs these networks without Python's GIL, and neither object is safe to share between
-# threads: the HOG detector crashed a threaded server (SIGSEGV, "double free") when two requests
+# dlib's HOG detector releases Python's GIL while it scans; its ResNet encoder holds it (measured by
+# bench/bench_gil.py). Neither object is safe to share between threads: the HOG detector crashed a threaded server (SIGSEGV, "double free") when two requests
 # detected at once, and the ResNet keeps per-call state inside the network object. So each thread
 # gets its own detector (built once per thread, ~0.1 s) and the encoder runs one pass at a time.
 _encoder_lock = threading.Lock()

@@ -1,7 +1,7 @@
 """One process pool per server process, so CPU-heavy face work uses every core.
 
-dlib holds Python's GIL while it detects and embeds, so threads do not help;
-worker processes do. The pool is created on first use (not at import), with the
+dlib's HOG detector releases Python's GIL while it scans but its ResNet encoder holds
+it (bench/bench_gil.py), so threads cannot share out the encoding; worker processes can. The pool is created on first use (not at import), with the
 ``spawn`` start method (safe inside a threaded server), one worker per CPU core;
 each worker loads the dlib networks once when it starts, uses one BLAS thread, and
 exits when its server process is gone.
