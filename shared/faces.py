@@ -32,7 +32,8 @@ EMBEDDING_SIZE = 128
 # dlib's HOG detector releases Python's GIL while it scans; its ResNet encoder holds it (measured by
 # bench/bench_gil.py). Neither object is safe to share between threads: the HOG detector crashed a
 # threaded server (SIGSEGV, "double free") when two requests detected at once, and the ResNet keeps
-# per-call state inside the network object. So each thread gets its own detector (built once per thread, ~0.1 s) and the encoder runs one pass at a time.
+# per-call state inside the network object. So each thread gets its own detector (built once per
+# thread, ~0.1 s) and the encoder runs one pass at a time.
 _encoder_lock = threading.Lock()
 _per_thread = threading.local()
 
