@@ -202,8 +202,8 @@ def _install_common(app, section):
         messages = {
             404: "There is no page at this address.",
             405: f"This address does not accept {request.method} requests.",
-            413: "The upload is larger than this server accepts "
-                 f"({human_size(app.config['MAX_CONTENT_LENGTH'])} at most).",
+            413: "The upload is larger than this server accepts: at most "
+                 f"{human_size(app.config['MAX_CONTENT_LENGTH'])}, yours is {human_size(request.content_length)}.",
         }
         if exc.code == 413 and (request.content_length or 0) <= app.config["MAX_CONTENT_LENGTH"]:
             # Werkzeug answers 413 too when a form has more parts than MAX_FORM_PARTS
