@@ -36,8 +36,8 @@ def _needs_training():
 
 @bp.app_context_processor
 def _retrain():
-    """Templates: ``retrain_url`` (the process server's training route) and ``needs_training()``."""
-    return {"retrain_url": current_app.config["PROCESS_URL"] + "/train_model", "needs_training": _needs_training}
+    """Templates: ``retrain_url`` (the process server's training route) and ``pool_changed()``."""
+    return {"retrain_url": current_app.config["PROCESS_URL"] + "/train_model", "pool_changed": _needs_training}
 
 
 @bp.get("/kols")

@@ -18,26 +18,19 @@ from shared import predict as engine
 from .conftest import FIVE, needs_data
 
 JSON = {"Accept": "application/json"}
-PEOPLE = ("ben_afflek", "elton_john", "mindy_kaling")
 
 
 @pytest.fixture(scope="module")
-def small_model(tmp_path_factory):
-    """Pool + model of three KOLs from 5 train_ photos each, in a data folder for the apps."""
-    if not FIVE.is_dir():
-        pytest.skip("real photos not found")
+def small_model(tmp_path_factory, celeb_faces):
+    """Pool + model of the five_celebs KOLs (train_ photos), in a data folder for the apps."""
     from shared.classifier import ModelStore, train
     from shared.pool import Pool, save_chip
 
     data = tmp_path_factory.mktemp("geo") / "data"
     pool = Pool(data / "pool")
-    for person in PEOPLE:
-        pngs = []
-        for path in sorted((FIVE / person).glob("train_*.jpg"))[:5]:
-            found = faces.analyze(images.load_image(path))
-            if len(found) == 1:
-                folder = data.parent / "chips" / person
-                pngs.append(folder / f"{save_chip(folder, found[0].chip, found[0].embedding)}.png")
+    for person, found in celeb_faces.items():
+        folder = data.parent / "chips" / person
+        pngs = [folder / f"{save_chip(folder, f.chip, f.embedding)}.png" for _, f in found]
         pool.add(person.replace("_", " ").title(), pngs)
     X, slugs, _ = pool.embeddings()
     store = ModelStore(data / "models")
