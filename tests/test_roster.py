@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -80,8 +81,10 @@ def test_rename_does_not_ask_for_retraining_but_other_changes_do(tmp_path):
     pool = Pool(tmp_path / "pool")
     a = pool.add("A", _staged(tmp_path, 3))
     b = pool.add("B", _staged(tmp_path, 2, seed=1))
-    meta = {"names": {a: "A", b: "B"}, "samples": 5, "created": "9999-01-01T00:00:00+00:00"}
+    created = max(info["updated"] for info in pool.kols().values())  # trained right after the import
+    meta = {"names": {a: "A", b: "B"}, "samples": 5, "created": created}
     assert not pool.needs_training(meta)
+    time.sleep(1.05)  # times have one-second resolution
     pool.rename(a, "Alpha")
     assert not pool.needs_training(meta)
     assert pool.needs_training(None)
