@@ -126,7 +126,11 @@ def test_heic_upload_and_8000x6000_boxes(roster_servers, page, tmp_path):
     assert "Elton John" in page.locator("table").inner_text()
     shoot(page, "roster-05-heic")
 
-    big = Image.open(FIVE / "elton_john" / "val_1.jpg").convert("RGB").resize((8000, 6000))
+    # 8000x6000: the real photo enlarged and placed off-centre on a plain background
+    photo = Image.open(FIVE / "elton_john" / "val_1.jpg").convert("RGB")
+    photo = photo.resize((round(photo.width * 2400 / photo.height), 2400))
+    big = Image.new("RGB", (8000, 6000), (128, 128, 128))
+    big.paste(photo, (4200, 3100))
     path = tmp_path / "big.jpg"
     big.save(path, quality=90)
     page.goto(main + "/predictSinglePage")
@@ -140,7 +144,7 @@ def test_heic_upload_and_8000x6000_boxes(roster_servers, page, tmp_path):
     # the box, in the photo's own pixels, holds the face: around it (half a box of margin) a
     # face is found whose centre is the box's centre
     w, h = right - left, bottom - top
-    assert w > 400  # 4x the size the face has in the 2000 px copy
+    assert left > 4200 and top > 3100 and w > 400  # in the big photo's pixels, not the 2000 px copy's
     crop = big.crop((left - w // 2, top - h // 2, right + w // 2, bottom + h // 2))
     scale = 400 / crop.width
     found = faces.detect(images.load_image(_jpeg(crop.resize((400, round(crop.height * scale))))), upsample=1)
