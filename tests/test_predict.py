@@ -128,7 +128,7 @@ def test_every_held_back_photo_with_a_face_is_named(trained):
                 continue
             assert r.status_code == 200, r.text
             body = r.json()
-            assert set(body) == {"faces", "model_version", "elapsed_ms"}
+            assert set(body) == {"faces", "model_version", "elapsed_ms", "width", "height"}  # size: issue 12
             assert body["model_version"] == trained["version"]
             assert type(body["elapsed_ms"]) is float and body["elapsed_ms"] > 0
             for face in body["faces"]:
