@@ -49,8 +49,24 @@ def shoot(pg, name):
     return screenshot(pg, name)
 
 
+@pytest.fixture
+def bangkok_page(browser):
+    """A page whose browser lives in Asia/Bangkok (UTC+7, no daylight saving)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, timezone_id="Asia/Bangkok",
+                                  locale="en-GB")
+    pg = context.new_page()
+    pg.errors = []
+    pg.on("console", lambda msg: msg.type == "error" and pg.errors.append(msg.text))
+    pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))
+    yield pg
+    context.close()
+
+
 @needs_data
-def test_roster_pages_rename_merge_retrain(roster_servers, page):
+def test_roster_pages_rename_merge_retrain(roster_servers, bangkok_page):
+    from datetime import datetime, timedelta
+
+    page = bangkok_page
     servers, pool = roster_servers
     main = servers.urls["main"]
     page.on("dialog", lambda d: d.accept())
@@ -62,6 +78,11 @@ def test_roster_pages_rename_merge_retrain(roster_servers, page):
     assert page.locator(".kol-card .name").all_inner_texts() == ["ben_afflek", "Elton John", "Mindy K.",
                                                                  "mindy_kaling"]
     assert page.locator("button.retrain-now").count() == 0  # the model matches the pool
+    # dates in the viewer's time zone (UTC stays in the attribute and in JSON)
+    first = page.locator("time").first
+    assert first.get_attribute("data-local") == "1" and "UTC" in first.get_attribute("title")
+    utc = datetime.fromisoformat(first.get_attribute("datetime"))
+    assert (utc + timedelta(hours=7)).strftime("%H:%M") in first.inner_text()
     shoot(page, "roster-01-kols")
     page.fill("#q", "MINDY")
     page.locator("form.search button").click()

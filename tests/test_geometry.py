@@ -211,3 +211,34 @@ def test_m4v_is_a_video():
     from shared import frames
 
     assert frames.is_video_name("holiday.M4V")
+
+
+@needs_data
+def test_a_big_batch_from_a_browser_runs_behind_a_progress_bar(app_client):
+    import time
+
+    from main_server.predict import BACKGROUND_FROM
+
+    photos = sorted(FIVE.rglob("val_*.jpg"))[:BACKGROUND_FROM]
+    upload = {"file": [(io.BytesIO(p.read_bytes()), p.name) for p in photos]}
+    r = app_client.post("/predictBatchImage", data=upload, content_type="multipart/form-data")
+    assert r.status_code == 303 and "/predictBatch/" in r.headers["Location"]
+    result_url = r.headers["Location"]
+    seen = []
+    deadline = time.monotonic() + 300
+    while True:
+        state = app_client.get(result_url + "/progress").get_json()
+        seen.append((state["done"], state["total"]))
+        assert state["state"] != "failed", state
+        if state["state"] == "done":
+            break
+        assert time.monotonic() < deadline, seen[-3:]
+        time.sleep(0.3)
+    assert seen[-1] == (len(photos), len(photos))
+    assert all(b == len(photos) for _, b in seen) and [a for a, _ in seen] == sorted(a for a, _ in seen)
+    page = app_client.get(result_url).get_data(True)
+    assert "Download CSV" in page and page.count('class="index"') == len(photos)
+    body = app_client.get(result_url, headers=JSON).get_json()
+    assert [x["index"] for x in body["results"]] == list(range(1, len(photos) + 1))
+    assert sum(bool(x["faces"]) for x in body["results"]) >= len(photos) - 2
+    assert app_client.get("/predictBatch/" + "0" * 32).status_code == 404
