@@ -320,3 +320,33 @@ def test_import_warnings_same_name_and_same_faces(tmp_path, celeb_faces):
     assert warnings[1]["same_name"] is None
     [match] = warnings[1]["looks_like"]
     assert match["name"] == "elton_john" and len(match["chips"]) == 6 and match["share"] >= 0.5
+
+
+def test_import_page_offers_merge_for_duplicates(process_app, data_dir, tmp_path):
+    """The wizard's import page: a near-identical name is the same KOL (merge or replace); a new
+    name with a pool KOL's faces is shown with both sets of photos and can be added to them."""
+    from shared.jobs import JobStore
+
+    from . import _synth
+
+    job = _synth.aligned_job(data_dir, kols=("Mindy Kaling", "Zed"), per_kol=6)
+    store = JobStore(data_dir / "jobs")
+    pool = Pool(data_dir / "pool")
+    mindy = pool.add("mindy_kaling", _staged(tmp_path, 2, seed=7))
+    zed_chips = sorted((store.folder(job) / "chips" / "1").glob("*.png"))
+    twin = pool.add("Zed Twin", zed_chips[:3])
+    client = process_app.test_client()
+    assert client.post("/clean", data={"job": job}).status_code == 303
+    body = client.get(f"/import_clean?job={job}", headers=JSON).get_json()
+    assert body["kols"]["Mindy Kaling"]["same_name"] == mindy
+    assert [m["slug"] for m in body["kols"]["Zed"]["looks_like"]] == [twin]
+    page = client.get(f"/import_clean?job={job}").get_data(True)
+    assert "Same KOL as <strong>mindy_kaling</strong>" in page
+    assert "look like <strong>Zed Twin</strong>" in page and f'name="into-1" value="{twin}"' in page
+    assert page.count("/pool_chip?kol=" + twin) == 3 and page.count(f"/chip?job={job}&amp;kol=1&amp;crop=") >= 6
+    r = client.post("/import_result", data={"job": job, "kol": ["Mindy Kaling", "Zed"], "into-1": twin})
+    assert r.status_code == 303
+    kols = pool.kols()
+    assert set(kols) == {mindy, twin}  # no second Mindy, no new "Zed"
+    assert kols[mindy]["name"] == "mindy_kaling" and len(kols[mindy]["chips"]) == 2 + 6
+    assert len(kols[twin]["chips"]) == 6
