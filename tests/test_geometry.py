@@ -242,3 +242,14 @@ def test_a_big_batch_from_a_browser_runs_behind_a_progress_bar(app_client):
     assert [x["index"] for x in body["results"]] == list(range(1, len(photos) + 1))
     assert sum(bool(x["faces"]) for x in body["results"]) >= len(photos) - 2
     assert app_client.get("/predictBatch/" + "0" * 32).status_code == 404
+
+
+def test_an_oversized_upload_says_the_limit_and_its_size(tmp_path):
+    from main_server import create_app
+
+    app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path), "SECRET_KEY": "t", "MAX_CONTENT_LENGTH": 100_000})
+    client = app.test_client()
+    for size, shown in ((2 * 1024 * 1024, "yours is 2"), (100_500, "bytes too many")):
+        r = client.post("/predictSingleImage", data={"file": (io.BytesIO(b"x" * size), "big.jpg")}, headers=JSON)
+        msg = r.get_json()["error"]
+        assert r.status_code == 413 and "98 KiB at most" in msg and shown in msg, msg
