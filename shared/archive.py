@@ -305,9 +305,10 @@ def other_kind_hint(names, kind):
     exts = KINDS[other][0]
     if any(str(n).lower().endswith(exts) for n in names):
         if other == "video":
-            return (" It holds videos: send it with the video form instead (Train → from videos, "
-                    "/trainByVideo; or Video to recognise faces in one video).")
-        return " It holds photos: send it with the photo form instead (Train → from photos, /trainByImage)."
+            return (" Videos are not read here: use the video form instead (Train → from videos, "
+                    "/trainByVideo; or Video, to recognise the faces in one video).")
+        return (" Photos are not read here: use the photo form instead (Train → from photos, /trainByImage; "
+                "or Recognise, for photos to name).")
     return ""
 
 
