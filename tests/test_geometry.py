@@ -15,7 +15,7 @@ from PIL import Image
 from shared import faces, images
 from shared import predict as engine
 
-from .conftest import FIVE, needs_data
+from .conftest import FIVE, VIDEO, needs_data, needs_video
 
 JSON = {"Accept": "application/json"}
 
@@ -207,10 +207,19 @@ def test_a_zip_of_videos_sent_to_the_photo_form_points_to_the_video_form(tmp_pat
     assert "photo form" in err.value.message
 
 
-def test_m4v_is_a_video():
-    from shared import frames
+@needs_video
+def test_m4v_video_is_accepted(client, tmp_path):
+    """An .m4v (Apple's name for MP4) is a video for the upload form, the zip check and the decoder."""
+    import shutil
 
-    assert frames.is_video_name("holiday.M4V")
+    from shared import archive, frames
+
+    path = tmp_path / "holiday.M4V"
+    shutil.copy(VIDEO / "short_hamilton_clip.mp4", path)
+    assert frames.is_video_name(path.name) and frames.probe(path).width > 0
+    assert archive._check_file(path, "video", path.name) is None
+    r = client.post("/predictVideoResult", data={"file": (io.BytesIO(path.read_bytes()), "holiday.m4v")})
+    assert r.status_code in (200, 303), r.get_data(True)[:300]
 
 
 @needs_data
