@@ -43,10 +43,20 @@ def roster_servers(tmp_path_factory):
     servers.stop()
 
 
-def shoot(pg, name):
+def shoot(pg, name, phone=False):
+    """Full-page screenshot (and one at phone width, 390 px); nothing may scroll sideways."""
     images_load(pg)
     assert no_sideways_scroll(pg), pg.url
-    return screenshot(pg, name)
+    path = screenshot(pg, name)
+    if phone:
+        size = pg.viewport_size
+        pg.set_viewport_size({"width": 390, "height": 844})
+        try:
+            assert no_sideways_scroll(pg), f"{pg.url} scrolls sideways at phone width"
+            screenshot(pg, name + "-390")
+        finally:
+            pg.set_viewport_size(size)
+    return path
 
 
 @pytest.fixture
@@ -83,7 +93,7 @@ def test_roster_pages_rename_merge_retrain(roster_servers, bangkok_page):
     assert first.get_attribute("data-local") == "1" and "UTC" in first.get_attribute("title")
     utc = datetime.fromisoformat(first.get_attribute("datetime"))
     assert (utc + timedelta(hours=7)).strftime("%H:%M") in first.inner_text()
-    shoot(page, "roster-01-kols")
+    shoot(page, "roster-01-kols", phone=True)
     page.fill("#q", "MINDY")
     page.locator("form.search button").click()
     assert page.locator(".kol-card .name").all_inner_texts() == ["Mindy K.", "mindy_kaling"]
@@ -94,7 +104,7 @@ def test_roster_pages_rename_merge_retrain(roster_servers, bangkok_page):
     assert page.locator("h1").inner_text() == "ben_afflek"
     n = page.locator("ul.chip-grid li").count()
     assert n == len(pool.kols()[pool.same_name("ben_afflek")]["chips"]) and n >= 4
-    shoot(page, "roster-02-kol")
+    shoot(page, "roster-02-kol", phone=True)
     page.fill("#new-name", "Ben Affleck")
     page.locator("#rename button").click()
     page.wait_for_load_state()
