@@ -10,9 +10,9 @@ from shared.web import make_app, warm_up
 def create_app(test_config=None):
     """Application factory (``gunicorn 'main_server:create_app()'``)."""
     app = make_app(__name__, "main", test_config)
-    from . import predict, training, video, views
+    from . import kols, predict, training, video, views
 
-    for module in (views, training, predict, video):
+    for module in (views, training, predict, video, kols):
         app.register_blueprint(module.bp)
     warm_up(app)
     housekeeping.start_schedule(app)  # the same rules as `flask housekeeping`, every hour by default

@@ -9,7 +9,7 @@ import re
 
 from flask import Blueprint, current_app, redirect, request, send_from_directory, url_for
 
-from shared import classifier, cleaning, sampling
+from shared import classifier, cleaning, roster, sampling
 from shared.errors import UserError
 from shared.jobs import STEPS, JobStore
 from shared.pool import SLUG_RE, kol_slug
@@ -240,11 +240,18 @@ def import_clean():
     state = store.state(job)
     _require_done(state, "clean", "Clean the faces of this job first (the clean step).")
     result = store.read(job, "clean")
-    in_pool = _pool_counts()
-    payload = {"kols": {k["name"]: {"crops": len(k["kept"])} for k in result["kols"]}}
+    kols = pool().kols()
+    # issue 12: same name up to case/spaces/accents, or faces that match a pool KOL's (shared.roster)
+    warnings = roster.import_warnings(pool(), result["kols"], store.path(job, "chips"))
+    payload = {"kols": {k["name"]: {"crops": len(k["kept"]), **warnings.get(i, {})}
+                        for i, k in enumerate(result["kols"])}}
     rows = [{"name": k["name"], "crops": len(k["kept"]), "few": len(k["kept"]) < cleaning.FEW_CROPS,
-             "in_pool": in_pool.get(k["name"]), "thumb": (k["kept"][0]["crop"] if k["kept"] else None),
-             "index": i} for i, k in enumerate(result["kols"])]
+             "thumb": (k["kept"][0]["crop"] if k["kept"] else None), "index": i,
+             "chips": [c["crop"] for c in k["kept"][:6]], **warnings.get(i, {})} for i, k in enumerate(result["kols"])]
+    for row in rows:
+        same = row.get("same_name")
+        row["in_pool"] = len(kols[same]["chips"]) if same else None
+        row["pool_name"] = kols[same]["name"] if same else None
     return reply("process/import_clean.html", payload, rows=rows, few=cleaning.FEW_CROPS,
                  **_page_context(job, state))
 
@@ -270,8 +277,10 @@ def _do_import(job, store, state):
         if not kol["kept"] or name in purged:
             empty.append(name)
             continue
+        into = request.form.get(f"into-{i}", "")  # issue 12: "same person as" a pool KOL -> add to them
+        target = pool().kols()[into]["name"] if into in pool().kols() else name
         pngs = [folder / "chips" / str(i) / f"{item['crop']}.png" for item in kol["kept"]]
-        batch.append((name, pngs, replace_all or name in replace))
+        batch.append((target, pngs, replace_all or name in replace))
         imported.append(name)
     with store.sync_step(job, "import"):  # a crash in here shows as "interrupted" on the job page
         pool().add_many(batch)  # all the chosen KOLs or none of them

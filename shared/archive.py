@@ -146,7 +146,8 @@ def _layout(entries, kind):
         skipped.append({"name": "/".join(parts), "reason": "not inside a KOL folder"})
     if not media:
         raise ArchiveError(f"The zip holds no {KINDS[kind][1]} this tool can use "
-                           f"({', '.join(exts)}). See the instructions page for the layout.")
+                           f"({', '.join(exts)}). See the instructions page for the layout."
+                           + other_kind_hint([p[-1] for p, _ in entries], kind))
     return groups, skipped
 
 
@@ -202,12 +203,12 @@ def _extract(zip_path, dest, kind, max_members, max_total, max_ratio):
     with _open_zip(zip_path) as zf:
         infos = zf.infolist()
         if len(infos) > max_members:
-            raise ArchiveError(f"The zip holds {len(infos)} entries; at most {max_members} are accepted. "
-                               "Split it into several zips.", 413)
+            raise ArchiveError(f"The zip holds too many entries: at most {max_members} are accepted, yours has "
+                               f"{len(infos)}. Split it into several zips.", 413)
         declared = sum(i.file_size for i in infos)
         if declared > max_total:
-            raise ArchiveError(f"The zip expands to {declared // 1024 ** 2} MiB; at most "
-                               f"{max_total // 1024 ** 2} MiB are accepted. Split it into several zips.", 413)
+            raise ArchiveError(f"The zip expands to too much data: at most {max_total // 1024 ** 2} MiB are "
+                               f"accepted, yours is {declared // 1024 ** 2} MiB. Split it into several zips.", 413)
         entries = []
         for info in infos:
             name = _member_name(info)
@@ -278,11 +279,12 @@ def _check_file(path, kind, name):
                 width, height = im.size
                 im.verify()
         except Image.DecompressionBombError:
-            return f"declares too many pixels (over {images.MAX_PIXELS // 1_000_000} megapixels)"
+            return f"declares too many pixels (at most {images.MAX_PIXELS // 1_000_000} megapixels)"
         except Exception:  # noqa: BLE001 - any decoder failure means the same to the user
             return "not a readable photo"
         if width * height > images.MAX_PIXELS:
-            return f"{width}x{height} pixels: over {images.MAX_PIXELS // 1_000_000} megapixels"
+            return (f"too large: at most {images.MAX_PIXELS // 1_000_000} megapixels, yours is {width}x{height} "
+                    f"= {width * height / 1e6:.0f} megapixels")
         if min(width, height) < MIN_PHOTO_SIDE:
             return f"only {width}x{height} pixels: too small to hold a face"
         return None
@@ -291,3 +293,90 @@ def _check_file(path, kind, name):
     except UserError as exc:
         return exc.message
     return None
+
+
+def other_kind_hint(names, kind):
+    """A sentence pointing to the right form when ``names`` (file names of a zip or an
+    upload) hold the other kind of media than ``kind``, else ``""``.
+
+    ``kind="image"`` with only videos: "use the video form"; and the other way round.
+    """
+    other = "video" if kind == "image" else "image"
+    exts = KINDS[other][0]
+    if any(str(n).lower().endswith(exts) for n in names):
+        if other == "video":
+            return (" Videos are not read here: use the video form instead (Train → from videos, "
+                    "/trainByVideo; or Video, to recognise the faces in one video).")
+        return (" Photos are not read here: use the photo form instead (Train → from photos, /trainByImage; "
+                "or Recognise, for photos to name).")
+    return ""
+
+
+def extract_media_zip(zip_path, dest, kind="image", max_members=MAX_MEMBERS, max_total=MAX_TOTAL,
+                      max_ratio=MAX_RATIO):
+    """Extract every photo (or video) of a zip, whatever its folders, under ``dest``.
+
+    For uploads where the folders carry no KOL names: a batch of photos to recognise,
+    or more photos for one KOL. The same refusals as :func:`extract_training_zip`
+    (unsafe paths, links, bombs, nested archives, passwords); ``dest`` must not exist
+    and is removed again when the zip is refused.
+
+    Returns ``(files, skipped)``: ``files`` ``[{"path": str on disk, "name": path inside the zip}]``
+    in the zip's order, ``skipped`` ``[{"name", "reason"}]``. Raises :class:`ArchiveError`
+    when nothing usable is inside (pointing to the other form when the zip holds the
+    other kind of media).
+    """
+    if kind not in KINDS:
+        raise ValueError(kind)
+    exts, singular, plural = KINDS[kind]
+    dest = Path(dest)
+    dest.mkdir(parents=True)
+    try:
+        files, skipped = [], []
+        with _open_zip(zip_path) as zf:
+            infos = zf.infolist()
+            if len(infos) > max_members:
+                raise ArchiveError(f"The zip holds {len(infos)} entries; at most {max_members} are accepted, "
+                                   f"yours has {len(infos)}. Split it into several zips.", 413)
+            declared = sum(i.file_size for i in infos)
+            if declared > max_total:
+                raise ArchiveError(f"The zip expands to at most {max_total // 1024 ** 2} MiB here; yours expands "
+                                   f"to {declared // 1024 ** 2} MiB. Split it into several zips.", 413)
+            budget, names = max_total, []
+            for info in infos:
+                name = _member_name(info)
+                parts = _parts(name)
+                if not parts or _is_junk(parts) or info.is_dir():
+                    continue
+                if _is_symlink(info):
+                    raise ArchiveError(f"The zip holds a symbolic link ('{name}'); links are refused.")
+                if info.flag_bits & 0x1:
+                    raise ArchiveError("The zip is protected by a password, which this tool cannot open. "
+                                       "Zip the files again without a password.")
+                if parts[-1].lower().endswith(ARCHIVE_EXTENSIONS):
+                    raise ArchiveError(f"The zip holds another archive ('{name}'). Unzip it and put its "
+                                       f"{plural} directly into one zip.")
+                names.append(parts[-1])
+                shown = "/".join(parts)
+                if not parts[-1].lower().endswith(exts):
+                    skipped.append({"name": shown, "reason": f"not a {singular} ({', '.join(exts)})"})
+                    continue
+                target = dest / f"{len(files):05d}{Path(parts[-1]).suffix.lower()}"
+                try:
+                    budget -= _copy_member(zf, info, target, budget, max_ratio)
+                except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+                    raise ArchiveError(f"The zip is damaged or uses an unsupported format at "
+                                       f"'{shown}' ({exc}). Create it again and upload it.", 400) from None
+                problem = _check_file(target, kind, parts[-1])
+                if problem:
+                    target.unlink()
+                    skipped.append({"name": shown, "reason": problem})
+                    continue
+                files.append({"path": str(target), "name": shown})
+        if not files:
+            raise ArchiveError(f"The zip holds no {singular} this tool can use ({', '.join(exts)})."
+                               + other_kind_hint(names, kind), 415 if names else 400)
+        return files, skipped
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise

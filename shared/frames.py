@@ -12,7 +12,7 @@ import cv2
 from .errors import UserError
 
 #: Extensions accepted for videos (lower case, with the dot).
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm")
 
 
 class VideoError(UserError):

@@ -14,8 +14,16 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from .errors import UserError
 
+try:  # HEIC/HEIF photos (every iPhone): pillow-heif adds a decoder to Pillow
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    HEIF_EXTENSIONS = (".heic", ".heif")
+except ImportError:  # pragma: no cover - requirements.txt installs it
+    HEIF_EXTENSIONS = ()
+
 #: Extensions accepted for photos (lower case, with the dot).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp") + HEIF_EXTENSIONS
 #: Longest side, in pixels, of the array handed to face detection; larger photos are scaled down.
 MAX_SIDE = 2000
 #: Photos with more pixels than this are refused before decoding (decompression bombs).
@@ -27,6 +35,16 @@ class ImageError(UserError):
 
 
 def load_image(source, max_side=MAX_SIDE, name=None):
+    """Decode a photo into an RGB array (see :func:`load_photo`, which also gives the
+    photo's own size); returns only the array."""
+    return load_photo(source, max_side=max_side, name=name)[0]
+
+
+#: EXIF orientations that turn the picture a quarter turn (width and height swap).
+_QUARTER_TURNS = (5, 6, 7, 8)
+
+
+def load_photo(source, max_side=MAX_SIDE, name=None):
     """Decode a photo into an RGB array.
 
     source: a filesystem path, raw ``bytes``, or a binary file-like object.
@@ -34,8 +52,10 @@ def load_image(source, max_side=MAX_SIDE, name=None):
         (aspect ratio kept), smaller ones are left alone. ``None`` keeps full size.
     name: the file name to use in error messages.
 
-    Returns a C-contiguous ``uint8`` array of shape ``(height, width, 3)``, RGB,
-    upright (EXIF orientation applied).
+    Returns ``(rgb, (width, height))``: a C-contiguous ``uint8`` array of shape
+    ``(h, w, 3)``, RGB, upright (EXIF orientation applied), and the size of the photo
+    as uploaded, upright, in its own pixels (``(w, h)`` when it was not shrunk). Boxes
+    found on ``rgb`` are mapped to the photo's pixels with :func:`to_original`.
     Raises :class:`ImageError` for anything that is not a readable image, a
     truncated file, or a picture over :data:`MAX_PIXELS` pixels.
     """
@@ -50,9 +70,12 @@ def load_image(source, max_side=MAX_SIDE, name=None):
             with Image.open(source) as im:
                 width, height = im.size
                 if width * height > MAX_PIXELS:
-                    raise ImageError(
-                        f"{label} is {width}x{height} pixels; photos over "
-                        f"{MAX_PIXELS // 1_000_000} megapixels are refused.", 413)
+                    raise ImageError(_too_many_pixels(label, width, height), 413)
+                try:
+                    turned = im.getexif().get(0x0112) in _QUARTER_TURNS
+                except Exception:  # noqa: BLE001 - a broken EXIF block: no rotation, as exif_transpose does
+                    turned = False
+                original = (height, width) if turned else (width, height)
                 if max_side and im.format == "JPEG":
                     im.draft("RGB", (max_side, max_side))  # cheap DCT downscale for huge JPEGs
                 im = ImageOps.exif_transpose(im)
@@ -66,12 +89,50 @@ def load_image(source, max_side=MAX_SIDE, name=None):
         raise ImageError(f"{label} does not hold a photo this tool can read: it is another kind of "
                          f"file, perhaps renamed (use {', '.join(IMAGE_EXTENSIONS)} photos).", 415) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{label} declares too many pixels to decode safely.", 413) from None
+        raise ImageError(_too_many_pixels(label, *_declared_size(source)), 413) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{label} is damaged or truncated and cannot be decoded ({exc}).", 422) from None
     if rgb.ndim != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise ImageError(f"{label} has no pixels.", 422)
-    return np.ascontiguousarray(rgb)
+    return np.ascontiguousarray(rgb), original
+
+
+def _too_many_pixels(label, width, height):
+    size = f"{width}x{height} = {width * height / 1e6:.0f} megapixels" if width else "larger"
+    return (f"{label} is too large to decode safely: photos may have at most {MAX_PIXELS // 1_000_000} "
+            f"megapixels, yours is {size}. Save a smaller copy and upload that.")
+
+
+def _declared_size(source):
+    """``(width, height)`` a photo's header declares, ``(0, 0)`` when it cannot be read."""
+    try:
+        if hasattr(source, "seek"):
+            source.seek(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                with Image.open(source) as im:
+                    return im.size
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+    except Exception:  # noqa: BLE001
+        return 0, 0
+
+
+def to_original(box, analysed_shape, original_size):
+    """Map a box ``(top, right, bottom, left)`` from the pixels of the analysed array
+    (shape ``(h, w, ...)``) to the photo's own pixels (``original_size = (W, H)``).
+
+    Returns integer ``(top, right, bottom, left)`` clipped to the photo
+    (``0 <= left < right <= W - 1``...). The identity when no shrinking took place.
+    """
+    h, w = analysed_shape[:2]
+    W, H = original_size
+    sx, sy = W / w, H / h
+    top, right, bottom, left = box
+    return (max(0, min(H - 1, int(round(top * sy)))), max(0, min(W - 1, int(round((right + 1) * sx)) - 1)),
+            max(0, min(H - 1, int(round((bottom + 1) * sy)) - 1)), max(0, min(W - 1, int(round(left * sx)))))
 
 
 def is_image_name(filename):

@@ -140,8 +140,7 @@ class Pool:
 
     def slug_for(self, name):
         """The slug of an existing KOL with this display name, else ``None``."""
-        slug = kol_slug(name)
-        return slug if slug in self.kols() else None
+        return _existing_slug(self.kols(), display_name(name))
 
     def chip_path(self, slug, cid):
         """Path of a chip's PNG; :class:`UserError` (404) for ids that are malformed or not in the pool."""
@@ -207,7 +206,8 @@ class Pool:
             slugs = []
             try:
                 for name, pngs, replace in prepared:
-                    slug = kol_slug(name)
+                    slug = _existing_slug(kols, name) or kol_slug(name)  # a renamed KOL keeps its slug
+                    name = kols.get(slug, {}).get("name", name)  # the pool's display name stays
                     slugs.append(slug)
                     folder = self.root / slug
                     folder.mkdir(parents=True, exist_ok=True)
@@ -224,7 +224,8 @@ class Pool:
                         _write_embedding(target.with_suffix(".npy"), vector)
                         current.append(cid)
                         seen.add(cid)
-                    kols[slug] = {"name": name, "chips": current, "updated": _now()}
+                    kols[slug] = {"name": name, "chips": current, "updated": _now(),
+                                  "added": kols.get(slug, {}).get("added") or _now()}
                 atomic_write_json(self.manifest_path, data)
             except BaseException:
                 self._sweep(before)  # e.g. a full disk: the pool stays exactly as it was, no orphans
@@ -260,3 +261,199 @@ class Pool:
             for f in entry.iterdir():
                 if f.stem not in listed[entry.name] or f.suffix not in (".png", ".npy"):
                     f.unlink(missing_ok=True)
+
+    # -- roster: rename, merge, remove one chip (issue 12) -------------------------
+    def display_names(self):
+        """``{slug: display name}`` for naming predictions: every KOL of the pool, plus the
+        slugs of KOLs merged into another one (an older model still answers with them),
+        which show the name of the KOL they were merged into."""
+        data = read_json(self.manifest_path, default={}) or {}
+        kols = data.get("kols") or {}
+        names = {slug: info["name"] for slug, info in kols.items()}
+        for old, new in (data.get("aliases") or {}).items():
+            if old not in names and new in kols:
+                names[old] = kols[new]["name"]
+        return names
+
+    def same_name(self, name):
+        """The slug of the KOL whose name is the same as ``name`` up to case, spaces,
+        underscores, dashes and accents (see :func:`name_key`), else ``None``."""
+        return _existing_slug(self.kols(), display_name(name))
+
+    def rename(self, slug, new_name):
+        """Give the KOL ``slug`` the display name ``new_name``; its slug (and so every trained
+        model's answers) stays the same, so no retraining is needed.
+
+        Raises :class:`UserError` 404 for an unknown KOL, 409 when another KOL already has
+        that name (up to :func:`name_key`): merge the two instead. Returns the new name.
+        """
+        name = display_name(new_name)
+        with locked(self.lock_path):
+            data = read_json(self.manifest_path, default={}) or {}
+            kols = data.get("kols") or {}
+            if str(slug) not in kols:
+                raise UserError("That KOL is not in the training pool.", 404)
+            other = _existing_slug(kols, name)
+            if other is not None and other != slug:
+                raise UserError(f"'{kols[other]['name']}' is already in the pool with that name: "
+                                "merge the two KOLs instead of renaming.", 409)
+            kols[slug]["name"] = name
+            kols[slug]["renamed"] = _now()
+            atomic_write_json(self.manifest_path, data)
+        return name
+
+    def merge(self, source, target):
+        """Move every chip of KOL ``source`` into KOL ``target`` and delete ``source``.
+
+        Chips the target already has are not doubled. The target keeps its name; a model
+        trained before the merge that answers ``source`` is shown with the target's name
+        (:meth:`display_names`). One atomic manifest write under the pool lock: a crash
+        leaves the pool before or after the merge. Returns ``(target name, chips moved)``.
+        """
+        source, target = str(source), str(target)
+        if source == target:
+            raise UserError("Choose two different KOLs to merge.", 400)
+        with locked(self.lock_path):
+            data = read_json(self.manifest_path, default={}) or {}
+            kols = data.get("kols") or {}
+            if source not in kols or target not in kols:
+                raise UserError("That KOL is not in the training pool.", 404)
+            before = json_copy(data)
+            into = kols[target]
+            seen = set(into["chips"])
+            moved = 0
+            try:
+                for cid in kols[source]["chips"]:
+                    if cid in seen:
+                        continue
+                    src = self.root / source / f"{cid}.png"
+                    vector = chip_embedding(src)
+                    dst = self.root / target / f"{cid}.png"
+                    if not dst.exists():
+                        atomic_write_bytes(dst, src.read_bytes())
+                    _write_embedding(dst.with_suffix(".npy"), vector)
+                    into["chips"].append(cid)
+                    seen.add(cid)
+                    moved += 1
+                into["updated"] = _now()
+                kols.pop(source)
+                aliases = data.setdefault("aliases", {})
+                for old, new in list(aliases.items()):
+                    if new == source:
+                        aliases[old] = target
+                aliases[source] = target
+                atomic_write_json(self.manifest_path, data)
+            except BaseException:
+                self._sweep(before)
+                raise
+            self._sweep(data)
+        return into["name"], moved
+
+    def remove_chip(self, slug, cid):
+        """Take one chip (a bad photo) out of the KOL ``slug``; its files are deleted.
+
+        Refuses (409) to remove a KOL's last chip: delete the KOL instead.
+        Returns the number of chips the KOL has left.
+        """
+        self.chip_path(slug, cid)  # 404 for malformed or unknown ids
+        with locked(self.lock_path):
+            data = read_json(self.manifest_path, default={}) or {}
+            info = (data.get("kols") or {}).get(slug)
+            if not info or cid not in info["chips"]:
+                raise UserError("No such photo in the training pool.", 404)
+            if len(info["chips"]) == 1:
+                raise UserError("This is the KOL's only photo: delete the KOL instead.", 409)
+            info["chips"].remove(cid)
+            info["updated"] = _now()
+            atomic_write_json(self.manifest_path, data)
+            self._sweep(data)
+        return len(info["chips"])
+
+    def kol_embeddings(self, slug):
+        """``(chip ids, X)`` of one KOL: ``X`` is ``(n, 128)`` ``float64`` in chip order."""
+        info = self.kols().get(str(slug)) or {"chips": []}
+        X = [chip_embedding(self.root / slug / f"{cid}.png") for cid in info["chips"]]
+        return list(info["chips"]), np.array(X, dtype=np.float64).reshape(-1, faces.EMBEDDING_SIZE)
+
+    def needs_training(self, meta):
+        """True when the pool changed since the model with metadata ``meta`` was trained
+        (KOLs or photos added, removed or merged); a rename alone does not count.
+        ``False`` for an empty pool; ``True`` for a non-empty pool with no model."""
+        kols = self.kols()
+        if not kols:
+            return False
+        if not meta:
+            return True
+        if set(kols) != set((meta.get("names") or {}).keys()):
+            return True
+        if sum(len(i["chips"]) for i in kols.values()) != meta.get("samples"):
+            return True
+        created = meta.get("created") or ""
+        return any((i.get("updated") or "") > created for i in kols.values())
+
+
+def json_copy(data):
+    """A deep copy of a JSON-ready value."""
+    import json
+
+    return json.loads(json.dumps(data))
+
+
+def name_key(name):
+    """The comparison key of a KOL name: two names with the same key are the same KOL.
+
+    Case, accents, spaces, underscores, dashes and dots are ignored:
+    ``name_key("Mindy Kaling") == name_key("mindy_kaling") == name_key("Mindy  KALING")`` and
+    ``name_key("Beyoncé") == name_key("beyonce")``. Other scripts are kept as they are.
+    """
+    text = unicodedata.normalize("NFKD", display_name(name))
+    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    return re.sub(r"[\s_\-.·]+", "", text.casefold())
+
+
+def _existing_slug(kols, name):
+    """The slug in ``kols`` (manifest dict) whose name has the same :func:`name_key` as
+    ``name`` (an exact display-name match first), else ``None``."""
+    for slug, info in kols.items():
+        if info.get("name") == name:
+            return slug
+    key = name_key(name)
+    return next((slug for slug, info in kols.items() if name_key(info.get("name", "")) == key), None)
+
+
+#: A new KOL is flagged as "looks like" a pool KOL when at least this share of its faces
+#: has that KOL's faces as nearest neighbours, at a median distance under MATCH_DISTANCE.
+MATCH_SHARE = 0.5
+#: Embedding distance under which two faces are likely the same person (dlib's 0.6 rule). On the
+#: five_celebs photos (6 new faces against 6 pool faces per KOL) the same person's median is
+#: 0.38-0.54 and the nearest other KOL's, where it is nearest for half the faces, 0.67-0.76.
+MATCH_DISTANCE = 0.6
+
+
+def matching_kols(X, pool_X, pool_slugs, share=MATCH_SHARE, distance=MATCH_DISTANCE):
+    """The pool KOLs whose faces match the faces ``X`` of a KOL about to be imported.
+
+    X: ``(n, 128)`` embeddings of the new KOL's faces. pool_X: ``(N, 128)`` pool embeddings,
+    pool_slugs: ``N`` slugs (as :meth:`Pool.embeddings` returns them).
+    For each new face, the nearest pool face is found; a pool KOL matches when it is the
+    nearest for at least ``share`` of the new faces with a median distance (over those
+    faces) under ``distance``.
+    Returns ``[{"slug", "share" (0-1), "distance" (median, float)}]``, best match first
+    (an empty list when nothing matches or either side is empty).
+    """
+    X = np.asarray(X, dtype=np.float64).reshape(-1, faces.EMBEDDING_SIZE)
+    pool_X = np.asarray(pool_X, dtype=np.float64).reshape(-1, faces.EMBEDDING_SIZE)
+    if not len(X) or not len(pool_X):
+        return []
+    squared = (X ** 2).sum(1)[:, None] + (pool_X ** 2).sum(1)[None, :] - 2 * X @ pool_X.T
+    d = np.sqrt(np.maximum(squared, 0))  # (n, N) distances, O(n N) memory
+    nearest = d.argmin(axis=1)
+    slugs = np.asarray(pool_slugs)[nearest]
+    best = d[np.arange(len(X)), nearest]
+    out = []
+    for slug in dict.fromkeys(slugs.tolist()):
+        mask = slugs == slug
+        frac, med = float(mask.mean()), float(np.median(best[mask]))
+        if frac >= share and med < distance:
+            out.append({"slug": slug, "share": round(frac, 3), "distance": round(med, 4)})
+    return sorted(out, key=lambda m: (-m["share"], m["distance"]))

@@ -3,19 +3,33 @@
 The app views and the video helper use these plain functions; the batch worker
 :func:`predict_file` runs in :mod:`shared.parallel`'s worker processes.
 
-A *face object* is the dict of the JSON contract::
+A *face object* is the dict of the JSON contract, plus its number::
 
-    {"box": {"top": int, "right": int, "bottom": int, "left": int},
+    {"number": int (1 = largest face; the number drawn on the annotated photo),
+     "box": {"top": int, "right": int, "bottom": int, "left": int},
      "identity": display name or None, "confidence": float, "known": bool}
 
-``box`` is in pixels of the RGB array returned by :func:`shared.images.load_image`
-(EXIF orientation applied, longest side at most ``images.MAX_SIDE``); ``confidence``
-is the probability that the answer (the name, or "unknown") is right
-(see :mod:`shared.classifier`). Faces are listed largest first.
+``box`` is in pixels of the photo *as uploaded* (EXIF orientation applied), whatever
+size it was analysed at: :func:`shared.images.load_photo` shrinks big photos to
+``images.MAX_SIDE`` for detection, and :func:`predict_faces` maps the boxes back
+with :func:`shared.images.to_original`. ``confidence`` is the probability that the
+answer (the name, or "unknown") is right (see :mod:`shared.classifier`). Faces are
+listed largest first. ``identity`` is the display name the training pool has for
+the KOL *now* (:meth:`shared.pool.Pool.display_names`), so a rename needs no retraining.
+
+This module also keeps the prediction result folders (:class:`ResultFolders`), writes
+the batch CSV (:func:`batch_csv`) and finds a KOL's pool photo nearest a face
+(:func:`representative_chip`).
 """
+import csv
+import io
 import logging
 import os
+import re
+import shutil
 import threading
+import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -29,43 +43,61 @@ THUMB_SIDE = 320
 log = logging.getLogger(__name__)
 
 
-def face_object(box, prediction, names):
+def face_object(box, prediction, names, number=None):
     """The contract's face dict for one ``box`` ``(top, right, bottom, left)`` and its
-    :class:`shared.classifier.Prediction`; ``names`` maps slug to display name."""
+    :class:`shared.classifier.Prediction`; ``names`` maps slug to display name;
+    ``number`` is the face's number (1-based) in its photo."""
     top, right, bottom, left = (int(v) for v in box)
     identity = None
     if prediction.known and prediction.identity is not None:
         identity = names.get(prediction.identity, prediction.identity)
-    return {"box": {"top": top, "right": right, "bottom": bottom, "left": left},
-            "identity": identity, "confidence": float(prediction.confidence), "known": bool(prediction.known)}
+    obj = {"box": {"top": top, "right": right, "bottom": bottom, "left": left},
+           "identity": identity, "confidence": float(prediction.confidence), "known": bool(prediction.known)}
+    if number is not None:
+        obj = {"number": int(number), **obj}
+    return obj
 
 
-def predict_faces(rgb, model, found=None):
-    """Name every face in ``rgb`` (RGB ``uint8`` ``(H, W, 3)``) with ``model``.
+def predict_faces(rgb, model, found=None, original_size=None, names=None):
+    """Name every face in ``rgb`` (RGB ``uint8`` ``(h, w, 3)``) with ``model``.
 
     found: the :class:`shared.faces.Face` list if already computed (else detected here,
         HOG with one upsampling step, the same as face_recognition's default).
-    Returns ``(objects, found)``: face objects (largest face first) and the matching
-    :class:`shared.faces.Face` list, in the same order.
+    original_size: ``(W, H)`` of the photo as uploaded when ``rgb`` is a shrunk copy
+        (from :func:`shared.images.load_photo`); the face objects' boxes are then in
+        the photo's own pixels. ``None``: boxes in ``rgb``'s pixels.
+    names: ``{slug: display name}`` (the pool's names); default the model's own.
+    Returns ``(objects, found)``: face objects (largest face first, numbered 1...) and
+    the matching :class:`shared.faces.Face` list, in the same order, boxes in ``rgb``'s pixels.
     """
     if found is None:
         found = faces.analyze(rgb)
     if not found:
         return [], []
     predictions = model.predict(np.array([f.embedding for f in found]))
-    return [face_object(f.box, p, model.names) for f, p in zip(found, predictions)], found
+    shown = {**model.names, **(names or {})}
+    size = original_size or (rgb.shape[1], rgb.shape[0])
+    objects = [face_object(images.to_original(f.box, rgb.shape, size), p, shown, number=n)
+               for n, (f, p) in enumerate(zip(found, predictions), 1)]
+    return objects, found
 
 
 def label(obj):
-    """The text drawn beside a face: ``"Name 97%"`` or ``"unknown 88%"``."""
-    return f"{obj['identity'] if obj['known'] else 'unknown'} {obj['confidence'] * 100:.0f}%"
+    """The text drawn beside a face: ``"1 Name 97%"`` or ``"2 unknown 88%"`` (number first when known)."""
+    text = f"{obj['identity'] if obj['known'] else 'unknown'} {obj['confidence'] * 100:.0f}%"
+    return f"{obj['number']} {text}" if obj.get("number") else text
 
 
-def annotated(rgb, objects):
-    """A new RGB array with a box and a :func:`label` drawn for each face object."""
-    items = [((o["box"]["top"], o["box"]["right"], o["box"]["bottom"], o["box"]["left"]), label(o), o["known"])
-             for o in objects]
-    return annotate.draw_faces(rgb, items)
+def annotated(rgb, objects, found=None):
+    """A new RGB array with a box and a :func:`label` drawn for each face object.
+
+    found: the :class:`shared.faces.Face` list of ``rgb`` (boxes in its pixels), in the
+    order of ``objects``; without it the objects' own boxes are drawn (they must then
+    be in ``rgb``'s pixels).
+    """
+    boxes = ([f.box for f in found] if found is not None else
+             [(o["box"]["top"], o["box"]["right"], o["box"]["bottom"], o["box"]["left"]) for o in objects])
+    return annotate.draw_faces(rgb, [(b, label(o), o["known"]) for b, o in zip(boxes, objects)])
 
 
 def thumbnail(rgb, side=THUMB_SIDE):
@@ -77,6 +109,107 @@ def thumbnail(rgb, side=THUMB_SIDE):
     if scale >= 1:
         return rgb
     return cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
+def representative_chip(pool, slug, embedding):
+    """The chip id of the KOL ``slug``'s pool photo nearest to ``embedding`` ``(128,)``,
+    or ``None`` when the KOL is no longer in the pool (or has no photo)."""
+    chips, X = pool.kol_embeddings(slug)
+    if not chips:
+        return None
+    return chips[int(np.argmin(faces.distances(X, embedding)))]
+
+
+# -- batch results --------------------------------------------------------------------
+
+class _SafeWriter:
+    """A csv writer that keeps spreadsheets from reading text cells as formulas."""
+
+    def __init__(self, writer):
+        self.writer = writer
+
+    def writerow(self, row):
+        self.writer.writerow(["'" + c if isinstance(c, str) and c[:1] in ("=", "+", "-", "@", "\t", "\r") else c
+                              for c in row])
+
+
+CSV_COLUMNS = ["filename", "face", "identity", "known", "confidence", "top", "right", "bottom", "left", "error",
+               "index", "path", "width", "height"]
+
+
+def batch_csv(results):
+    """The batch results as CSV bytes (UTF-8 with BOM for spreadsheets), columns :data:`CSV_COLUMNS`.
+
+    results: rows ``{"index", "path", "filename", "width", "height", "faces", "error"}``.
+    One CSV row per face (``face`` = its number, as drawn on the photo), or one row per
+    photo without faces. ``index`` is the photo's 1-based place in the upload, ``path``
+    its name as uploaded (``zip name/path inside the zip`` for photos from a zip).
+    Boxes are in the pixels of the photo as uploaded (``width`` x ``height``).
+    """
+    out = io.StringIO()
+    writer = _SafeWriter(csv.writer(out))
+    writer.writerow(CSV_COLUMNS)
+    for row in results:
+        tail = [row.get("index", ""), row.get("path") or row["filename"], row.get("width") or "",
+                row.get("height") or ""]
+        if not row["faces"]:
+            writer.writerow([row["filename"], "", "", "", "", "", "", "", "", row["error"] or ""] + tail)
+        for n, face in enumerate(row["faces"], 1):
+            b = face["box"]
+            writer.writerow([row["filename"], face.get("number", n), face["identity"] or "unknown", face["known"],
+                             f"{face['confidence']:.4f}", b["top"], b["right"], b["bottom"], b["left"],
+                             row["error"] or ""] + tail)
+    return ("\ufeff" + out.getvalue()).encode("utf-8")
+
+
+class ResultFolders:
+    """The prediction result folders ``<root>/<run id>/`` (annotated photos, thumbnails, CSV).
+
+    :meth:`new` makes one; folders older than ``keep_s`` seconds are swept away, at most
+    once every ``sweep_every_s`` seconds per process, when a new one is made.
+    """
+
+    RUN_RE = re.compile(r"^[0-9a-f]{32}$")
+
+    def __init__(self, root, keep_s=24 * 3600, sweep_every_s=600):
+        self.root, self.keep_s, self.sweep_every_s = Path(root), keep_s, sweep_every_s
+
+    _last_sweep = {}
+    _lock = threading.Lock()
+
+    def sweep(self, now=None):
+        """Delete run folders not modified for ``keep_s`` seconds. Returns how many were removed."""
+        now = time.time() if now is None else now
+        removed = 0
+        for old in self.root.iterdir() if self.root.exists() else ():
+            try:
+                if self.RUN_RE.match(old.name) and old.stat().st_mtime < now - self.keep_s:
+                    shutil.rmtree(old, ignore_errors=True)
+                    removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
+
+    def new(self):
+        """A fresh result folder; returns ``(run id, path)``."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        now = time.time()
+        with self._lock:
+            due = now - self._last_sweep.get(str(self.root), 0.0) > self.sweep_every_s
+            if due:
+                self._last_sweep[str(self.root)] = now
+        if due:
+            self.sweep(now)
+        run = uuid.uuid4().hex
+        folder = self.root / run
+        folder.mkdir()
+        return run, folder
+
+    def folder(self, run):
+        """The folder of run ``run``; :class:`UserError` 404 for malformed or expired ids."""
+        if not self.RUN_RE.match(str(run)) or not (self.root / run).is_dir():
+            raise UserError("There is no such result: results are kept for one day.", 404)
+        return self.root / run
 
 
 # -- batch worker (runs in shared.parallel's processes) ------------------------------
@@ -100,22 +233,28 @@ def _model(models_root, version):
 def predict_file(task):
     """Predict the faces of one uploaded photo (a batch item).
 
-    task: ``(index, photo_path, display_name, models_root, version, thumb_path)``;
-        ``thumb_path`` is where the annotated thumbnail (JPEG) is written.
-    Returns ``{"index", "faces": [face objects], "error": str|None, "thumb": bool, "worker": pid}``.
+    task: ``(index, photo_path, display_name, models_root, version, thumb_path, names)``;
+        ``thumb_path`` is where the annotated thumbnail (JPEG) is written, ``names`` the
+        pool's ``{slug: display name}`` (may be ``None``).
+    Returns ``{"index", "faces": [face objects], "error": str|None, "thumb": bool,
+    "width", "height" (the photo's own size, 0 when unreadable), "worker": pid}``.
     A bad photo gives an ``error`` sentence, never an exception.
     """
-    index, photo, name, models_root, version, thumb_path = task
-    result = {"index": index, "faces": [], "error": None, "thumb": False, "worker": os.getpid()}
+    index, photo, name, models_root, version, thumb_path = task[:6]
+    names = task[6] if len(task) > 6 else None
+    result = {"index": index, "faces": [], "error": None, "thumb": False, "width": 0, "height": 0,
+              "worker": os.getpid()}
     try:
-        rgb = images.load_image(photo, name=name)
-        objects, _ = predict_faces(rgb, _model(models_root, version))
+        rgb, size = images.load_photo(photo, name=name)
+        result["width"], result["height"] = size
+        objects, found = predict_faces(rgb, _model(models_root, version), original_size=size, names=names)
         result["faces"] = objects
         if not objects:
             result["error"] = "No face was found in this photo."
         from .storage import atomic_write_bytes
 
-        atomic_write_bytes(Path(thumb_path), images.encode_jpeg(thumbnail(annotated(rgb, objects)), quality=82))
+        atomic_write_bytes(Path(thumb_path),
+                           images.encode_jpeg(thumbnail(annotated(rgb, objects, found)), quality=82))
         result["thumb"] = True
     except UserError as exc:
         result["error"] = exc.message

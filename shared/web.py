@@ -203,6 +203,19 @@ def human_size(n):
     return f"{n} bytes"
 
 
+def _yours(size):
+    """``"; yours is 1.2 GiB"`` for a size message (exact bytes when the rounded sizes would look equal)."""
+    if not size:
+        return ""
+    from flask import current_app
+
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    shown = human_size(size)
+    if shown == human_size(limit):
+        shown = f"{size:,} bytes, {size - limit:,} bytes too many"
+    return f"; yours is {shown}"
+
+
 def wants_json():
     """True when the client asked for JSON (``Accept: application/json`` preferred over HTML)."""
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
@@ -254,7 +267,7 @@ def _install_common(app, section):
             404: "There is no page at this address.",
             405: f"This address does not accept {request.method} requests.",
             413: "The upload is larger than this server accepts "
-                 f"({human_size(app.config['MAX_CONTENT_LENGTH'])} at most).",
+                 f"({human_size(app.config['MAX_CONTENT_LENGTH'])} at most){_yours(request.content_length)}.",
         }
         if exc.code == 413 and (request.content_length or 0) <= app.config["MAX_CONTENT_LENGTH"]:
             # Werkzeug answers 413 too when a form has more parts than MAX_FORM_PARTS

@@ -44,7 +44,7 @@ def test_normal_layout_with_junk_and_non_images(tmp_path, photo):
                              "Thumbs.db": b"j"})
     assert [k["name"] for k in out.kols] == ["Jane Doe", "周杰伦"]
     assert [f["name"] for f in out.kols[0]["files"]] == ["a.jpg", "sub/b.JPG"]
-    assert out.skipped == [{"name": "Jane Doe/notes.txt", "reason": "not a photo (.jpg, .jpeg, .png, .bmp, .webp)"}]
+    assert out.skipped == [{"name": "Jane Doe/notes.txt", "reason": "not a photo (.jpg, .jpeg, .png, .bmp, .webp, .heic, .heif)"}]
     for kol in out.kols:
         for f in kol["files"]:
             p = Path(f["path"])

@@ -20,7 +20,7 @@ from .conftest import FIVE, KNN, five_celebs_photos, needs_data
 
 JSON = {"Accept": "application/json"}
 HTML = {"Accept": "text/html"}
-FACE_KEYS = {"box", "identity", "confidence", "known"}
+FACE_KEYS = {"box", "identity", "confidence", "known", "number"}  # number: issue 12 (drawn on the photo)
 
 
 def display(person):
@@ -131,7 +131,7 @@ def test_every_held_back_photo_with_a_face_is_named(trained):
                 continue
             assert r.status_code == 200, r.text
             body = r.json()
-            assert set(body) == {"faces", "model_version", "elapsed_ms"}
+            assert set(body) == {"faces", "model_version", "elapsed_ms", "width", "height"}  # size: issue 12
             assert body["model_version"] == trained["version"]
             assert type(body["elapsed_ms"]) is float and body["elapsed_ms"] > 0
             for face in body["faces"]:
@@ -202,8 +202,9 @@ def test_batch_results_with_per_photo_errors_and_csv(trained):
     results = body["results"]
     assert [x["filename"] for x in results] == [
         "val_1.jpg", "val_3.jpg", "biden.jpg", "broken.jpg", "notes.txt", "empty.png", "text.jpg", "val_4.jpg"]
-    for x in results:
-        assert set(x) == {"filename", "faces", "error"}
+    for i, x in enumerate(results, 1):
+        assert set(x) == {"filename", "faces", "error", "index", "path", "width", "height"}
+        assert x["index"] == i and x["path"] == x["filename"]
         for face in x["faces"]:
             check_face(face)
     assert [x["error"] for x in results[:3]] == [None, None, None]

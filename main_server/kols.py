@@ -1,0 +1,144 @@
+"""The roster: a page listing every KOL of the training pool and one page per KOL.
+
+``GET /kols`` (search with ``?q=``), ``GET /kols/<slug>``; admin actions (POST):
+``/kols/<slug>/rename`` (``name``), ``/kols/<slug>/merge`` (``into`` = the slug of the
+KOL that keeps the photos), ``/kols/<slug>/delete``, ``/kols/<slug>/photos`` (``file``
+repeated: photos or zips of photos to add), ``/kols/<slug>/photos/<chip>/remove``.
+The rules are in :mod:`shared.pool` and :mod:`shared.roster`; every page answers JSON
+with ``Accept: application/json``. Renames need no retraining (predictions show the
+pool's names); the other changes show a "Retrain now" button.
+"""
+import shutil
+import uuid
+from pathlib import Path
+
+from flask import Blueprint, current_app, redirect, request, url_for
+from werkzeug.utils import secure_filename
+
+from shared import archive, images, roster
+from shared.errors import UserError
+from shared.jobs import JobStore
+from shared.pool import SLUG_RE, name_key
+from shared.web import data_path, models, pool, reply, upload_name, wants_json
+
+bp = Blueprint("kols", __name__)
+
+
+def _slug(slug):
+    if not SLUG_RE.match(slug) or slug not in pool().kols():
+        raise UserError("That KOL is not in the training pool.", 404)
+    return slug
+
+
+def _needs_training():
+    return pool().needs_training(models().meta())
+
+
+@bp.app_context_processor
+def _retrain():
+    """Templates: ``retrain_url`` (the process server's training route) and ``pool_changed()``."""
+    return {"retrain_url": current_app.config["PROCESS_URL"] + "/train_model", "pool_changed": _needs_training}
+
+
+@bp.get("/kols")
+def index():
+    q = (request.args.get("q") or "").strip()[:80]
+    kols = pool().kols()
+    rows = [{"slug": slug, "name": info["name"], "count": len(info["chips"]),
+             "thumb": info["chips"][0] if info["chips"] else None,
+             "added": info.get("added") or info.get("updated")} for slug, info in kols.items()]
+    if q:
+        key = name_key(q) if q.strip(" _-.") else ""
+        rows = [r for r in rows if key in name_key(r["name"])]
+    rows.sort(key=lambda r: name_key(r["name"]))
+    payload = {"kols": [{k: r[k] for k in ("slug", "name", "count", "added")} for r in rows],
+               "needs_training": _needs_training()}
+    return reply("main/kols.html", payload, rows=rows, q=q, total=len(kols))
+
+
+@bp.get("/kols/<slug>")
+def kol(slug):
+    slug = _slug(slug)
+    info = pool().kols()[slug]
+    meta = models().meta() or {}
+    others = sorted(((s, i["name"]) for s, i in pool().kols().items() if s != slug),
+                    key=lambda x: name_key(x[1]))
+    payload = {"slug": slug, "name": info["name"], "chips": info["chips"], "count": len(info["chips"]),
+               "added": info.get("added") or info.get("updated"), "updated": info.get("updated"),
+               "in_model": slug in (meta.get("names") or {}), "needs_training": _needs_training()}
+    return reply("main/kol.html", payload, others=others, added_note=request.args.get("added"),
+                 skipped=request.args.getlist("skipped"), extensions=", ".join(images.IMAGE_EXTENSIONS))
+
+
+def _done(slug, **args):
+    """After a change: JSON clients get the KOL (or the list), browsers go to the page."""
+    if slug and slug in pool().kols():
+        if wants_json():
+            return kol(slug)
+        return redirect(url_for("kols.kol", slug=slug, **args), 303)
+    if wants_json():
+        return index()
+    return redirect(url_for("kols.index", **args), 303)
+
+
+@bp.post("/kols/<slug>/rename")
+def rename(slug):
+    pool().rename(_slug(slug), request.form.get("name", ""))
+    return _done(slug)
+
+
+@bp.post("/kols/<slug>/merge")
+def merge(slug):
+    into = request.form.get("into", "")
+    if not into:
+        raise UserError("Choose the KOL to merge into.", 400)
+    pool().merge(_slug(slug), _slug(into))
+    return _done(into)
+
+
+@bp.post("/kols/<slug>/delete")
+def delete(slug):
+    name = roster.delete_kol(pool(), _slug(slug), models=models(), jobs=JobStore(data_path("jobs")))
+    return _done(None, deleted=name)
+
+
+@bp.post("/kols/<slug>/photos/<cid>/remove")
+def remove_photo(slug, cid):
+    pool().remove_chip(_slug(slug), cid)
+    return _done(slug)
+
+
+@bp.post("/kols/<slug>/photos")
+def add_photos(slug):
+    slug = _slug(slug)
+    uploads = [u for u in request.files.getlist("file") if u and u.filename]
+    if not uploads:
+        raise UserError("Choose photos (or a zip of photos) of this KOL to add (form field 'file').", 400)
+    work = data_path("tmp", f"add-{uuid.uuid4().hex}")
+    work.mkdir(parents=True)
+    try:
+        files, skipped = [], []
+        for i, upload in enumerate(uploads):
+            name = upload_name(upload.filename, f"photo-{i + 1}")
+            if upload.filename.lower().endswith(".zip"):
+                raw = work / f"{i:05d}.zip"
+                upload.save(raw)
+                found, bad = archive.extract_media_zip(raw, work / f"{i:05d}", "image")
+                files += [{"path": f["path"], "name": f"{name}/{f['name']}"} for f in found]
+                skipped += bad
+                continue
+            if not images.is_image_name(upload.filename):
+                raise UserError(f"'{name}' is not a photo this tool reads: use "
+                                f"{', '.join(images.IMAGE_EXTENSIONS)} or a zip of them."
+                                + archive.other_kind_hint([name], "image"), 415)
+            path = work / f"{i:05d}{Path(secure_filename(upload.filename)).suffix.lower() or '.img'}"
+            upload.save(path)
+            files.append({"path": str(path), "name": name})
+        result = roster.add_photos(pool(), slug, files, work / "staged")
+        result["skipped"] = skipped + result["skipped"]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if wants_json():
+        return reply("main/kol.html", result)
+    return redirect(url_for("kols.kol", slug=slug, added=result["added"],
+                            skipped=[f"{s['name']}: {s['reason']}" for s in result["skipped"][:20]]), 303)

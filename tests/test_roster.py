@@ -1,0 +1,352 @@
+"""The roster (issue 12): pool rename / merge / remove one chip, duplicate names and faces,
+and the KOL pages (list, search, one page per KOL, actions) through the Flask app."""
+import json
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from shared import roster
+from shared.errors import UserError
+from shared.pool import Pool, matching_kols, name_key, save_chip
+
+from .conftest import FIVE, ROOT, needs_data
+
+
+def _chip(seed):
+    return np.random.default_rng(seed).integers(0, 255, (150, 150, 3), dtype=np.uint8)
+
+
+def _staged(tmp_path, n, seed=0, centre=None):
+    """``n`` chips with embeddings (near ``centre`` when given), as a job folder would hold them."""
+    folder = tmp_path / f"job{seed}"
+    rng = np.random.default_rng(seed)
+    vecs = [(centre if centre is not None else np.full(128, seed + i / 100.0)) + rng.normal(0, 0.01, 128)
+            for i in range(n)]
+    ids = [save_chip(folder, _chip(seed * 100 + i), v) for i, v in enumerate(vecs)]
+    return [folder / f"{cid}.png" for cid in ids]
+
+
+def _files(pool):
+    return {slug: sorted(p.stem for p in (pool.root / slug).glob("*.png")) for slug in pool.kols()}
+
+
+# -- names ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("a, b", [("Mindy Kaling", "mindy_kaling"), ("Mindy  KALING", "mindy-kaling"),
+                                  ("Beyoncé", "beyonce"), ("Zoë Kravitz", "Zoe_Kravitz"), ("周杰伦", "周杰伦 ")])
+def test_names_that_differ_in_case_spaces_underscores_accents_are_the_same(a, b):
+    assert name_key(a) == name_key(b)
+
+
+@pytest.mark.parametrize("a, b", [("Mindy Kaling", "Mindy Kalling"), ("Ben", "Bena"), ("周杰伦", "周杰")])
+def test_different_names_stay_different(a, b):
+    assert name_key(a) != name_key(b)
+
+
+def test_import_under_a_near_duplicate_name_goes_to_the_existing_kol(tmp_path):
+    pool = Pool(tmp_path / "pool")
+    slug = pool.add("mindy_kaling", _staged(tmp_path, 2))
+    assert pool.same_name("Mindy Kaling") == slug
+    assert pool.add("Mindy Kaling", _staged(tmp_path, 3, seed=1)) == slug
+    assert pool.names() == {slug: "mindy_kaling"} and pool.stats()["chips"] == 5
+
+
+# -- rename -----------------------------------------------------------------------------
+
+def test_rename_keeps_the_slug_and_the_photos(tmp_path):
+    pool = Pool(tmp_path / "pool")
+    slug = pool.add("ben_afflek", _staged(tmp_path, 3))
+    other = pool.add("Madonna", _staged(tmp_path, 1, seed=3))
+    assert pool.rename(slug, "  Ben   Affleck ") == "Ben Affleck"
+    assert pool.names() == {slug: "Ben Affleck", other: "Madonna"}
+    assert pool.display_names()[slug] == "Ben Affleck"
+    assert len(pool.kols()[slug]["chips"]) == 3
+    # a later import under the new name (or the old one) adds to the same KOL
+    assert pool.add("Ben Affleck", _staged(tmp_path, 1, seed=4)) == slug
+    with pytest.raises(UserError) as err:
+        pool.rename(slug, "madonna")  # another KOL's name: merge instead
+    assert err.value.status == 409 and "merge" in err.value.message
+    with pytest.raises(UserError) as err:
+        pool.rename("nobody-00000000", "X")
+    assert err.value.status == 404
+    with pytest.raises(UserError):
+        pool.rename(slug, "  ")
+
+
+def test_rename_does_not_ask_for_retraining_but_other_changes_do(tmp_path):
+    pool = Pool(tmp_path / "pool")
+    a = pool.add("A", _staged(tmp_path, 3))
+    b = pool.add("B", _staged(tmp_path, 2, seed=1))
+    created = max(info["updated"] for info in pool.kols().values())  # trained right after the import
+    meta = {"names": {a: "A", b: "B"}, "samples": 5, "created": created}
+    assert not pool.needs_training(meta)
+    time.sleep(1.05)  # times have one-second resolution
+    pool.rename(a, "Alpha")
+    assert not pool.needs_training(meta)
+    assert pool.needs_training(None)
+    pool.remove_chip(a, pool.kols()[a]["chips"][0])
+    assert pool.needs_training(meta)
+
+
+# -- merge ------------------------------------------------------------------------------
+
+def test_merge_moves_every_photo_and_old_answers_show_the_new_name(tmp_path):
+    pool = Pool(tmp_path / "pool")
+    shared_chip = _staged(tmp_path, 1, seed=9)
+    a = pool.add("Mindy Kaling", _staged(tmp_path, 3) + shared_chip)
+    b = pool.add("M. Kaling", _staged(tmp_path, 2, seed=1) + shared_chip)
+    name, moved = pool.merge(b, a)
+    assert (name, moved) == ("Mindy Kaling", 2)  # the chip both had is not doubled
+    assert list(pool.kols()) == [a] and len(pool.kols()[a]["chips"]) == 6
+    assert _files(pool) == {a: sorted(pool.kols()[a]["chips"])}  # files moved, source folder gone
+    assert not (pool.root / b).exists()
+    assert pool.display_names() == {a: "Mindy Kaling", b: "Mindy Kaling"}  # an older model's answer b
+    X, slugs, _ = pool.embeddings()
+    assert X.shape == (6, 128) and set(slugs) == {a}
+    with pytest.raises(UserError):
+        pool.merge(a, a)
+    with pytest.raises(UserError) as err:
+        pool.merge(b, a)
+    assert err.value.status == 404
+
+
+CRASH = textwrap.dedent("""
+    import os, sys
+    sys.path.insert(0, {root!r})
+    from shared import pool as P
+    pool = P.Pool({pool!r})
+    real, calls = P.atomic_write_bytes, []
+    def dying(path, data):
+        calls.append(path)
+        if len(calls) == {after}:
+            os._exit(9)
+        real(path, data)
+    P.atomic_write_bytes = dying
+    P.atomic_write_json = lambda *a, **k: os._exit(9)
+    pool.{call}
+""")
+
+
+@pytest.mark.parametrize("call, after", [("merge(b, a)", 2), ("merge(b, a)", 99), ("rename(a, 'New')", 99),
+                                         ("remove_chip(a, cid)", 99)])
+def test_a_crash_in_the_middle_leaves_the_pool_as_it_was(tmp_path, call, after):
+    pool = Pool(tmp_path / "pool")
+    a = pool.add("A", _staged(tmp_path, 3))
+    b = pool.add("B", _staged(tmp_path, 3, seed=1))
+    before = json.loads(pool.manifest_path.read_text())
+    cid = pool.kols()[a]["chips"][0]
+    script = f"a, b, cid = {a!r}, {b!r}, {cid!r}\n" + CRASH.format(root=str(ROOT), pool=str(pool.root),
+                                                                  after=after, call=call)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True)
+    assert proc.returncode == 9, proc.stderr.decode()
+    assert json.loads(pool.manifest_path.read_text()) == before
+    assert pool.embeddings()[0].shape == (6, 128)  # every listed chip is still readable
+
+
+# -- remove one chip ----------------------------------------------------------------------
+
+def test_remove_one_chip(tmp_path):
+    pool = Pool(tmp_path / "pool")
+    slug = pool.add("A", _staged(tmp_path, 2))
+    first, second = pool.kols()[slug]["chips"]
+    assert pool.remove_chip(slug, first) == 1
+    assert pool.kols()[slug]["chips"] == [second] and _files(pool) == {slug: [second]}
+    with pytest.raises(UserError) as err:
+        pool.remove_chip(slug, first)
+    assert err.value.status == 404
+    with pytest.raises(UserError) as err:
+        pool.remove_chip(slug, second)  # the last one: delete the KOL instead
+    assert err.value.status == 409
+    with pytest.raises(UserError):
+        pool.remove_chip(slug, "../manifest")
+
+
+# -- faces that match a pool KOL's ---------------------------------------------------------
+
+def test_matching_kols_flags_the_same_faces_only():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 0.09, 128), rng.normal(0, 0.09, 128)  # two people ~1.0 apart
+    pool_X = np.vstack([a + rng.normal(0, 0.02, (5, 128)), b + rng.normal(0, 0.02, (5, 128))])
+    slugs = ["a"] * 5 + ["b"] * 5
+    same = matching_kols(a + rng.normal(0, 0.02, (4, 128)), pool_X, slugs)
+    assert [m["slug"] for m in same] == ["a"] and same[0]["share"] == 1.0 and same[0]["distance"] < 0.5
+    stranger = rng.normal(0, 0.09, 128)
+    assert matching_kols(stranger + rng.normal(0, 0.02, (4, 128)), pool_X, slugs) == []
+    assert matching_kols(np.zeros((0, 128)), pool_X, slugs) == []
+
+
+@needs_data
+def test_real_faces_of_a_kol_under_another_name_are_flagged(tmp_path, celeb_faces):
+    """Real dlib embeddings: Mindy Kaling's other photos match her pool KOL, not anyone else's."""
+    pool_X, slugs = [], []
+    for person, found in celeb_faces.items():
+        for _, face in found[:6]:
+            pool_X.append(face.embedding)
+            slugs.append(person)
+    for person, found in celeb_faces.items():
+        new = np.array([f.embedding for _, f in found[6:12]])
+        matches = matching_kols(new, np.array(pool_X), slugs)
+        assert [m["slug"] for m in matches] == [person], (person, matches)
+        others = [(e, s) for e, s in zip(pool_X, slugs) if s != person]
+        assert matching_kols(new, np.array([e for e, _ in others]), [s for _, s in others]) == [], person
+
+
+def test_pick_faces_takes_the_kols_face_in_a_group_photo():
+    rng = np.random.default_rng(1)
+    me, other = rng.normal(0, 0.09, 128), rng.normal(0, 0.09, 128)
+    known = me + rng.normal(0, 0.02, (3, 128))
+    group = [{"crop": "o", "embedding": list(other)}, {"crop": "m", "embedding": list(me + 0.01)}]
+    assert roster.pick_faces(group, known) == ([group[1]], None)
+    assert roster.pick_faces(group[:1], known) == ([group[0]], None)  # one face: taken
+    chosen, why = roster.pick_faces([group[0], group[0]], known)
+    assert chosen == [] and "none looks like" in why
+    assert roster.pick_faces([], known) == ([], "no face found")
+
+
+# -- the KOL pages (Flask app, real pool on disk) ---------------------------------------------
+
+HTML = {"Accept": "text/html"}
+JSON = {"Accept": "application/json"}
+
+
+@pytest.fixture
+def roster_app(main_app, data_dir, tmp_path):
+    pool = Pool(data_dir / "pool")
+    slugs = {"mindy": pool.add("mindy_kaling", _staged(tmp_path, 3)),
+             "mindy2": pool.add("Mindy K.", _staged(tmp_path, 2, seed=1)),
+             "zoe": pool.add("Zoë Kravitz", _staged(tmp_path, 1, seed=2))}
+    return main_app.test_client(), pool, slugs
+
+
+def test_kol_list_search_and_page(roster_app):
+    client, pool, slugs = roster_app
+    body = client.get("/kols", headers=JSON).get_json()
+    assert [k["name"] for k in body["kols"]] == ["Mindy K.", "mindy_kaling", "Zoë Kravitz"]
+    assert all(k["added"] for k in body["kols"]) and body["needs_training"] is True
+    assert [k["name"] for k in client.get("/kols?q=ZOE", headers=JSON).get_json()["kols"]] == ["Zoë Kravitz"]
+    assert [k["name"] for k in client.get("/kols?q=mindy ka", headers=JSON).get_json()["kols"]] == ["mindy_kaling"]
+    page = client.get("/kols").get_data(True)
+    assert f'href="/kols/{slugs["zoe"]}"' in page and "Retrain now" in page and '<time datetime="' in page
+    kol = client.get(f"/kols/{slugs['mindy']}", headers=JSON).get_json()
+    assert kol["name"] == "mindy_kaling" and kol["count"] == 3 and len(kol["chips"]) == 3
+    html = client.get(f"/kols/{slugs['mindy']}").get_data(True)
+    for cid in kol["chips"]:
+        assert f"/similar/photo/{slugs['mindy']}/{cid}.png" in html
+    assert client.get("/kols/nobody-00000000").status_code == 404
+    assert client.get("/kols/../etc").status_code == 404
+    assert f'href="/kols/{slugs["mindy"]}"' in client.get("/").get_data(True)  # home thumbnails are links
+
+
+def test_kol_actions_rename_remove_merge_delete(roster_app):
+    client, pool, slugs = roster_app
+    r = client.post(f"/kols/{slugs['mindy']}/rename", data={"name": "Mindy Kaling"})
+    assert r.status_code == 303 and pool.names()[slugs["mindy"]] == "Mindy Kaling"
+    r = client.post(f"/kols/{slugs['mindy2']}/rename", data={"name": "mindy kaling"}, headers=JSON)
+    assert r.status_code == 409 and "merge" in r.get_json()["error"]
+    cid = pool.kols()[slugs["mindy"]]["chips"][0]
+    assert client.post(f"/kols/{slugs['mindy']}/photos/{cid}/remove").status_code == 303
+    assert cid not in pool.kols()[slugs["mindy"]]["chips"]
+    r = client.post(f"/kols/{slugs['mindy2']}/merge", data={"into": slugs["mindy"]}, headers=JSON)
+    assert r.status_code == 200 and r.get_json()["count"] == 4 and slugs["mindy2"] not in pool.kols()
+    r = client.post(f"/kols/{slugs['zoe']}/delete")
+    assert r.status_code == 303 and "deleted=" in r.headers["Location"] and slugs["zoe"] not in pool.kols()
+    assert client.post(f"/kols/{slugs['zoe']}/delete", headers=JSON).status_code == 404
+    assert client.post(f"/kols/{slugs['mindy']}/merge", data={"into": "nobody-00000000"}).status_code == 404
+
+
+def test_delete_calls_modelstore_forget_when_it_exists(roster_app):
+    client, pool, slugs = roster_app
+    forgotten = []
+
+    class Store:
+        def forget(self, slug):
+            forgotten.append(slug)
+
+    assert roster.delete_kol(pool, slugs["zoe"], models=Store()) == "Zoë Kravitz"
+    assert forgotten == [slugs["zoe"]]
+
+
+@needs_data
+def test_add_photos_to_an_existing_kol(main_app, data_dir, tmp_path, celeb_faces):
+    """Photos and a zip of photos for one KOL, from their page: detected, aligned, embedded, added."""
+    import io
+    import zipfile
+
+    pool = Pool(data_dir / "pool")
+    folder = tmp_path / "c"
+    pngs = [folder / f"{save_chip(folder, f.chip, f.embedding)}.png" for _, f in celeb_faces["madonna"][:3]]
+    slug = pool.add("Madonna", pngs)
+    client = main_app.test_client()
+    photos = sorted((FIVE / "madonna").glob("val_*.jpg"))[:3]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("more/deeper/x.jpg", photos[2].read_bytes())
+        zf.writestr("readme.txt", b"hi")
+    upload = {"file": [(io.BytesIO(photos[0].read_bytes()), "a.jpg"), (io.BytesIO(photos[1].read_bytes()), "b.jpg"),
+                       (io.BytesIO(buf.getvalue()), "more.zip")]}
+    r = client.post(f"/kols/{slug}/photos", data=upload, headers=JSON, content_type="multipart/form-data")
+    assert r.status_code == 200, r.get_json()
+    body = r.get_json()
+    assert body["added"] == 3 and body["count"] == 6 and len(pool.kols()[slug]["chips"]) == 6
+    assert [s["name"] for s in body["skipped"]] == ["readme.txt"]
+    # a text file sent as a photo is refused and nothing changes
+    r = client.post(f"/kols/{slug}/photos", data={"file": (io.BytesIO(b"x"), "notes.txt")}, headers=JSON)
+    assert r.status_code == 415 and len(pool.kols()[slug]["chips"]) == 6
+    assert not list((data_dir / "tmp").iterdir())  # scratch folders are cleaned up
+
+
+@needs_data
+def test_import_warnings_same_name_and_same_faces(tmp_path, celeb_faces):
+    """Before an import: a near-identical name is the same KOL; a new name with an existing
+    KOL's faces is flagged with both sets of chips; a genuinely new person is not flagged."""
+    pool = Pool(tmp_path / "pool")
+    staging = tmp_path / "s"
+    for person in ("mindy_kaling", "elton_john"):
+        pngs = [staging / f"{save_chip(staging, f.chip, f.embedding)}.png" for _, f in celeb_faces[person][:6]]
+        pool.add(person, pngs)
+    job_chips = tmp_path / "job" / "chips"
+    kols = []
+    for i, (name, person) in enumerate([("Mindy Kaling", "mindy_kaling"), ("E. John", "elton_john"),
+                                        ("Madonna", "madonna")]):
+        kept = [{"crop": save_chip(job_chips / str(i), f.chip, f.embedding)} for _, f in celeb_faces[person][6:10]]
+        kols.append({"name": name, "kept": kept})
+    warnings = roster.import_warnings(pool, kols, job_chips)
+    assert set(warnings) == {0, 1}
+    assert warnings[0]["same_name"] == pool.same_name("mindy_kaling") and warnings[0]["looks_like"] == []
+    assert warnings[1]["same_name"] is None
+    [match] = warnings[1]["looks_like"]
+    assert match["name"] == "elton_john" and len(match["chips"]) == 6 and match["share"] >= 0.5
+
+
+def test_import_page_offers_merge_for_duplicates(process_app, data_dir, tmp_path):
+    """The wizard's import page: a near-identical name is the same KOL (merge or replace); a new
+    name with a pool KOL's faces is shown with both sets of photos and can be added to them."""
+    from shared.jobs import JobStore
+
+    from . import _synth
+
+    job = _synth.aligned_job(data_dir, kols=("Mindy Kaling", "Zed"), per_kol=6)
+    store = JobStore(data_dir / "jobs")
+    pool = Pool(data_dir / "pool")
+    mindy = pool.add("mindy_kaling", _staged(tmp_path, 2, seed=7))
+    zed_chips = sorted((store.folder(job) / "chips" / "1").glob("*.png"))
+    twin = pool.add("Zed Twin", zed_chips[:3])
+    client = process_app.test_client()
+    assert client.post("/clean", data={"job": job}).status_code == 303
+    body = client.get(f"/import_clean?job={job}", headers=JSON).get_json()
+    assert body["kols"]["Mindy Kaling"]["same_name"] == mindy
+    assert [m["slug"] for m in body["kols"]["Zed"]["looks_like"]] == [twin]
+    page = client.get(f"/import_clean?job={job}").get_data(True)
+    assert "Same KOL as <strong>mindy_kaling</strong>" in page
+    assert "look like <strong>Zed Twin</strong>" in page and f'name="into-1" value="{twin}"' in page
+    assert page.count("/pool_chip?kol=" + twin) == 3 and page.count(f"/chip?job={job}&amp;kol=1&amp;crop=") >= 6
+    r = client.post("/import_result", data={"job": job, "kol": ["Mindy Kaling", "Zed"], "into-1": twin})
+    assert r.status_code == 303
+    kols = pool.kols()
+    assert set(kols) == {mindy, twin}  # no second Mindy, no new "Zed"
+    assert kols[mindy]["name"] == "mindy_kaling" and len(kols[mindy]["chips"]) == 2 + 6
+    assert len(kols[twin]["chips"]) == 6
