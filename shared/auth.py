@@ -124,7 +124,7 @@ CSRF_SENTENCE = ("This form could not be accepted: it has expired or did not com
                  "(missing or wrong CSRF token). Reload the page and send it again.")
 
 SETTINGS = {"SESSION_HOURS": (float, 12), "PROXY_FIX": (int, 0), "RATELIMIT_STORAGE_URI": (str, "memory://"),
-            "LOGIN_LIMIT": (str, "10 per minute"), "SESSION_COOKIE_SECURE": (None, None)}
+            "LOGIN_LIMIT": (str, "10 per minute")}
 
 bp = Blueprint("auth", __name__)
 csrf = CSRFProtect()
@@ -229,6 +229,13 @@ def _main(path, **query):
     return f"{current_app.config['MAIN_URL']}{path}" + (f"?{urlencode(query)}" if query else "")
 
 
+def _here():
+    """This request's address on this server's public base URL (what ``next`` must come back to)."""
+    base = current_app.config[{"main": "MAIN_URL", "process": "PROCESS_URL", "video": "VIDEO_URL"}
+                              [current_app.config["SECTION"]]]
+    return base + request.full_path.rstrip("?")
+
+
 def _remote():
     return request.remote_addr or ""
 
@@ -264,7 +271,7 @@ def _gate():
             message = ("No account exists yet: open the main server in a browser and create the first admin, "
                        "or make a token with 'flask --app main_server create-token NAME --role admin'.")
             return _deny(401, message, _main("/setup"))
-        next_url = request.url if request.method in ("GET", "HEAD") else safe_next(request.referrer)
+        next_url = _here() if request.method in ("GET", "HEAD") else safe_next(request.referrer)
         return _deny(401, "Sign in first: this address needs a signed-in user or an API token.",
                      _main("/login", **({"next": next_url} if next_url else {})))
     if request.method in UNSAFE and who.via == "session":
@@ -333,10 +340,10 @@ def init_app(app):
         if key not in app.config or app.config[key] is None:
             raw = os.environ.get(key)
             app.config[key] = kind(raw) if raw and kind else (raw if raw else default)
-    if app.config["SESSION_COOKIE_SECURE"] is None:
-        app.config["SESSION_COOKIE_SECURE"] = app.config["MAIN_URL"].startswith("https://")
-    elif isinstance(app.config["SESSION_COOKIE_SECURE"], str):
-        app.config["SESSION_COOKIE_SECURE"] = app.config["SESSION_COOKIE_SECURE"].lower() in ("1", "true", "yes")
+    secure = os.environ.get("SESSION_COOKIE_SECURE")  # "0" turns it off even with an https MAIN_URL
+    app.config["SESSION_COOKIE_SECURE"] = (secure.lower() in ("1", "true", "yes") if secure else
+                                           bool(app.config["SESSION_COOKIE_SECURE"])
+                                           or app.config["MAIN_URL"].startswith("https://"))
     app.config.update(
         SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
         PERMANENT_SESSION_LIFETIME=timedelta(hours=float(app.config["SESSION_HOURS"])),

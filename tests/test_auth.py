@@ -160,6 +160,7 @@ def test_open_routes_need_nothing(apps):
 def test_member_pages_hide_admin_actions(apps, data_dir):
     job = _synth.aligned_job(data_dir)
     admin = apps["process"].test_client()
+    assert admin.post("/clean", data={"job": job}, headers=JSON).status_code == 200
     assert admin.post("/import_result", data={"job": job}, headers=JSON).status_code == 200
     # the pool summary page: a member sees it but not the delete buttons; an admin sees both
     r = apps["process"].test_client(role="member").get("/import_result")
@@ -309,7 +310,9 @@ def test_first_run_offers_only_the_first_admin(data_dir):
     assert r.status_code == 400
     r = main.post("/setup", data={"name": "root", "password": PASSWORD, "password2": PASSWORD, "csrf_token": token})
     assert r.status_code == 303
-    assert main.get("/admin/users").status_code == 200  # signed in as the new admin
+    users_page = main.get("/admin/users")
+    assert users_page.status_code == 200  # signed in as the new admin
+    token = csrf_token(users_page.get_data(as_text=True))
     assert main.get("/setup").status_code == 404
     assert main.post("/setup", data={"name": "x", "password": PASSWORD, "password2": PASSWORD,
                                      "csrf_token": token}).status_code == 404
@@ -326,8 +329,8 @@ def test_each_audited_action_writes_its_row(apps, data_dir):
                   content_type="multipart/form-data")
     assert r.status_code == 303
     assert proc.post("/clean", data={"job": job}, headers=JSON).status_code == 200
-    assert proc.post("/import_result", data={"job": job, "kol": "Ann"}, headers=JSON).status_code == 200
-    slug = next(iter(apps["process"].extensions["pool"].kols()))
+    assert proc.post("/import_result", data={"job": job, "kol": ["Ann", "Bob"]}, headers=JSON).status_code == 200
+    slug = sorted(apps["process"].extensions["pool"].kols())[0]
     assert proc.post("/import_result", data={"delete": slug}, headers=JSON).status_code == 200
     assert proc.post("/train_model", data={"job": job}, headers=JSON).status_code in (200, 202)
     # a refused action is not recorded as done
@@ -338,7 +341,7 @@ def test_each_audited_action_writes_its_row(apps, data_dir):
         by_action.setdefault(row["action"], []).append(row)
     assert [r["detail"]["result"].startswith(PROCESS_URL + "/?job=") for r in by_action["job.upload"]] == [True]
     assert by_action["job.clean"][0]["detail"] == {"job": job}
-    assert by_action["pool.import"][0]["detail"] == {"job": job, "kol": "Ann"}
+    assert by_action["pool.import"][0]["detail"] == {"job": job, "kol": ["Ann", "Bob"]}
     assert by_action["kol.delete"][0]["detail"] == {"delete": slug}
     assert by_action["model.train"][0]["detail"] == {"job": job}
     assert len(by_action["kol.delete"]) == 1
@@ -354,11 +357,12 @@ def test_predictions_are_counted_not_logged(apps, data_dir):
     r = main.post("/predictSingleImage", data={"file": (io.BytesIO(_synth.jpeg()), "p.jpg")},
                   content_type="multipart/form-data", headers=JSON)
     assert r.status_code == 422  # no face in random pixels: refused, so not counted
-    files = [(io.BytesIO(_synth.jpeg(seed=i)), f"{i}.jpg") for i in range(3)]
-    r = main.post("/predictBatchImage", data={"file": files}, content_type="multipart/form-data", headers=JSON)
-    assert r.status_code == 200
+    for i in range(2):  # one photo per batch: runs in this process (no worker pool to start)
+        r = main.post("/predictBatchImage", data={"file": [(io.BytesIO(_synth.jpeg(seed=i)), f"{i}.jpg")]},
+                      content_type="multipart/form-data", headers=JSON)
+        assert r.status_code == 200
     counts = apps["main"].extensions["accounts"].prediction_counts()
-    assert counts == [{"actor": "token:tests-member", "kind": "batch", "count": 3, "last_day": counts[0]["last_day"]}]
+    assert counts == [{"actor": "token:tests-member", "kind": "batch", "count": 2, "last_day": counts[0]["last_day"]}]
     assert audit_rows(apps["main"]) == []  # predictions never enter the trail
 
 
@@ -492,7 +496,9 @@ def test_first_run_in_a_browser_then_a_member_sees_no_admin_actions(fresh_stack,
     assert response.status == 403 and "only an admin may do this" in pg.inner_text("main")
     screenshot(pg, "auth-04-member-403")
     context.close()
-    assert errors == []  # no CSP violation or script error on any page
+    # no CSP violation or script error on any page (the 404 and the 403 above are expected answers)
+    assert [e for e in errors if not e.startswith("Failed to load resource")] == []
+    assert len(errors) == 2, errors
 
 
 def test_contract_access_scripts(fresh_stack):
