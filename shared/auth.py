@@ -328,8 +328,11 @@ def _security_headers(response):
     response.headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
     if request.is_secure:
         response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
-    if principal() is not None and "Cache-Control" not in response.headers:
-        response.headers["Cache-Control"] = "private"
+    if principal() is not None:  # what a signed-in user sees is theirs: no shared cache may keep it
+        if response.cache_control.public:
+            response.cache_control.public = False
+        if not response.cache_control.no_store:
+            response.cache_control.private = True
     return response
 
 

@@ -389,6 +389,7 @@ def test_security_headers_and_https_cookie(data_dir, apps):
     csp = r.headers["Content-Security-Policy"]
     assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp and "unsafe-inline' " not in csp
     assert r.headers["X-Content-Type-Options"] == "nosniff" and r.headers["X-Frame-Options"] == "DENY"
+    assert "private" in r.headers["Cache-Control"]  # a signed-in page is kept by no shared cache
     from main_server import create_app
 
     app = create_app({"TESTING": True, "DATA_DIR": str(data_dir), "SECRET_KEY": "test", "PROXY_FIX": 1,
