@@ -222,7 +222,13 @@ def _origin(url):
 def _wants_json():
     from .web import wants_json
 
-    return wants_json() or "Authorization" in request.headers
+    return wants_json() or _bearer_request()
+
+
+def _bearer_request():
+    """True when the request carries ``Authorization: Bearer ...`` (a script with an API token).
+    Other schemes (a proxy's Basic auth) are left alone: such requests sign in as browsers do."""
+    return request.headers.get("Authorization", "")[:7].lower() == "bearer "
 
 
 def _main(path, **query):
@@ -257,7 +263,7 @@ def _gate():
     section = current_app.config["SECTION"]
     needed = rule(section, endpoint)
     who = principal()
-    token_request = "Authorization" in request.headers
+    token_request = _bearer_request()
     if token_request and (who is None or who.via != "token"):
         if who is None:
             return _deny(401, "This API token is not valid: it was revoked or mistyped. "

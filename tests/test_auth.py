@@ -202,6 +202,9 @@ def test_tokens_with_each_role_and_revoked(apps):
         r = call(section, "/", member_token)
         assert r.status_code == 401 and "not valid" in r.get_json()["error"], section
     assert call("main", "/", "kol_made-up").status_code == 401
+    # another scheme (a proxy's Basic auth) is not a token: the browser is sent to sign in
+    r = apps["main"].test_client(role=None).get("/", headers={"Authorization": "Basic dXNlcjpwdw=="})
+    assert r.status_code == 302 and "/login" in r.headers["Location"]
     assert call("main", "/", admin_token).status_code == 200
 
 
