@@ -72,9 +72,10 @@ def training_zip(per_kol):
     return buf.getvalue()
 
 
-def wizard(urls, data, timeout=600):
+def wizard(servers, data, timeout=600):
     """One whole training job through the real routes; returns the number of steps done."""
-    r = requests.post(urls["main"] + "/trainByImage", files={"zip": ("kols.zip", data)}, headers=JSON,
+    urls, http = servers.urls, servers.http
+    r = http.post(urls["main"] + "/trainByImage", files={"zip": ("kols.zip", data)}, headers=JSON,
                       allow_redirects=False, timeout=120)
     assert r.status_code == 303, r.text
     job = r.headers["Location"].rsplit("=", 1)[1]
@@ -83,18 +84,18 @@ def wizard(urls, data, timeout=600):
     def wait(stage):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            p = requests.get(proc + "/processingProgress", params={"job": job}, headers=JSON, timeout=30).json()
+            p = http.get(proc + "/processingProgress", params={"job": job}, headers=JSON, timeout=30).json()
             if p["stage"] == stage and p["state"] in ("done", "failed"):
                 assert p["state"] == "done", p
                 return
             time.sleep(0.5)
         raise TimeoutError(stage)
 
-    assert requests.post(proc + "/align", data={"job": job}, headers=JSON, timeout=60).status_code == 202
+    assert http.post(proc + "/align", data={"job": job}, headers=JSON, timeout=60).status_code == 202
     wait("align")
-    assert requests.post(proc + "/clean", data={"job": job}, headers=JSON, timeout=120).status_code == 200
-    assert requests.post(proc + "/import_result", data={"job": job}, headers=JSON, timeout=120).status_code == 200
-    assert requests.post(proc + "/train_model", data={"job": job}, headers=JSON, timeout=60).status_code == 202
+    assert http.post(proc + "/clean", data={"job": job}, headers=JSON, timeout=120).status_code == 200
+    assert http.post(proc + "/import_result", data={"job": job}, headers=JSON, timeout=120).status_code == 200
+    assert http.post(proc + "/train_model", data={"job": job}, headers=JSON, timeout=60).status_code == 202
     wait("train")
     return 5
 
@@ -131,24 +132,24 @@ def main():
     SERVERS["main"] = (SERVERS["main"][0], args.main_threads)
     work = Path(tempfile.mkdtemp(prefix="kol-load-"))
     stack = Stack(work / "data", work)
-    urls = stack.urls
+    urls, http = stack.urls, stack.http  # http: signed in with the stack's admin token
     assert all(u.startswith("http://127.0.0.1:") for u in urls.values())
     try:
         print("setup: first model through the wizard ...", flush=True)
         data = training_zip(args.per_kol)
         t = time.monotonic()
-        wizard(urls, data)
+        wizard(stack, data)
         print(f"  done in {time.monotonic() - t:.1f} s", flush=True)
-        r = requests.post(urls["main"] + "/predictVideoResult", files={"file": ("clip.mp4", clip)},
+        r = http.post(urls["main"] + "/predictVideoResult", files={"file": ("clip.mp4", clip)},
                           allow_redirects=False, timeout=120)
         assert r.status_code == 303, r.text
         video = r.headers["Location"].rsplit("=", 1)[1]
         feed = f"{urls['video']}/video_feed?video={video}&pace=0"
-        with requests.get(feed, stream=True, timeout=120) as s:  # warm the video server up: one whole stream
+        with http.get(feed, stream=True, timeout=120) as s:  # warm the video server up: one whole stream
             for _ in s.iter_content(65536):
                 pass
         def warm(photo):
-            return requests.post(urls["main"] + "/predictSingleImage", files={"file": ("p.jpg", photo)},
+            return http.post(urls["main"] + "/predictSingleImage", files={"file": ("p.jpg", photo)},
                                  headers=JSON, timeout=120).status_code
 
         from concurrent.futures import ThreadPoolExecutor
@@ -168,6 +169,7 @@ def main():
 
         def predictor(n):
             s = requests.Session()
+            s.headers.update(http.headers)  # signed in like stack.http
             i = n
             while not stop.is_set():
                 photo = photos[i % len(photos)]
@@ -192,7 +194,7 @@ def main():
         def trainer():
             while not stop.is_set():
                 try:
-                    steps = wizard(urls, data)
+                    steps = wizard(stack, data)
                     with lock:
                         counters["train_steps"] += steps
                         counters["train_jobs"] += 1
@@ -204,7 +206,7 @@ def main():
         def watcher():
             while not stop.is_set():
                 try:
-                    with requests.get(f"{urls['video']}/video_feed?video={video}", stream=True, timeout=120) as s:
+                    with http.get(f"{urls['video']}/video_feed?video={video}", stream=True, timeout=120) as s:
                         assert s.status_code == 200
                         with lock:
                             counters["video_streams"] += 1
@@ -228,7 +230,7 @@ def main():
         for th in threads:
             th.join(timeout=600)
         after = stack.memory()
-        alive = {n: requests.get(u + "/healthz", timeout=10).status_code for n, u in urls.items()}
+        alive = {n: http.get(u + "/healthz", timeout=10).status_code for n, u in urls.items()}
         crashes = {n: open(work / f"{n}.log", errors="replace").read().count("SIGSEGV")
                    + open(work / f"{n}.log", errors="replace").read().count("SIGABRT") for n in urls}
         result = {

@@ -94,6 +94,9 @@ def make_app(import_name, section, test_config=None, defaults=None):
     app.extensions["pool"] = Pool(data_dir / "pool")
     app.extensions["models"] = ModelStore(data_dir / "models")
     _install_common(app, section)
+    from . import auth
+
+    auth.init_app(app)  # sign-in, roles, tokens, CSRF, security headers, audit (shared/auth.py)
     return app
 
 
@@ -252,10 +255,8 @@ def _install_common(app, section):
     def server_links():
         return {"section": section, "server_urls": {s: app.config[k] for s, k in SECTIONS.items()}}
 
-    # Seams for sign-in and CSRF (issue 11 replaces both): templates wrap admin-only actions in
-    # ``{% if is_admin %}`` and put ``{{ csrf_field() }}`` inside every POST form.
-    app.jinja_env.globals.setdefault("is_admin", True)
-    app.jinja_env.globals.setdefault("csrf_field", lambda: "")
+    # Templates wrap admin-only actions in ``{% if is_admin %}`` and put ``{{ csrf_field() }}``
+    # inside every POST form: both globals come from shared/auth.py (installed by make_app).
 
     @app.errorhandler(UserError)
     def user_error(exc):

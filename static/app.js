@@ -44,6 +44,20 @@
     });
   });
 
+  // A form with data-confirm="<question>" asks before it is sent (deleting, revoking); the
+  // Content-Security-Policy forbids inline onsubmit handlers, so the question lives here.
+  document.addEventListener("submit", function (event) {
+    var question = event.target.getAttribute && event.target.getAttribute("data-confirm");
+    if (question && !window.confirm(question)) { event.preventDefault(); event.stopImmediatePropagation(); }
+  }, true);
+
+  // "Go back" on an error page reached from elsewhere: back in the history (no javascript: links under the CSP).
+  document.querySelectorAll("a[data-history-back]").forEach(function (link) {
+    link.addEventListener("click", function (event) {
+      if (window.history.length > 1) { event.preventDefault(); window.history.back(); }
+    });
+  });
+
   // A link with data-apply-first="<form id>" (e.g. "Continue to import" on the cleaning
   // page) first sends that form when boxes in it are ticked, so ticks are never lost.
   document.querySelectorAll("a[data-apply-first]").forEach(function (link) {

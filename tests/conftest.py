@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
 
 from .servers import ROOT, LiveServers
 
@@ -26,6 +28,36 @@ needs_video = pytest.mark.skipif(
 def five_celebs_photos(prefix="train_"):
     """``{person: [paths]}`` of the five_celebs photos whose names start with ``prefix``."""
     return {d.name: sorted(d.glob(f"{prefix}*.jpg")) for d in sorted(FIVE.iterdir()) if d.is_dir()}
+
+
+class SignedInClient(FlaskClient):
+    """The Flask test client of every app in the tests: signed in with an API token of ``role``.
+
+    ``app.test_client()`` is an admin (so tests written before sign-in existed need no change);
+    ``app.test_client(role="member")`` a member; ``app.test_client(role=None)`` nobody.
+    The token is made in the app's own accounts database (its DATA_DIR), once per app and role.
+    """
+
+    def __init__(self, *args, role="admin", **kwargs):
+        super().__init__(*args, **kwargs)
+        if role:
+            self.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {app_token(self.application, role)}"
+
+
+def app_token(app, role="admin"):
+    """An API token with ``role`` for ``app`` (made once per app and role)."""
+    tokens = app.extensions.setdefault("test_tokens", {})
+    if role not in tokens:
+        tokens[role], _ = app.extensions["accounts"].create_token(f"tests-{role}", role, created_by="tests")
+    return tokens[role]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _signed_in_test_clients():
+    previous = Flask.test_client_class
+    Flask.test_client_class = SignedInClient
+    yield
+    Flask.test_client_class = previous
 
 
 @pytest.fixture
@@ -110,13 +142,23 @@ def browser():
 
 
 @pytest.fixture
-def page(browser):
-    """A fresh browser page at laptop size; console errors are collected in ``page.errors``."""
+def page(browser, request):
+    """A fresh browser page at laptop size; console errors are collected in ``page.errors``.
+
+    When the test also uses live servers (a fixture whose name ends in ``servers``, such as
+    ``live_servers``), the page is signed in as an admin through the real sign-in page first.
+    """
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     pg = context.new_page()
     pg.errors = []
     pg.on("console", lambda msg: msg.type == "error" and pg.errors.append(msg.text))
     pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))
+    for name in request.fixturenames:
+        if name.endswith("servers"):
+            servers = request.getfixturevalue(name)
+            if isinstance(servers, LiveServers):
+                servers.sign_in(pg)
+                break
     yield pg
     context.close()
 

@@ -3,6 +3,7 @@
 No pytest here: ``bench/bench_load.py`` uses it too.
 """
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -11,6 +12,8 @@ import time
 from pathlib import Path
 
 import requests
+
+from shared.accounts import for_data_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,9 +48,15 @@ class LiveServers:
         self.data_dir, self.log_dir = Path(data_dir), Path(log_dir)
         self.urls = {name: f"http://127.0.0.1:{free_port()}" for name in ("main", "process", "video")}
         self.procs = {}
-        #: The HTTP session tests and benchmarks use to talk to these servers (carries credentials
-        #: once the servers require sign-in): ``live_servers.http.get(url)``.
+        #: The accounts database the servers will use (same DATA_DIR): tests make users and tokens in it.
+        self.accounts = for_data_dir(self.data_dir)
+        #: An admin API token made before the start; :attr:`http` sends it with every request.
+        self.token, _ = self.accounts.create_token("tests", "admin", created_by="tests/servers.py")
+        #: The HTTP session tests and benchmarks use to talk to these servers, signed in as an admin
+        #: with a bearer token: ``live_servers.http.get(url)``.
         self.http = requests.Session()
+        self.http.headers["Authorization"] = f"Bearer {self.token}"
+        self._users = {}
         try:
             for name in names:
                 self._launch(name)
@@ -56,6 +65,25 @@ class LiveServers:
         except BaseException:
             self.stop()  # never leave servers running behind a failed start
             raise
+
+    def user(self, role="admin"):
+        """``(name, password)`` of a browser user with ``role`` in these servers' accounts (made once)."""
+        if role not in self._users:
+            name, password = f"test-{role}", secrets.token_urlsafe(12)
+            self.accounts.create_user(name, password, role, created_by="tests/servers.py")
+            self._users[role] = (name, password)
+        return self._users[role]
+
+    def sign_in(self, page, role="admin"):
+        """Sign a Playwright ``page`` in through the main server's sign-in page (covers all three servers)."""
+        name, password = self.user(role)
+        page.goto(self.urls["main"] + "/login")
+        page.fill("input[name=name]", name)
+        page.fill("input[name=password]", password)
+        with page.expect_navigation():
+            page.click("form button[type=submit]")
+        if "/login" in page.url:
+            raise RuntimeError(f"signing in as {name} failed: {page.inner_text('main')[:300]}")
 
     def start(self, name, workers=1, threads=8):
         """Start (or restart) one server and wait until its /healthz answers."""

@@ -1,6 +1,5 @@
 """The three app factories, /healthz, / and the shared error handling."""
 import pytest
-import requests
 
 from .conftest import ROOT
 
@@ -55,11 +54,11 @@ def test_no_secret_in_repository():
 
 def test_live_servers_answer_over_http(live_servers):
     for name, url in live_servers.urls.items():
-        assert requests.get(url + "/healthz", timeout=5).json() == {"status": "ok", "server": name}
-        page = requests.get(url + "/", timeout=5)
+        assert live_servers.http.get(url + "/healthz", timeout=5).json() == {"status": "ok", "server": name}
+        page = live_servers.http.get(url + "/", timeout=5)
         assert page.status_code == 200 and "text/html" in page.headers["Content-Type"]
     # cross-server links come from config, not a hard-coded localhost:5000
-    home = requests.get(live_servers.urls["process"] + "/", timeout=5).text
+    home = live_servers.http.get(live_servers.urls["process"] + "/", timeout=5).text
     assert live_servers.urls["main"] + "/trainModel" in home
 
 

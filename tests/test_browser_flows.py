@@ -25,7 +25,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import requests
 
 from .conftest import FIVE, VIDEO, LiveServers, five_celebs_photos, needs_data, needs_video, screenshot
 
@@ -206,7 +205,7 @@ def run_wizard(pg, servers, zip_path, shots, skip_kol=None, remove_one=False):
 
 
 def model_ready(servers):
-    meta = requests.get(servers.urls["main"] + "/", headers={"Accept": "application/json"}, timeout=10).json()
+    meta = servers.http.get(servers.urls["main"] + "/", headers={"Accept": "application/json"}, timeout=10).json()
     return meta.get("model") is not None
 
 

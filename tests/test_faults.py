@@ -75,11 +75,11 @@ def model_state(data_dir):
 
 
 def get(servers, path, **params):
-    return requests.get(servers.urls["process"] + path, params=params, headers=JSON, timeout=30)
+    return servers.http.get(servers.urls["process"] + path, params=params, headers=JSON, timeout=30)
 
 
 def post(servers, path, **data):
-    return requests.post(servers.urls["process"] + path, data=data, headers=JSON, timeout=300)
+    return servers.http.post(servers.urls["process"] + path, data=data, headers=JSON, timeout=300)
 
 
 def wait_state(servers, job, stage, states, timeout=300):
@@ -170,7 +170,7 @@ def test_sigkill_mid_step_leaves_pool_and_model_whole(servers, step):
     interrupted = progress["state"] == "failed"
     if interrupted:
         assert progress["stage"] == step and "interrupted" in progress["error"], progress
-        page = requests.get(servers.urls["process"] + "/", params={"job": job}, timeout=30).text
+        page = servers.http.get(servers.urls["process"] + "/", params={"job": job}, timeout=30).text
         assert "interrupted" in page and "failed" in page
     else:  # pragma: no cover - the step won the race against the kill; the invariants below still hold
         assert progress["state"] == "done", progress
@@ -347,12 +347,13 @@ def test_main_predicts_with_old_model_while_new_one_trains(servers):
     servers.start("main", workers=2, threads=4)  # as in the Procfile
     photo = (FIVE / "ben_afflek" / "train_1.jpg").read_bytes()
     main = servers.urls["main"]
-    assert requests.get(main + "/", headers=JSON, timeout=30).json()["model"]["version"] == old
+    assert servers.http.get(main + "/", headers=JSON, timeout=30).json()["model"]["version"] == old
 
     log, stop = [], threading.Event()
 
     def client():
         session = requests.Session()
+        session.headers.update(servers.http.headers)  # signed in like servers.http
         while not stop.is_set():
             try:
                 r = session.post(main + "/predictSingleImage", files={"file": ("ben.jpg", photo)}, headers=JSON,
@@ -364,7 +365,7 @@ def test_main_predicts_with_old_model_while_new_one_trains(servers):
                 log.append((threading.get_ident(), repr(exc)[:200], None, None))
 
     for _ in range(4):  # warm both workers up (dlib loads on the first photo)
-        r = requests.post(main + "/predictSingleImage", files={"file": ("ben.jpg", photo)}, headers=JSON, timeout=120)
+        r = servers.http.post(main + "/predictSingleImage", files={"file": ("ben.jpg", photo)}, headers=JSON, timeout=120)
         assert r.status_code == 200 and r.json()["model_version"] == old, r.text
     clients = [threading.Thread(target=client) for _ in range(3)]
     for c in clients:
@@ -405,6 +406,7 @@ def test_concurrent_predictions_do_not_crash_a_worker(servers):
 
     def client(n):
         session = requests.Session()
+        session.headers.update(servers.http.headers)  # signed in like servers.http
         for i in range(6):
             try:
                 r = session.post(main + "/predictSingleImage", files={"file": ("p.jpg", photos[(n + i) % 16])},

@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import requests
 
 from shared import pool as pool_mod
 from shared.classifier import ModelStore, train
@@ -66,7 +65,7 @@ def trained(live_servers, celeb_faces, tmp_path_factory):
     X, slugs, _ = pool.embeddings()
     store = ModelStore(data / "models")
     version = store.save(train(X, slugs, pool.names()))
-    return {"url": live_servers.urls["main"], "store": store, "version": version, "pool": pool}
+    return {"url": live_servers.urls["main"], "http": live_servers.http, "store": store, "version": version, "pool": pool}
 
 
 # -- no model yet (runs first: before the `trained` fixture saves one) ----------------
@@ -81,13 +80,13 @@ def test_no_model_yet_is_a_clear_409(live_servers):
     try:
         photo = FIVE / "madonna" / "val_1.jpg"
         for route in ("/predictSingleImage", "/predictBatchImage", "/findSimilarKOLResult"):
-            message = check_error(requests.post(url + route, files=files([photo]), headers=JSON), 409)
+            message = check_error(live_servers.http.post(url + route, files=files([photo]), headers=JSON), 409)
             assert "model" in message.lower()
-            page = requests.post(url + route, files=files([photo]), headers=HTML)
+            page = live_servers.http.post(url + route, files=files([photo]), headers=HTML)
             assert page.status_code == 409 and "No model is trained yet" in page.text
-        home = requests.get(url + "/", headers=HTML)
+        home = live_servers.http.get(url + "/", headers=HTML)
         assert home.status_code == 200 and "No model is trained yet" in home.text
-        assert requests.get(url + "/", headers=JSON).json()["model"] is None
+        assert live_servers.http.get(url + "/", headers=JSON).json()["model"] is None
     finally:
         if moved.exists():
             moved.rename(current)
@@ -98,21 +97,21 @@ def test_no_model_yet_is_a_clear_409(live_servers):
 @needs_data
 def test_home_and_forms(trained):
     url = trained["url"]
-    home = requests.get(url + "/", headers=JSON).json()
+    home = trained["http"].get(url + "/", headers=JSON).json()
     people = len(five_celebs_photos())  # one KOL per five_celebs folder
     assert home["model"]["version"] == trained["version"] and home["model"]["identities"] == people
     assert home["pool"]["kols"] == people
-    page = requests.get(url + "/", headers=HTML).text
+    page = trained["http"].get(url + "/", headers=HTML).text
     assert trained["version"] in page and "Mindy Kaling" in page
     for route, target in (("/predictSinglePage", "/predictSingleImage"),
                           ("/predictBatchPage", "/predictBatchImage"),
                           ("/findSimilarKOLPage", "/findSimilarKOLResult")):
-        form = requests.get(url + route)
+        form = trained["http"].get(url + route)
         assert form.status_code == 200
         assert f'action="{target}"' in form.text and 'name="file"' in form.text
         assert 'enctype="multipart/form-data"' in form.text
-    assert 'multiple' in requests.get(url + "/predictBatchPage").text
-    assert 'name="k"' in requests.get(url + "/findSimilarKOLPage").text
+    assert 'multiple' in trained["http"].get(url + "/predictBatchPage").text
+    assert 'name="k"' in trained["http"].get(url + "/findSimilarKOLPage").text
 
 
 # -- R9: single photo -------------------------------------------------------------------
@@ -124,7 +123,7 @@ def test_every_held_back_photo_with_a_face_is_named(trained):
     confidences = []
     for person, paths in five_celebs_photos("val_").items():
         for path in paths:
-            r = requests.post(url + "/predictSingleImage", files=files([path]), headers=JSON)
+            r = trained["http"].post(url + "/predictSingleImage", files=files([path]), headers=JSON)
             if r.status_code == 422:  # says so instead of guessing
                 assert "No face" in r.json()["error"], r.text
                 no_face += 1
@@ -149,16 +148,16 @@ def test_every_held_back_photo_with_a_face_is_named(trained):
 @needs_data
 def test_single_result_page_shows_the_annotated_photo(trained):
     url = trained["url"]
-    r = requests.post(url + "/predictSingleImage", files=files([FIVE / "mindy_kaling" / "val_1.jpg"]), headers=HTML)
+    r = trained["http"].post(url + "/predictSingleImage", files=files([FIVE / "mindy_kaling" / "val_1.jpg"]), headers=HTML)
     assert r.status_code == 200 and "Mindy Kaling" in r.text and " ms" in r.text
     src = re.search(r'<img class="result" src="([^"]+)"', r.text).group(1)
-    image = requests.get(url + src)
+    image = trained["http"].get(url + src)
     assert image.status_code == 200 and image.headers["Content-Type"] == "image/jpeg"
     assert image.content[:2] == b"\xff\xd8"
     run = src.split("/")[2]
     for bad in (f"/predictions/{run}/../../pool/manifest.json", f"/predictions/{run}/manifest.json",
                 "/predictions/ABC/annotated.jpg", f"/predictions/{'0' * 32}/annotated.jpg"):
-        assert requests.get(url + bad, headers=JSON).status_code == 404
+        assert trained["http"].get(url + bad, headers=JSON).status_code == 404
 
 
 @needs_data
@@ -167,14 +166,14 @@ def test_strangers_are_unknown_and_two_people_give_two_faces(trained):
     strangers = sorted((KNN / "train").rglob("*.jp*g")) + sorted((KNN / "test").glob("*.jpg"))
     faces_seen = 0
     for path in strangers:
-        r = requests.post(url + "/predictSingleImage", files=files([path]), headers=JSON)
+        r = trained["http"].post(url + "/predictSingleImage", files=files([path]), headers=JSON)
         assert r.status_code == 200, (path, r.text)
         for face in r.json()["faces"]:
             check_face(face)
             assert not face["known"] and face["identity"] is None, (path, face)
             faces_seen += 1
     assert faces_seen >= 16
-    both = requests.post(url + "/predictSingleImage", files=files([KNN / "test" / "obama_and_biden.jpg"]),
+    both = trained["http"].post(url + "/predictSingleImage", files=files([KNN / "test" / "obama_and_biden.jpg"]),
                          headers=JSON).json()["faces"]
     assert len(both) >= 2
     areas = [(f["box"]["bottom"] - f["box"]["top"]) * (f["box"]["right"] - f["box"]["left"]) for f in both]
@@ -195,7 +194,7 @@ def test_batch_results_with_per_photo_errors_and_csv(trained):
         ("file", ("text.jpg", b"hello, I am not a JPEG", "image/jpeg")),
         ("file", ("val_4.jpg", (FIVE / "ben_afflek" / "val_4.jpg").read_bytes(), "image/jpeg")),
     ]
-    r = requests.post(url + "/predictBatchImage", files=upload, headers=JSON)
+    r = trained["http"].post(url + "/predictBatchImage", files=upload, headers=JSON)
     assert r.status_code == 200, r.text
     body = r.json()
     assert set(body) == {"results", "model_version"} and body["model_version"] == trained["version"]
@@ -215,13 +214,13 @@ def test_batch_results_with_per_photo_errors_and_csv(trained):
         assert isinstance(x["error"], str) and x["error"] and x["faces"] == []
     assert "No face" in results[-1]["error"]
 
-    page = requests.post(url + "/predictBatchImage", files=upload, headers=HTML)
+    page = trained["http"].post(url + "/predictBatchImage", files=upload, headers=HTML)
     assert page.status_code == 200 and "Download CSV" in page.text
     thumbs = re.findall(r'<img class="batch-thumb" src="([^"]+)"', page.text)
     assert len(thumbs) == 4  # the three good photos and the one without a face
-    assert requests.get(url + thumbs[0]).headers["Content-Type"] == "image/jpeg"
+    assert trained["http"].get(url + thumbs[0]).headers["Content-Type"] == "image/jpeg"
     csv_url = re.search(r'href="([^"]+results\.csv)"', page.text).group(1)
-    download = requests.get(url + csv_url)
+    download = trained["http"].get(url + csv_url)
     assert download.status_code == 200 and "attachment" in download.headers["Content-Disposition"]
     rows = list(csv.DictReader(io.StringIO(download.content.decode("utf-8-sig"))))
     assert [r["filename"] for r in rows][:3] == ["val_1.jpg", "val_3.jpg", "biden.jpg"]
@@ -236,12 +235,12 @@ def test_batch_keeps_unicode_names_and_its_csv_is_spreadsheet_safe(trained):
     jpeg = (FIVE / "mindy_kaling" / "val_2.jpg").read_bytes()
     upload = [("file", ("Ảnh 照片 1.jpg", jpeg, "image/jpeg")), ("file", ("=HYPERLINK(1).jpg", jpeg, "image/jpeg")),
               ("file", ("../../etc/passwd.jpg", jpeg, "image/jpeg"))]
-    body = requests.post(url + "/predictBatchImage", files=upload, headers=JSON).json()
+    body = trained["http"].post(url + "/predictBatchImage", files=upload, headers=JSON).json()
     assert [x["filename"] for x in body["results"]] == ["Ảnh 照片 1.jpg", "=HYPERLINK(1).jpg", "passwd.jpg"]
     assert all(x["faces"][0]["identity"] == "Mindy Kaling" for x in body["results"])
-    page = requests.post(url + "/predictBatchImage", files=upload, headers=HTML).text
+    page = trained["http"].post(url + "/predictBatchImage", files=upload, headers=HTML).text
     assert "Ảnh 照片 1.jpg" in page
-    rows = list(csv.reader(io.StringIO(requests.get(
+    rows = list(csv.reader(io.StringIO(trained["http"].get(
         url + re.search(r'href="([^"]+results\.csv)"', page).group(1)).content.decode("utf-8-sig"))))
     assert [r[0] for r in rows[1:]] == ["Ảnh 照片 1.jpg", "'=HYPERLINK(1).jpg", "passwd.jpg"]
 
@@ -252,7 +251,7 @@ def test_batch_of_200_photos_in_one_upload(trained):
     photos = sorted(FIVE.rglob("*.jpg"))
     upload = [("file", (f"{i:03d}-{p.name}", p.read_bytes(), "image/jpeg"))
               for i, p in zip(range(200), photos * 2)]
-    r = requests.post(url + "/predictBatchImage", files=upload, headers=JSON, timeout=600)
+    r = trained["http"].post(url + "/predictBatchImage", files=upload, headers=JSON, timeout=600)
     assert r.status_code == 200, r.text[:300]
     results = r.json()["results"]
     assert len(results) == 200
@@ -264,8 +263,8 @@ def test_batch_of_200_photos_in_one_upload(trained):
 
 def test_batch_without_files_is_a_400(live_servers):
     url = live_servers.urls["main"]
-    check_error(requests.post(url + "/predictBatchImage", files={"other": ("a.jpg", b"x")}, headers=JSON), 400)
-    check_error(requests.post(url + "/predictBatchImage", files=[("file", ("", b"", "image/jpeg"))],
+    check_error(live_servers.http.post(url + "/predictBatchImage", files={"other": ("a.jpg", b"x")}, headers=JSON), 400)
+    check_error(live_servers.http.post(url + "/predictBatchImage", files=[("file", ("", b"", "image/jpeg"))],
                               headers=JSON), 400)
 
 
@@ -276,7 +275,7 @@ def test_similar_kols(trained, live_servers):
     url = trained["url"]
     kols = len(trained["pool"].kols())
     photo = FIVE / "madonna" / "val_2.jpg"
-    r = requests.post(url + "/findSimilarKOLResult", files=files([photo]), data={"k": "3"}, headers=JSON)
+    r = trained["http"].post(url + "/findSimilarKOLResult", files=files([photo]), data={"k": "3"}, headers=JSON)
     assert r.status_code == 200, r.text
     body = r.json()
     assert set(body) == {"face", "matches"}
@@ -294,31 +293,31 @@ def test_similar_kols(trained, live_servers):
                                    data={"k": "50"}, headers=JSON).json()["matches"]
     assert next(m["similarity"] for m in other if m["identity"] == "Madonna") < sims[0]
 
-    default = requests.post(url + "/findSimilarKOLResult", files=files([photo]), headers=JSON).json()
+    default = trained["http"].post(url + "/findSimilarKOLResult", files=files([photo]), headers=JSON).json()
     assert len(default["matches"]) == 5
     assert len({m["identity"] for m in default["matches"]}) == 5
-    many = requests.post(url + "/findSimilarKOLResult", files=files([photo]), data={"k": "50"}, headers=JSON)
+    many = trained["http"].post(url + "/findSimilarKOLResult", files=files([photo]), data={"k": "50"}, headers=JSON)
     assert len(many.json()["matches"]) == kols  # k is capped by the KOLs that exist
 
-    page = requests.post(url + "/findSimilarKOLResult", files=files([photo]), headers=HTML)
+    page = trained["http"].post(url + "/findSimilarKOLResult", files=files([photo]), headers=HTML)
     assert page.status_code == 200 and "Madonna" in page.text
     chips = re.findall(r'<img src="(/similar/photo/[^"]+)"', page.text)
     assert len(chips) == len(default["matches"])
-    chip = requests.get(url + chips[0])
+    chip = trained["http"].get(url + chips[0])
     assert chip.status_code == 200 and chip.headers["Content-Type"] == "image/png"
-    assert requests.get(url + "/similar/photo/..%2f..%2fmodels/current.png").status_code == 404
+    assert trained["http"].get(url + "/similar/photo/..%2f..%2fmodels/current.png").status_code == 404
 
 
 @needs_data
 def test_similar_uses_the_largest_face_and_says_so(trained):
     url = trained["url"]
     photo = KNN / "test" / "obama_and_biden.jpg"
-    single = requests.post(url + "/predictSingleImage", files=files([photo]), headers=JSON).json()
-    body = requests.post(url + "/findSimilarKOLResult", files=files([photo]), headers=JSON).json()
+    single = trained["http"].post(url + "/predictSingleImage", files=files([photo]), headers=JSON).json()
+    body = trained["http"].post(url + "/findSimilarKOLResult", files=files([photo]), headers=JSON).json()
     assert body["face"]["box"] == single["faces"][0]["box"]
     assert not body["face"]["known"]
     assert all(m["similarity"] < 0.5 for m in body["matches"])  # a stranger: nobody is close
-    page = requests.post(url + "/findSimilarKOLResult", files=files([photo]), headers=HTML).text
+    page = trained["http"].post(url + "/findSimilarKOLResult", files=files([photo]), headers=HTML).text
     assert "the largest one" in page and f"{len(single['faces'])} faces were found" in page
 
 
@@ -339,19 +338,19 @@ def test_bad_uploads_are_clear_4xx(trained, route):
         ({"file": ("v.jpg", (FIVE / "ben_afflek" / "val_4.jpg").read_bytes(), "image/jpeg")}, 422),  # no face
     ]
     for upload, status in cases:
-        check_error(requests.post(url, files=upload, headers=JSON), status)
-        page = requests.post(url, files=upload, headers=HTML)
+        check_error(trained["http"].post(url, files=upload, headers=JSON), status)
+        page = trained["http"].post(url, files=upload, headers=HTML)
         assert page.status_code == status and "<h1>" in page.text and "Traceback" not in page.text
     # GET without a POST: scripts are told what to send, browsers go to the form
-    check_error(requests.get(url, headers=JSON), 405)
-    r = requests.get(url, headers=HTML, allow_redirects=False)
+    check_error(trained["http"].get(url, headers=JSON), 405)
+    r = trained["http"].get(url, headers=HTML, allow_redirects=False)
     assert r.status_code == 303 and r.headers["Location"].endswith("Page")
 
 
 @needs_data
 @pytest.mark.parametrize("k", ["0", "-1", "abc", "2.5", "51", "99999999"])
 def test_malformed_k_is_a_400(trained, k):
-    r = requests.post(trained["url"] + "/findSimilarKOLResult", files=files([FIVE / "madonna" / "val_1.jpg"]),
+    r = trained["http"].post(trained["url"] + "/findSimilarKOLResult", files=files([FIVE / "madonna" / "val_1.jpg"]),
                       data={"k": k}, headers=JSON)
     assert "k must be" in check_error(r, 400)
 
@@ -373,14 +372,14 @@ def test_enrolled_obama_and_biden_are_named_in_one_photo(trained, tmp_path):
             added.append(pool.add(display(folder.name), chips))
         X, slugs, _ = pool.embeddings()
         store.save(train(X, slugs, pool.names()))
-        both = requests.post(url + "/predictSingleImage", files=files([KNN / "test" / "obama_and_biden.jpg"]),
+        both = trained["http"].post(url + "/predictSingleImage", files=files([KNN / "test" / "obama_and_biden.jpg"]),
                              headers=JSON).json()["faces"]
         assert {f["identity"] for f in both[:2]} == {"Obama", "Biden"} and all(f["known"] for f in both[:2])
-        pair = requests.post(url + "/predictSingleImage", files=files([KNN / "test" / "kit_with_rose.jpg"]),
+        pair = trained["http"].post(url + "/predictSingleImage", files=files([KNN / "test" / "kit_with_rose.jpg"]),
                              headers=JSON).json()["faces"]
         assert {f["identity"] for f in pair} == {"Kit Harington", "Rose Leslie"}
         # the five KOLs are still named right next to the new ones
-        r = requests.post(url + "/predictSingleImage", files=files([FIVE / "jerry_seinfeld" / "val_1.jpg"]),
+        r = trained["http"].post(url + "/predictSingleImage", files=files([FIVE / "jerry_seinfeld" / "val_1.jpg"]),
                           headers=JSON).json()
         assert r["faces"][0]["identity"] == "Jerry Seinfeld"
     finally:
@@ -396,13 +395,13 @@ def test_enrolled_obama_and_biden_are_named_in_one_photo(trained, tmp_path):
 def test_new_model_is_picked_up_without_restart(trained):
     url, store, pool = trained["url"], trained["store"], trained["pool"]
     photo = FIVE / "madonna" / "val_1.jpg"
-    before = requests.post(url + "/predictSingleImage", files=files([photo]), headers=JSON).json()
+    before = trained["http"].post(url + "/predictSingleImage", files=files([photo]), headers=JSON).json()
     assert before["faces"][0]["identity"] == "Madonna"
     X, slugs, _ = pool.embeddings()
     keep = [i for i, s in enumerate(slugs) if s != pool.slug_for("Madonna")]
     version = store.save(train(X[keep], [slugs[i] for i in keep], pool.names()))
     try:
-        after = requests.post(url + "/predictSingleImage", files=files([photo]), headers=JSON).json()
+        after = trained["http"].post(url + "/predictSingleImage", files=files([photo]), headers=JSON).json()
         assert after["model_version"] == version != before["model_version"]
         assert not after["faces"][0]["known"]  # Madonna is a stranger to the new model
     finally:

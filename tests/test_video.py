@@ -13,7 +13,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import requests
 
 from shared import annotate, faces, frames, images
 from shared.classifier import ModelStore, train
@@ -55,7 +54,7 @@ def servers(live_servers, celeb_faces):
 
 def upload(servers, path, name=None, accept=None):
     with open(path, "rb") as fh:
-        return requests.post(servers.urls["main"] + "/predictVideoResult",
+        return servers.http.post(servers.urls["main"] + "/predictVideoResult",
                              files={"file": (name or Path(path).name, fh)}, headers=accept or {},
                              allow_redirects=False, timeout=60)
 
@@ -69,7 +68,7 @@ def upload_id(servers, path, name=None):
 
 
 def status(servers, vid):
-    r = requests.get(servers.urls["video"] + "/", params={"video": vid}, headers=JSON, timeout=10)
+    r = servers.http.get(servers.urls["video"] + "/", params={"video": vid}, headers=JSON, timeout=10)
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("application/json")
     return r.json()
 
@@ -99,7 +98,7 @@ def parts(response):
 
 
 def stream(servers, vid, pace=0, **kw):
-    r = requests.get(servers.urls["video"] + "/video_feed", params={"video": vid, "pace": pace},
+    r = servers.http.get(servers.urls["video"] + "/video_feed", params={"video": vid, "pace": pace},
                      stream=True, timeout=120, **kw)
     assert r.status_code == 200, r.text[:300]
     assert r.headers["Content-Type"] == "multipart/x-mixed-replace; boundary=frame"
@@ -119,11 +118,11 @@ def check_status_shape(s):
 # -- the two real clips ---------------------------------------------------------------
 
 def test_hamilton_clip_streams_every_frame_and_names_only_lin(servers):
-    page = requests.get(servers.urls["main"] + "/uploadVideoPage", timeout=10)
+    page = servers.http.get(servers.urls["main"] + "/uploadVideoPage", timeout=10)
     assert page.status_code == 200 and 'name="file"' in page.text and "MiB" in page.text
     assert ".webm" in page.text and f'action="{servers.urls["main"]}/predictVideoResult"' in page.text
     vid = upload_id(servers, HAMILTON)
-    player = requests.get(servers.urls["video"] + "/", params={"video": vid}, timeout=10)
+    player = servers.http.get(servers.urls["video"] + "/", params={"video": vid}, timeout=10)
     assert player.status_code == 200 and f'<img class="result" src="/video_feed?video={vid}"' in player.text
     before = status(servers, vid)
     check_status_shape(before)
@@ -148,7 +147,7 @@ def test_hamilton_clip_streams_every_frame_and_names_only_lin(servers):
     lin = next(a for a in done["appearances"] if a["identity"] == "Lin-Manuel Miranda")
     assert lin["frames"] >= 100 and lin["last_s"] - lin["first_s"] > 3
     assert any(a["identity"] is None for a in done["appearances"])  # the audience reads unknown
-    page = requests.get(servers.urls["video"] + "/", params={"video": vid}, timeout=10).text
+    page = servers.http.get(servers.urls["video"] + "/", params={"video": vid}, timeout=10).text
     assert "Lin-Manuel Miranda" in page and "Summary of the whole video" in page
 
 
@@ -223,7 +222,7 @@ def test_viewers_leaving_mid_stream_leak_no_threads_or_processes(servers):
     after = settled_counts()
     assert after[0] <= first[0] and after[1] <= first[1], (first, after)  # no growth per viewer
     assert after[1] <= 3  # the process pool's workers (one per core) and multiprocessing's tracker at most
-    assert requests.get(servers.urls["video"] + "/healthz", timeout=5).status_code == 200
+    assert servers.http.get(servers.urls["video"] + "/healthz", timeout=5).status_code == 200
 
 
 def test_two_viewers_of_the_same_video(servers):
@@ -263,14 +262,14 @@ def test_bad_uploads_get_clear_errors_and_leave_nothing(servers, tmp_path):
         assert set(r.json()) == {"error"} and len(r.json()["error"]) > 10
         page = upload(servers, path, name)
         assert page.status_code == r.status_code and "<html" in page.text and "Traceback" not in page.text
-    r = requests.post(servers.urls["main"] + "/predictVideoResult", data={"x": "1"}, headers=JSON, timeout=10)
+    r = servers.http.post(servers.urls["main"] + "/predictVideoResult", data={"x": "1"}, headers=JSON, timeout=10)
     assert r.status_code == 400 and "file" in r.json()["error"]
-    r = requests.post(servers.urls["main"] + "/predictVideoResult", files={"file": ("", b"")}, headers=JSON,
+    r = servers.http.post(servers.urls["main"] + "/predictVideoResult", files={"file": ("", b"")}, headers=JSON,
                       timeout=10)
     assert r.status_code == 400
     after = set((servers.data_dir / "videos").glob("*")) if (servers.data_dir / "videos").exists() else set()
     assert after == before  # nothing half-stored
-    get = requests.get(servers.urls["main"] + "/predictVideoResult", timeout=10)
+    get = servers.http.get(servers.urls["main"] + "/predictVideoResult", timeout=10)
     assert get.status_code == 200 and "POST" in get.text and 'name="file"' in get.text
 
 
@@ -308,14 +307,14 @@ def test_ids_come_only_from_the_upload_store(servers):
     v = servers.urls["video"]
     for bad in ["../../etc/passwd", "0123456789abcdef", "ABCDEF0123456789", "%2e%2e%2f", "1" * 200]:
         for route in ("/", "/video_feed"):
-            r = requests.get(v + route, params={"video": bad}, headers=JSON, timeout=10)
+            r = servers.http.get(v + route, params={"video": bad}, headers=JSON, timeout=10)
             assert r.status_code == 404 and set(r.json()) == {"error"}, (route, bad, r.text)
-    r = requests.get(v + "/video_feed", headers=JSON, timeout=10)
+    r = servers.http.get(v + "/video_feed", headers=JSON, timeout=10)
     assert r.status_code == 400 and "video" in r.json()["error"]
     vid = upload_id(servers, AOC)
-    r = requests.get(v + "/video_feed", params={"video": vid, "pace": "fast"}, headers=JSON, timeout=10)
+    r = servers.http.get(v + "/video_feed", params={"video": vid, "pace": "fast"}, headers=JSON, timeout=10)
     assert r.status_code == 400
-    home = requests.get(v + "/", timeout=10)
+    home = servers.http.get(v + "/", timeout=10)
     assert home.status_code == 200 and f'action="{servers.urls["main"]}/predictVideoResult"' in home.text
 
 
@@ -333,10 +332,10 @@ def test_ten_uploads_in_a_row_and_the_cleanup_rule(servers, tmp_path):
     newer = [upload_id(servers, clip, "more.avi") for _ in range(videos.KEEP_NEWEST)]
     stored = {p.name for p in (servers.data_dir / "videos").iterdir() if p.is_dir()}
     assert stored == set(newer)
-    r = requests.get(servers.urls["video"] + "/", params={"video": ids[0]}, headers=JSON, timeout=10)
+    r = servers.http.get(servers.urls["video"] + "/", params={"video": ids[0]}, headers=JSON, timeout=10)
     assert r.status_code == 404 and "upload it again" in r.json()["error"]
-    assert requests.get(servers.urls["video"] + "/healthz", timeout=5).status_code == 200
-    assert requests.get(servers.urls["main"] + "/healthz", timeout=5).status_code == 200
+    assert servers.http.get(servers.urls["video"] + "/healthz", timeout=5).status_code == 200
+    assert servers.http.get(servers.urls["main"] + "/healthz", timeout=5).status_code == 200
 
 
 def test_without_a_model_the_stream_still_plays_and_the_page_says_so(main_app, video_app):

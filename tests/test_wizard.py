@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import requests
 
 from .conftest import FIVE, VIDEO, five_celebs_photos, needs_data, needs_video
 
@@ -31,7 +30,7 @@ def build_zip(members):
 
 
 def upload(servers, data, kind="Image", name="kols.zip"):
-    r = requests.post(f"{servers.urls['main']}/trainBy{kind}", files={"zip": (name, data, "application/zip")},
+    r = servers.http.post(f"{servers.urls['main']}/trainBy{kind}", files={"zip": (name, data, "application/zip")},
                       headers=JSON, allow_redirects=False, timeout=120)
     return r
 
@@ -47,7 +46,7 @@ def start_job(servers, data, kind="Image"):
 def wait(servers, job, stage, timeout=300):
     deadline = time.monotonic() + timeout
     while True:
-        p = requests.get(f"{servers.urls['process']}/processingProgress", params={"job": job}, headers=JSON,
+        p = servers.http.get(f"{servers.urls['process']}/processingProgress", params={"job": job}, headers=JSON,
                          timeout=10).json()
         assert set(p) == {"job", "stage", "state", "done", "total", "error"}
         assert p["job"] == job and p["stage"] == stage
@@ -58,7 +57,7 @@ def wait(servers, job, stage, timeout=300):
 
 
 def post(servers, path, **data):
-    return requests.post(f"{servers.urls['process']}{path}", data=data, headers=JSON, timeout=120)
+    return servers.http.post(f"{servers.urls['process']}{path}", data=data, headers=JSON, timeout=120)
 
 
 def run_step(servers, path, job, stage):
@@ -82,19 +81,19 @@ def photo_zip():
 def test_photo_wizard_end_to_end(live_servers, photo_zip):
     s = live_servers
     job = start_job(s, photo_zip)
-    nav = requests.get(f"{s.urls['process']}/", params={"job": job}, headers=JSON, timeout=10).json()
+    nav = s.http.get(f"{s.urls['process']}/", params={"job": job}, headers=JSON, timeout=10).json()
     assert sorted(k["name"] for k in nav["kols"]) == sorted(five_celebs_photos())
     assert all(k["files"] == PER_KOL for k in nav["kols"])
     assert [x["name"] for x in nav["skipped"]] == ["notes.txt"] and nav["next"] == "align"
-    page = requests.get(f"{s.urls['process']}/", params={"job": job}, timeout=10).text
+    page = s.http.get(f"{s.urls['process']}/", params={"job": job}, timeout=10).text
     assert "notes.txt" in page and "Find and align the faces" in page
 
     # align, in the background
     p = run_step(s, "/align", job, "align")
     assert p["total"] == 5 * PER_KOL
-    aligned = requests.get(f"{s.urls['process']}/align", params={"job": job}, headers=JSON, timeout=10).json()
+    aligned = s.http.get(f"{s.urls['process']}/align", params={"job": job}, headers=JSON, timeout=10).json()
     assert sum(k["crops"] for k in aligned["kols"].values()) >= 0.9 * 5 * PER_KOL
-    html = requests.get(f"{s.urls['process']}/align", params={"job": job}, timeout=10).text
+    html = s.http.get(f"{s.urls['process']}/align", params={"job": job}, timeout=10).text
     assert html.count("/chip?job=") >= 0.9 * 5 * PER_KOL
 
     # clean: automatic, then overrides both ways
@@ -108,7 +107,7 @@ def test_photo_wizard_end_to_end(live_servers, photo_zip):
             assert set(item) == {"crop", "reason"} and item["reason"]
     person = "madonna"
     before = cleaned["kols"][person]["kept"]
-    html = requests.get(f"{s.urls['process']}/clean", params={"job": job}, timeout=10).text
+    html = s.http.get(f"{s.urls['process']}/clean", params={"job": job}, timeout=10).text
     kept_ids = [line.split('value="')[1][:16] for line in html.splitlines() if 'name="remove"' in line]
     victim = kept_ids[-1]  # a crop of the last KOL, mindy_kaling
     after = post(s, "/clean", job=job, remove=victim).json()
@@ -121,7 +120,7 @@ def test_photo_wizard_end_to_end(live_servers, photo_zip):
     assert cleaned["kols"][person]["kept"] == before
 
     # choose and import
-    counts = requests.get(f"{s.urls['process']}/import_clean", params={"job": job}, headers=JSON, timeout=10).json()
+    counts = s.http.get(f"{s.urls['process']}/import_clean", params={"job": job}, headers=JSON, timeout=10).json()
     assert counts == {"kols": {n: {"crops": e["kept"]} for n, e in cleaned["kols"].items()}}
     r = post(s, "/import_result", job=job)
     assert r.status_code == 200, r.text
@@ -129,7 +128,7 @@ def test_photo_wizard_end_to_end(live_servers, photo_zip):
     assert sorted(imported["imported"]) == sorted(five_celebs_photos())
     assert imported["pool"] == {n: e["kept"] for n, e in cleaned["kols"].items()}
     # importing again merges (nothing doubles); "already in the pool" is shown before that
-    page = requests.get(f"{s.urls['process']}/import_clean", params={"job": job}, timeout=10).text
+    page = s.http.get(f"{s.urls['process']}/import_clean", params={"job": job}, timeout=10).text
     assert "Already in the pool" in page
     again = post(s, "/import_result", job=job, kol=["madonna"]).json()
     assert again["imported"] == ["madonna"] and again["pool"] == imported["pool"]
@@ -144,13 +143,13 @@ def test_photo_wizard_end_to_end(live_servers, photo_zip):
 
     # train in the background; the main server uses the new model at once
     run_step(s, "/train_model", job, "train")
-    result = requests.get(f"{s.urls['process']}/train_model", params={"job": job}, headers=JSON, timeout=10).json()
+    result = s.http.get(f"{s.urls['process']}/train_model", params={"job": job}, headers=JSON, timeout=10).json()
     assert set(result) == {"model_version", "identities", "samples", "metrics"}
     assert result["identities"] == 5 and result["samples"] == sum(imported["pool"].values())
     assert result["metrics"]["cv_accuracy"] >= 0.8
-    html = requests.get(f"{s.urls['process']}/train_model", params={"job": job}, timeout=10).text
+    html = s.http.get(f"{s.urls['process']}/train_model", params={"job": job}, timeout=10).text
     assert result["model_version"] in html and "Cross-validated accuracy" in html
-    home = requests.get(f"{s.urls['main']}/", headers=JSON, timeout=10).json()
+    home = s.http.get(f"{s.urls['main']}/", headers=JSON, timeout=10).json()
     assert home["model"]["version"] == result["model_version"]
 
     # the trained model names the held-back val_ photos
@@ -170,7 +169,7 @@ def test_photo_wizard_end_to_end(live_servers, photo_zip):
     assert total >= 20 and right / total >= 0.9, (right, total)
 
     # a KOL deleted from the pool is gone for good (pool files and job copies)
-    summary = requests.get(f"{s.urls['process']}/import_result", headers=JSON, timeout=10).json()
+    summary = s.http.get(f"{s.urls['process']}/import_result", headers=JSON, timeout=10).json()
     assert summary["pool"]["madonna"] > 0
     from shared.pool import kol_slug
 
@@ -187,7 +186,7 @@ def test_photo_wizard_end_to_end(live_servers, photo_zip):
     assert again["imported"] == [] and "madonna" not in again["pool"]
     # the next training leaves madonna out
     run_step(s, "/train_model", job, "train")
-    result = requests.get(f"{s.urls['process']}/train_model", params={"job": job}, headers=JSON, timeout=10).json()
+    result = s.http.get(f"{s.urls['process']}/train_model", params={"job": job}, headers=JSON, timeout=10).json()
     assert result["identities"] == 4 and slug not in result["metrics"]["per_kol"]
 
 
@@ -197,13 +196,13 @@ def test_unknown_or_malformed_job_is_404(live_servers):
         for path in ("/", "/processingProgress", "/align", "/clean", "/import_clean", "/train_model"):
             if job == "" and path == "/":
                 continue
-            r = requests.get(f"{s.urls['process']}{path}", params={"job": job}, headers=JSON, timeout=10)
+            r = s.http.get(f"{s.urls['process']}{path}", params={"job": job}, headers=JSON, timeout=10)
             assert r.status_code == 404 and "error" in r.json(), (job, path)
-        page = requests.get(f"{s.urls['process']}/align", params={"job": job}, timeout=10)
+        page = s.http.get(f"{s.urls['process']}/align", params={"job": job}, timeout=10)
         assert page.status_code == 404 and "<html" in page.text
-    r = requests.post(f"{s.urls['process']}/align", data={"job": "0123456789abcdef"}, headers=JSON, timeout=10)
+    r = s.http.post(f"{s.urls['process']}/align", data={"job": "0123456789abcdef"}, headers=JSON, timeout=10)
     assert r.status_code == 404
-    r = requests.get(f"{s.urls['process']}/chip", params={"job": "0123456789abcdef", "kol": "0", "crop": "a" * 16},
+    r = s.http.get(f"{s.urls['process']}/chip", params={"job": "0123456789abcdef", "kol": "0", "crop": "a" * 16},
                      timeout=10)
     assert r.status_code == 404
 
@@ -224,20 +223,20 @@ def test_restart_mid_step_shows_interrupted_and_step_reruns(live_servers):
     # (a graceful SIGTERM lets a running step finish first, which is fine but tests nothing)
     s.kill("process")
     s.start("process")
-    p = requests.get(f"{s.urls['process']}/processingProgress", params={"job": job}, headers=JSON, timeout=10).json()
+    p = s.http.get(f"{s.urls['process']}/processingProgress", params={"job": job}, headers=JSON, timeout=10).json()
     assert p["state"] == "failed" and "interrupted" in p["error"], p  # "done" here: give the job more photos
-    page = requests.get(f"{s.urls['process']}/", params={"job": job}, timeout=10).text
+    page = s.http.get(f"{s.urls['process']}/", params={"job": job}, timeout=10).text
     assert "interrupted" in page and "Run alignment again" in page
     # the other job was never touched by this one
-    p = requests.get(f"{s.urls['process']}/processingProgress", params={"job": other}, headers=JSON, timeout=10).json()
+    p = s.http.get(f"{s.urls['process']}/processingProgress", params={"job": other}, headers=JSON, timeout=10).json()
     assert p == {"job": other, "stage": "align", "state": "queued", "done": 0, "total": 0, "error": None}
     # both jobs aligned at the same time do not mix
     assert post(s, "/align", job=job).status_code == 202 and post(s, "/align", job=other).status_code == 202
     p, q = wait(s, job, "align"), wait(s, other, "align")
     assert p["state"] == q["state"] == "done" and p["total"] == len(members) and q["total"] == 3
-    a = requests.get(f"{s.urls['process']}/align", params={"job": other}, headers=JSON, timeout=10).json()
+    a = s.http.get(f"{s.urls['process']}/align", params={"job": other}, headers=JSON, timeout=10).json()
     assert list(a["kols"]) == ["ben"] and a["kols"]["ben"]["sources"] == 3
-    b = requests.get(f"{s.urls['process']}/align", params={"job": job}, headers=JSON, timeout=10).json()
+    b = s.http.get(f"{s.urls['process']}/align", params={"job": job}, headers=JSON, timeout=10).json()
     assert sorted(b["kols"]) == sorted(list(five_celebs_photos())[:2])
     assert sum(k["sources"] for k in b["kols"].values()) == len(members)
 
@@ -252,7 +251,7 @@ def test_video_wizard(live_servers):
     run_step(s, "/align", job, "align")
     from shared.pool import chip_embedding
 
-    align = requests.get(f"{s.urls['process']}/align", params={"job": job}, headers=JSON, timeout=10).json()
+    align = s.http.get(f"{s.urls['process']}/align", params={"job": job}, headers=JSON, timeout=10).json()
     for name, entry in align["kols"].items():
         # a ~9 s clip gives a useful, varied handful of crops of its main person, not hundreds
         assert 5 <= entry["crops"] <= 25, (name, entry)

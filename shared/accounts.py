@@ -1,0 +1,270 @@
+"""Users, API tokens, the audit trail and per-user prediction counts, in one SQLite file.
+
+The file is ``DATA_DIR/instance/accounts.sqlite3`` (WAL mode, so the three servers and the
+command line read and write it at the same time). Every call opens its own short connection:
+nothing is shared between threads or processes.
+
+- Passwords are stored only as ``werkzeug.security`` hashes.
+- API tokens are ``kol_`` + 32 random bytes (URL-safe base64); only their SHA-256 is stored,
+  so a token is shown once, when it is made, and never again.
+- Times are UTC ISO-8601 strings with seconds (``2026-11-24T01:02:03+00:00``).
+"""
+import hashlib
+import json
+import secrets
+import sqlite3
+from contextlib import closing
+from datetime import datetime, timezone
+from pathlib import Path
+
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .errors import UserError
+
+ROLES = ("admin", "member")
+TOKEN_PREFIX = "kol_"
+NAME_MAX = 64
+PASSWORD_MIN = 8
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    password_hash TEXT NOT NULL,
+    role TEXT NOT NULL,
+    session_key TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    created_by TEXT
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    created_by TEXT,
+    last_used_at TEXT,
+    revoked_at TEXT
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    role TEXT,
+    via TEXT,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '{}',
+    remote TEXT,
+    server TEXT
+);
+CREATE INDEX IF NOT EXISTS audit_at ON audit (id DESC);
+CREATE TABLE IF NOT EXISTS prediction_counts (
+    actor TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    day TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (actor, kind, day)
+);
+"""
+
+
+def now():
+    """The current UTC time as an ISO-8601 string with seconds."""
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def token_hash(token):
+    """The stored form of an API token: SHA-256 of its UTF-8 text, hex."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def check_role(role):
+    if role not in ROLES:
+        raise UserError(f"The role must be one of {', '.join(ROLES)} (got '{str(role)[:20]}').", 400)
+    return role
+
+
+def check_name(name, what="name"):
+    name = (name or "").strip()
+    if not name or len(name) > NAME_MAX or any(ord(c) < 32 for c in name):
+        raise UserError(f"Give a {what} of 1 to {NAME_MAX} characters, without control characters.", 400)
+    return name
+
+
+def check_password(password):
+    if len(password or "") < PASSWORD_MIN:
+        raise UserError(f"The password must have at least {PASSWORD_MIN} characters.", 400)
+    return password
+
+
+def for_data_dir(data_dir):
+    """The accounts database of the servers that use ``data_dir`` (``DATA_DIR/instance/accounts.sqlite3``)."""
+    return Accounts(Path(data_dir).resolve() / "instance" / "accounts.sqlite3")
+
+
+class Accounts:
+    """The accounts database at ``path`` (created with its tables on first use)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+
+    def _connect(self):
+        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA busy_timeout=10000")
+        return db
+
+    def _run(self, sql, args=()):
+        with closing(self._connect()) as db:
+            cur = db.execute(sql, args)
+            return cur.lastrowid, cur.rowcount
+
+    def _all(self, sql, args=()):
+        with closing(self._connect()) as db:
+            return [dict(r) for r in db.execute(sql, args).fetchall()]
+
+    def _one(self, sql, args=()):
+        rows = self._all(sql, args)
+        return rows[0] if rows else None
+
+    # -- users ------------------------------------------------------------------------------
+    def has_users(self):
+        return self._one("SELECT 1 AS x FROM users LIMIT 1") is not None
+
+    def create_user(self, name, password, role, created_by=None, first_admin=False):
+        """Add a user; returns its row (without the hash). 409 if the name is taken.
+
+        ``first_admin``: only succeed while there are no users at all (the first-run page;
+        the check and the insert are one transaction, so two racing first visits make one admin).
+        """
+        name, role = check_name(name, "user name"), check_role(role)
+        check_password(password)
+        pw_hash = generate_password_hash(password)
+        with closing(self._connect()) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if first_admin and db.execute("SELECT 1 FROM users LIMIT 1").fetchone():
+                    raise UserError("The first admin already exists: sign in instead.", 409)
+                if db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
+                    raise UserError(f"There is already a user named '{name}'.", 409)
+                cur = db.execute(
+                    "INSERT INTO users (name, password_hash, role, session_key, created_at, created_by) "
+                    "VALUES (?, ?, ?, ?, ?, ?)", (name, pw_hash, role, secrets.token_hex(8), now(), created_by))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return self.user(cur.lastrowid)
+
+    def user(self, user_id):
+        return self._one("SELECT id, name, role, session_key, created_at, created_by FROM users WHERE id = ?",
+                         (user_id,))
+
+    def users(self):
+        return self._all("SELECT id, name, role, created_at, created_by FROM users ORDER BY name")
+
+    def authenticate(self, name, password):
+        """The user row if ``name`` and ``password`` match, else ``None`` (same work either way)."""
+        row = self._one("SELECT * FROM users WHERE name = ?", ((name or "").strip(),))
+        if row is None:
+            check_password_hash(_DUMMY_HASH, password or "")  # the same time as a real check
+            return None
+        if not check_password_hash(row["password_hash"], password or ""):
+            return None
+        row.pop("password_hash")
+        return row
+
+    def set_role(self, user_id, role):
+        """Change a user's role; their sessions end (new session key). The last admin stays admin."""
+        check_role(role)
+        if role != "admin":
+            self._keep_an_admin(user_id)
+        self._run("UPDATE users SET role = ?, session_key = ? WHERE id = ?", (role, secrets.token_hex(8), user_id))
+
+    def set_password(self, user_id, password):
+        """Set a new password; the user's other sessions end."""
+        check_password(password)
+        self._run("UPDATE users SET password_hash = ?, session_key = ? WHERE id = ?",
+                  (generate_password_hash(password), secrets.token_hex(8), user_id))
+
+    def delete_user(self, user_id):
+        """Remove a user (their sessions end with it). The last admin cannot be removed."""
+        self._keep_an_admin(user_id)
+        self._run("DELETE FROM users WHERE id = ?", (user_id,))
+
+    def _keep_an_admin(self, user_id):
+        admins = [u["id"] for u in self._all("SELECT id FROM users WHERE role = 'admin'")]
+        if admins == [user_id]:
+            raise UserError("This is the last admin: make another user admin first.", 409)
+
+    # -- tokens -----------------------------------------------------------------------------
+    def create_token(self, name, role, created_by=None):
+        """A new API token: returns ``(token, row)``; the token text is not stored anywhere."""
+        name, role = check_name(name, "token name"), check_role(role)
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        token_id, _ = self._run(
+            "INSERT INTO tokens (name, role, token_hash, created_at, created_by) VALUES (?, ?, ?, ?, ?)",
+            (name, role, token_hash(token), now(), created_by))
+        return token, self.token(token_id)
+
+    def token(self, token_id):
+        return self._one("SELECT id, name, role, created_at, created_by, last_used_at, revoked_at FROM tokens "
+                         "WHERE id = ?", (token_id,))
+
+    def tokens(self):
+        return self._all("SELECT id, name, role, created_at, created_by, last_used_at, revoked_at FROM tokens "
+                         "ORDER BY revoked_at IS NOT NULL, id DESC")
+
+    def check_token(self, token):
+        """The token's row if ``token`` is a live (not revoked) token, else ``None``."""
+        if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+            return None
+        row = self._one("SELECT id, name, role, last_used_at FROM tokens WHERE token_hash = ? AND revoked_at IS NULL",
+                        (token_hash(token),))
+        if row is not None:
+            stamp = now()
+            if (row["last_used_at"] or "")[:16] != stamp[:16]:  # at most one write a minute per token
+                self._run("UPDATE tokens SET last_used_at = ? WHERE id = ?", (stamp, row["id"]))
+        return row
+
+    def revoke_token(self, token_id):
+        """Revoke a token (it stops working at once); 404 if there is no such live token."""
+        _, changed = self._run("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                               (now(), token_id))
+        if not changed:
+            raise UserError("There is no such live token.", 404)
+
+    # -- audit trail ------------------------------------------------------------------------
+    def record(self, actor, action, detail=None, role=None, via=None, remote=None, server=None):
+        """Append one row to the audit trail. ``detail``: a small dict naming the object (no photos)."""
+        self._run("INSERT INTO audit (at, actor, role, via, action, detail, remote, server) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                  (now(), actor, role, via, action, json.dumps(detail or {}, ensure_ascii=False, sort_keys=True),
+                   remote, server))
+
+    def audit(self, offset=0, limit=50):
+        """Audit rows, newest first: ``(rows, total)``; each row's ``detail`` is a dict."""
+        rows = self._all("SELECT * FROM audit ORDER BY id DESC LIMIT ? OFFSET ?", (int(limit), int(offset)))
+        for row in rows:
+            row["detail"] = json.loads(row["detail"] or "{}")
+        total = self._one("SELECT COUNT(*) AS n FROM audit")["n"]
+        return rows, total
+
+    # -- prediction counts ------------------------------------------------------------------
+    def count_prediction(self, actor, kind, n=1):
+        """Add ``n`` predictions of ``kind`` (single, batch, similar, video) for ``actor`` today (UTC)."""
+        self._run("INSERT INTO prediction_counts (actor, kind, day, count) VALUES (?, ?, ?, ?) "
+                  "ON CONFLICT (actor, kind, day) DO UPDATE SET count = count + excluded.count",
+                  (actor, kind, now()[:10], int(n)))
+
+    def prediction_counts(self):
+        """Totals per actor and kind: ``[{"actor", "kind", "count", "last_day"}]``, busiest first."""
+        return self._all("SELECT actor, kind, SUM(count) AS count, MAX(day) AS last_day FROM prediction_counts "
+                         "GROUP BY actor, kind ORDER BY count DESC, actor, kind")
+
+
+_DUMMY_HASH = generate_password_hash(secrets.token_hex(8))

@@ -1,0 +1,633 @@
+"""Sign-in, roles, API tokens, CSRF, security headers and the audit trail, for all three servers.
+
+:func:`init_app` is called once from :func:`shared.web.make_app`, so the main, process and video
+servers all get the same rules. The parts are the ecosystem's own: Flask-Login (sessions),
+Flask-WTF's ``CSRFProtect`` (every form POST), ``werkzeug.security`` (password hashes, in
+:mod:`shared.accounts`), Flask-Limiter (sign-in attempts) and ProxyFix (behind HTTPS).
+
+Who may do what: ONE table, deny by default
+-------------------------------------------
+Every endpoint is one of ``open`` (no sign-in), ``member`` (any signed-in user or token) or
+``admin``. :data:`OPEN` and :data:`MEMBER` list the first two as ``"<server>:<endpoint>"``
+patterns (``fnmatch``: ``"main:predict.*"``, ``"video:*"``); an entry may be a pair
+``(pattern, test)`` where ``test()`` says, for the current request, whether the entry applies.
+**Anything not listed needs the admin role**, so a new route is safe before anyone thinks about it.
+To let members use a new endpoint, add one line to :data:`MEMBER`, e.g.
+``"main:kols.index",`` (server = ``main``/``process``/``video``, endpoint = ``blueprint.function``).
+
+Audit: ONE table
+----------------
+:data:`AUDITED` maps endpoint patterns to an action name (or a function of the request giving
+one, or ``None`` to skip); every successful (status < 400) POST to such an endpoint is recorded
+after the request with who, when, from where and the form fields in :data:`OBJECT_FIELDS` (the
+fields that name the object: ``job``, ``kol``, ``delete``, ...; never files or photos). To audit
+a new action, add one line to :data:`AUDITED`. Sign-ins, failed sign-ins, sign-outs, user and
+token changes are recorded explicitly by this module. Predictions are only counted per user
+(:data:`COUNTED`), never logged with their photos.
+
+Pages and forms (for every template)
+------------------------------------
+- ``{% if is_admin %}...{% endif %}`` around admin-only actions (``is_admin`` is live per request).
+- ``{{ csrf_field() }}`` inside every ``<form method="post">``; ``fetch()`` POSTs send the form's
+  ``FormData`` (which carries the field) or the header ``X-CSRFToken: {{ csrf_token() }}``.
+- No inline event handlers (``onclick=``) or ``javascript:`` links: the Content-Security-Policy
+  forbids them. Scripts go in ``static/`` or in ``<script nonce="{{ csp_nonce() }}">``; style
+  attributes (``style="width: 40%"``) are allowed, ``<style>`` elements are not (use style.css).
+
+Settings (config keys, also read from the environment under the same name)
+---------------------------------------------------------------------------
+``SESSION_HOURS`` (12): a sign-in lasts this long. ``PROXY_FIX`` (0): number of proxies in front
+whose ``X-Forwarded-For/Proto/Host`` are trusted. ``SESSION_COOKIE_SECURE`` (true when
+``MAIN_URL`` is https). ``RATELIMIT_STORAGE_URI`` (``memory://``, per process; use
+``redis://...`` when several workers or machines serve sign-ins). ``LOGIN_LIMIT``
+(``10 per minute``): failed sign-ins allowed per address and, separately, per account.
+"""
+import csv
+import io
+import os
+import secrets
+from datetime import timedelta
+from fnmatch import fnmatchcase
+from urllib.parse import urlencode, urlsplit
+
+import click
+from flask import (Blueprint, Response, abort, current_app, g, jsonify, redirect, render_template, request,
+                   session, url_for)
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
+from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
+from markupsafe import Markup
+from werkzeug.local import LocalProxy
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from .accounts import ROLES, for_data_dir
+from .errors import UserError
+
+#: Endpoints anyone may reach, signed in or not.
+OPEN = (
+    "*:healthz",
+    "*:static",
+    "main:auth.login",
+    "main:auth.setup",
+)
+
+
+def _pool_summary_only():
+    """The process server's ``/import_result`` is the pool summary when read without a job."""
+    return request.method in ("GET", "HEAD") and not request.values.get("job")
+
+
+#: Endpoints a ``member`` may use (admins may use everything).
+MEMBER = (
+    "main:home.index",
+    "main:predict.*",            # single, batch, similar: forms, results, result files, pool photos
+    "main:video.upload_video_page",
+    "main:video.predict_video_result",
+    "video:*",                   # the whole video server: player, stream, status
+    ("process:wizard.import_result", _pool_summary_only),
+    "process:wizard.pool_chip",  # the photos of the pool summary
+    "main:auth.logout",
+    "main:auth.account",
+)
+
+
+def _import_or_delete():
+    return "kol.delete" if request.form.get("delete") else "pool.import"
+
+
+#: Successful POSTs recorded in the audit trail: endpoint pattern -> action (or a function giving it).
+AUDITED = {
+    "main:training.train_by_image": "job.upload",
+    "main:training.train_by_video": "job.upload",
+    "process:wizard.align": "job.align",
+    "process:wizard.clean": "job.clean",
+    "process:wizard.import_result": _import_or_delete,
+    "process:wizard.train_model": "model.train",
+    "process:wizard.*": lambda: "job." + request.endpoint.split(".", 1)[1],
+    "main:kols.*": lambda: "kol." + request.endpoint.split(".", 1)[1],
+    "*:models.*": lambda: "model." + request.endpoint.split(".", 1)[1],
+}
+#: Form fields that name the object of an audited action (values kept, at most 20 per field).
+OBJECT_FIELDS = ("job", "kol", "delete", "mode", "reset", "remove", "keep", "slug", "name", "into", "target",
+                 "version", "video", "crop")
+#: Successful POSTs counted per user (never logged): endpoint -> kind.
+COUNTED = {
+    "main:predict.single_image": "single",
+    "main:predict.batch_image": "batch",
+    "main:predict.similar_result": "similar",
+    "main:video.predict_video_result": "video",
+}
+
+UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
+CSRF_SENTENCE = ("This form could not be accepted: it has expired or did not come from this site "
+                 "(missing or wrong CSRF token). Reload the page and send it again.")
+
+SETTINGS = {"SESSION_HOURS": (float, 12), "PROXY_FIX": (int, 0), "RATELIMIT_STORAGE_URI": (str, "memory://"),
+            "LOGIN_LIMIT": (str, "10 per minute")}
+
+bp = Blueprint("auth", __name__)
+csrf = CSRFProtect()
+
+
+# -- who is asking ------------------------------------------------------------------------------
+class Principal(UserMixin):
+    """The user or API token behind a request: ``name``, ``role`` (admin|member), ``via`` (session|token)."""
+
+    def __init__(self, row, via):
+        self.row, self.via = row, via
+        self.name, self.role = row["name"], row["role"]
+
+    def get_id(self):  # the session remembers the user AND its session key: a new key ends old sessions
+        return f"{self.row['id']}:{self.row['session_key']}"
+
+    @property
+    def actor(self):
+        """How the audit trail names this principal: ``alice`` or ``token:deploy-script``."""
+        return self.name if self.via == "session" else f"token:{self.name}"
+
+    @property
+    def is_admin(self):
+        return self.role == "admin"
+
+
+def accounts():
+    """The :class:`shared.accounts.Accounts` of the current app."""
+    return current_app.extensions["accounts"]
+
+
+def principal():
+    """The current :class:`Principal`, or ``None`` when nobody is signed in."""
+    user = current_user._get_current_object() if current_user else None
+    return user if isinstance(user, Principal) else None
+
+
+def _is_admin():
+    p = principal()
+    return bool(p and p.is_admin)
+
+
+def csrf_field():
+    """The hidden CSRF input for a POST form (the template global ``csrf_field()``)."""
+    return Markup('<input type="hidden" name="csrf_token" value="%s">') % generate_csrf()
+
+
+def csp_nonce():
+    """This response's script nonce (the template global ``csp_nonce()``)."""
+    if "csp_nonce" not in g:
+        g.csp_nonce = secrets.token_urlsafe(16)
+    return g.csp_nonce
+
+
+def rule(section, endpoint):
+    """``"open"``, ``"member"`` or ``"admin"`` for ``endpoint`` of server ``section`` (this request)."""
+    key = f"{section}:{endpoint}"
+
+    def matches(entries):
+        for entry in entries:
+            pattern, test = entry if isinstance(entry, tuple) else (entry, None)
+            if fnmatchcase(key, pattern) and (test is None or test()):
+                return True
+        return False
+
+    if matches(OPEN):
+        return "open"
+    return "member" if matches(MEMBER) else "admin"
+
+
+def _lookup(table, section, endpoint):
+    key = f"{section}:{endpoint}"
+    for pattern, value in table.items():
+        if fnmatchcase(key, pattern):
+            return value
+    return None
+
+
+def safe_next(url):
+    """``url`` if it points at one of the three servers (or is a local path), else ``None``."""
+    if not url or len(url) > 2000 or "\\" in url or any(ord(c) < 32 for c in url):
+        return None
+    parts = urlsplit(url)
+    if not parts.scheme and not parts.netloc:
+        return url if url.startswith("/") and not url.startswith("//") else None
+    origins = {_origin(current_app.config[k]) for k in ("MAIN_URL", "PROCESS_URL", "VIDEO_URL")}
+    return url if (parts.scheme, parts.netloc) in origins else None
+
+
+def _origin(url):
+    parts = urlsplit(url)
+    return parts.scheme, parts.netloc
+
+
+def _wants_json():
+    from .web import wants_json
+
+    return wants_json() or _bearer_request()
+
+
+def _bearer_request():
+    """True when the request carries ``Authorization: Bearer ...`` (a script with an API token).
+    Other schemes (a proxy's Basic auth) are left alone: such requests sign in as browsers do."""
+    return request.headers.get("Authorization", "")[:7].lower() == "bearer "
+
+
+def _main(path, **query):
+    return f"{current_app.config['MAIN_URL']}{path}" + (f"?{urlencode(query)}" if query else "")
+
+
+def _here():
+    """This request's address on this server's public base URL (what ``next`` must come back to)."""
+    base = current_app.config[{"main": "MAIN_URL", "process": "PROCESS_URL", "video": "VIDEO_URL"}
+                              [current_app.config["SECTION"]]]
+    return base + request.full_path.rstrip("?")
+
+
+def _remote():
+    return request.remote_addr or ""
+
+
+def record(action, detail=None, actor=None, role=None, via=None):
+    """Add an audit row for the current request (who defaults to the signed-in principal)."""
+    p = principal()
+    accounts().record(actor or (p.actor if p else "anonymous"), action, detail,
+                      role=role or (p.role if p else None), via=via or (p.via if p else None),
+                      remote=_remote(), server=current_app.config["SECTION"])
+
+
+# -- the gate -----------------------------------------------------------------------------------
+def _gate():
+    """Before every request: sign-in, first run, CSRF and role, by the table above."""
+    endpoint = request.endpoint
+    if endpoint is None:  # no such route: the 404/405 handlers answer
+        return None
+    section = current_app.config["SECTION"]
+    needed = rule(section, endpoint)
+    who = principal()
+    token_request = _bearer_request()
+    if token_request and (who is None or who.via != "token"):
+        if who is None:
+            return _deny(401, "This API token is not valid: it was revoked or mistyped. "
+                              "Send 'Authorization: Bearer <token>' with a live token.")
+    if needed == "open":
+        if request.method in UNSAFE and not (who and who.via == "token"):
+            csrf.protect()
+        return None
+    if who is None:
+        if not accounts().has_users():
+            message = ("No account exists yet: open the main server in a browser and create the first admin, "
+                       "or make a token with 'flask --app main_server create-token NAME --role admin'.")
+            return _deny(401, message, _main("/setup"))
+        next_url = _here() if request.method in ("GET", "HEAD") else safe_next(request.referrer)
+        return _deny(401, "Sign in first: this address needs a signed-in user or an API token.",
+                     _main("/login", **({"next": next_url} if next_url else {})))
+    if request.method in UNSAFE and who.via == "session":
+        csrf.protect()
+    if needed == "admin" and not who.is_admin:
+        return _deny(403, f"Your account ({who.name}) is a member: only an admin may do this. "
+                          "Ask an admin if you need it done.")
+    return None
+
+
+def _deny(status, message, location=None):
+    from .web import error_reply
+
+    if location and status == 401 and not _wants_json():
+        return redirect(location, 303 if request.method in UNSAFE else 302)
+    return error_reply(message, status)
+
+
+def _after(response):
+    endpoint = request.endpoint
+    section = current_app.config["SECTION"]
+    who = principal()
+    if endpoint and request.method == "POST" and response.status_code < 400 and who is not None:
+        action = _lookup(AUDITED, section, endpoint)
+        if callable(action):
+            action = action()
+        if action:
+            detail = {}
+            for field in OBJECT_FIELDS:
+                values = [v[:200] for v in request.form.getlist(field) if v][:20]
+                if values:
+                    detail[field] = values[0] if len(values) == 1 else values
+            if response.location:
+                detail["result"] = response.location[:300]
+            record(action, detail)
+        kind = COUNTED.get(f"{section}:{endpoint}")
+        if kind:
+            accounts().count_prediction(who.actor, kind, max(1, len([f for f in request.files.getlist("file")
+                                                                     if f and f.filename])))
+    _security_headers(response)
+    return response
+
+
+def _security_headers(response):
+    servers = " ".join(sorted({current_app.config[k] for k in ("MAIN_URL", "PROCESS_URL", "VIDEO_URL")}))
+    nonce = g.get("csp_nonce")
+    scripts = f"'self' 'nonce-{nonce}'" if nonce else "'self'"
+    response.headers.setdefault("Content-Security-Policy", "; ".join([
+        "default-src 'self'", f"script-src {scripts}", "style-src 'self'", "style-src-attr 'unsafe-inline'",
+        f"img-src 'self' data: {servers}", "connect-src 'self'", "object-src 'none'", "base-uri 'self'",
+        f"form-action 'self' {servers}", "frame-ancestors 'none'"]))
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
+    if request.is_secure:
+        response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+    if principal() is not None:  # what a signed-in user sees is theirs: no shared cache may keep it
+        if response.cache_control.public:
+            response.cache_control.public = False
+        if not response.cache_control.no_store:
+            response.cache_control.private = True
+    return response
+
+
+# -- setup --------------------------------------------------------------------------------------
+def init_app(app):
+    """Install sign-in, roles, tokens, CSRF, headers, audit and (main server) the pages and CLI."""
+    for key, (kind, default) in SETTINGS.items():
+        if key not in app.config or app.config[key] is None:
+            raw = os.environ.get(key)
+            app.config[key] = kind(raw) if raw and kind else (raw if raw else default)
+    secure = os.environ.get("SESSION_COOKIE_SECURE")  # "0" turns it off even with an https MAIN_URL
+    app.config["SESSION_COOKIE_SECURE"] = (secure.lower() in ("1", "true", "yes") if secure else
+                                           bool(app.config["SESSION_COOKIE_SECURE"])
+                                           or app.config["MAIN_URL"].startswith("https://"))
+    app.config.update(
+        SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=float(app.config["SESSION_HOURS"])),
+        # The gate calls csrf.protect() itself: bearer-token requests need no CSRF token.
+        WTF_CSRF_CHECK_DEFAULT=False,
+        # A token lives as long as the sign-in (not one hour), so a long form session is not lost.
+        WTF_CSRF_TIME_LIMIT=None,
+        # The three servers post to each other (other ports = other origins), which the strict
+        # HTTPS Referer check refuses; the token plus SameSite=Lax cookies guard cross-site posts.
+        WTF_CSRF_SSL_STRICT=False,
+    )
+    if app.config["PROXY_FIX"]:
+        n = int(app.config["PROXY_FIX"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)
+
+    app.extensions["accounts"] = for_data_dir(app.config["DATA_DIR"])
+    csrf.init_app(app)
+
+    login = LoginManager(app)
+    login.session_protection = "basic"
+
+    @login.user_loader
+    def load_user(user_id):
+        ident, _, key = str(user_id).partition(":")
+        row = accounts().user(int(ident)) if ident.isdigit() else None
+        return Principal(row, "session") if row and secrets.compare_digest(row["session_key"], key) else None
+
+    @login.request_loader
+    def load_token(req):
+        header = req.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        row = accounts().check_token(token.strip())
+        return Principal({**row, "session_key": ""}, "token") if row else None
+
+    app.before_request(_gate)
+    app.after_request(_after)
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(exc):
+        from .web import error_reply
+
+        return error_reply(CSRF_SENTENCE, 400)
+
+    app.jinja_env.globals.update(is_admin=LocalProxy(_is_admin), csrf_field=csrf_field, csp_nonce=csp_nonce,
+                                 csrf_token=generate_csrf)
+
+    @app.context_processor
+    def who_is_signed_in():
+        return {"signed_in": principal()}
+
+    if app.config["SECTION"] == "main":
+        limiter = Limiter(get_remote_address, app=app, storage_uri=app.config["RATELIMIT_STORAGE_URI"],
+                          default_limits=[], headers_enabled=False)
+        app.register_blueprint(bp)
+        limits = app.config["LOGIN_LIMIT"]
+        failed = {"deduct_when": lambda response: response.status_code == 401, "methods": ["POST"],
+                  "error_message": "Too many failed sign-ins from this address or for this account: "
+                                   "wait a minute and try again."}
+        view = app.view_functions["auth.login"]
+        view = limiter.limit(limits, **failed)(view)
+        view = limiter.limit(limits, key_func=lambda: "account:" + (request.form.get("name") or "").strip().lower(),
+                             **failed)(view)
+        app.view_functions["auth.login"] = view
+        _install_cli(app)
+
+
+# -- pages (main server) --------------------------------------------------------------------------
+def _reply(template, payload, status=200, **context):
+    from .web import reply
+
+    return reply(template, payload, status, **context)
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    """Sign in with name and password; ``next`` (one of the three servers) is where to go afterwards."""
+    if not accounts().has_users():
+        return redirect(url_for("auth.setup"))
+    next_url = safe_next(request.values.get("next")) or _main("/")
+    if request.method == "GET":
+        if principal() is not None and principal().via == "session":
+            return redirect(next_url)
+        return _reply("auth/login.html", {"signed_in": False}, next_url=next_url)
+    name = (request.form.get("name") or "").strip()
+    row = accounts().authenticate(name, request.form.get("password") or "")
+    if row is None:
+        record("sign-in.failed", {"name": name[:64]}, actor=name[:64] or "?")
+        return _reply("auth/login.html", {"error": "The name or the password is wrong."}, 401,
+                      next_url=next_url, name=name)
+    session.clear()  # nothing from before the sign-in carries over
+    session.permanent = True
+    login_user(Principal(row, "session"))
+    record("sign-in", actor=row["name"], role=row["role"], via="session")
+    if _wants_json():
+        return jsonify({"signed_in": row["name"], "role": row["role"]})
+    return redirect(next_url, 303)
+
+
+@bp.post("/logout")
+def logout():
+    """Sign out (of all three servers: they share the session cookie)."""
+    record("sign-out")
+    logout_user()
+    session.clear()
+    return redirect(url_for("auth.login"), 303)
+
+
+@bp.route("/setup", methods=["GET", "POST"])
+def setup():
+    """First run only: create the first admin. Gone (404) once any user exists."""
+    if accounts().has_users():
+        abort(404)
+    if request.method == "GET":
+        return _reply("auth/setup.html", {"setup": True})
+    name, password = request.form.get("name") or "", request.form.get("password") or ""
+    if password != (request.form.get("password2") or ""):
+        raise UserError("The two passwords differ: type the same password twice.", 400)
+    row = accounts().create_user(name, password, "admin", created_by="first run", first_admin=True)
+    session.clear()
+    session.permanent = True
+    login_user(Principal(row, "session"))
+    record("user.create", {"name": row["name"], "role": "admin", "first_run": True}, actor=row["name"],
+           role="admin", via="session")
+    return redirect(url_for("auth.users"), 303)
+
+
+@bp.get("/account")
+def account():
+    """Who am I (name, role); JSON for scripts to check their token."""
+    p = principal()
+    return _reply("auth/account.html", {"name": p.name, "role": p.role, "via": p.via})
+
+
+@bp.get("/admin/users")
+def users():
+    """Users and API tokens, with the forms to add, change and revoke them."""
+    return _reply("auth/users.html", {"users": accounts().users(), "tokens": accounts().tokens()},
+                  roles=ROLES, new_token=None, me=principal().row.get("id") if principal().via == "session" else None)
+
+
+def _int_field(name):
+    raw = request.form.get(name) or ""
+    if not raw.isdigit():
+        raise UserError(f"Which one? The form field '{name}' must be a number.", 400)
+    return int(raw)
+
+
+@bp.post("/admin/users")
+def user_action():
+    """``action`` = create (name, password, role) | role (user, role) | password (user, password) | delete (user)."""
+    action = request.form.get("action", "create")
+    if action == "create":
+        row = accounts().create_user(request.form.get("name"), request.form.get("password"),
+                                     request.form.get("role"), created_by=principal().actor)
+        record("user.create", {"name": row["name"], "role": row["role"]})
+    else:
+        user_id = _int_field("user")
+        row = accounts().user(user_id)
+        if row is None:
+            raise UserError("There is no such user.", 404)
+        if action == "role":
+            role = request.form.get("role")
+            accounts().set_role(user_id, role)
+            record("user.role", {"name": row["name"], "role": role})
+        elif action == "password":
+            accounts().set_password(user_id, request.form.get("password"))
+            record("user.password", {"name": row["name"]})
+        elif action == "delete":
+            accounts().delete_user(user_id)
+            record("user.delete", {"name": row["name"]})
+        else:
+            raise UserError("The action must be create, role, password or delete.", 400)
+    if _wants_json():
+        return jsonify({"users": accounts().users()})
+    return redirect(url_for("auth.users"), 303)
+
+
+@bp.post("/admin/tokens")
+def token_action():
+    """``action`` = create (name, role): shows the new token once | revoke (token id)."""
+    action = request.form.get("action", "create")
+    if action == "create":
+        token, row = accounts().create_token(request.form.get("name"), request.form.get("role"),
+                                             created_by=principal().actor)
+        record("token.create", {"name": row["name"], "role": row["role"], "token_id": row["id"]})
+        return _reply("auth/users.html", {"token": token, "id": row["id"], "name": row["name"], "role": row["role"],
+                                          "users": accounts().users(), "tokens": accounts().tokens()},
+                      roles=ROLES, new_token=token, me=None)
+    if action == "revoke":
+        token_id = _int_field("token")
+        row = accounts().token(token_id)
+        accounts().revoke_token(token_id)
+        record("token.revoke", {"name": row["name"], "token_id": token_id})
+        if _wants_json():
+            return jsonify({"revoked": token_id})
+        return redirect(url_for("auth.users"), 303)
+    raise UserError("The action must be create or revoke.", 400)
+
+
+PAGE_SIZE = 50
+
+
+@bp.get("/admin/audit")
+def audit():
+    """The audit trail, newest first, ``PAGE_SIZE`` rows a page (``?page=N``, from 1)."""
+    raw = request.args.get("page", "1")
+    page = int(raw) if raw.isdigit() and 0 < int(raw) < 10 ** 6 else 1
+    rows, total = accounts().audit((page - 1) * PAGE_SIZE, PAGE_SIZE)
+    pages = max(1, -(-total // PAGE_SIZE))
+    return _reply("auth/audit.html", {"rows": rows, "total": total, "page": page, "pages": pages},
+                  counts=accounts().prediction_counts())
+
+
+@bp.get("/admin/audit.csv")
+def audit_csv():
+    """The whole audit trail as CSV (UTF-8), oldest first."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["id", "at", "actor", "role", "via", "action", "detail", "remote", "server"])
+    offset, total = 0, None
+    chunks = []
+    while total is None or offset < total:
+        rows, total = accounts().audit(offset, 1000)
+        chunks.extend(rows)
+        offset += 1000
+        if not rows:
+            break
+    for row in reversed(chunks):
+        detail = "; ".join(f"{k}={v}" for k, v in row["detail"].items())
+        writer.writerow([_cell(v) for v in (row["id"], row["at"], row["actor"], row["role"], row["via"],
+                                            row["action"], detail, row["remote"], row["server"])])
+    return Response("\ufeff" + out.getvalue(), mimetype="text/csv",
+                    headers={"Content-Disposition": "attachment; filename=audit.csv"})
+
+
+def _cell(value):
+    """A CSV cell that a spreadsheet will not read as a formula."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+# -- command line (main server) ---------------------------------------------------------------------
+def _install_cli(app):
+    role_option = click.option("--role", type=click.Choice(ROLES), default="member", show_default=True)
+
+    @app.cli.command("create-token")
+    @click.argument("name")
+    @role_option
+    def create_token(name, role):
+        """Make an API token NAME with ROLE; prints the token alone on the last line."""
+        store = app.extensions["accounts"]
+        token, row = store.create_token(name, role, created_by="command line")
+        store.record("command line", "token.create", {"name": row["name"], "role": role, "token_id": row["id"]},
+                     via="cli", server="main")
+        click.echo(f"Token {row['id']} '{row['name']}' ({role}); it is shown only now:", err=True)
+        click.echo(token)
+
+    @app.cli.command("create-user")
+    @click.argument("name")
+    @role_option
+    def create_user(name, role):
+        """Make a user NAME with ROLE; the password is read from stdin (one line)."""
+        import sys
+
+        if sys.stdin.isatty():
+            password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        else:
+            password = sys.stdin.readline().rstrip("\r\n")
+        store = app.extensions["accounts"]
+        try:
+            row = store.create_user(name, password, role, created_by="command line")
+        except UserError as exc:
+            raise click.ClickException(exc.message)
+        store.record("command line", "user.create", {"name": row["name"], "role": role}, via="cli", server="main")
+        click.echo(f"User '{row['name']}' ({role}) created.")

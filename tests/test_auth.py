@@ -1,0 +1,538 @@
+"""Sign-in, roles, API tokens, CSRF and the audit trail (shared/auth.py, shared/accounts.py).
+
+The route table walks EVERY rule of the three apps' ``url_map``, so a route added later is
+covered without editing this file: anonymous -> redirect to the sign-in page (pages) or 401
+(JSON); member on an admin route -> 403 with a sentence; form POST without a CSRF token -> 400.
+"""
+import io
+import re
+import subprocess
+import sys
+from fnmatch import fnmatchcase
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+
+from . import _synth
+from ._synth import JSON
+from .conftest import ROOT, LiveServers, screenshot
+
+HTML = {"Accept": "text/html"}
+SECTIONS = ("main", "process", "video")
+MAIN_URL = "http://main.test:5000"
+PROCESS_URL = "http://main.test:5001"
+VIDEO_URL = "http://main.test:5002"
+PASSWORD = "correct horse battery"
+
+#: What a member may use, written down here independently of shared/auth.py's table (the spec of
+#: issue 11): predictions, videos, the pool summary. (server, endpoint pattern, method or None, test).
+MEMBER_SPEC = [
+    ("main", "home.index", None), ("main", "predict.*", None), ("main", "video.upload_video_page", None),
+    ("main", "video.predict_video_result", None), ("main", "auth.logout", None), ("main", "auth.account", None),
+    ("video", "*", None), ("process", "wizard.pool_chip", None),
+    ("process", "wizard.import_result", "GET"),  # without ?job: the pool summary
+]
+OPEN_SPEC = [("*", "healthz"), ("*", "static"), ("main", "auth.login"), ("main", "auth.setup")]
+
+
+def member_may(section, endpoint, method):
+    return any(section == s and fnmatchcase(endpoint, e) and (m is None or m == method)
+               for s, e, m in MEMBER_SPEC)
+
+
+def is_open(section, endpoint):
+    return any(fnmatchcase(section, s) and endpoint == e for s, e in OPEN_SPEC)
+
+
+@pytest.fixture
+def apps(data_dir):
+    """The three apps on one data folder, with the admin ``boss`` (so it is not the first run)."""
+    from main_server import create_app as main_app
+    from process_server import create_app as process_app
+    from video_server import create_app as video_app
+
+    cfg = {"TESTING": True, "DATA_DIR": str(data_dir), "SECRET_KEY": "test", "MAIN_URL": MAIN_URL,
+           "PROCESS_URL": PROCESS_URL, "VIDEO_URL": VIDEO_URL}
+    out = {"main": main_app(cfg), "process": process_app(cfg), "video": video_app(cfg)}
+    out["main"].extensions["accounts"].create_user("boss", PASSWORD, "admin")
+    return out
+
+
+def routes(app):
+    """``(rule, method, url)`` for every rule of ``app`` (path arguments filled with a harmless word)."""
+    for rule in app.url_map.iter_rules():
+        url = re.sub(r"<(?:[^:>]+:)?([^>]+)>", "x0", rule.rule)
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            yield rule, method, url
+
+
+def all_routes(apps):
+    return [(s, rule.endpoint, method, url) for s in SECTIONS for rule, method, url in routes(apps[s])]
+
+
+def csrf_token(html):
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+def sign_in(apps, name="boss", password=PASSWORD):
+    """Test clients of the three apps sharing one signed-in session cookie (as a browser on one host)."""
+    main = apps["main"].test_client(role=None)
+    token = csrf_token(main.get("/login").get_data(as_text=True))
+    r = main.post("/login", data={"name": name, "password": password, "csrf_token": token})
+    assert r.status_code == 303, r.get_data(as_text=True)[:500]
+    cookie = main.get_cookie("session")
+    clients = {"main": main}
+    for s in ("process", "video"):
+        clients[s] = apps[s].test_client(role=None)
+        clients[s].set_cookie("session", cookie.value)
+    return clients
+
+
+def audit_rows(app):
+    rows, _ = app.extensions["accounts"].audit(0, 1000)
+    return rows
+
+
+# -- the route table --------------------------------------------------------------------------------
+def test_route_table_anonymous_member_and_csrf(apps):
+    """Every route of the three servers, anonymous, as a member (token) and with a session but no CSRF token."""
+    table = all_routes(apps)
+    assert len(table) > 30  # the three servers' routes are really there
+    anon = {s: apps[s].test_client(role=None) for s in SECTIONS}
+    member = {s: apps[s].test_client(role="member") for s in SECTIONS}
+    session = sign_in(apps)
+    seen_403 = seen_redirect = seen_csrf = 0
+    for section, endpoint, method, url in table:
+        where = f"{section} {method} {url} ({endpoint})"
+        if is_open(section, endpoint):
+            continue
+        # anonymous: a page goes to the sign-in page and comes back; JSON gets 401 {"error"}
+        r = anon[section].open(url, method=method, headers=HTML)
+        assert r.status_code in (302, 303), where
+        location = urlsplit(r.headers["Location"])
+        assert f"{location.scheme}://{location.netloc}{location.path}" == MAIN_URL + "/login", where
+        if method == "GET":
+            assert parse_qs(location.query)["next"] == [f"{apps[section].config[section.upper() + '_URL']}{url}"], where
+        seen_redirect += 1
+        r = anon[section].open(url, method=method, headers=JSON)
+        assert r.status_code == 401 and set(r.get_json()) == {"error"} and "Sign in" in r.get_json()["error"], where
+        # a member: 403 with a sentence exactly where the spec says admin only
+        r = member[section].open(url, method=method, headers=JSON)
+        if member_may(section, endpoint, method):
+            assert r.status_code not in (401, 403), (where, r.get_json())
+        else:
+            assert r.status_code == 403, (where, r.status_code)
+            assert "only an admin may do this" in r.get_json()["error"], where
+            page = member[section].open(url, method=method, headers=HTML)
+            assert page.status_code == 403 and "only an admin may do this" in page.get_data(as_text=True), where
+            seen_403 += 1
+        # a signed-in browser session without the CSRF token: 400 with a sentence, for every form POST
+        if method == "POST":
+            r = session[section].post(url, data={"job": "0" * 16}, headers=JSON)
+            assert r.status_code == 400 and "CSRF token" in r.get_json()["error"], where
+            seen_csrf += 1
+    assert seen_403 >= 10 and seen_redirect >= 20 and seen_csrf >= 8, (seen_403, seen_redirect, seen_csrf)
+
+
+def test_member_rules_match_the_spec(apps):
+    """shared/auth.py's table says "member" exactly where this file's spec does (no more, no less)."""
+    from shared import auth
+
+    for section, endpoint, method, url in all_routes(apps):
+        with apps[section].test_request_context(url, method=method):
+            got = auth.rule(section, endpoint)
+        want = "open" if is_open(section, endpoint) else "member" if member_may(section, endpoint, method) else "admin"
+        assert got == want, (section, endpoint, method)
+    with apps["process"].test_request_context("/import_result?job=abc", method="GET"):
+        assert auth.rule("process", "wizard.import_result") == "admin"  # a job's import page is the wizard's
+
+
+def test_open_routes_need_nothing(apps):
+    anon = {s: apps[s].test_client(role=None) for s in SECTIONS}
+    for s in SECTIONS:
+        assert anon[s].get("/healthz").status_code == 200
+        assert anon[s].get("/static/style.css").status_code == 200
+    assert anon["main"].get("/login").status_code == 200
+    assert anon["main"].get("/setup").status_code == 404  # there is a user already
+
+
+def test_member_pages_hide_admin_actions(apps, data_dir):
+    job = _synth.aligned_job(data_dir)
+    admin = apps["process"].test_client()
+    assert admin.post("/clean", data={"job": job}, headers=JSON).status_code == 200
+    assert admin.post("/import_result", data={"job": job}, headers=JSON).status_code == 200
+    # the pool summary page: a member sees it but not the delete buttons; an admin sees both
+    r = apps["process"].test_client(role="member").get("/import_result")
+    assert r.status_code == 200 and "Ann" in r.get_data(as_text=True)
+    assert 'name="delete"' not in r.get_data(as_text=True)
+    assert 'name="delete"' in admin.get("/import_result").get_data(as_text=True)
+    home = apps["main"].test_client(role="member").get("/").get_data(as_text=True)
+    assert "/trainModel\"" not in home.split("<main>")[0]  # no Train link in the header
+    assert "mode card train" not in home and "/admin/users" not in home
+    admin_home = apps["main"].test_client().get("/").get_data(as_text=True)
+    assert "mode card train" in admin_home and "/admin/users" in admin_home
+
+
+# -- tokens -------------------------------------------------------------------------------------------
+def test_tokens_with_each_role_and_revoked(apps):
+    acc = apps["main"].extensions["accounts"]
+    admin_token, admin_row = acc.create_token("deploy", "admin")
+    member_token, member_row = acc.create_token("reader", "member")
+    assert admin_token.startswith("kol_") and len(admin_token) > 40
+    stored = acc._all("SELECT token_hash FROM tokens")
+    assert admin_token not in str(stored) and member_token not in str(stored)  # only hashes are kept
+
+    def call(section, path, token, method="GET", **kw):
+        client = apps[section].test_client(role=None)
+        return client.open(path, method=method, headers={"Authorization": f"Bearer {token}", **JSON}, **kw)
+
+    for section in SECTIONS:  # a token works on all three servers
+        path = {"main": "/trainModel", "process": "/", "video": "/"}[section]
+        assert call(section, path, admin_token).status_code == 200, section
+    assert call("main", "/trainModel", member_token).status_code == 403
+    assert call("main", "/", member_token).status_code == 200
+    assert call("video", "/", member_token).status_code == 200
+    assert call("process", "/import_result", member_token).status_code == 200
+    # bearer requests need no CSRF token: the member's empty upload gets the view's own 400
+    r = call("main", "/predictSingleImage", member_token, method="POST", data={})
+    assert r.status_code == 400 and "Choose a photo" in r.get_json()["error"]
+    acc.revoke_token(member_row["id"])
+    for section in SECTIONS:
+        r = call(section, "/", member_token)
+        assert r.status_code == 401 and "not valid" in r.get_json()["error"], section
+    assert call("main", "/", "kol_made-up").status_code == 401
+    # another scheme (a proxy's Basic auth) is not a token: the browser is sent to sign in
+    r = apps["main"].test_client(role=None).get("/", headers={"Authorization": "Basic dXNlcjpwdw=="})
+    assert r.status_code == 302 and "/login" in r.headers["Location"]
+    assert call("main", "/", admin_token).status_code == 200
+
+
+def test_admin_pages_make_and_revoke_tokens_and_users(apps):
+    clients = sign_in(apps)
+    main = clients["main"]
+    page = main.get("/admin/users").get_data(as_text=True)
+    token = csrf_token(page)
+    r = main.post("/admin/tokens", data={"action": "create", "name": "ci", "role": "member", "csrf_token": token})
+    assert r.status_code == 200
+    shown = re.search(r'<code class="token">([^<]+)</code>', r.get_data(as_text=True)).group(1)
+    assert apps["video"].test_client(role=None).get("/", headers={"Authorization": f"Bearer {shown}", **JSON}).status_code == 200
+    token_id = apps["main"].extensions["accounts"].tokens()[0]["id"]
+    r = main.post("/admin/tokens", data={"action": "revoke", "token": str(token_id), "csrf_token": token})
+    assert r.status_code == 303
+    assert apps["video"].test_client(role=None).get("/", headers={"Authorization": f"Bearer {shown}"}).status_code == 401
+    r = main.post("/admin/users", data={"action": "create", "name": "mia", "password": "short", "role": "member",
+                                        "csrf_token": token}, headers=JSON)
+    assert r.status_code == 400 and "at least 8" in r.get_json()["error"]
+    r = main.post("/admin/users", data={"action": "create", "name": "mia", "password": PASSWORD, "role": "member",
+                                        "csrf_token": token})
+    assert r.status_code == 303
+    mia = sign_in(apps, "mia")
+    assert mia["main"].get("/trainModel", headers=JSON).status_code == 403
+    assert mia["process"].get("/import_result", headers=JSON).status_code == 200
+    # making mia admin ends her session (a new session key); she signs in again as admin
+    mia_id = next(u["id"] for u in apps["main"].extensions["accounts"].users() if u["name"] == "mia")
+    r = main.post("/admin/users", data={"action": "role", "user": str(mia_id), "role": "admin", "csrf_token": token})
+    assert r.status_code == 303
+    assert mia["main"].get("/", headers=JSON).status_code == 401
+    assert sign_in(apps, "mia")["main"].get("/trainModel").status_code == 200
+    boss_id = next(u["id"] for u in apps["main"].extensions["accounts"].users() if u["name"] == "boss")
+    main.post("/admin/users", data={"action": "delete", "user": str(mia_id), "csrf_token": token})
+    r = main.post("/admin/users", data={"action": "delete", "user": str(boss_id), "csrf_token": token}, headers=JSON)
+    assert r.status_code == 409 and "last admin" in r.get_json()["error"]
+    actions = [row["action"] for row in audit_rows(apps["main"])]
+    for action in ("sign-in", "token.create", "token.revoke", "user.create", "user.role", "user.delete"):
+        assert action in actions, (action, actions)
+
+
+# -- sign-in, sign-out, first run, rate limit -----------------------------------------------------------
+def test_sign_in_comes_back_and_sign_out_covers_all_three(apps):
+    anon = apps["process"].test_client(role=None)
+    r = anon.get("/import_result?x=1")
+    assert r.status_code == 302
+    nxt = parse_qs(urlsplit(r.headers["Location"]).query)["next"][0]
+    assert nxt == PROCESS_URL + "/import_result?x=1"
+    main = apps["main"].test_client(role=None)
+    token = csrf_token(main.get("/login?next=" + nxt).get_data(as_text=True))
+    r = main.post("/login", data={"name": "boss", "password": PASSWORD, "csrf_token": token, "next": nxt})
+    assert r.status_code == 303 and r.headers["Location"] == nxt
+    cookie = main.get_cookie("session")
+    assert cookie.http_only and cookie.same_site == "Lax" and not cookie.secure
+    # an outside "next" is not followed
+    for evil in ("http://evil.example/", "//evil.example/x", "https://main.test:5000.evil.example/", "javascript:x"):
+        main2 = apps["main"].test_client(role=None)
+        token2 = csrf_token(main2.get("/login").get_data(as_text=True))
+        r = main2.post("/login", data={"name": "boss", "password": PASSWORD, "csrf_token": token2, "next": evil})
+        assert r.headers["Location"] == MAIN_URL + "/", evil
+    proc = apps["process"].test_client(role=None)
+    proc.set_cookie("session", cookie.value)
+    assert proc.get("/", headers=JSON).status_code == 200
+    token = csrf_token(main.get("/").get_data(as_text=True))
+    assert main.post("/logout", data={"csrf_token": token}).status_code == 303
+    proc.set_cookie("session", main.get_cookie("session").value if main.get_cookie("session") else "")
+    assert proc.get("/", headers=JSON).status_code == 401
+    assert main.get("/", headers=JSON).status_code == 401
+    actions = [row["action"] for row in audit_rows(apps["main"])]
+    assert "sign-in" in actions and "sign-out" in actions
+
+
+def test_failed_sign_ins_are_recorded_and_limited(apps):
+    main = apps["main"].test_client(role=None)
+    token = csrf_token(main.get("/login").get_data(as_text=True))
+    codes = [main.post("/login", data={"name": "boss", "password": f"wrong{i}", "csrf_token": token}).status_code
+             for i in range(11)]
+    assert codes == [401] * 10 + [429], codes
+    # the right password from the same address is refused too for the next minute
+    r = main.post("/login", data={"name": "boss", "password": PASSWORD, "csrf_token": token}, headers=JSON)
+    assert r.status_code == 429 and "Too many failed sign-ins" in r.get_json()["error"]
+    # another address, same account: the account's own limit holds
+    other = apps["main"].test_client(role=None)
+    other.environ_base["REMOTE_ADDR"] = "10.0.0.9"
+    token = csrf_token(other.get("/login").get_data(as_text=True))
+    assert other.post("/login", data={"name": "boss", "password": "x", "csrf_token": token}).status_code == 429
+    rows = [r for r in audit_rows(apps["main"]) if r["action"] == "sign-in.failed"]
+    assert len(rows) == 10 and rows[0]["detail"] == {"name": "boss"} and rows[0]["remote"] == "127.0.0.1"
+
+
+def test_first_run_offers_only_the_first_admin(data_dir):
+    from main_server import create_app as main_app
+    from process_server import create_app as process_app
+
+    cfg = {"TESTING": True, "DATA_DIR": str(data_dir), "SECRET_KEY": "test", "MAIN_URL": MAIN_URL,
+           "PROCESS_URL": PROCESS_URL, "VIDEO_URL": VIDEO_URL}
+    main, proc = main_app(cfg).test_client(role=None), process_app(cfg).test_client(role=None)
+    for client, path in ((main, "/"), (main, "/predictSinglePage"), (main, "/login"), (proc, "/")):
+        r = client.get(path)
+        assert r.status_code == 302 and r.headers["Location"] in (MAIN_URL + "/setup", "/setup"), path
+    assert main.get("/", headers=JSON).status_code == 401
+    page = main.get("/setup").get_data(as_text=True)
+    assert "Create the first admin" in page
+    token = csrf_token(page)
+    r = main.post("/setup", data={"name": "root", "password": PASSWORD, "password2": "different!",
+                                  "csrf_token": token})
+    assert r.status_code == 400
+    r = main.post("/setup", data={"name": "root", "password": PASSWORD, "password2": PASSWORD, "csrf_token": token})
+    assert r.status_code == 303
+    users_page = main.get("/admin/users")
+    assert users_page.status_code == 200  # signed in as the new admin
+    token = csrf_token(users_page.get_data(as_text=True))
+    assert main.get("/setup").status_code == 404
+    assert main.post("/setup", data={"name": "x", "password": PASSWORD, "password2": PASSWORD,
+                                     "csrf_token": token}).status_code == 404
+    assert main.get("/trainModel").status_code == 200
+
+
+# -- the audit trail --------------------------------------------------------------------------------------
+def test_each_audited_action_writes_its_row(apps, data_dir):
+    job = _synth.aligned_job(data_dir)
+    proc = apps["process"].test_client()
+    main = apps["main"].test_client()
+    zip_bytes = _synth.build_zip({"Ann/a.png": _synth.png(), "Ann/b.png": _synth.png(seed=1)})
+    r = main.post("/trainByImage", data={"zip": (io.BytesIO(zip_bytes), "kols.zip")},
+                  content_type="multipart/form-data")
+    assert r.status_code == 303
+    assert proc.post("/clean", data={"job": job}, headers=JSON).status_code == 200
+    assert proc.post("/import_result", data={"job": job, "kol": ["Ann", "Bob"]}, headers=JSON).status_code == 200
+    slug = sorted(apps["process"].extensions["pool"].kols())[0]
+    assert proc.post("/import_result", data={"delete": slug}, headers=JSON).status_code == 200
+    assert proc.post("/train_model", data={"job": job}, headers=JSON).status_code in (200, 202)
+    # a refused action is not recorded as done
+    assert proc.post("/import_result", data={"delete": "nobody-here"}, headers=JSON).status_code == 404
+    rows = audit_rows(apps["main"])
+    by_action = {}
+    for row in rows:
+        by_action.setdefault(row["action"], []).append(row)
+    assert [r["detail"]["result"].startswith(PROCESS_URL + "/?job=") for r in by_action["job.upload"]] == [True]
+    assert by_action["job.clean"][0]["detail"] == {"job": job}
+    assert by_action["pool.import"][0]["detail"] == {"job": job, "kol": ["Ann", "Bob"]}
+    assert by_action["kol.delete"][0]["detail"] == {"delete": slug}
+    assert by_action["model.train"][0]["detail"] == {"job": job}
+    assert len(by_action["kol.delete"]) == 1
+    for row in rows:
+        assert row["actor"] == "token:tests-admin" and row["role"] == "admin" and row["via"] == "token"
+        assert row["remote"] == "127.0.0.1" and row["at"].endswith("+00:00")
+    assert {r["server"] for r in rows} == {"main", "process"}
+
+
+def test_predictions_are_counted_not_logged(apps, data_dir):
+    _synth.synthetic_model(data_dir)
+    main = apps["main"].test_client(role="member")
+    r = main.post("/predictSingleImage", data={"file": (io.BytesIO(_synth.jpeg()), "p.jpg")},
+                  content_type="multipart/form-data", headers=JSON)
+    assert r.status_code == 422  # no face in random pixels: refused, so not counted
+    for i in range(2):  # one photo per batch: runs in this process (no worker pool to start)
+        r = main.post("/predictBatchImage", data={"file": [(io.BytesIO(_synth.jpeg(seed=i)), f"{i}.jpg")]},
+                      content_type="multipart/form-data", headers=JSON)
+        assert r.status_code == 200
+    counts = apps["main"].extensions["accounts"].prediction_counts()
+    assert counts == [{"actor": "token:tests-member", "kind": "batch", "count": 2, "last_day": counts[0]["last_day"]}]
+    assert audit_rows(apps["main"]) == []  # predictions never enter the trail
+
+
+def test_audit_page_pages_and_csv(apps):
+    acc = apps["main"].extensions["accounts"]
+    for i in range(120):
+        acc.record("boss", "kol.delete", {"delete": f"=cmd{i}"}, role="admin", via="session", remote="10.0.0.1")
+    admin = apps["main"].test_client()
+    page1 = admin.get("/admin/audit").get_data(as_text=True)
+    assert "120 records" in page1 and "=cmd119" in page1 and "=cmd69" not in page1 and "page=2" in page1
+    page3 = admin.get("/admin/audit?page=3", headers=JSON).get_json()
+    assert page3["page"] == 3 and page3["pages"] == 3 and len(page3["rows"]) == 20
+    assert page3["rows"][-1]["detail"] == {"delete": "=cmd0"}
+    r = admin.get("/admin/audit.csv")
+    assert r.status_code == 200 and r.mimetype == "text/csv"
+    lines = r.get_data(as_text=True).lstrip("\ufeff").splitlines()
+    assert len(lines) == 121 and lines[0].startswith("id,at,actor") and "delete==cmd0" in lines[1]
+    assert apps["main"].test_client(role="member").get("/admin/audit.csv").status_code == 403
+
+
+# -- headers ------------------------------------------------------------------------------------------------
+def test_security_headers_and_https_cookie(data_dir, apps):
+    r = apps["main"].test_client().get("/")
+    csp = r.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp and "unsafe-inline' " not in csp
+    assert r.headers["X-Content-Type-Options"] == "nosniff" and r.headers["X-Frame-Options"] == "DENY"
+    assert "private" in r.headers["Cache-Control"]  # a signed-in page is kept by no shared cache
+    from main_server import create_app
+
+    app = create_app({"TESTING": True, "DATA_DIR": str(data_dir), "SECRET_KEY": "test", "PROXY_FIX": 1,
+                      "MAIN_URL": "https://kol.example", "SESSION_HOURS": 2})
+    client = app.test_client(role=None)
+    r = client.get("/login", headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "kol.example"})
+    assert r.headers["Strict-Transport-Security"].startswith("max-age=")
+    token = csrf_token(r.get_data(as_text=True))
+    r = client.post("/login", data={"name": "boss", "password": PASSWORD, "csrf_token": token},
+                    headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "kol.example"})
+    assert r.status_code == 303
+    cookie = r.headers["Set-Cookie"]
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert app.permanent_session_lifetime.total_seconds() == 7200
+
+
+def test_inline_scripts_carry_the_nonce():
+    """The CSP allows no inline script without the response's nonce: every <script> in a template
+    is either a static file or carries ``nonce="{{ csp_nonce() }}"``; no inline handlers or javascript: links."""
+    bad = []
+    for path in (ROOT / "templates").rglob("*.html"):
+        text = path.read_text()
+        for tag in re.findall(r"<script\b[^>]*>", text):
+            if "src=" not in tag and 'nonce="{{ csp_nonce() }}"' not in tag:
+                bad.append(f"{path.name}: {tag}")
+        bad += [f"{path.name}: {m}" for m in re.findall(r"\son[a-z]+=\"", text)]
+        bad += [f"{path.name}: javascript:" for _ in re.findall(r"javascript:", text)]
+        bad += [f"{path.name}: <style>" for _ in re.findall(r"<style\b", text)]
+    assert bad == []
+
+
+def test_every_post_form_has_the_csrf_field():
+    bad = []
+    for path in (ROOT / "templates").rglob("*.html"):
+        for form in re.findall(r"<form\b[^>]*method=\"post\"[^>]*>(.{0,60})", path.read_text(), re.I | re.S):
+            if "csrf_field()" not in form:
+                bad.append(f"{path.relative_to(ROOT)}: {form[:40]}")
+    assert bad == []
+
+
+# -- over real HTTP, with the real command line -------------------------------------------------------------
+def flask_cli(data_dir, *args, stdin=None):
+    env = {"DATA_DIR": str(data_dir), "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "-m", "flask", "--app", "main_server", *args], cwd=ROOT, env=env,
+                          input=stdin, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def fresh_stack(tmp_path_factory):
+    """Live servers of their own (no user yet: the first run)."""
+    base = tmp_path_factory.mktemp("live-auth")
+    stack = LiveServers(base / "data", base)
+    yield stack
+    stack.stop()
+
+
+def test_first_run_in_a_browser_then_a_member_sees_no_admin_actions(fresh_stack, browser):
+    main, process = fresh_stack.urls["main"], fresh_stack.urls["process"]
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    pg = context.new_page()
+    errors = []
+    pg.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
+    pg.goto(process + "/")  # any page of any server leads to the first-run page
+    assert pg.url == main + "/setup"
+    screenshot(pg, "auth-01-first-run")
+    pg.fill("#name", "Ada")
+    pg.fill("#password", PASSWORD)
+    pg.fill("#password2", PASSWORD)
+    with pg.expect_navigation():
+        pg.click("button[type=submit]")
+    assert pg.url == main + "/admin/users"
+    pg.fill("#new-name", "Mo")
+    pg.fill("#new-password", PASSWORD)
+    pg.select_option("#new-role", "member")
+    with pg.expect_navigation():
+        pg.click("#add-user button[type=submit]")
+    assert "Mo" in pg.locator("#users").inner_text()
+    screenshot(pg, "auth-02-users")
+    assert pg.goto(main + "/setup").status == 404  # gone after the first admin
+    with pg.expect_navigation():
+        pg.click("form.signout button")
+    assert pg.url.startswith(main + "/login")
+    context.close()
+    # the member signs in on the way to the video server and comes back there
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    pg = context.new_page()
+    pg.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
+    pg.goto(fresh_stack.urls["video"] + "/")
+    assert pg.url.startswith(main + "/login?next=")
+    pg.fill("#name", "Mo")
+    pg.fill("#password", PASSWORD)
+    with pg.expect_navigation():
+        pg.click("form.upload button[type=submit]")
+    assert pg.url == fresh_stack.urls["video"] + "/"
+    pg.goto(main + "/")
+    header = pg.locator("header").inner_text()
+    assert "Mo" in header and "member" in header
+    for hidden in ("Train", "Training jobs", "Users", "Audit"):
+        assert pg.locator("header nav a", has_text=hidden).count() == 0, hidden
+    assert pg.locator("a.mode.train").count() == 0
+    screenshot(pg, "auth-03-member-home")
+    pg.goto(process + "/import_result")  # the pool summary: no delete buttons
+    assert pg.locator("input[name=delete]").count() == 0
+    response = pg.goto(main + "/trainModel")
+    assert response.status == 403 and "only an admin may do this" in pg.inner_text("main")
+    screenshot(pg, "auth-04-member-403")
+    context.close()
+    # no CSP violation or script error on any page (the 404 and the 403 above are expected answers)
+    assert [e for e in errors if not e.startswith("Failed to load resource")] == []
+    assert len(errors) == 2, errors
+
+
+def test_contract_access_scripts(fresh_stack):
+    """CONTRACT.md "Access": the command line makes tokens and users; tokens work on all three servers."""
+    data = fresh_stack.data_dir
+    out = flask_cli(data, "create-token", "script", "--role", "member")
+    assert out.returncode == 0, out.stderr
+    token = out.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"kol_[A-Za-z0-9_-]{40,}", token)
+    auth = {"Authorization": f"Bearer {token}", **JSON}
+    for name, url in fresh_stack.urls.items():
+        assert requests.get(url + "/", headers={"Accept": "application/json"}, timeout=10).status_code == 401, name
+    assert requests.get(fresh_stack.urls["main"] + "/", headers=auth, timeout=10).status_code == 200
+    assert requests.get(fresh_stack.urls["video"] + "/", headers=auth, timeout=10).status_code == 200
+    r = requests.get(fresh_stack.urls["process"] + "/", headers=auth, timeout=10)
+    assert r.status_code == 403 and "only an admin" in r.json()["error"]
+    out = flask_cli(data, "create-user", "cli-admin", "--role", "admin", stdin=PASSWORD + "\n")
+    assert out.returncode == 0, out.stderr
+    out = flask_cli(data, "create-user", "weak", "--role", "admin", stdin="short\n")
+    assert out.returncode != 0 and "at least 8" in out.stderr
+    # a browser-like session signed in with that password works on the other servers too
+    s = requests.Session()
+    page = s.get(fresh_stack.urls["main"] + "/login", timeout=10).text
+    r = s.post(fresh_stack.urls["main"] + "/login", data={"name": "cli-admin", "password": PASSWORD,
+                                                          "csrf_token": csrf_token(page)},
+               allow_redirects=False, timeout=10)
+    assert r.status_code == 303
+    assert s.get(fresh_stack.urls["process"] + "/", headers=JSON, timeout=10).status_code == 200
+    r = s.post(fresh_stack.urls["process"] + "/import_result", data={"delete": "nobody"}, headers=JSON, timeout=10)
+    assert r.status_code == 400 and "CSRF" in r.json()["error"]  # a cross-site form post without the token
+    actions = [(row["actor"], row["action"]) for row in fresh_stack.accounts.audit(0, 100)[0]]
+    assert ("command line", "token.create") in actions and ("command line", "user.create") in actions
+    assert ("cli-admin", "sign-in") in actions
