@@ -34,17 +34,16 @@ Pages and forms (for every template)
   forbids them. Scripts go in ``static/`` or in ``<script nonce="{{ csp_nonce() }}">``; style
   attributes (``style="width: 40%"``) are allowed, ``<style>`` elements are not (use style.css).
 
-Settings (config keys, also read from the environment under the same name)
----------------------------------------------------------------------------
+Settings (in ``shared/web.py``'s ``DEFAULTS``, set from the environment as ``KOL_<NAME>``)
+------------------------------------------------------------------------------------------
 ``SESSION_HOURS`` (12): a sign-in lasts this long. ``PROXY_FIX`` (0): number of proxies in front
-whose ``X-Forwarded-For/Proto/Host`` are trusted. ``SESSION_COOKIE_SECURE`` (true when
-``MAIN_URL`` is https). ``RATELIMIT_STORAGE_URI`` (``memory://``, per process; use
+whose ``X-Forwarded-For/Proto/Host`` are trusted. ``SESSION_COOKIE_SECURE`` (Flask's own; on
+anyway when ``MAIN_URL`` is https). ``RATELIMIT_STORAGE_URI`` (``memory://``, per process; use
 ``redis://...`` when several workers or machines serve sign-ins). ``LOGIN_LIMIT``
 (``10 per minute``): failed sign-ins allowed per address and, separately, per account.
 """
 import csv
 import io
-import os
 import secrets
 from datetime import timedelta
 from fnmatch import fnmatchcase
@@ -87,6 +86,8 @@ MEMBER = (
     "video:*",                   # the whole video server: player, stream, status
     ("process:wizard.import_result", _pool_summary_only),
     "process:wizard.pool_chip",  # the photos of the pool summary
+    "main:kols.index",           # the roster, read-only (its changes are admin POSTs)
+    "main:kols.kol",
     "main:auth.logout",
     "main:auth.account",
 )
@@ -123,8 +124,6 @@ UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
 CSRF_SENTENCE = ("This form could not be accepted: it has expired or did not come from this site "
                  "(missing or wrong CSRF token). Reload the page and send it again.")
 
-SETTINGS = {"SESSION_HOURS": (float, 12), "PROXY_FIX": (int, 0), "RATELIMIT_STORAGE_URI": (str, "memory://"),
-            "LOGIN_LIMIT": (str, "10 per minute")}
 
 bp = Blueprint("auth", __name__)
 csrf = CSRFProtect()
@@ -345,13 +344,7 @@ def _security_headers(response):
 # -- setup --------------------------------------------------------------------------------------
 def init_app(app):
     """Install sign-in, roles, tokens, CSRF, headers, audit and (main server) the pages and CLI."""
-    for key, (kind, default) in SETTINGS.items():
-        if key not in app.config or app.config[key] is None:
-            raw = os.environ.get(key)
-            app.config[key] = kind(raw) if raw and kind else (raw if raw else default)
-    secure = os.environ.get("SESSION_COOKIE_SECURE")  # "0" turns it off even with an https MAIN_URL
-    app.config["SESSION_COOKIE_SECURE"] = (secure.lower() in ("1", "true", "yes") if secure else
-                                           bool(app.config["SESSION_COOKIE_SECURE"])
+    app.config["SESSION_COOKIE_SECURE"] = (bool(app.config.get("SESSION_COOKIE_SECURE"))
                                            or app.config["MAIN_URL"].startswith("https://"))
     app.config.update(
         SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",

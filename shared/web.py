@@ -49,6 +49,13 @@ DEFAULTS = {
     "JOB_MAX_AGE_DAYS": 30,
     "MODEL_VERSIONS_KEEP": 5,
     "HOUSEKEEPING_EVERY_S": 3600,
+    # Sign-in (shared/auth.py): how long a sign-in lasts, proxies trusted for X-Forwarded-*,
+    # failed sign-ins allowed per address and per account, and where the limiter counts them.
+    "SESSION_HOURS": 12,
+    "PROXY_FIX": 0,
+    "LOGIN_LIMIT": "10 per minute",
+    "RATELIMIT_STORAGE_URI": "memory://",
+    "SESSION_COOKIE_SECURE": False,
 }
 #: The documented names that also work without the ``KOL_`` prefix (the prefixed name wins).
 PLAIN_ENV = ("DATA_DIR", "MAIN_URL", "PROCESS_URL", "VIDEO_URL", "MAX_CONTENT_LENGTH", "SECRET_KEY")

@@ -32,6 +32,7 @@ MEMBER_SPEC = [
     ("main", "video.predict_video_result", None), ("main", "auth.logout", None), ("main", "auth.account", None),
     ("video", "*", None), ("process", "wizard.pool_chip", None),
     ("process", "wizard.import_result", "GET"),  # without ?job: the pool summary
+    ("main", "kols.index", "GET"), ("main", "kols.kol", "GET"),  # the roster, read-only
 ]
 OPEN_SPEC = [("*", "healthz"), ("*", "static"), ("main", "auth.login"), ("main", "auth.setup")]
 

@@ -23,6 +23,12 @@ def _value_for(key, tmp_path):
         return str(tmp_path / "from-env"), str((tmp_path / "from-env").resolve())
     if key.endswith("_URL"):
         return f"http://{key.lower()}.example:9", f"http://{key.lower()}.example:9"
+    if key == "RATELIMIT_STORAGE_URI":  # a storage the limiter knows, connected to on first use only
+        return "redis://127.0.0.1:9/0", "redis://127.0.0.1:9/0"
+    if key == "LOGIN_LIMIT":
+        return "3 per hour", "3 per hour"
+    if isinstance(default, bool):
+        return "true", True
     if isinstance(default, str):
         return "1234", "1234"  # looks like JSON, stays text
     return str(default + 3), default + 3
