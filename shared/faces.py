@@ -150,13 +150,86 @@ def embed(chips):
     return np.array(vectors, dtype=np.float64)
 
 
-def analyze(rgb, upsample=1, scale=1.0, boxes=None):
+#: Tight-crop fallback: the photo is resized so its longer side is this many pixels ...
+TIGHT_SIDE = 240
+#: ... and padded on every side by this fraction of that side (edge pixels repeated).
+TIGHT_PAD = 0.4
+#: A photo that is only a face: the face box assumed for direct alignment, as fractions of the
+#: photo's ``(top, right, bottom, left)`` (fits dlib-style chips and 112/160 px aligned crops).
+FULL_FRAME_BOX = (0.12, 0.88, 0.95, 0.12)
+
+
+def _padded(rgb, pad):
+    return cv2.copyMakeBorder(np.ascontiguousarray(rgb), pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+
+
+def _face_from_padded(rgb, padded, pad, box):
+    """One :class:`Face` for ``box`` given in ``padded``'s pixels (``padded`` = ``rgb`` with ``pad`` px
+    added on each side); its reported box is mapped back to ``rgb`` and clipped to it."""
+    chip = align(padded, [box])[0]
+    height, width = rgb.shape[:2]
+    top, right, bottom, left = (int(v) - pad for v in box)
+    clipped = (max(0, top), min(width - 1, right), min(height - 1, bottom), max(0, left))
+    return Face(clipped, chip, embed([chip])[0])
+
+
+def tight_faces(rgb):
+    """Faces of a photo that is (almost) only a face, where plain detection found none.
+
+    rgb: ``(H, W, 3)`` RGB ``uint8``. Two tries, cheapest first:
+
+    1. the photo is resized to :data:`TIGHT_SIDE` px on its longer side, padded by
+       :data:`TIGHT_PAD` of that on every side (edge pixels repeated) and searched again
+       (HOG without upsampling, then with one step): the detector needs some margin around
+       a face to find it, which a tight crop cuts away;
+    2. if still nothing and the photo is roughly square (aspect within 1:2), the face is
+       assumed to fill it (:data:`FULL_FRAME_BOX`), aligned directly, and kept only if the
+       detector then finds a face in the aligned crop (so a photo of a wall stays faceless).
+
+    Returns a list of :class:`Face` (boxes in ``rgb``'s pixels, clipped to it), largest first.
+    Costs one small detection pass (~240 px) for photos with no face at all.
+    """
+    height, width = rgb.shape[:2]
+    if min(height, width) < 24:
+        return []
+    f = TIGHT_SIDE / max(height, width)
+    small = cv2.resize(rgb, (max(1, round(width * f)), max(1, round(height * f))),
+                       interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+    pad_small = int(round(TIGHT_PAD * TIGHT_SIDE))
+    big_pad = int(round(pad_small / f))
+    padded = _padded(rgb, big_pad)
+    for upsample in (0, 1):
+        rects = detector()(_padded(small, pad_small), upsample)
+        if len(rects):
+            boxes = sorted(((r.top() - pad_small) / f, (r.right() - pad_small) / f,
+                            (r.bottom() - pad_small) / f, (r.left() - pad_small) / f) for r in rects)
+            found = [_face_from_padded(rgb, padded, big_pad, tuple(int(round(v)) + big_pad for v in b))
+                     for b in boxes]
+            found = [x for x in found if x.area > 0]
+            found.sort(key=lambda x: x.area, reverse=True)
+            return found
+    if not 0.5 <= height / width <= 2.0:
+        return []
+    t, r, b, l = FULL_FRAME_BOX
+    box = (int(t * height) + big_pad, int(r * width) + big_pad, int(b * height) + big_pad, int(l * width) + big_pad)
+    shape = landmarks(padded, box)
+    check = models().dlib.get_face_chip(padded, shape, size=200, padding=0.5)
+    if not len(detector()(np.ascontiguousarray(check), 0)):
+        return []
+    return [_face_from_padded(rgb, padded, big_pad, box)]
+
+
+def analyze(rgb, upsample=1, scale=1.0, boxes=None, tight=True):
     """Detect (unless ``boxes`` is given), align and embed every face in ``rgb``.
 
+    tight: when no face is found (or ``boxes`` is empty), try :func:`tight_faces`, for photos
+        that are only a face (aligned 112/150/160 px crops, headshots cut at the chin).
     Returns a list of :class:`Face`, largest face first.
     """
     if boxes is None:
         boxes = detect(rgb, upsample=upsample, scale=scale)
+    if not len(boxes):
+        return tight_faces(rgb) if tight else []
     chips = align(rgb, boxes)
     vectors = embed(chips)
     return [Face(tuple(b), c, v) for b, c, v in zip(boxes, chips, vectors)]
