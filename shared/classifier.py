@@ -4,12 +4,11 @@ A prediction is two decisions, both made from distances between 128-d dlib embed
 
 1. *which* KOL (the candidate): the KOL whose centroid (mean pool embedding) is the
    nearest to the face, in Euclidean distance;
-2. *whether* it is that KOL at all: four numbers about the candidate,
+2. *whether* it is that KOL at all: three numbers about the candidate,
    ``d`` (distance to its centroid), the margin ``m`` (how much farther the second-best
-   KOL's centroid is, capped at :data:`MARGIN_CAP`), ``1/n`` (``n`` = the candidate's
-   number of pool photos: a centroid of few photos is a noisier target) and ``dn`` (distance to
-   the candidate's nearest pool photo), go into two logistic curves with fixed
-   coefficients :data:`RULE`:
+   KOL's centroid is, capped at :data:`MARGIN_CAP`) and ``1/n`` (``n`` = the candidate's
+   number of pool photos: a centroid of few photos is a noisier target), go into two
+   logistic curves with fixed coefficients :data:`RULE`:
 
    - ``p_right = P(the candidate is this person)``; the face is named when ``p_right >= 0.5``;
    - ``p_stranger = P(this person is none of the KOLs)``, the confidence of an "unknown".
@@ -67,25 +66,26 @@ TOP_CANDIDATES = 5
 SIMILAR_PRESELECT = 64
 #: Model versions kept by :meth:`ModelStore.prune` unless told otherwise.
 KEEP_VERSIONS = 5
-#: Logistic coefficients ``[bias, d, margin, 1/n, dn]`` of the open-set rule, fitted by
+#: Logistic coefficients ``[bias, d, margin, 1/n]`` of the open-set rule, fitted by
 #: ``bench/bench_accuracy.py --fit`` on all of lfw_dev (see the module docstring).
 RULE = {
-    "right": [10.0, -12.0, 8.0, 2.0, -6.0],
-    "stranger": [-10.0, 12.0, -8.0, -2.0, 6.0],
+    "right": [11.0776, -31.4340, 29.1103, 3.8951],
+    "stranger": [-10.1870, 28.6968, -26.6892, -3.6260],
 }
 
 
-def features(d, second, dn, n):
-    """The rule's inputs, ``(M, 4)``: ``[d, min(second - d, MARGIN_CAP), 1/n, dn]``.
+def features(d, second, n):
+    """The rule's inputs, ``(M, 3)``: ``[d, min(second - d, MARGIN_CAP), 1/n]``.
 
     d: ``(M,)`` distance to the candidate's centroid; second: ``(M,)`` distance to the
-    nearest *other* KOL's centroid (``inf`` when there is none); dn: ``(M,)`` distance to the
-    candidate's nearest pool photo; n: ``(M,)`` the candidate's photo count (>= 1).
+    nearest *other* KOL's centroid (``inf`` when there is none); n: ``(M,)`` the
+    candidate's photo count (>= 1).
+    (Also tried: the distance to the candidate's nearest photo as a fourth input; it did not
+    help on the development protocol, see README.)
     """
     d = np.asarray(d, dtype=np.float64)
     margin = np.minimum(np.asarray(second, dtype=np.float64) - d, MARGIN_CAP)
-    return np.column_stack([d, margin, 1.0 / np.maximum(np.asarray(n, dtype=np.float64), 1.0),
-                            np.asarray(dn, dtype=np.float64)])
+    return np.column_stack([d, margin, 1.0 / np.maximum(np.asarray(n, dtype=np.float64), 1.0)])
 
 
 def _logistic(coef, F):
@@ -97,10 +97,10 @@ def _logistic(coef, F):
 def fit_rule(F, right, stranger):
     """Fit :data:`RULE`-shaped coefficients on development faces.
 
-    F: ``(M, 4)`` :func:`features` of each face's candidate; right: ``(M,)`` bool, the
+    F: ``(M, 3)`` :func:`features` of each face's candidate; right: ``(M,)`` bool, the
     candidate is the face's person; stranger: ``(M,)`` bool, the face's person is not enrolled.
     Each curve is fitted with both outcomes weighted equally (``class_weight="balanced"``).
-    Returns ``{"right": [5 floats], "stranger": [5 floats]}``.
+    Returns ``{"right": [4 floats], "stranger": [4 floats]}``.
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -215,23 +215,22 @@ class Model:
         other = np.where(np.arange(t)[None, :] == 0, second, best)  # nearest centroid other than this one
         dn = np.array([[self._nearest_photo(E[i], k) for k in idx[i]] for i in range(len(E))]).reshape(len(E), t)
         n = self.counts[idx]
-        F = features(d.ravel(), other.ravel(), dn.ravel(), n.ravel())
+        F = features(d.ravel(), other.ravel(), n.ravel())
         P = _logistic(self.rule["right"], F).reshape(len(E), t)
-        F0 = features(d[:, 0], other[:, 0], dn[:, 0], n[:, 0])
+        F0 = features(d[:, 0], other[:, 0], n[:, 0])
         S = np.repeat(_logistic(self.rule["stranger"], F0)[:, None], t, axis=1)
         return idx, P, S, dn
 
     def describe(self, embeddings):
         """The rule's view of each face: ``(best, F)``, ``best`` ``(M,)`` the nearest KOL's index and
-        ``F`` ``(M, 4)`` its :func:`features` (what :func:`fit_rule` is fitted on)."""
+        ``F`` ``(M, 3)`` its :func:`features` (what :func:`fit_rule` is fitted on)."""
         E = np.asarray(embeddings, dtype=np.float32).reshape(-1, faces.EMBEDDING_SIZE)
         D = np.sqrt(_sq_distances(E, self.centroids, self._c_sq))
         order = np.argsort(D, axis=1)[:, :2]
         best = order[:, 0]
         d = D[np.arange(len(E)), best]
         second = D[np.arange(len(E)), order[:, 1]] if len(self.classes) > 1 else np.full(len(E), np.inf)
-        dn = np.array([self._nearest_photo(E[i], int(best[i])) for i in range(len(E))])
-        return best, features(d, second, dn, self.counts[best])
+        return best, features(d, second, self.counts[best])
 
     def predict(self, embeddings):
         """One :class:`Prediction` per row of ``embeddings`` ``(M, 128)``, in row order.
@@ -309,17 +308,17 @@ class Model:
                      centroids=self.centroids[keep], rule=self.rule, version=self.version, meta=dict(self.meta))
 
 
-def decision_distance(rule, n):
+def decision_distance(rule, n, margin=MARGIN_CAP):
     """The centroid distance below which a clear-margin face is named, for a KOL with ``n`` photos.
 
-    Solves ``p_right = 0.5`` with the margin at its cap and ``dn = d`` (what the rule
-    means in plain words); ``None`` when the rule does not decrease with distance.
+    Solves ``p_right = 0.5`` for the given margin to the second-best KOL (default: at its cap);
+    ``None`` when the rule does not decrease with distance.
     """
     c = np.asarray(rule["right"], dtype=np.float64)
-    slope = c[1] + c[4]
+    slope = c[1]
     if slope >= 0:
         return None
-    return float(-(c[0] + c[2] * MARGIN_CAP + c[3] / max(1, n)) / slope)
+    return float(-(c[0] + c[2] * margin + c[3] / max(1, n)) / slope)
 
 
 def confused_pairs(model, top=10):
@@ -394,9 +393,10 @@ def training_metrics(model, seconds):
            "were chosen on thousands of photos of other people (half of them strangers) so that a KOL's photo "
            "and a stranger's photo are equally unlikely to be answered wrongly.")
     if t1 and t5 and t20:
-        why += (f" With a clear margin the limit is a distance of {t1:.2f} for a KOL with one photo, "
-                f"{t5:.2f} with five and {t20:.2f} with twenty: more photos make a KOL's average face "
-                f"more reliable.")
+        why += (f" When no other KOL comes close, the limit is a distance of {t1:.2f} from a KOL with one "
+                f"photo, {t5:.2f} with five and {t20:.2f} with twenty (an average of many photos sits closer "
+                f"to every face, so its limit is tighter); when another KOL is nearly as close, the limit "
+                f"shrinks, down to about {decision_distance(model.rule, 5, 0.0):.2f}.")
     few = [s for s, n in zip(model.classes, model.counts) if n < 3]
     return {
         "rule": "nearest centroid + calibrated open-set rule",

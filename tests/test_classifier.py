@@ -143,7 +143,8 @@ def test_threshold_depends_on_photo_count_and_is_explained():
     model = classifier.train(X, slugs, {})
     m = model.meta["metrics"]
     t = m["thresholds_by_photos"]
-    assert t["1"] < t["5"] <= t["20"]  # a centroid of more photos can be trusted farther out
+    # distances to an average of many photos are shorter for everyone: the limit tightens with n
+    assert t["1"] > t["5"] >= t["20"] > 0.3
     assert "chosen on" in m["threshold_why"] and m["per_kol"] == {f"k{i}": 5 for i in range(4)}
 
 
