@@ -362,6 +362,30 @@ def confused_pairs(model, top=10):
     return list(pairs.values())
 
 
+def cross_validated_accuracy(model, sample=2000):
+    """Leave-one-out "which KOL" accuracy on the pool: each photo of a KOL with >= 2 photos, taken
+    out of its own centroid, is given to the nearest centroid; the share named right (closed set,
+    no "unknown"). At most ``sample`` photos (a fixed random sample). ``None`` when not measurable
+    (fewer than 2 KOLs, or no KOL with 2 photos)."""
+    K = len(model.classes)
+    rows = np.flatnonzero(np.repeat(model.counts, model.counts) >= 2)
+    if K < 2 or not len(rows):
+        return None
+    if len(rows) > sample:
+        rows = np.sort(np.random.default_rng(0).choice(rows, sample, replace=False))
+    y = model.y[rows]
+    E = model.X[rows].astype(np.float64)
+    n = model.counts[y].astype(np.float64)
+    own = (model.centroids[y].astype(np.float64) * n[:, None] - E) / (n - 1)[:, None]
+    right = 0
+    for start in range(0, len(rows), 512):
+        sl = slice(start, start + 512)
+        D = _sq_distances(E[sl], model.centroids, model._c_sq)
+        D[np.arange(len(D)), y[sl]] = ((E[sl] - own[sl]) ** 2).sum(1)
+        right += int((D.argmin(1) == y[sl]).sum())
+    return round(right / len(rows), 4)
+
+
 def train(X, slugs, names, chips=None, rule=None):
     """Build a model from pool embeddings (centroids; nothing is fitted to the pool).
 
@@ -402,6 +426,7 @@ def training_metrics(model, seconds):
     few = [s for s, n in zip(model.classes, model.counts) if n < 3]
     return {
         "rule": "nearest centroid + calibrated open-set rule",
+        "cv_accuracy": cross_validated_accuracy(model),
         "threshold": round(t5, 4) if t5 else None,
         "thresholds_by_photos": {str(n): (round(t, 4) if t else None) for n, t in thresholds.items()},
         "threshold_why": why,

@@ -324,3 +324,13 @@ def test_delete_and_import_during_a_training(tmp_path):
     assert store.current().predict([centres[1]])[0].identity != bob
     assert result["identities"] == 1  # Cy came after the pool was read: the next training gets her
     assert classifier.retrain(pool, store)["identities"] == 2
+
+
+def test_cross_validated_accuracy_counts_photos_closest_to_their_own_kol():
+    X, slugs, centres = _people(3, 4, seed=8)
+    model = classifier.train(X, slugs, {})
+    assert model.meta["metrics"]["cv_accuracy"] == 1.0
+    # a photo of k0 filed under k1 is closer to k0's average face: one miss out of 13
+    wrong = classifier.train(np.concatenate([X, centres[:1]]), slugs + ["k1"], {})
+    assert wrong.meta["metrics"]["cv_accuracy"] == round(12 / 13, 4)
+    assert classifier.train(X[:4], slugs[:4], {}).meta["metrics"]["cv_accuracy"] is None
