@@ -334,3 +334,20 @@ def test_cross_validated_accuracy_counts_photos_closest_to_their_own_kol():
     wrong = classifier.train(np.concatenate([X, centres[:1]]), slugs + ["k1"], {})
     assert wrong.meta["metrics"]["cv_accuracy"] == round(12 / 13, 4)
     assert classifier.train(X[:4], slugs[:4], {}).meta["metrics"]["cv_accuracy"] is None
+
+
+def test_deleting_a_kol_in_the_wizard_forgets_them_in_every_model(process_app, data_dir):
+    centres = np.random.default_rng(14).normal(0, 0.06, size=(2, 128))
+    pool = _pool(data_dir, {"Ann": (3, centres[0]), "Bob": (3, centres[1])})
+    store = ModelStore(data_dir / "models")
+    classifier.retrain(pool, store)
+    classifier.retrain(pool, store, full=True)
+    bob = pool.slug_for("Bob")
+    assert store.current().predict([centres[1]])[0].identity == bob
+    r = process_app.test_client().post("/import_result", data={"delete": bob},
+                                       headers={"Accept": "application/json"})
+    assert r.status_code == 200 and r.get_json()["deleted"] == "Bob"
+    assert store.current().predict([centres[1]])[0].identity is None
+    for version in store.versions():
+        with np.load(store.root / version / "model.npz", allow_pickle=False) as z:
+            assert bob not in z["classes"].tolist() and len(z["X"]) == 3
