@@ -159,7 +159,7 @@ class Model:
     """A trained model.
 
     X: ``(N, 128)`` ``float32`` pool embeddings, grouped by KOL (rows of KOL ``i`` are
-    ``X[offsets[i]:offsets[i + 1]]``); chips: ``N`` chip ids; classes: ``K`` slugs (sorted);
+    ``X[offsets[i]:offsets[i + 1]]``); chips: ``N`` chip ids (list or string array); classes: ``K`` slugs (sorted);
     centroids: ``(K, 128)`` ``float32``; names: ``{slug: display name}``; rule: :data:`RULE`-shaped.
     """
 
@@ -190,9 +190,16 @@ class Model:
         """``(N,)`` class index of each row of ``X``."""
         return np.repeat(np.arange(len(self.classes)), self.counts)
 
-    def _nearest_photo(self, e, k):
-        rows = self.X[self.offsets[k]:self.offsets[k + 1]]
-        return float(np.sqrt(((rows - e) ** 2).sum(1).min()))
+    def _nearest_photos(self, e, ks):
+        """Distance from ``e`` ``(128,)`` to the nearest pool photo of each KOL in ``ks``: ``(len(ks),)``.
+
+        One gather and one distance pass over those KOLs' rows (no Python loop per KOL)."""
+        ks = np.asarray(ks, dtype=np.int64)
+        lo, counts = self.offsets[ks], self.counts[ks]
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        rows = np.repeat(lo - starts, counts) + np.arange(int(counts.sum()))
+        d = ((self.X[rows] - np.asarray(e, dtype=np.float32)) ** 2).sum(1)
+        return np.sqrt(np.minimum.reduceat(d, starts))
 
     def scores(self, embeddings, top=TOP_CANDIDATES):
         """Candidates for each face.
@@ -215,7 +222,7 @@ class Model:
         best = d[:, :1]
         second = np.take_along_axis(D, order[:, 1:2], 1) if K > 1 else np.full_like(best, np.inf)
         other = np.where(np.arange(t)[None, :] == 0, second, best)  # nearest centroid other than this one
-        dn = np.array([[self._nearest_photo(E[i], k) for k in idx[i]] for i in range(len(E))]).reshape(len(E), t)
+        dn = np.array([self._nearest_photos(E[i], idx[i]) for i in range(len(E))]).reshape(len(E), t)
         n = self.counts[idx]
         F = features(d.ravel(), other.ravel(), n.ravel())
         P = _logistic(self.rule["right"], F).reshape(len(E), t)
@@ -290,10 +297,10 @@ class Model:
             D = _sq_distances(e[None, :], self.centroids, self._c_sq)[0]
         pre = max(k, SIMILAR_PRESELECT)
         cand = np.argpartition(D, pre)[:pre] if pre < K else np.arange(K)
-        rows = []
-        for c in cand:
-            nearest = self._nearest_photo(e, int(c))
-            rows.append((self.classes[int(c)], round(float(self.similarity(nearest)), 4), round(nearest, 4)))
+        nearest = self._nearest_photos(e, cand)
+        sims = self.similarity(nearest)
+        rows = [(self.classes[int(c)], round(float(sim), 4), round(float(d), 4))
+                for c, sim, d in zip(cand, sims, nearest)]
         rows.sort(key=lambda r: (-r[1], r[2], r[0]))
         return rows[:k]
 
@@ -305,7 +312,7 @@ class Model:
         rows = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
         counts = self.counts[keep]
         return Model(X=self.X[rows], offsets=np.concatenate([[0], np.cumsum(counts)]),
-                     classes=[self.classes[i] for i in keep], chips=[self.chips[r] for r in rows],
+                     classes=[self.classes[i] for i in keep], chips=np.asarray(self.chips, dtype=str)[rows],
                      names={s: n for s, n in self.names.items() if s not in drop},
                      centroids=self.centroids[keep], rule=self.rule, version=self.version, meta=dict(self.meta))
 
@@ -548,7 +555,7 @@ class ModelStore:
             raise UserError("No such model version.", 404) from None
         meta = read_json(folder / "meta.json", default={}) or {}
         return Model(X=arrays["X"], offsets=arrays["offsets"], centroids=arrays["centroids"],
-                     classes=arrays["classes"].tolist(), chips=arrays["chips"].tolist(),
+                     classes=arrays["classes"].tolist(), chips=arrays["chips"],
                      names=meta.get("names", {}), version=version, meta=meta,
                      rule={"right": arrays["rule_right"].tolist(), "stranger": arrays["rule_stranger"].tolist()})
 
