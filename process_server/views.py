@@ -294,6 +294,7 @@ def _delete_from_pool(slug):
     if not SLUG_RE.match(slug):
         raise UserError("That KOL is not in the training pool.", 404)
     name = pool().remove(slug)
+    models().forget(slug)  # out of every stored model version too: the next prediction cannot name them
     # The job folders hold copies of the same faces: delete them too (a deletion request covers them).
     jobs().purge_kol(lambda n: kol_slug(n) == slug)
     return name
@@ -329,15 +330,7 @@ def import_result():
 # -- R7: train ---------------------------------------------------------------------------------
 def _train_work(pool_obj, store_obj):
     def work(progress):
-        progress(0, 3)
-        X, slugs, _ = pool_obj.embeddings()  # cached embeddings: nothing is embedded again
-        progress(1, 3)
-        model = classifier.train(X, slugs, pool_obj.names())
-        progress(2, 3)
-        version = store_obj.save(model)
-        progress(3, 3)
-        return {"model_version": version, "identities": model.meta["identities"],
-                "samples": model.meta["samples"], "metrics": model.meta["metrics"]}
+        return classifier.retrain(pool_obj, store_obj, progress)
     return work
 
 

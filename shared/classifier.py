@@ -1,35 +1,51 @@
-"""Who is this face? An SVM over pool embeddings plus a calibrated "unknown" rule.
+"""Who is this face? Nearest KOL centroid, a calibrated open-set rule, versioned models.
 
-An SVM always names one of the KOLs it was trained on, even for a stranger. So a
-prediction is two decisions:
+A prediction is two decisions, both made from distances between 128-d dlib embeddings:
 
-1. *which* KOL: a scikit-learn ``SVC`` (C chosen by cross-validation on the pool);
-2. *whether* it is that KOL at all: the Euclidean distance ``d`` from the face to
-   the nearest pool embedding of the predicted KOL, turned into
-   ``confidence = P(same person | d)`` by a logistic curve fitted on the pool
-   itself (distances between photos of one KOL versus between different KOLs).
-   The face is *known* when ``P(same | d) >= 0.5``, i.e. ``d <= threshold``.
+1. *which* KOL (the candidate): the KOL whose centroid (mean pool embedding) is the
+   nearest to the face, in Euclidean distance;
+2. *whether* it is that KOL at all: three numbers about the candidate,
+   ``d`` (distance to its centroid), the margin ``m`` (how much farther the second-best
+   KOL's centroid is, capped at :data:`MARGIN_CAP`) and ``1/n`` (``n`` = the candidate's
+   number of pool photos: a centroid of few photos is a noisier target), go into two
+   logistic curves with fixed coefficients :data:`RULE`:
 
-The reported ``confidence`` is the probability that the answer given is right:
-``P(same | d)`` for a named face, ``1 - P(same | d)`` for an "unknown" one, so it
-is always in [0.5, 1] and reads the same way for both answers.
+   - ``p_right = P(the candidate is this person)``; the face is named when ``p_right >= 0.5``;
+   - ``p_stranger = P(this person is none of the KOLs)``, the confidence of an "unknown".
 
-Similarity between a face and a KOL (find-similar) comes from the Euclidean
-distance ``d`` to the KOL's nearest pool photo: ``similarity = 2 ** -(d / threshold) ** 2``,
-in [0, 1]; 1 for the same embedding, 0.5 exactly at the model's known/unknown
-threshold (above 0.5 the model would name that KOL), about 0.1 for faces that are
-clearly different people.
+   The coefficients were fitted once on development photos of *other* people
+   (``bench/bench_accuracy.py --fit``, lfw_dev, strangers and KOL photos weighted equally,
+   i.e. for a stream that is half KOLs, half strangers) and are the same for every pool:
+   nothing about the decision is fitted on the agency's own KOLs, so adding a KOL
+   never moves anyone else's threshold and the confidence means the same in every model.
 
-Models are versioned folders ``data/models/<version>/`` holding ``model.npz``
-(arrays only, loaded with ``allow_pickle=False``) and ``meta.json``; the file
-``data/models/current`` names the version in use and is replaced atomically.
-Loading refits the SVM from the stored embeddings and hyper-parameters, which is
-deterministic and takes milliseconds: nothing is ever unpickled.
+``confidence`` is the probability that the answer shown is right: ``p_right`` for a
+named face, ``p_stranger`` for "unknown" (both in [0, 1]; the benchmark prints how
+often answers at each confidence level are right).
+
+Within one photo or video frame (the rows given to :meth:`Model.predict`), one KOL names
+at most one face: faces are named greedily, most confident first, and a face whose best
+KOL is already taken is tried against its next candidates.
+
+Similarity (find-similar) is ``2 ** -(d / SIMILARITY_SCALE) ** 2`` of the distance ``d``
+to the KOL's nearest pool photo: in [0, 1], 1 for the same embedding, 0.5 at
+``d = SIMILARITY_SCALE`` (0.55, a little stricter than dlib's 0.6 same-person distance), and
+comparable across models and retrains because the scale is a constant.
+
+Models are versioned folders ``data/models/<version>/`` holding ``model.npz`` (arrays
+only, loaded with ``allow_pickle=False``, nothing refitted on load) and ``meta.json``;
+the file ``data/models/current`` names the version in use and is replaced atomically.
+:func:`retrain` is the whole training step (one at a time, under a file lock).
 """
+import contextlib
+import errno
+import fcntl
+import os
 import re
+import shutil
+import tempfile
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,20 +57,70 @@ from .errors import UserError
 from .storage import atomic_write_bytes, atomic_write_json, locked, read_json
 
 VERSION_RE = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
-#: The threshold used when the pool is too small to calibrate one (dlib's LFW threshold).
-DEFAULT_THRESHOLD = 0.6
-DEFAULT_SLOPE = 12.0
-C_GRID = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+#: Distance at which find-similar's similarity is 0.5. On lfw_dev's photo pairs, 92.6 % of
+#: same-person pairs are closer than 0.55 and 0.18 % of different-person pairs (dlib's usual 0.6:
+#: 97.8 % and 0.74 %, too loose once a face is compared with a whole roster).
+SIMILARITY_SCALE = 0.55
+#: The margin to the second-best KOL counts up to this distance (a lone KOL gets the cap).
+MARGIN_CAP = 0.3
+#: Candidates per face considered by the joint assignment and by find-similar's pre-selection.
+TOP_CANDIDATES = 5
+SIMILAR_PRESELECT = 64
+#: Model versions kept by :meth:`ModelStore.prune` unless told otherwise.
+KEEP_VERSIONS = 5
+#: Logistic coefficients ``[bias, d, margin, 1/n]`` of the open-set rule, fitted by
+#: ``bench/bench_accuracy.py --fit`` on all of lfw_dev (see the module docstring).
+RULE = {
+    "right": [11.0776, -31.4340, 29.1103, 3.8951],
+    "stranger": [-10.1870, 28.6968, -26.6892, -3.6260],
+}
+
+
+def features(d, second, n):
+    """The rule's inputs, ``(M, 3)``: ``[d, min(second - d, MARGIN_CAP), 1/n]``.
+
+    d: ``(M,)`` distance to the candidate's centroid; second: ``(M,)`` distance to the
+    nearest *other* KOL's centroid (``inf`` when there is none); n: ``(M,)`` the
+    candidate's photo count (>= 1).
+    (Also tried: the distance to the candidate's nearest photo as a fourth input; it did not
+    help on the development protocol, see README.)
+    """
+    d = np.asarray(d, dtype=np.float64)
+    margin = np.minimum(np.asarray(second, dtype=np.float64) - d, MARGIN_CAP)
+    return np.column_stack([d, margin, 1.0 / np.maximum(np.asarray(n, dtype=np.float64), 1.0)])
+
+
+def _logistic(coef, F):
+    coef = np.asarray(coef, dtype=np.float64)
+    z = coef[0] + np.asarray(F, dtype=np.float64) @ coef[1:]
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+
+
+def fit_rule(F, right, stranger):
+    """Fit :data:`RULE`-shaped coefficients on development faces.
+
+    F: ``(M, 3)`` :func:`features` of each face's candidate; right: ``(M,)`` bool, the
+    candidate is the face's person; stranger: ``(M,)`` bool, the face's person is not enrolled.
+    Each curve is fitted with both outcomes weighted equally (``class_weight="balanced"``).
+    Returns ``{"right": [4 floats], "stranger": [4 floats]}``.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    out = {}
+    for key, target in (("right", right), ("stranger", stranger)):
+        lr = LogisticRegression(C=10.0, class_weight="balanced", max_iter=1000).fit(F, np.asarray(target, bool))
+        out[key] = [float(lr.intercept_[0])] + [float(c) for c in lr.coef_[0]]
+    return out
 
 
 @dataclass
 class Prediction:
     """The answer for one face: ``identity`` is a pool slug or ``None`` (unknown).
 
-    confidence: probability that this answer (the KOL, or "unknown") is right, in [0.5, 1].
-    candidate: the KOL the SVM picked, even when the face is unknown.
+    confidence: probability that this answer (the KOL, or "unknown") is right, in [0, 1].
+    candidate: the nearest KOL (by centroid), even when the face is unknown.
     distance: Euclidean distance to the candidate's nearest pool embedding.
-    p_same: ``P(same person as candidate | distance)``, in [0, 1].
+    p_same: ``P(the face is the candidate)`` (``p_right`` of the module docstring), in [0, 1].
     """
 
     identity: object
@@ -65,176 +131,349 @@ class Prediction:
     p_same: float = 0.0
 
 
-def _svc(C, n_classes):
-    from sklearn.svm import SVC
-
-    return SVC(kernel="linear", C=C, class_weight="balanced") if n_classes > 1 else None
+_blas = None
 
 
-def _nearest_distances(X, y):
-    """For each row: distance to the nearest *other* row of its class and to the nearest row of another class."""
-    sq = np.einsum("ij,ij->i", X, X)
-    D = np.sqrt(np.clip(sq[:, None] + sq[None, :] - 2.0 * (X @ X.T), 0.0, None))  # (N, N), no (N, N, 128)
-    np.fill_diagonal(D, np.inf)
-    same = y[:, None] == y[None, :]
-    genuine = np.where(same, D, np.inf).min(axis=1)
-    impostor = np.where(~same, D, np.inf).min(axis=1)
-    return genuine, impostor
+def _one_blas_thread():
+    """A context that keeps BLAS to one thread: a query is a few small products, and on a busy
+    machine handing them to BLAS's other threads costs a scheduler tick (measured: 0.1 ms became 8 ms)."""
+    global _blas
+    try:
+        if _blas is None:
+            from threadpoolctl import ThreadpoolController
+
+            _blas = ThreadpoolController()
+        return _blas.limit(limits=1, user_api="blas")
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return contextlib.nullcontext()
 
 
-def calibrate(X, y):
-    """Fit ``P(same | d)`` on the pool.
-
-    X: ``(N, 128)`` embeddings; y: ``(N,)`` integer class labels.
-    Returns ``(threshold, slope)``: ``P = 1 / (1 + exp(slope * (d - threshold)))``.
-    Falls back to ``(0.6, 12)`` when there are not both same-KOL and different-KOL pairs.
-    """
-    if len(X) > 3000:  # the pairwise matrix is O(N^2): calibrate on a fixed sample
-        idx = np.random.default_rng(0).choice(len(X), 3000, replace=False)
-        X, y = X[idx], y[idx]
-    genuine, impostor = _nearest_distances(X, y)
-    genuine, impostor = genuine[np.isfinite(genuine)], impostor[np.isfinite(impostor)]
-    if len(genuine) < 2 or len(impostor) < 2:
-        return DEFAULT_THRESHOLD, DEFAULT_SLOPE
-    from sklearn.linear_model import LogisticRegression
-
-    d = np.concatenate([genuine, impostor]).reshape(-1, 1)
-    target = np.concatenate([np.ones(len(genuine)), np.zeros(len(impostor))])
-    lr = LogisticRegression(class_weight="balanced", C=100.0).fit(d, target)
-    a, b = float(lr.coef_[0][0]), float(lr.intercept_[0])
-    if a >= 0:  # same-KOL photos are not closer than different KOLs: nothing to calibrate on
-        return DEFAULT_THRESHOLD, DEFAULT_SLOPE
-    return float(np.clip(-b / a, 0.3, 0.75)), float(-a)
+def _sq_distances(E, C, C_sq):
+    """Squared Euclidean distances ``(M, K)`` between rows of ``E`` ``(M, 128)`` and ``C`` ``(K, 128)``."""
+    E = np.asarray(E, dtype=np.float32)
+    return np.maximum((E * E).sum(1)[:, None] + C_sq[None, :] - 2.0 * (E @ C.T), 0.0)
 
 
 @dataclass
 class Model:
-    """A trained model. ``classes[i]`` is the slug of label ``i``; ``names`` maps slug to display name."""
+    """A trained model.
+
+    X: ``(N, 128)`` ``float32`` pool embeddings, grouped by KOL (rows of KOL ``i`` are
+    ``X[offsets[i]:offsets[i + 1]]``); chips: ``N`` chip ids (list or string array); classes: ``K`` slugs (sorted);
+    centroids: ``(K, 128)`` ``float32``; names: ``{slug: display name}``; rule: :data:`RULE`-shaped.
+    """
 
     X: np.ndarray
-    y: np.ndarray
+    offsets: np.ndarray
     classes: list
+    chips: list
     names: dict
-    C: float = 1.0
-    threshold: float = DEFAULT_THRESHOLD
-    slope: float = DEFAULT_SLOPE
+    centroids: np.ndarray = None
+    rule: dict = field(default_factory=lambda: {k: list(v) for k, v in RULE.items()})
     version: str = ""
     meta: dict = field(default_factory=dict)
-    svm: object = None
 
-    def fit(self):
-        """(Re)build the SVM from the stored embeddings; returns ``self``."""
-        self.svm = _svc(self.C, len(self.classes))
-        if self.svm is not None:
-            self.svm.fit(self.X, self.y)
-        return self
+    def __post_init__(self):
+        self.X = np.ascontiguousarray(self.X, dtype=np.float32).reshape(-1, faces.EMBEDDING_SIZE)
+        self.offsets = np.asarray(self.offsets, dtype=np.int64)
+        self.counts = np.diff(self.offsets)
+        if self.centroids is None:
+            sums = np.add.reduceat(self.X.astype(np.float64), self.offsets[:-1], axis=0) if len(self.X) else \
+                np.zeros((0, faces.EMBEDDING_SIZE))
+            self.centroids = sums / np.maximum(self.counts, 1)[:, None]
+        self.centroids = np.ascontiguousarray(self.centroids, dtype=np.float32)
+        self._c_sq = (self.centroids * self.centroids).sum(1)
+        self._index = {s: i for i, s in enumerate(self.classes)}
 
-    def confidence(self, d):
-        """``P(same person | distance d)``, a float in [0, 1]."""
-        return float(1.0 / (1.0 + np.exp(np.clip(self.slope * (d - self.threshold), -50, 50))))
+    @property
+    def y(self):
+        """``(N,)`` class index of each row of ``X``."""
+        return np.repeat(np.arange(len(self.classes)), self.counts)
+
+    def _nearest_photos(self, e, ks):
+        """Distance from ``e`` ``(128,)`` to the nearest pool photo of each KOL in ``ks``: ``(len(ks),)``.
+
+        One gather and one distance pass over those KOLs' rows (no Python loop per KOL)."""
+        ks = np.asarray(ks, dtype=np.int64)
+        lo, counts = self.offsets[ks], self.counts[ks]
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        rows = np.repeat(lo - starts, counts) + np.arange(int(counts.sum()))
+        d = ((self.X[rows] - np.asarray(e, dtype=np.float32)) ** 2).sum(1)
+        return np.sqrt(np.minimum.reduceat(d, starts))
+
+    def scores(self, embeddings, top=TOP_CANDIDATES):
+        """Candidates for each face.
+
+        Returns ``(idx, P, S, dn)``, each ``(M, t)`` with ``t = min(top, K)``: ``idx`` KOL indices
+        nearest first (by centroid), ``P`` = ``p_right`` if that KOL were named, ``S`` =
+        ``p_stranger`` for the face (same for every column), ``dn`` distance to that KOL's nearest photo.
+        """
+        E = np.asarray(embeddings, dtype=np.float32).reshape(-1, faces.EMBEDDING_SIZE)
+        K = len(self.classes)
+        t = min(top, K)
+        D = np.sqrt(_sq_distances(E, self.centroids, self._c_sq))
+        if t < K:
+            part = np.argpartition(D, t, axis=1)[:, :t + 1]
+        else:
+            part = np.tile(np.arange(K), (len(E), 1))
+        order = np.take_along_axis(part, np.argsort(np.take_along_axis(D, part, 1), axis=1), 1)
+        idx = order[:, :t]
+        d = np.take_along_axis(D, idx, 1)
+        best = d[:, :1]
+        second = np.take_along_axis(D, order[:, 1:2], 1) if K > 1 else np.full_like(best, np.inf)
+        other = np.where(np.arange(t)[None, :] == 0, second, best)  # nearest centroid other than this one
+        dn = np.array([self._nearest_photos(E[i], idx[i]) for i in range(len(E))]).reshape(len(E), t)
+        n = self.counts[idx]
+        F = features(d.ravel(), other.ravel(), n.ravel())
+        P = _logistic(self.rule["right"], F).reshape(len(E), t)
+        F0 = features(d[:, 0], other[:, 0], n[:, 0])
+        S = np.repeat(_logistic(self.rule["stranger"], F0)[:, None], t, axis=1)
+        return idx, P, S, dn
+
+    def describe(self, embeddings):
+        """The rule's view of each face: ``(best, F)``, ``best`` ``(M,)`` the nearest KOL's index and
+        ``F`` ``(M, 3)`` its :func:`features` (what :func:`fit_rule` is fitted on)."""
+        E = np.asarray(embeddings, dtype=np.float32).reshape(-1, faces.EMBEDDING_SIZE)
+        D = np.sqrt(_sq_distances(E, self.centroids, self._c_sq))
+        order = np.argsort(D, axis=1)[:, :2]
+        best = order[:, 0]
+        d = D[np.arange(len(E)), best]
+        second = D[np.arange(len(E)), order[:, 1]] if len(self.classes) > 1 else np.full(len(E), np.inf)
+        return best, features(d, second, self.counts[best])
 
     def predict(self, embeddings):
-        """One :class:`Prediction` per row of ``embeddings`` ``(M, 128)``."""
+        """One :class:`Prediction` per row of ``embeddings`` ``(M, 128)``, in row order.
+
+        The M rows are the faces of ONE photo or video frame: a KOL names at most one of
+        them (greedy assignment, most confident face first).
+        """
         E = np.asarray(embeddings, dtype=np.float64).reshape(-1, faces.EMBEDDING_SIZE)
         if not len(E):
             return []
-        labels = self.svm.predict(E) if self.svm is not None else np.zeros(len(E), dtype=int)
+        if not self.classes:
+            return [Prediction(None, 1.0, False, None, float("inf"), 0.0) for _ in E]
+        with _one_blas_thread():
+            idx, P, S, dn = self.scores(E)
+        choice = [None] * len(E)
+        taken = set()
+        pairs = sorted(((-P[i, j], i, j) for i in range(len(E)) for j in range(idx.shape[1]) if P[i, j] >= 0.5))
+        for _, i, j in pairs:
+            k = int(idx[i, j])
+            if choice[i] is None and k not in taken:
+                choice[i] = j
+                taken.add(k)
         out = []
-        for e, label in zip(E, labels):
-            d = float(faces.distances(self.X[self.y == label], e).min())
-            p_same = self.confidence(d)
-            known = d <= self.threshold
-            slug = self.classes[int(label)]
-            answer_right = p_same if known else 1.0 - p_same
-            out.append(Prediction(slug if known else None, round(answer_right, 4), bool(known), slug,
-                                  round(d, 4), round(p_same, 4)))
+        for i in range(len(E)):
+            j = choice[i]
+            if j is not None:
+                slug = self.classes[int(idx[i, j])]
+                out.append(Prediction(slug, round(float(P[i, j]), 4), True, slug, round(float(dn[i, j]), 4),
+                                      round(float(P[i, j]), 4)))
+            else:
+                slug = self.classes[int(idx[i, 0])]
+                out.append(Prediction(None, round(float(S[i, 0]), 4), False, slug, round(float(dn[i, 0]), 4),
+                                      round(float(P[i, 0]), 4)))
         return out
 
-    def similarity(self, d):
-        """Similarity in [0, 1] for an embedding distance ``d`` (array or float): ``2 ** -(d / threshold) ** 2``."""
-        return np.exp2(-np.square(np.asarray(d, dtype=np.float64) / self.threshold))
+    @staticmethod
+    def similarity(d):
+        """Similarity in [0, 1] for an embedding distance ``d`` (array or float): ``2 ** -(d / SIMILARITY_SCALE) ** 2``."""
+        return np.exp2(-np.square(np.asarray(d, dtype=np.float64) / SIMILARITY_SCALE))
 
     def similar(self, embedding, k=5):
         """The ``k`` KOLs most similar to ``embedding`` ``(128,)``.
 
-        Returns ``[(slug, similarity, distance)]`` sorted by similarity, highest
-        first; similarity is :meth:`similarity` of the Euclidean distance to the
-        KOL's nearest pool embedding (0.5 at the known/unknown threshold).
+        Returns ``[(slug, similarity, distance)]`` sorted by similarity, highest first;
+        ``distance`` is the Euclidean distance to the KOL's nearest pool photo and
+        ``similarity`` is :meth:`similarity` of it. The nearest photos are searched among the
+        :data:`SIMILAR_PRESELECT` KOLs with the nearest centroids.
         """
-        e = np.asarray(embedding, dtype=np.float64).reshape(faces.EMBEDDING_SIZE)
-        d = faces.distances(self.X, e)
-        rows = []
-        for label, slug in enumerate(self.classes):
-            nearest = float(d[self.y == label].min())
-            rows.append((slug, round(float(self.similarity(nearest)), 4), round(nearest, 4)))
+        k = max(0, int(k))
+        e = np.asarray(embedding, dtype=np.float32).reshape(faces.EMBEDDING_SIZE)
+        K = len(self.classes)
+        if not k or not K:
+            return []
+        with _one_blas_thread():
+            D = _sq_distances(e[None, :], self.centroids, self._c_sq)[0]
+        pre = max(k, SIMILAR_PRESELECT)
+        cand = np.argpartition(D, pre)[:pre] if pre < K else np.arange(K)
+        nearest = self._nearest_photos(e, cand)
+        sims = self.similarity(nearest)
+        rows = [(self.classes[int(c)], round(float(sim), 4), round(float(d), 4))
+                for c, sim, d in zip(cand, sims, nearest)]
         rows.sort(key=lambda r: (-r[1], r[2], r[0]))
-        return rows[:max(0, int(k))]
+        return rows[:k]
+
+    def without(self, slugs):
+        """A copy of this model without the KOLs ``slugs`` (same rule and meta)."""
+        drop = set(slugs)
+        keep = [i for i, s in enumerate(self.classes) if s not in drop]
+        rows = [np.arange(self.offsets[i], self.offsets[i + 1]) for i in keep]
+        rows = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+        counts = self.counts[keep]
+        return Model(X=self.X[rows], offsets=np.concatenate([[0], np.cumsum(counts)]),
+                     classes=[self.classes[i] for i in keep], chips=np.asarray(self.chips, dtype=str)[rows],
+                     names={s: n for s, n in self.names.items() if s not in drop},
+                     centroids=self.centroids[keep], rule=self.rule, version=self.version, meta=dict(self.meta))
 
 
-def choose_C(X, y):
-    """Pick the SVM's ``C`` from :data:`C_GRID` by stratified cross-validation; returns ``(C, cv_accuracy)``."""
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
+def decision_distance(rule, n, margin=MARGIN_CAP):
+    """The centroid distance below which a clear-margin face is named, for a KOL with ``n`` photos.
 
-    counts = np.bincount(y)
-    folds = int(min(5, counts.min()))
-    if len(counts) < 2 or folds < 2:
-        return 1.0, None
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
-    scores = {C: cross_val_score(_svc(C, len(counts)), X, y, cv=cv).mean() for C in C_GRID}
-    best = max(C_GRID, key=lambda C: (round(scores[C], 6), -C))
-    return best, float(scores[best])
-
-
-def confused_pairs(X, y, classes, C, top=5):
-    """The KOL pairs most often mistaken for each other in cross-validation: ``[(slug_a, slug_b, count)]``."""
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-
-    counts = np.bincount(y)
-    folds = int(min(5, counts.min()))
-    if len(counts) < 2 or folds < 2:
-        return []
-    pred = cross_val_predict(_svc(C, len(counts)), X, y,
-                             cv=StratifiedKFold(n_splits=folds, shuffle=True, random_state=0))
-    pairs = {}
-    for t, p in zip(y, pred):
-        if t != p:
-            key = tuple(sorted((classes[t], classes[p])))
-            pairs[key] = pairs.get(key, 0) + 1
-    return sorted(((a, b, n) for (a, b), n in pairs.items()), key=lambda r: -r[2])[:top]
-
-
-def train(X, slugs, names):
-    """Train a model on pool embeddings.
-
-    X: ``(N, 128)``; slugs: ``N`` KOL slugs; names: ``{slug: display name}``.
-    Returns an unsaved :class:`Model` with ``meta`` holding the metrics.
-    Raises :class:`UserError` when the pool is empty.
+    Solves ``p_right = 0.5`` for the given margin to the second-best KOL (default: at its cap);
+    ``None`` when the rule does not decrease with distance.
     """
-    X = np.asarray(X, dtype=np.float64).reshape(-1, faces.EMBEDDING_SIZE)
+    c = np.asarray(rule["right"], dtype=np.float64)
+    slope = c[1]
+    if slope >= 0:
+        return None
+    return float(-(c[0] + c[2] * margin + c[3] / max(1, n)) / slope)
+
+
+def confused_pairs(model, top=10):
+    """The KOL pairs most easily confused, for every KOL with a neighbour.
+
+    For each KOL its nearest other KOL by centroid distance; pairs are ranked by that
+    distance, closest first. ``count`` is how many of the two KOLs' photos are nearer to the
+    other KOL's centroid than to their own (own centroid without the photo itself; a KOL
+    with one photo counts as its own centroid). Returns ``[(slug_a, slug_b, distance, count)]``.
+    Memory stays ``O(K * 1024)`` (centroid distances in blocks).
+    """
+    K = len(model.classes)
+    if K < 2:
+        return []
+    C = model.centroids
+    nearest = np.zeros(K, dtype=np.int64)
+    dist = np.zeros(K)
+    for start in range(0, K, 1024):
+        block = np.sqrt(_sq_distances(C[start:start + 1024], C, model._c_sq))
+        block[np.arange(len(block)), np.arange(start, start + len(block))] = np.inf
+        nearest[start:start + 1024] = block.argmin(1)
+        dist[start:start + 1024] = block.min(1)
+    pairs = {}
+    for a in np.argsort(dist)[:top * 2]:
+        b = int(nearest[a])
+        key = tuple(sorted((int(a), b)))
+        if key in pairs:
+            continue
+        count = 0
+        for i, j in (key, key[::-1]):
+            rows = model.X[model.offsets[i]:model.offsets[i + 1]].astype(np.float64)
+            n = len(rows)
+            own = (model.centroids[i] * n - rows) / (n - 1) if n > 1 else rows
+            count += int((np.linalg.norm(rows - model.centroids[j], axis=1) <
+                          np.linalg.norm(rows - own, axis=1)).sum())
+        pairs[key] = (model.classes[key[0]], model.classes[key[1]], round(float(dist[a]), 4), count)
+        if len(pairs) == top:
+            break
+    return list(pairs.values())
+
+
+def cross_validated_accuracy(model, sample=2000):
+    """Leave-one-out "which KOL" accuracy on the pool: each photo of a KOL with >= 2 photos, taken
+    out of its own centroid, is given to the nearest centroid; the share named right (closed set,
+    no "unknown"). At most ``sample`` photos (a fixed random sample). ``None`` when not measurable
+    (fewer than 2 KOLs, or no KOL with 2 photos)."""
+    K = len(model.classes)
+    rows = np.flatnonzero(np.repeat(model.counts, model.counts) >= 2)
+    if K < 2 or not len(rows):
+        return None
+    if len(rows) > sample:
+        rows = np.sort(np.random.default_rng(0).choice(rows, sample, replace=False))
+    y = model.y[rows]
+    E = model.X[rows].astype(np.float64)
+    n = model.counts[y].astype(np.float64)
+    own = (model.centroids[y].astype(np.float64) * n[:, None] - E) / (n - 1)[:, None]
+    right = 0
+    for start in range(0, len(rows), 512):
+        sl = slice(start, start + 512)
+        D = _sq_distances(E[sl], model.centroids, model._c_sq)
+        D[np.arange(len(D)), y[sl]] = ((E[sl] - own[sl]) ** 2).sum(1)
+        right += int((D.argmin(1) == y[sl]).sum())
+    return round(right / len(rows), 4)
+
+
+def train(X, slugs, names, chips=None, rule=None):
+    """Build a model from pool embeddings (centroids; nothing is fitted to the pool).
+
+    X: ``(N, 128)``; slugs: ``N`` KOL slugs; names: ``{slug: display name}``;
+    chips: ``N`` chip ids (default ``"0", "1", ...``); rule: :data:`RULE`-shaped (default RULE).
+    Returns an unsaved :class:`Model` whose ``meta`` holds the metrics.
+    Raises :class:`UserError` (409) when the pool is empty.
+    """
+    started = time.perf_counter()
+    X = np.asarray(X, dtype=np.float32).reshape(-1, faces.EMBEDDING_SIZE)
     if not len(X):
         raise UserError("The training pool is empty: import some KOLs first.", 409)
-    classes = sorted(set(slugs))
-    index = {s: i for i, s in enumerate(classes)}
-    y = np.array([index[s] for s in slugs], dtype=np.int64)
-    started = time.perf_counter()
-    C, cv_accuracy = choose_C(X, y)
-    threshold, slope = calibrate(X, y)
-    model = Model(X=X, y=y, classes=classes, names={s: names.get(s, s) for s in classes},
-                  C=C, threshold=threshold, slope=slope).fit()
-    model.meta = {
-        "identities": len(classes),
-        "samples": int(len(X)),
-        "metrics": {
-            "cv_accuracy": cv_accuracy,
-            "C": C,
-            "threshold": round(threshold, 4),
-            "slope": round(slope, 3),
-            "per_kol": {s: int((y == i).sum()) for i, s in enumerate(classes)},
-            "confused": [{"a": a, "b": b, "count": n} for a, b, n in confused_pairs(X, y, classes, C)],
-            "train_seconds": round(time.perf_counter() - started, 3),
-        },
-    }
+    slugs = [str(s) for s in slugs]
+    chips = [str(c) for c in chips] if chips is not None else [str(i) for i in range(len(X))]
+    order = np.argsort(np.array(slugs), kind="stable")
+    classes, counts = np.unique(np.array(slugs)[order], return_counts=True)
+    model = Model(X=X[order], offsets=np.concatenate([[0], np.cumsum(counts)]), classes=[str(c) for c in classes],
+                  chips=[chips[i] for i in order], names={s: names.get(s, s) for s in map(str, classes)},
+                  rule=rule or {k: list(v) for k, v in RULE.items()})
+    model.meta = {"identities": len(model.classes), "samples": int(len(X)),
+                  "metrics": training_metrics(model, time.perf_counter() - started)}
     return model
+
+
+def training_metrics(model, seconds):
+    """The report page's numbers: photo counts, confused pairs, the threshold and why."""
+    thresholds = {n: decision_distance(model.rule, n) for n in (1, 3, 5, 20)}
+    t1, t5, t20 = (thresholds[n] for n in (1, 5, 20))
+    why = ("A face is named only when it is close to one KOL's average face and clearly closer to it than "
+           "to any other KOL; otherwise it is \"unknown\". The limits are fixed, not tuned on your KOLs: they "
+           "were chosen on thousands of photos of other people (half of them strangers) so that a KOL's photo "
+           "and a stranger's photo are equally unlikely to be answered wrongly.")
+    if t1 and t5 and t20:
+        why += (f" When no other KOL comes close, the limit is a distance of {t1:.2f} from a KOL with one "
+                f"photo, {t5:.2f} with five and {t20:.2f} with twenty (an average of many photos sits closer "
+                f"to every face, so its limit is tighter); when another KOL is nearly as close, the limit "
+                f"shrinks, down to about {decision_distance(model.rule, 5, 0.0):.2f}.")
+    few = [s for s, n in zip(model.classes, model.counts) if n < 3]
+    return {
+        "rule": "nearest centroid + calibrated open-set rule",
+        "cv_accuracy": cross_validated_accuracy(model),
+        "threshold": round(t5, 4) if t5 else None,
+        "thresholds_by_photos": {str(n): (round(t, 4) if t else None) for n, t in thresholds.items()},
+        "threshold_why": why,
+        "per_kol": {s: int(n) for s, n in zip(model.classes, model.counts)},
+        "few_photos": few,
+        "confused": [{"a": a, "b": b, "distance": d, "count": c} for a, b, d, c in confused_pairs(model)],
+        "train_seconds": round(seconds, 3),
+    }
+
+
+def compare(previous_meta, model):
+    """Plain comparison with the previous model's meta: KOLs added / removed, photo counts."""
+    if not previous_meta:
+        return None
+    before = (previous_meta.get("metrics") or {}).get("per_kol") or {}
+    after = model.meta["metrics"]["per_kol"]
+    return {"previous_version": previous_meta.get("version"),
+            "added": sorted(set(after) - set(before)), "removed": sorted(set(before) - set(after)),
+            "more_photos": sorted(s for s in after if s in before and after[s] > before[s]),
+            "fewer_photos": sorted(s for s in after if s in before and after[s] < before[s]),
+            "identities_before": previous_meta.get("identities"), "samples_before": previous_meta.get("samples")}
+
+
+def _write_model(path, model):
+    """Write ``model``'s arrays to ``path`` (``.npz``, uncompressed) atomically: temp file, fsync, rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, X=model.X, offsets=model.offsets, centroids=model.centroids,
+                     classes=np.array(model.classes, dtype=str).reshape(-1),
+                     chips=np.array(model.chips, dtype=str).reshape(-1),
+                     rule_right=np.array(model.rule["right"]), rule_stranger=np.array(model.rule["stranger"]))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 class ModelStore:
@@ -243,7 +482,12 @@ class ModelStore:
     def __init__(self, root):
         self.root = Path(root)
         self._cache = None
+        self._cache_key = None
         self._cache_lock = threading.Lock()
+
+    @property
+    def lock_path(self):
+        return self.root / ".lock"
 
     def current_version(self):
         """The version named by ``current``, or ``None`` when no model was trained yet."""
@@ -253,22 +497,41 @@ class ModelStore:
             return None
         return version if VERSION_RE.match(version) else None
 
-    def save(self, model):
-        """Write ``model`` as a new version and make it current (atomically). Returns the version."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        version = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-        folder = self.root / version
-        folder.mkdir()
-        import io
+    def versions(self):
+        """Stored versions, oldest first."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.is_dir() and VERSION_RE.match(p.name) and (p / "model.npz").exists())
 
-        buf = io.BytesIO()
-        np.savez(buf, X=model.X, y=model.y, classes=np.array(model.classes, dtype=str),
-                 params=np.array([model.C, model.threshold, model.slope]))
-        atomic_write_bytes(folder / "model.npz", buf.getvalue())
-        meta = dict(model.meta, version=version, names=model.names,
-                    created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        atomic_write_json(folder / "meta.json", meta)
-        with locked(self.root / ".lock"):
+    def save(self, model, allowed=None):
+        """Write ``model`` as a new version and make it current (atomically). Returns the version.
+
+        allowed: optional callable returning the set of slugs that may be stored; it is
+        called under the store's lock, so a KOL deleted meanwhile (see :meth:`forget`) is
+        never written back.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        with locked(self.lock_path):
+            if allowed is not None:
+                keep = set(allowed())
+                gone = [s for s in model.classes if s not in keep]
+                if gone:
+                    model = model.without(gone)
+                    model.meta = dict(model.meta, identities=len(model.classes), samples=int(len(model.X)))
+            while True:  # names sort by time: the suffix is the microsecond, in hex
+                now = datetime.now(timezone.utc)
+                version = now.strftime("%Y%m%d-%H%M%S-") + f"{now.microsecond:06x}"
+                folder = self.root / version
+                try:
+                    folder.mkdir()
+                    break
+                except FileExistsError:
+                    time.sleep(0.001)
+            _write_model(folder / "model.npz", model)
+            meta = dict(model.meta, version=version, names=model.names,
+                        created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            atomic_write_json(folder / "meta.json", meta)
             atomic_write_bytes(self.root / "current", version.encode())
         model.version, model.meta = version, meta
         return version
@@ -281,29 +544,161 @@ class ModelStore:
         return read_json(self.root / version / "meta.json")
 
     def load(self, version):
-        """Load and refit a saved model (arrays only, no pickle)."""
+        """Load a saved model: arrays only (no pickle), nothing refitted."""
         if not VERSION_RE.match(str(version)):
             raise UserError("No such model version.", 404)
         folder = self.root / version
         try:
             with np.load(folder / "model.npz", allow_pickle=False) as z:
-                X, y, classes, params = z["X"], z["y"], [str(c) for c in z["classes"]], z["params"]
+                arrays = {k: z[k] for k in z.files}
         except FileNotFoundError:
             raise UserError("No such model version.", 404) from None
         meta = read_json(folder / "meta.json", default={}) or {}
-        model = Model(X=X, y=y, classes=classes, names=meta.get("names", {}), C=float(params[0]),
-                      threshold=float(params[1]), slope=float(params[2]), version=version, meta=meta)
-        return model.fit()
+        return Model(X=arrays["X"], offsets=arrays["offsets"], centroids=arrays["centroids"],
+                     classes=arrays["classes"].tolist(), chips=arrays["chips"],
+                     names=meta.get("names", {}), version=version, meta=meta,
+                     rule={"right": arrays["rule_right"].tolist(), "stranger": arrays["rule_stranger"].tolist()})
 
     def current(self):
-        """The current model, loaded once and reloaded when ``current`` changes; ``None`` if none yet.
+        """The current model, loaded once and reloaded when ``current`` or its file changes; ``None`` if none.
 
-        Cheap to call before every prediction: one small file read when nothing changed.
+        Cheap to call before every prediction: one small file read and one ``stat``.
         """
         version = self.current_version()
         if version is None:
             return None
+        try:
+            st = (self.root / version / "model.npz").stat()
+        except FileNotFoundError:
+            return None
+        key = (version, st.st_ino, st.st_mtime_ns, st.st_size)
         with self._cache_lock:
-            if self._cache is None or self._cache.version != version:
+            if self._cache is None or self._cache_key != key:
                 self._cache = self.load(version)
+                self._cache_key = key
             return self._cache
+
+    def forget(self, slug):
+        """Remove the KOL ``slug`` from every stored version (each file rewritten atomically).
+
+        Returns the versions that held it. The next :meth:`current` in any process
+        reloads the rewritten file.
+        """
+        changed = []
+        with locked(self.lock_path):
+            for version in self.versions():
+                folder = self.root / version
+                with np.load(folder / "model.npz", allow_pickle=False) as z:
+                    if slug not in set(z["classes"].tolist()):
+                        continue
+                model = self.load(version)
+                slim = model.without([slug])
+                _write_model(folder / "model.npz", slim)
+                meta = read_json(folder / "meta.json", default={}) or {}
+                meta.get("names", {}).pop(slug, None)
+                metrics = meta.get("metrics") or {}
+                (metrics.get("per_kol") or {}).pop(slug, None)
+                if isinstance(metrics.get("few_photos"), list):
+                    metrics["few_photos"] = [s for s in metrics["few_photos"] if s != slug]
+                metrics["confused"] = [p for p in metrics.get("confused") or [] if slug not in (p.get("a"), p.get("b"))]
+                meta.update(identities=len(slim.classes), samples=int(len(slim.X)))
+                atomic_write_json(folder / "meta.json", meta)
+                changed.append(version)
+        with self._cache_lock:
+            self._cache = self._cache_key = None
+        return changed
+
+    def prune(self, keep=KEEP_VERSIONS):
+        """Delete all but the ``keep`` newest versions; the current one is never deleted. Returns the deleted."""
+        keep = max(1, int(keep))
+        deleted = []
+        with locked(self.lock_path):
+            current = self.current_version()
+            versions = self.versions()
+            for version in versions[:max(0, len(versions) - keep)]:
+                if version != current:
+                    shutil.rmtree(self.root / version, ignore_errors=True)
+                    deleted.append(version)
+        return deleted
+
+    def switch(self, version):
+        """Make a stored ``version`` current; :class:`UserError` (404) if it does not exist."""
+        if not VERSION_RE.match(str(version)) or not (self.root / str(version) / "model.npz").exists():
+            raise UserError("No such model version.", 404)
+        with locked(self.lock_path):
+            atomic_write_bytes(self.root / "current", str(version).encode())
+        return version
+
+
+@contextlib.contextmanager
+def training_lock(root):
+    """One training at a time across processes: a non-blocking ``flock`` on ``root/.train.lock``.
+
+    Raises :class:`UserError` (409) when another training holds it.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".train.lock", "a+b") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise UserError("A training is already running: wait for it to finish, then train again.",
+                                409) from None
+            raise
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def retrain(pool, store, progress=None, full=False, keep=None):
+    """The whole training step: lock, read the pool under its lock, train, save, prune.
+
+    pool: :class:`shared.pool.Pool`; store: :class:`ModelStore`; progress: optional
+    ``progress(done, total)``; full: re-read every embedding from the pool instead of
+    reusing the current model's rows for chips it already holds (the default, incremental:
+    only new chips are read); keep: versions kept by :meth:`ModelStore.prune`
+    (default ``KOL_KEEP_MODELS`` from the environment, else :data:`KEEP_VERSIONS`).
+
+    Returns ``{"model_version", "identities", "samples", "metrics"}``.
+    Raises :class:`UserError` 409 when another training is running or the pool is empty.
+    """
+    from .pool import chip_embedding
+
+    progress = progress or (lambda done, total: None)
+    keep = keep if keep is not None else int(os.environ.get("KOL_KEEP_MODELS", KEEP_VERSIONS))
+    with training_lock(store.root):
+        progress(0, 3)
+        previous = None if full else store.current()
+        reuse = {}
+        if previous is not None:
+            reuse = {(s, c): r for s, lo, hi in zip(previous.classes, previous.offsets[:-1], previous.offsets[1:])
+                     for c, r in zip(previous.chips[lo:hi], range(lo, hi))}
+        with locked(pool.lock_path):
+            kols = pool.kols()
+            names = {slug: info["name"] for slug, info in kols.items()}
+            rows, slugs, chips, read = [], [], [], 0
+            for slug, info in kols.items():
+                for cid in info["chips"]:
+                    r = reuse.get((slug, cid))
+                    if r is not None:
+                        rows.append(previous.X[r])
+                    else:
+                        rows.append(chip_embedding(pool.root / slug / f"{cid}.png"))
+                        read += 1
+                    slugs.append(slug)
+                    chips.append(cid)
+        progress(1, 3)
+        if not rows:
+            raise UserError("The training pool is empty: import some KOLs first.", 409)
+        model = train(np.array(rows, dtype=np.float32), slugs, names, chips=chips)
+        model.meta["metrics"]["incremental"] = {"reused": len(rows) - read, "read": read}
+        model.meta["metrics"]["compared"] = compare(store.meta(), model)
+        progress(2, 3)
+        version = store.save(model, allowed=lambda: set(pool.kols()))
+        store.prune(keep)
+        progress(3, 3)
+        saved = store.meta(version) or model.meta
+        return {"model_version": version, "identities": saved["identities"],
+                "samples": saved["samples"], "metrics": saved["metrics"]}

@@ -151,13 +151,95 @@ def embed(chips):
     return np.array(vectors, dtype=np.float64)
 
 
-def analyze(rgb, upsample=1, scale=1.0, boxes=None):
+#: Tight-crop fallback: the photo is resized so its longer side is this many pixels and padded
+#: on every side; these tries run in order (padding as a fraction of that side, how the border
+#: is filled, HOG upsampling steps) until one finds a face.
+TIGHT_SIDE = 240
+#: (A fourth try, grey border with upsampling, found "faces" in random noise: left out.)
+TIGHT_TRIES = ((0.2, cv2.BORDER_REPLICATE, 0), (0.4, cv2.BORDER_CONSTANT, 0), (0.2, cv2.BORDER_REPLICATE, 1))
+#: A photo that is only a face: the face box assumed for direct alignment, as fractions of the
+#: photo's ``(top, right, bottom, left)`` (fits dlib-style chips and 112/160 px aligned crops).
+FULL_FRAME_BOX = (0.05, 0.95, 1.0, 0.05)
+#: Direct alignment is kept only if the detector scores the aligned crop at least this high
+#: (its usual cut-off is 0; blank, noise and background crops score nothing above -1).
+FULL_FRAME_MIN_SCORE = -0.6
+
+
+def _padded(rgb, pad, mode=cv2.BORDER_REPLICATE):
+    return cv2.copyMakeBorder(np.ascontiguousarray(rgb), pad, pad, pad, pad, mode, value=(127, 127, 127))
+
+
+def _face_from_padded(rgb, padded, pad, box):
+    """One :class:`Face` for ``box`` given in ``padded``'s pixels (``padded`` = ``rgb`` with ``pad`` px
+    added on each side); its reported box is mapped back to ``rgb`` and clipped to it."""
+    chip = align(padded, [box])[0]
+    height, width = rgb.shape[:2]
+    top, right, bottom, left = (int(v) - pad for v in box)
+    clipped = (max(0, top), min(width - 1, right), min(height - 1, bottom), max(0, left))
+    return Face(clipped, chip, embed([chip])[0])
+
+
+def tight_faces(rgb):
+    """Faces of a photo that is (almost) only a face, where plain detection found none.
+
+    rgb: ``(H, W, 3)`` RGB ``uint8``. Two tries, cheapest first:
+
+    1. the photo is resized to :data:`TIGHT_SIDE` px on its longer side, padded on every side
+       and searched again (:data:`TIGHT_TRIES`): the detector needs some margin around a face
+       to find it, which a tight crop cuts away;
+    2. if still nothing and the photo is roughly square (aspect within 1:2), the face is
+       assumed to fill it (:data:`FULL_FRAME_BOX`), aligned directly, and kept only if the
+       detector then scores the aligned crop at least :data:`FULL_FRAME_MIN_SCORE`
+       (so a photo of a wall stays faceless).
+
+    Returns a list of :class:`Face` (boxes in ``rgb``'s pixels, clipped to it), largest first.
+    Costs a few small (~300-400 px) detection passes for photos with no face at all.
+    """
+    height, width = rgb.shape[:2]
+    if min(height, width) < 24:
+        return []
+    f = TIGHT_SIDE / max(height, width)
+    small = cv2.resize(rgb, (max(1, round(width * f)), max(1, round(height * f))),
+                       interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+    for pad_fraction, mode, upsample in TIGHT_TRIES:
+        pad_small = int(round(pad_fraction * TIGHT_SIDE))
+        rects = detector()(_padded(small, pad_small, mode), upsample)
+        if len(rects):
+            big_pad = int(round(pad_small / f))
+            padded = _padded(rgb, big_pad, mode)
+            # a rect is in padded-small pixels; / f gives padded-big pixels (big_pad = pad_small / f)
+            found = [_face_from_padded(rgb, padded, big_pad, tuple(
+                int(round(v / f)) for v in (r.top(), r.right(), r.bottom(), r.left()))) for r in rects]
+            found = [x for x in found if x.area > 0]
+            found.sort(key=lambda x: x.area, reverse=True)
+            return found
+    if not 0.5 <= height / width <= 2.0:
+        return []
+    big_pad = int(round(0.4 * max(height, width)))
+    padded = _padded(rgb, big_pad)
+    t, r, b, l = FULL_FRAME_BOX
+    box = (int(t * height) + big_pad, int(r * width) + big_pad, int(b * height) + big_pad, int(l * width) + big_pad)
+    shape = landmarks(padded, box)
+    dlib = models().dlib
+    for size, padding in ((200, 0.5), (150, 0.25), (200, 0.8)):
+        check = np.ascontiguousarray(dlib.get_face_chip(padded, shape, size=size, padding=padding))
+        _, scores, _ = detector().run(check, 0, FULL_FRAME_MIN_SCORE)
+        if len(scores):
+            return [_face_from_padded(rgb, padded, big_pad, box)]
+    return []
+
+
+def analyze(rgb, upsample=1, scale=1.0, boxes=None, tight=True):
     """Detect (unless ``boxes`` is given), align and embed every face in ``rgb``.
 
+    tight: when no face is found (or ``boxes`` is empty), try :func:`tight_faces`, for photos
+        that are only a face (aligned 112/150/160 px crops, headshots cut at the chin).
     Returns a list of :class:`Face`, largest face first.
     """
     if boxes is None:
         boxes = detect(rgb, upsample=upsample, scale=scale)
+    if not len(boxes):
+        return tight_faces(rgb) if tight else []
     chips = align(rgb, boxes)
     vectors = embed(chips)
     return [Face(tuple(b), c, v) for b, c, v in zip(boxes, chips, vectors)]

@@ -83,3 +83,34 @@ def test_sharpness_drops_with_blur():
 @pytest.mark.parametrize("shape", [(1, 1, 3), (5, 800, 3)])
 def test_degenerate_images_do_not_crash(shape):
     assert faces.detect(np.zeros(shape, np.uint8)) == []
+
+
+@pytest.mark.parametrize("person, path", [("obama", KNN / "train" / "obama" / "obama.jpg"),
+                                          ("ben", FIVE / "ben_afflek" / "train_1.jpg"),
+                                          ("elton", FIVE / "elton_john" / "train_1.jpg")])
+def test_tight_crops_give_one_face_of_the_same_person(person, path):
+    rgb = load_image(path)
+    original = faces.analyze(rgb)[0]
+    shape = faces.landmarks(rgb, original.box)
+    dlib = faces.models().dlib
+    top, right, bottom, left = original.box
+    crops = {"box": rgb[top:bottom + 1, left:right + 1],
+             "aligned112": dlib.get_face_chip(rgb, shape, size=112, padding=0.1),
+             "aligned160": dlib.get_face_chip(rgb, shape, size=160, padding=0.3),
+             "chip": original.chip}
+    for name, crop in crops.items():
+        crop = np.ascontiguousarray(crop)
+        found = faces.analyze(crop)
+        assert len(found) == 1, (person, name)
+        t, r, b, l = found[0].box
+        assert 0 <= t < b < crop.shape[0] and 0 <= l < r < crop.shape[1]
+        assert np.linalg.norm(found[0].embedding - original.embedding) < 0.6, (person, name)
+
+
+def test_faceless_photos_stay_faceless_with_the_tight_fallback():
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 255, (150, 150, 3), dtype=np.uint8)
+    wall = np.ascontiguousarray(load_image(KNN / "train" / "obama" / "obama.jpg")[:120, :120])
+    gradient = np.dstack([np.tile(np.linspace(0, 255, 160), (160, 1)).astype(np.uint8)] * 3)
+    for rgb in (noise, wall, gradient):
+        assert faces.detect(rgb) == [] and faces.analyze(rgb) == []

@@ -1,0 +1,94 @@
+"""Embeddings of every lfw_dev photo, computed once and cached under ``bench/out/lfw_cache/``.
+
+    .venv/bin/python bench/lfw_cache.py        # fill the cache (2 worker processes)
+
+Each photo is keyed by the SHA-1 of its bytes: ``bench/out/lfw_cache/<sha1>.npz`` holds
+``boxes`` ``(F, 4)`` (top, right, bottom, left) and ``embeddings`` ``(F, 128)`` of every face
+found by the app's own path (:func:`shared.faces.analyze`, HOG with one upsampling step;
+a second pass with two steps when the first finds nothing). LFW photos are 250x250 with the
+photo's subject centred, so :func:`subject` picks the face nearest the centre.
+"""
+import hashlib
+import io
+import multiprocessing
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import ROOT, SHARED_DATA
+
+LFW = SHARED_DATA / "faces" / "lfw_dev"
+CACHE = ROOT / "bench" / "out" / "lfw_cache"
+
+
+def photos():
+    """``[(person, path)]`` for every lfw_dev photo, sorted."""
+    return [(p.name, f) for p in sorted(x for x in LFW.iterdir() if x.is_dir()) for f in sorted(p.glob("*.jpg"))]
+
+
+def _key(path):
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
+def _compute(path):
+    sys.path.insert(0, str(ROOT))
+    from threadpoolctl import threadpool_limits
+
+    from shared import faces, images
+
+    threadpool_limits(limits=1)
+    rgb = images.load_image(path)
+    found = faces.analyze(rgb, upsample=1) or faces.analyze(rgb, upsample=2)
+    boxes = np.array([f.box for f in found], dtype=np.int64).reshape(-1, 4)
+    emb = np.array([f.embedding for f in found], dtype=np.float64).reshape(-1, 128)
+    buf = io.BytesIO()
+    np.savez(buf, boxes=boxes, embeddings=emb, shape=np.array(rgb.shape[:2]))
+    target = CACHE / f"{_key(path)}.npz"
+    tmp = target.with_suffix(".tmp")
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(target)
+    return str(path)
+
+
+def fill(workers=2):
+    CACHE.mkdir(parents=True, exist_ok=True)
+    todo = [str(f) for _, f in photos() if not (CACHE / f"{_key(f)}.npz").exists()]
+    if not todo:
+        return 0
+    started = time.perf_counter()
+    print(f"embedding {len(todo)} lfw_dev photos into {CACHE} ...", flush=True)
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        for i, _ in enumerate(pool.imap_unordered(_compute, todo, chunksize=4), 1):
+            if i % 200 == 0:
+                print(f"  {i}/{len(todo)} ({time.perf_counter() - started:.0f} s)", flush=True)
+    return len(todo)
+
+
+def subject(entry):
+    """The embedding of the face nearest the photo's centre, or ``None`` when no face was found."""
+    boxes, emb, shape = entry
+    if not len(boxes):
+        return None
+    h, w = shape
+    cy = (boxes[:, 0] + boxes[:, 2]) / 2 - h / 2
+    cx = (boxes[:, 1] + boxes[:, 3]) / 2 - w / 2
+    return emb[int(np.argmin(cy ** 2 + cx ** 2))]
+
+
+def load():
+    """``[(person, file name, subject embedding or None, number of faces)]`` for every photo (cache filled first)."""
+    fill()
+    out = []
+    for person, f in photos():
+        with np.load(CACHE / f"{_key(f)}.npz", allow_pickle=False) as z:
+            entry = (z["boxes"], z["embeddings"], z["shape"])
+        out.append((person, f.name, subject(entry), len(entry[0])))
+    return out
+
+
+if __name__ == "__main__":
+    n = fill()
+    rows = load()
+    print(f"{len(rows)} photos, {n} newly embedded, no face in {sum(r[2] is None for r in rows)}")
