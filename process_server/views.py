@@ -328,9 +328,9 @@ def import_result():
 
 
 # -- R7: train ---------------------------------------------------------------------------------
-def _train_work(pool_obj, store_obj):
+def _train_work(pool_obj, store_obj, keep):
     def work(progress):
-        return classifier.retrain(pool_obj, store_obj, progress)
+        return classifier.retrain(pool_obj, store_obj, progress, keep=keep)
     return work
 
 
@@ -342,7 +342,7 @@ def train_model():
     if request.method == "POST":
         if not pool().stats()["chips"]:
             raise UserError("The training pool is empty: import some KOLs first.", 409)
-        store.start(job, "train", _train_work(pool(), models()))
+        store.start(job, "train", _train_work(pool(), models(), current_app.config["MODEL_VERSIONS_KEEP"] or 10 ** 6))
         return _started(job)
     record = state["steps"].get("train") or {}
     if record.get("state") in ("running", "queued") and not wants_json():

@@ -659,7 +659,7 @@ def retrain(pool, store, progress=None, full=False, keep=None):
     ``progress(done, total)``; full: re-read every embedding from the pool instead of
     reusing the current model's rows for chips it already holds (the default, incremental:
     only new chips are read); keep: versions kept by :meth:`ModelStore.prune`
-    (default ``KOL_KEEP_MODELS`` from the environment, else :data:`KEEP_VERSIONS`).
+    (default :data:`KEEP_VERSIONS`; the servers pass their ``MODEL_VERSIONS_KEEP`` setting).
 
     Returns ``{"model_version", "identities", "samples", "metrics"}``.
     Raises :class:`UserError` 409 when another training is running or the pool is empty.
@@ -667,7 +667,7 @@ def retrain(pool, store, progress=None, full=False, keep=None):
     from .pool import chip_embedding
 
     progress = progress or (lambda done, total: None)
-    keep = keep if keep is not None else int(os.environ.get("KOL_KEEP_MODELS", KEEP_VERSIONS))
+    keep = KEEP_VERSIONS if keep is None else keep
     with training_lock(store.root):
         progress(0, 3)
         previous = None if full else store.current()

@@ -83,33 +83,15 @@ def sweep_old_jobs(root, max_age_days, now=None):
     return sorted(deleted)
 
 
-def old_model_versions(root, keep):
-    """The model versions under ``root`` (``data/models``) that :func:`prune_models` would delete:
-    all but the newest ``keep`` by name, never the current one, oldest first. ``keep`` 0: none."""
-    from .classifier import VERSION_RE
-
-    root = Path(root)
-    if not keep or not root.is_dir():
-        return []
-    try:
-        current = (root / "current").read_text().strip()
-    except FileNotFoundError:
-        current = None
-    versions = sorted(e.name for e in root.iterdir() if VERSION_RE.match(e.name) and e.is_dir())
-    return [v for v in versions[:-keep] if v != current]
-
-
 def prune_models(root, keep):
-    """Delete the versions :func:`old_model_versions` names, under the model store's lock (so the
-    ``current`` file cannot change meanwhile). Returns the versions deleted, oldest first."""
-    root = Path(root)
-    if not keep or not root.is_dir():
+    """Delete all model versions under ``root`` (``data/models``) but the newest ``keep``, never the
+    current one (:meth:`shared.classifier.ModelStore.prune`). ``keep`` 0: none. Returns the versions
+    deleted, oldest first."""
+    from .classifier import ModelStore
+
+    if not keep or not Path(root).is_dir():
         return []
-    with locked(root / ".lock"):
-        doomed = old_model_versions(root, keep)
-        for version in doomed:
-            shutil.rmtree(root / version, ignore_errors=True)
-    return doomed
+    return ModelStore(root).prune(keep)
 
 
 def run(data_dir, config, now=None):
