@@ -137,8 +137,8 @@ def start_step(conn, store, job_id, step, options=None, plan=None):
         record = {"state": "queued", "done": 0, "total": 0, "error": None, "status": None,
                   "started": now_iso(), "finished": None, "summary": {}}
         if step == "align":
-            chunk_ids = [_rq_id(job_id, step, f".{i}") for i in range(len(plan["chunks"]))]
-            finish_id = _rq_id(job_id, step, ".finish")
+            chunk_ids = [_rq_id(job_id, step, f"_{i}") for i in range(len(plan["chunks"]))]
+            finish_id = _rq_id(job_id, step, "_finish")
             record.update(rq=chunk_ids + [finish_id], weights=plan["weights"], total=plan["total"])
         else:
             record.update(rq=[_rq_id(job_id, step)])
@@ -152,7 +152,8 @@ def start_step(conn, store, job_id, step, options=None, plan=None):
                     chunks = q.enqueue_many([
                         Queue.prepare_data(align_chunk_task, (job_id, i, items), job_id=rid,
                                            description=f"align {job_id} part {i + 1}/{len(chunk_ids)}",
-                                           **_options("align"))
+                                           timeout=TIMEOUTS["align"], retry=Retry(max=RETRIES),
+                                           result_ttl=RESULT_TTL_S, failure_ttl=FAILURE_TTL_S)
                         for i, (rid, items) in enumerate(zip(chunk_ids, plan["chunks"]))], pipeline=pipe)
                     pipe.execute()
                 queue(conn, "quick").enqueue(step_task, job_id, "align", {"chunks": len(chunk_ids)},

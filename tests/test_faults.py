@@ -253,7 +253,7 @@ def test_worker_killed_on_every_try_ends_failed_with_a_sentence(servers):
     assert p["state"] == "failed" and "interrupted" in p["error"] and "tried again" in p["error"], p
     assert time.monotonic() - started < 60
     assert model_state(data_dir) == model_before
-    page = requests.get(servers.urls["process"] + "/", params={"job": job}, timeout=30).text
+    page = servers.http.get(servers.urls["process"] + "/", params={"job": job}, timeout=30).text
     assert "interrupted" in page and "failed" in page
     servers.workers.add()
     assert post(servers, "/train_model", job=job).status_code == 202
@@ -291,7 +291,7 @@ def test_redis_stopped_pages_answer_503_and_work_resumes(tmp_path, monkeypatch):
                 r = post(servers, path, **data)
             assert r.status_code == 503 and "queue is not answering" in r.json()["error"], (path, r.text[:300])
             assert time.monotonic() - t < 10
-            page = getattr(requests, method)(servers.urls["process"] + path, params=data if method == "get" else None,
+            page = getattr(servers.http, method)(servers.urls["process"] + path, params=data if method == "get" else None,
                                              data=data if method == "post" else None, timeout=30)
             assert page.status_code == 503 and "<html" in page.text and "Nothing was lost" in page.text
         assert servers.health_ok("process")

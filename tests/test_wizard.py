@@ -192,27 +192,27 @@ def test_photo_wizard_end_to_end(live_servers, photo_zip):
     assert result["identities"] == 4 and slug not in result["metrics"]["per_kol"]
 
     # "train now" without a job: a training of the pool as it is, with its own progress page
-    r = requests.post(f"{s.urls['process']}/train_model", allow_redirects=False, timeout=30)
+    r = s.http.post(f"{s.urls['process']}/train_model", allow_redirects=False, timeout=30)
     assert r.status_code == 303 and "/processingProgress?job=" in r.headers["Location"], r.text
     pool_job = r.headers["Location"].rsplit("=", 1)[1]
     assert pool_job != job
     p = wait(s, pool_job, "train")
     assert p["state"] == "done" and p["done"] == p["total"] == 3, p
-    retrained = requests.get(f"{s.urls['process']}/train_model", params={"job": pool_job}, headers=JSON,
+    retrained = s.http.get(f"{s.urls['process']}/train_model", params={"job": pool_job}, headers=JSON,
                              timeout=10).json()
     assert retrained["identities"] == 4 and retrained["model_version"] != result["model_version"]
-    assert requests.get(f"{s.urls['main']}/", headers=JSON, timeout=10).json()["model"]["version"] == \
+    assert s.http.get(f"{s.urls['main']}/", headers=JSON, timeout=10).json()["model"]["version"] == \
         retrained["model_version"]
     # the jobs list shows both jobs and the queue; a finished job is deleted with its folder
-    listing = requests.get(f"{s.urls['process']}/", headers=JSON, timeout=10).json()
+    listing = s.http.get(f"{s.urls['process']}/", headers=JSON, timeout=10).json()
     assert {j["job"] for j in listing["jobs"]} >= {job, pool_job}
     assert [q["name"] for q in listing["queue"]["queues"]] == ["quick", "train", "align"]
     assert sum(q["finished"] for q in listing["queue"]["queues"]) >= 4
     assert any(w["alive"] for w in listing["queue"]["workers"])
-    r = requests.post(f"{s.urls['process']}/delete_job", data={"job": pool_job}, headers=JSON, timeout=30)
+    r = s.http.post(f"{s.urls['process']}/delete_job", data={"job": pool_job}, headers=JSON, timeout=30)
     assert r.status_code == 200 and r.json() == {"deleted": pool_job}
     assert not (s.data_dir / "jobs" / pool_job).exists()
-    assert requests.get(f"{s.urls['process']}/processingProgress", params={"job": pool_job}, headers=JSON,
+    assert s.http.get(f"{s.urls['process']}/processingProgress", params={"job": pool_job}, headers=JSON,
                         timeout=10).status_code == 404
 
 
@@ -247,14 +247,14 @@ def test_two_jobs_at_once_do_not_mix_and_one_step_at_a_time(live_servers):
     assert post(s, "/align", job=job).status_code == 202
     r = post(s, "/align", job=job)
     assert r.status_code == 409 and "still running" in r.json()["error"]  # already running
-    p = requests.get(f"{s.urls['process']}/processingProgress", params={"job": other}, headers=JSON, timeout=10).json()
+    p = s.http.get(f"{s.urls['process']}/processingProgress", params={"job": other}, headers=JSON, timeout=10).json()
     assert p == {"job": other, "stage": "align", "state": "queued", "done": 0, "total": 0, "error": None}
     assert post(s, "/align", job=other).status_code == 202
     p, q = wait(s, job, "align"), wait(s, other, "align")
     assert p["state"] == q["state"] == "done" and p["total"] == len(members) and q["total"] == 3
-    a = requests.get(f"{s.urls['process']}/align", params={"job": other}, headers=JSON, timeout=10).json()
+    a = s.http.get(f"{s.urls['process']}/align", params={"job": other}, headers=JSON, timeout=10).json()
     assert list(a["kols"]) == ["ben"] and a["kols"]["ben"]["sources"] == 3
-    b = requests.get(f"{s.urls['process']}/align", params={"job": job}, headers=JSON, timeout=10).json()
+    b = s.http.get(f"{s.urls['process']}/align", params={"job": job}, headers=JSON, timeout=10).json()
     assert sorted(b["kols"]) == sorted(list(five_celebs_photos())[:2])
     assert sum(k["sources"] for k in b["kols"].values()) == len(members)
 
