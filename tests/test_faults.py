@@ -151,11 +151,15 @@ def _prepare(data_dir, step):
 def _queue_jobs(servers, job, step):
     from shared.jobs import JobStore
 
-    return JobStore(servers.data_dir / "jobs").state(job)["steps"][step]["rq"]
+    return (JobStore(servers.data_dir / "jobs").state(job)["steps"].get(step) or {}).get("rq") or []
 
 
 def _worker_running(servers, job, step, timeout=180):
-    """The worker process (``Popen``) running work of this step now, and the queue job's id."""
+    """The worker process (``Popen``) running work of this step now (its queue job started), and the
+    queue job's id. (A kill between a worker taking a job and starting it is RQ's own case: the job
+    waits in RQ's intermediate queue and is retried after a minute; not what these tests look at.)"""
+    from rq.job import Job
+
     from shared import queue
 
     conn = queue.connect(servers.redis_url)
@@ -163,7 +167,7 @@ def _worker_running(servers, job, step, timeout=180):
     while True:
         ids = set(_queue_jobs(servers, job, step))
         for w in queue.overview(conn)["workers"]:
-            if w["alive"] and w["job"] in ids:
+            if w["alive"] and w["job"] in ids and Job.fetch(w["job"], connection=conn).get_status() == "started":
                 proc = next((p for p in servers.workers.procs if p.pid == w["pid"] and p.poll() is None), None)
                 if proc is not None:
                     return proc, w["job"]
