@@ -213,6 +213,7 @@ def test_align_progress_comes_from_the_queue_and_parts_are_put_together(data_dir
         time.sleep(0.05)
     assert p["state"] == "done" and p["done"] == 20, p
     assert seen == sorted(seen) and len({d for d in seen if 0 < d < 20}) >= 2, seen  # it climbed in steps
+    assert any(d % 4 for d in seen), seen  # within a chunk too: the running queue job's meta
     result = store.read(job, "align")
     state = store.state(job)
     assert [[s["name"] for s in k["sources"]] for k in result["kols"]] == \
