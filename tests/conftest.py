@@ -55,9 +55,10 @@ def redis_url(redis_server):
 
 
 @pytest.fixture
-def queue_workers(data_dir, redis_url, tmp_path):
-    """One real worker process (``python -m process_server.worker``) for this test's data folder and Redis."""
-    workers = Workers(data_dir, redis_url, tmp_path / "worker.log", count=1)
+def queue_workers(data_dir, redis_url, tmp_path_factory):
+    """One real worker process (``python -m process_server.worker``) for this test's data folder and Redis
+    (its log in a folder of its own, outside the test's ``tmp_path``)."""
+    workers = Workers(data_dir, redis_url, tmp_path_factory.mktemp("worker") / "worker.log", count=1)
     yield workers
     workers.stop()
 
