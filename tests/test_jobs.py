@@ -251,3 +251,29 @@ def test_concurrent_record_writes_never_corrupt_state(data_dir, store):
     r.join()
     assert errors == []
     assert {n: store.state(job)["steps"][f"s{n}"]["done"] for n in range(3)} == {0: 59, 1: 59, 2: 59}
+
+
+def test_a_worker_on_another_machines_mount_of_the_data_folder(data_dir, store, conn, redis_url, tmp_path):
+    """A worker that shares nothing with the server but Redis and the data folder, reached by another
+    path (as an NFS mount on a second machine would be): it does the work, and nothing it writes
+    names its own path."""
+    from .servers import Workers
+
+    mount = tmp_path / "mnt" / "kol-data"
+    mount.parent.mkdir()
+    job = _synth.aligned_job(data_dir, kols=("Ann", "Bob"), per_kol=4)
+    mount.symlink_to(data_dir.resolve(), target_is_directory=True)
+    workers = Workers(mount, redis_url, tmp_path / "remote.log")
+    try:
+        queue.start_step(conn, store, job, "clean", {"remove": [], "keep": []})
+        assert wait_end(conn, store, job, "clean")["state"] == "done"
+        from rq.job import Job
+
+        rq_id = store.state(job)["steps"]["clean"]["rq"][0]
+        worker = Job.fetch(rq_id, connection=conn).worker_name
+        assert worker and all(w["name"] != worker or w["pid"] == workers.procs[0].pid
+                              for w in queue.overview(conn)["workers"])
+    finally:
+        workers.stop()
+    written = (store.folder(job) / "state.json").read_text() + (store.folder(job) / "clean.json").read_text()
+    assert "mnt" not in written and str(data_dir) not in written
