@@ -59,12 +59,39 @@ def run(n_workers, paths, chunk, base, redis):
         p = queue.wait(conn, store, job, "align", timeout=1800)
         elapsed = time.perf_counter() - t
         assert p["state"] == "done", p
+        from rq.job import Job
+
+        parts = [j for j in Job.fetch_many(store.state(job)["steps"]["align"]["rq"][:-1], connection=conn) if j]
+        busy = sum((j.ended_at - j.started_at).total_seconds() for j in parts if j.ended_at and j.started_at)
         result = store.read(job, "align")
         crops = sum(len(s["crops"]) for k in result["kols"] for s in k["sources"])
         return {"workers": n_workers, "photos": len(paths), "chunks": len(plan["chunks"]), "seconds": elapsed,
-                "photos_per_s": len(paths) / elapsed, "faces": crops}
+                "photos_per_s": len(paths) / elapsed, "faces": crops,
+                "workers_used": len({j.worker_name for j in parts}), "chunk_seconds": busy}
     finally:
         workers.stop()
+
+
+def _spin(_):
+    x = 0
+    for i in range(6_000_000):
+        x += i
+    return x
+
+
+def machine_scaling():
+    """Throughput of 2 busy processes over 1 on this machine now (the most 2 workers could gain here)."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        pool.map(_spin, range(2))  # start both
+        t = time.perf_counter()
+        _spin(0)
+        one = time.perf_counter() - t
+        t = time.perf_counter()
+        pool.map(_spin, range(2))
+        two = time.perf_counter() - t
+    return 2 * one / two
 
 
 def main():
@@ -79,14 +106,19 @@ def main():
         base = Path(tmp)
         redis = RedisServer(base / "redis")
         try:
+            before = machine_scaling()
             rows = [run(n, paths, args.chunk, base, redis) for n in (1, 2)]
+            after = machine_scaling()
         finally:
             redis.stop()
     for r in rows:
         print(f"{r['workers']} worker(s): {r['photos']} photos in {r['chunks']} chunks, {r['seconds']:.1f} s, "
-              f"{r['photos_per_s']:.2f} photos/s, {r['faces']} faces")
+              f"{r['photos_per_s']:.2f} photos/s, {r['faces']} faces; chunks ran on {r['workers_used']} worker(s), "
+              f"{r['chunk_seconds']:.1f} s of chunk work in all")
     print(f"2 workers / 1 worker: {rows[1]['photos_per_s'] / rows[0]['photos_per_s']:.2f}x "
           f"(same photos, same run; faces found {rows[0]['faces']} vs {rows[1]['faces']})")
+    print(f"this machine now, 2 busy processes / 1 (plain Python loop, before and after): "
+          f"{before:.2f}x, {after:.2f}x: the most a second worker could add here")
 
 
 if __name__ == "__main__":
