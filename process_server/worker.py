@@ -38,8 +38,8 @@ def main(argv=None):
     count = args.workers or parallel.workers()
     if count == 1:
         redis_url, data_dir = _settings()
-        ok = queue.work(redis_url, data_dir, burst=args.burst, preload=not args.no_preload)
-        return 0 if ok or not args.burst else 0
+        queue.work(redis_url, data_dir, burst=args.burst, preload=not args.no_preload)
+        return 0
     return supervise(count, args)
 
 
