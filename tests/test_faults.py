@@ -236,6 +236,28 @@ def test_sigkill_worker_mid_step_is_retried_on_another(servers, step):
     assert on_disk == listed
 
 
+def test_sigkill_of_the_job_process_alone_is_seen_by_its_worker_and_retried(servers):
+    """Only the child process running the job dies (out of memory, a crash in native code): its own
+    worker sees it at once and the job is tried again; the training then finishes."""
+    from .servers import process_tree
+
+    data_dir = servers.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    job = _prepare(data_dir, "train")
+    model_before = model_state(data_dir)
+    servers.start("process")
+    assert post(servers, "/train_model", job=job).status_code == 202
+    worker, rq_id = _worker_running(servers, job, "train")
+    children = process_tree(worker.pid)[1:]
+    assert children, "the worker runs its job in a child process"
+    for pid in children:
+        os.kill(pid, 9)
+    p = wait_state(servers, job, "train", ("done", "failed"), timeout=180)
+    assert p["state"] == "done", p
+    assert worker.poll() is None and _retries_left(servers, rq_id) == 0
+    assert model_state(data_dir)[0] != model_before[0] and model_state(data_dir)[1] == len(KOLS)
+
+
 def test_worker_killed_on_every_try_ends_failed_with_a_sentence(servers):
     """Both tries of a training die with their workers: the step is reported failed with a sentence
     within seconds (the process server finds the abandoned work itself when no worker is left),
