@@ -10,6 +10,7 @@ the steps around them that involve faces or other stores:
 - :func:`import_warnings`: before an import, the job's KOLs that are already in the
   pool under a slightly different name, or whose faces match a pool KOL's faces.
 """
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -83,8 +84,9 @@ def add_photos(pool, slug, files, work, progress=None):
 
 
 def delete_kol(pool, slug, models=None, jobs=None):
-    """Delete the KOL ``slug`` for good: from the pool, from the job folders (their copies
-    of the photos) and, when the model store offers ``forget``, from every model version.
+    """Delete the KOL ``slug`` for good: from the pool, from the job folders of ``jobs`` (a
+    :class:`shared.jobs.JobStore`; their copies of the photos) and from every model version of
+    ``models`` (a :class:`shared.classifier.ModelStore`), so the next prediction cannot name them.
 
     Returns the KOL's display name. :class:`UserError` 404 for an unknown KOL.
     """
@@ -94,10 +96,32 @@ def delete_kol(pool, slug, models=None, jobs=None):
     name = pool.remove(slug)
     if jobs is not None:
         key = name_key(name)
-        jobs.purge_kol(lambda n: kol_slug(n) == slug or name_key(n) == key)
-    if models is not None and hasattr(models, "forget"):
+        purge_kol(jobs, lambda n: kol_slug(n) == slug or name_key(n) == key)
+    if models is not None:
         models.forget(slug)
     return name
+
+
+def purge_kol(store, matches):
+    """Delete, in every job of ``store`` (:class:`shared.jobs.JobStore`), the photos/videos and crops
+    of the KOLs whose display name ``matches(name)`` (a deletion request covers those copies too).
+
+    The job remembers the names in ``state["purged"]`` so they cannot be imported
+    again from it. Returns how many KOL folders were deleted.
+    """
+    count = 0
+    for state in store.list():
+        hits = [(k, kol["name"]) for k, kol in enumerate(state["kols"]) if matches(kol["name"])]
+        if not hits:
+            continue
+        folder = Path(store.root) / state["job"]
+        for k, _ in hits:
+            for sub in ("input", "chips"):
+                shutil.rmtree(folder / sub / str(k), ignore_errors=True)
+            count += 1
+        names = [name for _, name in hits]
+        store.update(state["job"], lambda s: s.__setitem__("purged", sorted(set(s.get("purged", [])) | set(names))))
+    return count
 
 
 def import_warnings(pool, kols, chip_folder):

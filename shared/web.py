@@ -49,6 +49,13 @@ DEFAULTS = {
     "JOB_MAX_AGE_DAYS": 30,
     "MODEL_VERSIONS_KEEP": 5,
     "HOUSEKEEPING_EVERY_S": 3600,
+    # The job queue (shared/queue.py): the Redis it lives in (the Procfile starts one on
+    # 127.0.0.1:REDIS_PORT, 6479), seconds a POST /clean or /import_result waits for its queued
+    # work before answering with the progress page (202 in JSON), photos per align chunk (a job
+    # is split so that every worker takes a part at once).
+    "REDIS_URL": f"redis://127.0.0.1:{os.environ.get('REDIS_PORT') or 6479}/0",
+    "STEP_WAIT_S": 120,
+    "ALIGN_CHUNK": 12,
     # Sign-in (shared/auth.py): how long a sign-in lasts, proxies trusted for X-Forwarded-*,
     # failed sign-ins allowed per address and per account, and where the limiter counts them.
     "SESSION_HOURS": 12,
@@ -58,7 +65,7 @@ DEFAULTS = {
     "SESSION_COOKIE_SECURE": False,
 }
 #: The documented names that also work without the ``KOL_`` prefix (the prefixed name wins).
-PLAIN_ENV = ("DATA_DIR", "MAIN_URL", "PROCESS_URL", "VIDEO_URL", "MAX_CONTENT_LENGTH", "SECRET_KEY")
+PLAIN_ENV = ("DATA_DIR", "MAIN_URL", "PROCESS_URL", "VIDEO_URL", "MAX_CONTENT_LENGTH", "SECRET_KEY", "REDIS_URL")
 ENV_PREFIX = "KOL"
 
 SECTIONS = {"main": "MAIN_URL", "process": "PROCESS_URL", "video": "VIDEO_URL"}

@@ -4,6 +4,7 @@ The real photos and clips live in ``../shared/data`` (override with the
 environment variable ``KOL_SHARED_DATA``); tests that need them skip with the
 reason when the folder is absent.
 """
+import itertools
 import os
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from .servers import ROOT, LiveServers
+from .servers import REDIS_SERVER, ROOT, LiveServers, RedisServer, Workers
 
 SHARED_DATA = Path(os.environ.get("KOL_SHARED_DATA", ROOT.parent / "shared" / "data")).resolve()
 FACES = SHARED_DATA / "faces"
@@ -65,8 +66,40 @@ def data_dir(tmp_path):
     return tmp_path / "data"
 
 
-def _config(data_dir):
-    return {"TESTING": True, "DATA_DIR": str(data_dir), "SECRET_KEY": "test"}
+# -- the job queue: one real redis-server per test session, one database per test ----------------------
+_databases = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real ``redis-server`` for the whole session (its own port and folder); skipped where not installed."""
+    if not Path(REDIS_SERVER).exists():
+        pytest.skip(f"redis-server not found at {REDIS_SERVER} (bin/install apt-installs the 'redis-server' package)")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    """The URL of a fresh, empty database of the session's Redis (nothing shared with other tests)."""
+    return redis_server.url(next(_databases))
+
+
+@pytest.fixture
+def queue_workers(data_dir, redis_url, tmp_path_factory):
+    """One real worker process (``python -m process_server.worker``) for this test's data folder and Redis
+    (its log in a folder of its own, outside the test's ``tmp_path``)."""
+    workers = Workers(data_dir, redis_url, tmp_path_factory.mktemp("worker") / "worker.log", count=1)
+    yield workers
+    workers.stop()
+
+
+def _config(data_dir, redis_url=None):
+    config = {"TESTING": True, "DATA_DIR": str(data_dir), "SECRET_KEY": "test"}
+    if redis_url:
+        config["REDIS_URL"] = redis_url
+    return config
 
 
 @pytest.fixture
@@ -77,10 +110,12 @@ def main_app(data_dir):
 
 
 @pytest.fixture
-def process_app(data_dir):
+def process_app(data_dir, redis_url, queue_workers):
+    """The process server's app on this test's data folder, its queue in a fresh Redis database,
+    with a real worker process taking its work."""
     from process_server import create_app
 
-    return create_app(_config(data_dir))
+    return create_app(_config(data_dir, redis_url))
 
 
 @pytest.fixture
@@ -115,9 +150,10 @@ def celeb_faces():
 
 
 @pytest.fixture(scope="module")
-def live_servers(tmp_path_factory):
+def live_servers(tmp_path_factory, redis_server):
+    """The three servers under gunicorn, with a real queue worker process, on a fresh Redis database."""
     base = tmp_path_factory.mktemp("live")
-    servers = LiveServers(base / "data", base)
+    servers = LiveServers(base / "data", base, redis_url=redis_server.url(next(_databases)))
     yield servers
     servers.stop()
 

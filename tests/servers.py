@@ -4,6 +4,7 @@ No pytest here: ``bench/bench_load.py`` uses it too.
 """
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,6 +38,101 @@ def process_tree(pid):
     return out
 
 
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+class RedisServer:
+    """A real ``redis-server`` on a free port of 127.0.0.1, its data in ``folder`` (for tests and benchmarks).
+
+    :meth:`stop` shuts it down saving its data (like a stopped service), :meth:`start` brings it
+    back on the same port with that data; ``url(db)`` is the URL of one of its databases.
+    """
+
+    def __init__(self, folder, databases=4096):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.databases = databases
+        self.proc = None
+        self.start()
+
+    def url(self, db=0):
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self, timeout=20):
+        if not Path(REDIS_SERVER).exists():
+            raise FileNotFoundError(f"redis-server not found at {REDIS_SERVER} (bin/install apt-installs it)")
+        with open(self.folder / "redis.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.folder),
+                 "--databases", str(self.databases), "--appendonly", "yes", "--appendfsync", "everysec",
+                 "--save", "", "--daemonize", "no", "--logfile", "", "--loglevel", "warning"],
+                stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start (see {self.folder / 'redis.log'})")
+            time.sleep(0.05)
+
+    def stop(self):
+        """Shut down (SIGTERM: Redis writes its data first), waiting until it is gone."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Workers:
+    """Real queue worker processes (``python -m process_server.worker``) for one data folder and Redis."""
+
+    def __init__(self, data_dir, redis_url, log_path, count=1, preload=False):
+        self.data_dir, self.redis_url, self.log_path = Path(data_dir), redis_url, Path(log_path)
+        self.preload = preload
+        self.procs = []
+        for _ in range(count):
+            self.add()
+
+    def add(self):
+        """Start one more worker process; returns its ``Popen``."""
+        env = dict(os.environ, DATA_DIR=str(self.data_dir), REDIS_URL=self.redis_url,
+                   OPENBLAS_NUM_THREADS="1", WORKER_PRELOAD="1" if self.preload else "0")
+        with open(self.log_path, "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "process_server.worker", "--workers", "1"],
+                                    cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def kill(self, proc):
+        """SIGKILL one worker and the job it is running (its whole process tree)."""
+        for pid in process_tree(proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait(timeout=30)
+
+    def stop(self):
+        live = [p for p in self.procs if p.poll() is None]
+        for proc in live:
+            for pid in process_tree(proc.pid):  # the job in progress too: no warm shutdown in tests
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for proc in live:
+            proc.wait(timeout=30)
+
+
 class LiveServers:
     """The servers started for real (gunicorn, like the Procfile) on free ports, sharing one data folder.
 
@@ -44,7 +140,7 @@ class LiveServers:
     (on their fixed port, so a killed server comes back at the same URL).
     """
 
-    def __init__(self, data_dir, log_dir, names=("main", "process", "video")):
+    def __init__(self, data_dir, log_dir, names=("main", "process", "video"), redis_url=None, workers=1):
         self.data_dir, self.log_dir = Path(data_dir), Path(log_dir)
         self.urls = {name: f"http://127.0.0.1:{free_port()}" for name in ("main", "process", "video")}
         self.procs = {}
@@ -52,6 +148,11 @@ class LiveServers:
         self.accounts = for_data_dir(self.data_dir)
         #: An admin API token made before the start; :attr:`http` sends it with every request.
         self.token, _ = self.accounts.create_token("tests", "admin", created_by="tests/servers.py")
+        #: The job queue: ``redis_url`` (e.g. a test session's Redis), else a redis-server of their own;
+        #: ``workers`` real worker processes (``self.workers``, see :class:`Workers`).
+        self.redis = None if redis_url else RedisServer(self.log_dir / "redis")
+        self.redis_url = redis_url or self.redis.url(0)
+        self.workers = Workers(self.data_dir, self.redis_url, self.log_dir / "worker.log", count=workers)
         #: The HTTP session tests and benchmarks use to talk to these servers, signed in as an admin
         #: with a bearer token: ``live_servers.http.get(url)``.
         self.http = requests.Session()
@@ -91,7 +192,7 @@ class LiveServers:
         self._wait_ready(name)
 
     def _launch(self, name, workers=1, threads=8):
-        env = dict(os.environ, DATA_DIR=str(self.data_dir), MAIN_URL=self.urls["main"],
+        env = dict(os.environ, DATA_DIR=str(self.data_dir), REDIS_URL=self.redis_url, MAIN_URL=self.urls["main"],
                    PROCESS_URL=self.urls["process"], VIDEO_URL=self.urls["video"])
         with open(self.log_dir / f"{name}.log", "ab") as log:
             self.procs[name] = subprocess.Popen(
@@ -113,6 +214,13 @@ class LiveServers:
                 raise RuntimeError(f"{name} server did not become ready")
             time.sleep(0.2)
 
+    def health_ok(self, name):
+        """True when the server answers ``/healthz`` with 200 now."""
+        try:
+            return requests.get(self.urls[name] + "/healthz", timeout=5).status_code == 200
+        except requests.RequestException:
+            return False
+
     def kill(self, name):
         """SIGKILL the server's whole process tree (a crash, a power cut of that process)."""
         proc = self.procs[name]
@@ -132,6 +240,9 @@ class LiveServers:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        self.workers.stop()
+        if self.redis is not None:
+            self.redis.stop()
 
 
 def rss_mib(pid):

@@ -96,14 +96,15 @@ def headers(json_mode):
 
 
 @pytest.fixture
-def clients(data_dir):
+def clients(data_dir, redis_url, queue_workers):
     """Test clients of the three apps on one data folder, with a trained (synthetic) model and a
     cleaned job, so the routes get past "no model"/"no job" and reach their input checks."""
     from main_server import create_app as main_app
     from process_server import create_app as process_app
     from video_server import create_app as video_app
 
-    cfg = {"TESTING": False, "DATA_DIR": str(data_dir), "SECRET_KEY": "test", "PROPAGATE_EXCEPTIONS": False}
+    cfg = {"TESTING": False, "DATA_DIR": str(data_dir), "SECRET_KEY": "test", "PROPAGATE_EXCEPTIONS": False,
+           "REDIS_URL": redis_url}
     apps = {"main": main_app(cfg), "process": process_app(cfg), "video": video_app(cfg)}
     out = {name: app.test_client() for name, app in apps.items()}
     out["data_dir"] = Path(data_dir)

@@ -107,18 +107,24 @@ def test_extraction_stays_inside_its_folder(tmp_path_factory, members):
 
 # -- ids and form fields through the real routes -----------------------------------------------------
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, redis_server):
     """A process server and a main server on one data folder with a cleaned job and a trained model."""
     from main_server import create_app as main_app
     from process_server import create_app as process_app
 
-    data_dir = tmp_path_factory.mktemp("props") / "data"
-    cfg = {"DATA_DIR": str(data_dir), "SECRET_KEY": "t"}
+    from .servers import Workers
+
+    base = tmp_path_factory.mktemp("props")
+    data_dir = base / "data"
+    redis_url = redis_server.url(4000)  # a database of its own (the per-test ones count up from 1)
+    workers = Workers(data_dir, redis_url, base / "worker.log")  # the wizard's work runs in a worker process
+    cfg = {"DATA_DIR": str(data_dir), "SECRET_KEY": "t", "REDIS_URL": redis_url}
     process = process_app(cfg).test_client()
     job = _synth.aligned_job(data_dir, kols=("Ann", "Bob"), per_kol=3)
     assert process.post("/clean", data={"job": job}, headers=JSON).status_code == 200
     _synth.synthetic_model(data_dir)
-    return {"process": process, "main": main_app(cfg).test_client(), "job": job, "data_dir": data_dir}
+    yield {"process": process, "main": main_app(cfg).test_client(), "job": job, "data_dir": data_dir}
+    workers.stop()
 
 
 def _readable_4xx(r, allowed):

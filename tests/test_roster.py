@@ -258,16 +258,21 @@ def test_kol_actions_rename_remove_merge_delete(roster_app):
     assert client.post(f"/kols/{slugs['mindy']}/merge", data={"into": "nobody-00000000"}).status_code == 404
 
 
-def test_delete_calls_modelstore_forget_when_it_exists(roster_app):
+def test_delete_from_the_kol_page_removes_them_from_every_model_version(roster_app, data_dir):
+    """The KOL page's delete reaches the models: no stored version keeps the KOL's embeddings."""
+    from shared import classifier
+    from shared.classifier import ModelStore
+
     client, pool, slugs = roster_app
-    forgotten = []
-
-    class Store:
-        def forget(self, slug):
-            forgotten.append(slug)
-
-    assert roster.delete_kol(pool, slugs["zoe"], models=Store()) == "Zoë Kravitz"
-    assert forgotten == [slugs["zoe"]]
+    store = ModelStore(data_dir / "models")
+    classifier.retrain(pool, store)
+    first = store.current_version()
+    classifier.retrain(pool, store, full=True)
+    assert len(store.versions()) == 2 and slugs["zoe"] in store.current().classes
+    assert client.post(f"/kols/{slugs['zoe']}/delete").status_code == 303
+    for version in (first, store.current_version()):
+        model = store.load(version)
+        assert slugs["zoe"] not in model.classes and len(model.X) == 5, version  # 3 + 2 photos left
 
 
 @needs_data

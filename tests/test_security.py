@@ -50,13 +50,13 @@ def _served_paths(response):
 
 
 @pytest.fixture
-def sendfile_apps(data_dir):
+def sendfile_apps(data_dir, redis_url, queue_workers):
     """The apps with Flask's X-Sendfile mode on: send_from_directory then names the file it serves
     in the ``X-Sendfile`` header instead of sending it, so the test can see every served path."""
     from main_server import create_app as main_app
     from process_server import create_app as process_app
 
-    cfg = {"DATA_DIR": str(data_dir), "SECRET_KEY": "t", "USE_X_SENDFILE": True}
+    cfg = {"DATA_DIR": str(data_dir), "SECRET_KEY": "t", "USE_X_SENDFILE": True, "REDIS_URL": redis_url}
     return {"main": main_app(cfg).test_client(), "process": process_app(cfg).test_client(), "data_dir": data_dir}
 
 
@@ -95,9 +95,13 @@ def test_every_served_file_is_under_data_dir(sendfile_apps):
 
 def test_servers_bind_to_loopback_by_default():
     procfile = (ROOT / "Procfile").read_text().splitlines()
-    assert {line.split(":")[0] for line in procfile if line.strip()} == {"main", "process", "video"}
+    assert {line.split(":")[0] for line in procfile if line.strip()} == {"main", "process", "video", "redis", "worker"}
+    # the job queue's Redis listens on loopback and its unix socket only; the workers listen on nothing
+    redis_script = (ROOT / "bin" / "redis").read_text()
+    assert "--bind 127.0.0.1 " in redis_script and "0.0.0.0" not in redis_script
+    assert next(l for l in procfile if l.startswith("redis:")) == "redis: bin/redis"
     for line in procfile:
-        if not line.strip():
+        if not line.strip() or line.split(":")[0] in ("redis", "worker"):
             continue
         binds = re.findall(r"--bind\s+(\S+)", line)
         assert binds and all(b.startswith("${HOST:-127.0.0.1}:") for b in binds), line  # configurable, loopback
@@ -142,13 +146,13 @@ def test_secret_key_from_env_or_instance_file(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def all_clients(data_dir):
+def all_clients(data_dir, redis_url, queue_workers):
     from main_server import create_app as main_app
     from process_server import create_app as process_app
     from video_server import create_app as video_app
 
     cfg = {"DATA_DIR": str(data_dir), "SECRET_KEY": "t", "MAIN_URL": "http://main.test:1",
-           "PROCESS_URL": "http://process.test:2", "VIDEO_URL": "http://video.test:3"}
+           "PROCESS_URL": "http://process.test:2", "VIDEO_URL": "http://video.test:3", "REDIS_URL": redis_url}
     return {"main": main_app(cfg).test_client(), "process": process_app(cfg).test_client(),
             "video": video_app(cfg).test_client(), "data_dir": data_dir}
 
