@@ -217,6 +217,13 @@ def import_clean():
 
 
 # -- R6: import + pool summary ---------------------------------------------------------------
+def _import_into():
+    """The import page's "same person as" choices: ``{kol index: pool display name}`` from ``into-<i>`` fields."""
+    kols = pool().kols()
+    return {int(key[5:]): kols[value]["name"] for key, value in request.form.items()
+            if key.startswith("into-") and key[5:].isdigit() and len(key) < 12 and value in kols}
+
+
 @bp.route("/import_result", methods=["GET", "POST"])
 def import_result():
     job = _job_id(required=False)
@@ -235,7 +242,7 @@ def import_result():
                  if key.startswith("mode-") and key[5:].isdigit() and len(key) < 12}
         plan = wizard.check_import(store, job, request.form.getlist("kol"),
                                    replace_all=request.form.get("mode") == "replace",
-                                   replace=request.form.getlist("replace"), modes=modes)
+                                   replace=request.form.getlist("replace"), modes=modes, into=_import_into())
         waiting = _run_and_wait(job, "import", plan)
         if waiting is not None:
             return waiting
@@ -253,6 +260,11 @@ def import_result():
 
 
 # -- R7: train ---------------------------------------------------------------------------------
+def _train_options():
+    """The training's settings: how many model versions to keep (0 in the settings: all)."""
+    return {"keep": current_app.config["MODEL_VERSIONS_KEEP"] or 10 ** 6}
+
+
 @bp.route("/train_model", methods=["GET", "POST"])
 def train_model():
     store = jobs()
@@ -260,12 +272,12 @@ def train_model():
         job = _job_id(required=False)
         wizard.check_train(pool())
         if job is not None:
-            queue.start_step(redis(), store, job, "train")
+            queue.start_step(redis(), store, job, "train", _train_options())
             return _started(job)
         # "retrain now": a training of the pool as it is, as a job of its own with its own progress page
         job = store.create_pool_training()
         try:
-            queue.start_step(redis(), store, job, "train")
+            queue.start_step(redis(), store, job, "train", _train_options())
         except BaseException:
             store.delete(job)
             raise

@@ -420,7 +420,7 @@ def step_task(job_id, step, options):
             summary = wizard.import_kols(store, pool, job_id, options, progress)
             total = len(summary["imported"])
         elif step == "train":
-            summary = wizard.train_pool(pool, models, progress)
+            summary = wizard.train_pool(pool, models, progress, keep=(options or {}).get("keep"))
             total = 3
         elif step == "align":
             summary = wizard.align_finish(store, job_id, options["chunks"])

@@ -222,12 +222,15 @@ def clean(store, job_id, remove=(), keep=(), progress=None):
 
 
 # -- import -------------------------------------------------------------------------------
-def check_import(store, job_id, chosen=(), replace_all=False, replace=(), modes=None):
+def check_import(store, job_id, chosen=(), replace_all=False, replace=(), modes=None, into=None):
     """What an import will do, checked before any work.
 
     chosen: KOL names of the job to import (none = all); replace_all: replace every chosen KOL's
     faces in the pool (else merge); replace: names to replace; modes: ``{kol index: "replace"|"merge"}``
-    (the page's per-KOL radios). Returns ``{"kols": [[name, replace]], "empty": [names with nothing to import]}``.
+    (the page's per-KOL radios); into: ``{kol index: display name of a pool KOL}`` for the job's KOLs
+    that are the same person as a KOL already in the pool (the import page's "same person as"
+    choice): their faces go to that KOL. Returns ``{"kols": [[name, replace, pool name]],
+    "empty": [names with nothing to import]}``.
     409 before cleaning, 400 for a name that is not a KOL of the job.
     """
     state = store.state(job_id)
@@ -242,12 +245,14 @@ def check_import(store, job_id, chosen=(), replace_all=False, replace=(), modes=
     replace = set(replace) | {k["name"] for i, k in enumerate(result["kols"])
                               if (modes or {}).get(i) == "replace"}
     purged = set(state.get("purged", []))
+    index = {k["name"]: i for i, k in enumerate(result["kols"])}
     plan, empty = [], []
     for name in chosen:
         if not by_name[name]["kept"] or name in purged:
             empty.append(name)
         else:
-            plan.append([name, bool(replace_all or name in replace)])
+            target = (into or {}).get(index[name], name)
+            plan.append([name, bool(replace_all or name in replace), target])
     return {"kols": plan, "empty": empty}
 
 
@@ -263,12 +268,12 @@ def import_kols(store, pool, job_id, plan, progress=None):
     index = {k["name"]: (i, k) for i, k in enumerate(result["kols"])}
     folder = store.folder(job_id)
     batch, imported, empty = [], [], list(plan["empty"])
-    for name, replace in plan["kols"]:
+    for name, replace, target in plan["kols"]:
         i, kol = index[name]
         if name in purged:  # deleted for good while the import waited
             empty.append(name)
             continue
-        batch.append((name, [folder / "chips" / str(i) / f"{item['crop']}.png" for item in kol["kept"]], replace))
+        batch.append((target, [folder / "chips" / str(i) / f"{item['crop']}.png" for item in kol["kept"]], replace))
         imported.append(name)
     if progress:
         progress(0, len(batch))
@@ -309,19 +314,12 @@ def check_train(pool):
         raise UserError("The training pool is empty: import some KOLs first.", 409)
 
 
-def train_pool(pool, models, progress=None):
-    """Train a model on the whole pool as it is now and make it current.
+def train_pool(pool, models, progress=None, keep=None):
+    """Train a model on the whole pool as it is now and make it current (:func:`shared.classifier.retrain`:
+    one training at a time, the pool read under its lock, stored embeddings reused, old versions
+    pruned to the newest ``keep``).
 
     Returns ``{"model_version", "identities", "samples", "metrics"}`` (the contract's train result).
     ``progress`` counts 3 stages: embeddings read, model fitted, model saved.
     """
-    progress = progress or (lambda done, total: None)
-    progress(0, 3)
-    X, slugs, _ = pool.embeddings()  # cached embeddings: nothing is embedded again
-    progress(1, 3)
-    model = classifier.train(X, slugs, pool.names())
-    progress(2, 3)
-    version = models.save(model)
-    progress(3, 3)
-    return {"model_version": version, "identities": model.meta["identities"],
-            "samples": model.meta["samples"], "metrics": model.meta["metrics"]}
+    return classifier.retrain(pool, models, progress, keep=keep)
