@@ -23,7 +23,10 @@ For each clip, three ways, each including decode, naming, drawing and JPEG encod
   quarter-size frames, every other frame, boxes of the last processed frame drawn
   on the others; first ``--fast-frames`` frames.
 
-Printed: fps, x real time (fps / the clip's fps), and for the composite clips the
+Printed: fps, x real time (fps / the clip's fps), ``cpu/s``: CPU seconds used (all
+processes, the pool's workers included) per second of video, which depends little on
+other work on the machine (below 2 / 1.5 = 1.33 means 1.5x real time is within
+reach of 2 idle cores), and for the composite clips the
 quality against the truth (see ``video_scenes.score``): share of face-frames found,
 share named right (the KOL, or "unknown" for a stranger), strangers named (must be
 0) and KOLs given another KOL's name. The machine's load average is printed too:
@@ -74,6 +77,16 @@ def video_folder(root, path):
     return folder, info
 
 
+def cpu_seconds(executor=None):
+    """CPU time (user + system, seconds) used so far by this process and the executor's worker processes."""
+    total = time.process_time()
+    for proc in (getattr(executor, "_processes", None) or {}).values():
+        with open(f"/proc/{proc.pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def ours(folder, model, executor):
     from shared import streaming
 
@@ -82,11 +95,12 @@ def ours(folder, model, executor):
     def observe(index, views):
         shown[index] = [(v.box, v.identity) for v in views]
 
+    cpu = cpu_seconds(executor)
     started = time.perf_counter()
     parts = sum(1 for p in streaming.stream(folder, model, pace=False, executor=executor, observe=observe)
                 if p.startswith(b"--frame\r\n"))
     elapsed = time.perf_counter() - started
-    return parts / elapsed, parts, shown
+    return parts / elapsed, parts, shown, cpu_seconds(executor) - cpu
 
 
 def _draw_encode(rgb, boxes):
@@ -105,6 +119,7 @@ def plain(path, model, limit):
     from shared import frames
 
     shown = {}
+    cpu = time.process_time()
     started = time.perf_counter()
     for i, _, rgb in frames.iter_frames(path, max_frames=limit):
         locs = face_recognition.face_locations(rgb)
@@ -112,7 +127,7 @@ def plain(path, model, limit):
         names = [p.identity for p in model.predict(enc)] if enc else []
         shown[i] = list(zip(locs, names))
         _draw_encode(rgb, shown[i])
-    return len(shown) / (time.perf_counter() - started), shown
+    return len(shown) / (time.perf_counter() - started), shown, time.process_time() - cpu
 
 
 def fast(path, model, limit):
@@ -123,6 +138,7 @@ def fast(path, model, limit):
     from shared import frames
 
     shown, last = {}, []
+    cpu = time.process_time()
     started = time.perf_counter()
     for i, _, rgb in frames.iter_frames(path, max_frames=limit):
         if i % 2 == 0:
@@ -133,7 +149,7 @@ def fast(path, model, limit):
             last = [((t * 4, r * 4, b * 4, l * 4), n) for (t, r, b, l), n in zip(locs, names)]
         shown[i] = last
         _draw_encode(rgb, last)
-    return len(shown) / (time.perf_counter() - started), shown
+    return len(shown) / (time.perf_counter() - started), shown, time.process_time() - cpu
 
 
 def quality(truth, shown):
@@ -163,23 +179,25 @@ def main():
     pool = parallel.pool()
     streaming.warm(pool, parallel.workers())
     print(f"cores: {parallel.workers()}, load average before: {os.getloadavg()[0]:.2f}")
-    print(f"{'clip':13s} {'way':6s} {'frames':>6s} {'fps':>6s} {'x real':>6s}  quality")
+    print(f"{'clip':13s} {'way':6s} {'frames':>6s} {'fps':>6s} {'x real':>6s} {'cpu/s':>6s}  quality")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.clips.split(","):
             path, truth = clips[name]
             folder, info = video_folder(tmp, path)
             src = info.fps
-            fps, n, shown = ours(folder, model, pool)
+            fps, n, shown, cpu = ours(folder, model, pool)
             results[(name, "ours")] = fps
-            print(f"{name:13s} {'ours':6s} {n:6d} {fps:6.1f} {fps / src:6.2f}  {quality(truth, shown)}")
+            print(f"{name:13s} {'ours':6s} {n:6d} {fps:6.1f} {fps / src:6.2f} {cpu / (n / src):6.2f}  "
+                  f"{quality(truth, shown)}")
             sys.stdout.flush()
             if args.skip_baselines:
                 continue
             for way, fn, limit in (("plain", plain, args.plain_frames), ("fast", fast, args.fast_frames)):
-                fps, shown = fn(path, model, limit)
+                fps, shown, cpu = fn(path, model, limit)
                 results[(name, way)] = fps
-                print(f"{name:13s} {way:6s} {len(shown):6d} {fps:6.1f} {fps / src:6.2f}  {quality(truth, shown)}")
+                print(f"{name:13s} {way:6s} {len(shown):6d} {fps:6.1f} {fps / src:6.2f} "
+                      f"{cpu / (len(shown) / src):6.2f}  {quality(truth, shown)}")
                 sys.stdout.flush()
             print(f"{'':13s} ours / plain = {results[(name, 'ours')] / results[(name, 'plain')]:.1f}x, "
                   f"ours / fast = {results[(name, 'ours')] / results[(name, 'fast')]:.2f}x")

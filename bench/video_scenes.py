@@ -46,9 +46,14 @@ def cast():
 
 
 def enrolment(kols):
-    """``(X (N,128), slugs, names)`` from the first :data:`ENROL` photos of each KOL."""
+    """``(X (N,128), slugs, names)`` from the first :data:`ENROL` photos of each KOL (cached in ``bench/out``)."""
     from shared import faces, images
 
+    cache = OUT / f"enrol-v{VERSION}.npz"
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            slugs = [str(s) for s in z["slugs"]]
+            return z["X"], slugs, {s: s.replace("_", " ").title() for s in slugs}
     X, slugs, names = [], [], {}
     for slug, paths in kols.items():
         for path in paths[:ENROL]:
@@ -57,6 +62,8 @@ def enrolment(kols):
                 X.append(found[0].embedding)
                 slugs.append(slug)
                 names[slug] = slug.replace("_", " ").title()
+    OUT.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, X=np.array(X), slugs=np.array(slugs, dtype=str))
     return np.array(X), slugs, names
 
 

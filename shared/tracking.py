@@ -4,17 +4,20 @@ Recognising every face in every frame is slow (HOG detection plus a ResNet pass 
 face) and makes names flicker. So, per frame:
 
 - a **full pass** (every face in the frame) runs on the first frame, on every scene
-  cut and every :attr:`Settings.full_every_s` seconds. It sees the frame scaled so
+  cut, and on a schedule: as often as :attr:`Settings.full_pixels_per_s` allows
+  (every 0.5-3 s: about 0.8 s at 720p, 1.9 s at 1080p). It sees the frame scaled so
   the smallest face worth finding (:attr:`Settings.min_face_px`, in frame pixels)
   reaches the size dlib's HOG detector finds (about 80 px), bounded by
   :attr:`Settings.max_full_pixels`; the scaled frame is cut into
   :attr:`Settings.tiles` overlapping strips, one executor call each (one per core),
-  plus one coarse call on the whole frame for faces too big for a strip's overlap.
+  plus one cheap coarse call on the whole frame for faces too big for a strip's overlap.
   Each call also embeds the faces it finds, so every face gets a vote;
 - in between, every :attr:`Settings.detect_every` frames, a **region pass** looks
-  only around the faces already followed (a crop per face, scaled so the face is
-  about :attr:`Settings.region_face_px`), which keeps boxes on the faces at a small
-  cost; faces with fewer than :attr:`Settings.settle_votes` votes are embedded there too;
+  only around the faces already followed whose track is not stable (fewer than
+  :attr:`Settings.settle_votes` votes, optical flow lost, or not confirmed by a
+  detection for twice that many frames): a crop per face, scaled so the face is
+  about :attr:`Settings.region_face_px`. It keeps boxes on the faces at a small cost;
+  faces with fewer than :attr:`Settings.settle_votes` votes are embedded there too;
 - **tracking** in between with pyramidal Lucas-Kanade optical flow on a small grey
   copy (the median motion of feature points inside each box moves and scales it);
 - **scene cuts** are found on a 32x18 colour thumbnail (mean absolute difference
@@ -56,7 +59,8 @@ HOG_MIN_PX = 60
 class Settings:
     """Tuning of the recognition loop (defaults measured on bench/bench_video.py's clips)."""
 
-    full_every_s: float = 2.0  # seconds between two full passes (plus one on every cut)
+    full_pixels_per_s: float = 2_500_000  # scheduled full passes look at about this many pixels a second
+    full_every_s: tuple = (0.5, 3.0)  # ... but come at least and at most this many seconds apart
     detect_every: int = 5  # frames between two region passes
     min_face_px: int = 40  # smallest face (box side, frame pixels) a full pass looks for
     max_full_pixels: int = 4_700_000  # most pixels a full pass may look at (bounds 4K and big upscales)
@@ -119,15 +123,21 @@ def _inside(a, b):
     return b[0] <= cy <= b[2] and b[3] <= cx <= b[1]
 
 
+def full_scale(shape, settings):
+    """The factor a frame of ``shape`` is resized by for a full pass (see the module docstring)."""
+    h, w = shape[:2]
+    return min(HOG_MIN_PX / float(settings.min_face_px), (settings.max_full_pixels / float(h * w)) ** 0.5)
+
+
 class FullPass:
     """The calls of one full pass over a frame; :meth:`result` gives ``[(box, embedding)]`` in frame pixels."""
 
     def __init__(self, executor, rgb, settings):
         h, w = rgb.shape[:2]
-        s = min(HOG_MIN_PX / float(settings.min_face_px), (settings.max_full_pixels / float(h * w)) ** 0.5)
+        s = full_scale(rgb.shape, settings)
         self.calls = []  # (call, scale, x offset in frame pixels)
         tiles = max(1, int(settings.tiles))
-        overlap = int(2.5 * settings.min_face_px)  # frame pixels shared by neighbouring strips
+        overlap = int(max(2.5 * settings.min_face_px, 0.15 * w))  # frame pixels shared by neighbouring strips
         bounds = np.linspace(0, w, tiles + 1).astype(int)
         for k in range(tiles):
             x0, x1 = max(0, bounds[k] - overlap // 2), min(w, bounds[k + 1] + overlap // 2)
@@ -216,7 +226,7 @@ class Recognizer:
         self.region_passes = 0
         self.embeddings = 0
         self._flow_scale = None
-        self._full_every = max(1, int(round(self.settings.full_every_s * self.fps)))
+        self.full_every = None  # frames between two scheduled full passes (set at the first frame)
 
     # -- as frames are decoded, ahead of drawing ------------------------------------
     def schedule(self, index, rgb):
@@ -228,13 +238,17 @@ class Recognizer:
         if self._flow_scale is None:
             self._flow_scale = min(1.0, float(s.flow_side) / max(rgb.shape[:2]))
         fs = self._flow_scale
-        small = rgb if fs == 1.0 else cv2.resize(rgb, None, fx=fs, fy=fs, interpolation=cv2.INTER_AREA)
+        small = rgb if fs == 1.0 else cv2.resize(rgb, None, fx=fs, fy=fs, interpolation=cv2.INTER_LINEAR)
         grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
         thumb = cv2.resize(small, (32, 18), interpolation=cv2.INTER_AREA).astype(np.int16)
         cut = self.prev_thumb is not None and float(np.abs(thumb - self.prev_thumb).mean()) > s.cut_diff
         self.prev_thumb = thumb
         full = None
-        if self.last_full is None or cut or index - self.last_full >= self._full_every:
+        if self.full_every is None:
+            pixels = rgb.shape[0] * rgb.shape[1] * full_scale(rgb.shape, s) ** 2
+            every_s = float(np.clip(pixels / s.full_pixels_per_s, *s.full_every_s))
+            self.full_every = max(1, int(round(every_s * self.fps)))
+        if self.last_full is None or cut or index - self.last_full >= self.full_every:
             self.last_full = index
             full = FullPass(self.executor, rgb, s)
             self.full_passes += 1
@@ -258,12 +272,18 @@ class Recognizer:
             return  # the video ends before
         if (target - self._anchor) % s.detect_every or target in self.regions:
             return
-        alive = [t for t in self.tracks if t.misses <= s.max_misses]
+        alive = [t for t in self.tracks if t.misses <= s.max_misses and not self._stable(t, target)]
         if not alive:
             return
         flags = [self.model is not None and len(t.votes) < s.settle_votes for t in alive]
         self.regions[target] = (RegionPass(self.executor, rgb, [t.box for t in alive], flags, s), alive)
         self.region_passes += 1
+
+    def _stable(self, t, index):
+        """A track needs no region pass at frame ``index``: settled, followed by optical flow, confirmed lately."""
+        s = self.settings
+        settled = self.model is None or len(t.votes) >= s.settle_votes
+        return settled and t.points is not None and index - t.confirmed < 2 * s.detect_every
 
     # -- one frame --------------------------------------------------------------------
     def step(self, index, rgb, prepared):
@@ -281,7 +301,7 @@ class Recognizer:
             fresh = self._apply_full(index, prepared.full.result(), prepared.grey)
         elif index in self.regions:
             rp, tracks = self.regions.pop(index)
-            fresh = self._apply_regions(rp.result(), tracks, prepared.grey)
+            fresh = self._apply_regions(index, rp.result(), tracks, prepared.grey)
         if fresh:
             self._name(fresh)
         self.prev_grey = prepared.grey
@@ -310,7 +330,7 @@ class Recognizer:
         for i, j in pairs:
             t = alive[i]
             t.box = np.asarray(found[j][0], dtype=np.float64)
-            t.misses = 0
+            t.misses, t.confirmed = 0, index
             self._seed_points(t, grey)
             fresh.append((t, found[j][1]))
         for i in lost:
@@ -318,13 +338,14 @@ class Recognizer:
         self._drop([t for t in alive if t.misses > self.settings.max_misses])
         for j in new:
             t = Track(self.next_id, found[j][0], index)
+            t.confirmed = index
             self.next_id += 1
             self.tracks.append(t)
             self._seed_points(t, grey)
             fresh.append((t, found[j][1]))
         return fresh
 
-    def _apply_regions(self, results, tracks, grey):
+    def _apply_regions(self, index, results, tracks, grey):
         fresh = []
         for t, found in zip(tracks, results):
             if t not in self.tracks:
@@ -340,7 +361,7 @@ class Recognizer:
                 t.misses += 1
                 continue
             t.box = np.asarray(best[0], dtype=np.float64)
-            t.misses = 0
+            t.misses, t.confirmed = 0, index
             self._seed_points(t, grey)
             if best[1] is not None:
                 fresh.append((t, best[1]))

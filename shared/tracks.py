@@ -53,7 +53,7 @@ class Track:
         self.identity = None
         self.has_identity = False
         self.misses = 0
-        self.last_check = None
+        self.confirmed = index  # the last frame a detection confirmed the box
         self.points = None
         self.spans = []
         self.born = index
