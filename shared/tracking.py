@@ -5,7 +5,7 @@ face) and makes names flicker. So, per frame:
 
 - a **full pass** (every face in the frame) runs on the first frame, on every scene
   cut, and on a schedule: as often as :attr:`Settings.full_pixels_per_s` allows
-  (every 0.5-3 s: about 0.8 s at 720p, 1.9 s at 1080p). It sees the frame scaled so
+  (every 0.5-3 s: about 1 s at 720p, 2.3 s at 1080p). It sees the frame scaled so
   the smallest face worth finding (:attr:`Settings.min_face_px`, in frame pixels)
   reaches the size dlib's HOG detector finds (about 80 px), bounded by
   :attr:`Settings.max_full_pixels`; the scaled frame is cut into
@@ -59,7 +59,7 @@ HOG_MIN_PX = 60
 class Settings:
     """Tuning of the recognition loop (defaults measured on bench/bench_video.py's clips)."""
 
-    full_pixels_per_s: float = 2_500_000  # scheduled full passes look at about this many pixels a second
+    full_pixels_per_s: float = 2_000_000  # scheduled full passes look at about this many pixels a second
     full_every_s: tuple = (0.5, 3.0)  # ... but come at least and at most this many seconds apart
     detect_every: int = 5  # frames between two region passes
     min_face_px: int = 40  # smallest face (box side, frame pixels) a full pass looks for

@@ -14,15 +14,22 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def decide(votes, current=None, has_current=False):
+#: Votes a KOL needs before a track shows that name (before that it reads "unknown").
+MIN_VOTES = 2
+
+
+def decide(votes, current=None, has_current=False, min_votes=MIN_VOTES):
     """The identity a track should show, given its ``votes``.
 
     votes: ``[(identity or None, confidence), ...]`` in arrival order.
     current / has_current: the identity shown so far (``None`` is "unknown", so
         ``has_current`` says whether there is one at all).
+    min_votes: votes a KOL needs to be shown at all, so one chance match never puts
+        a KOL's name on a stranger (before that the track reads unknown).
 
-    The candidate with the most votes wins (ties: higher summed confidence); the
-    current identity is kept unless the winner has strictly more votes than it.
+    Among "unknown" and the KOLs with at least ``min_votes`` votes, the one with the
+    most votes wins (ties: higher summed confidence); the current identity is kept
+    unless the winner has strictly more votes than it.
     Returns the identity (``None`` for unknown); ``current`` when there are no votes.
     """
     if not votes:
@@ -31,8 +38,9 @@ def decide(votes, current=None, has_current=False):
     weight = collections.defaultdict(float)
     for identity, conf in votes:
         weight[identity] += conf
-    leader = max(counts, key=lambda k: (counts[k], weight[k]))
-    if has_current and counts.get(current, 0) >= counts[leader]:
+    eligible = [None] + [k for k in counts if k is not None and counts[k] >= min_votes]
+    leader = max(eligible, key=lambda k: (counts.get(k, 0), weight.get(k, 0.0)))
+    if has_current and current in eligible and counts.get(current, 0) >= counts.get(leader, 0):
         return current
     return leader
 
