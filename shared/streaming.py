@@ -7,8 +7,9 @@ the GIL while it encodes), so the loop never waits for the encoder.
 Pacing: with ``pace`` on, frame ``i`` leaves no earlier than ``i / fps`` seconds
 after frame 0. When the machine cannot keep up (several viewers, 4K), a frame that
 is already more than one frame interval late is *dropped* (recognised, so tracks and
-the summary stay whole, but neither drawn nor sent) and the status says how many
-were dropped, so the picture stays in time instead of falling further behind. With
+the summary stay whole, but neither drawn nor sent; at most :data:`MAX_DROP_RUN` in a
+row) and the status says how many were dropped, so the picture stays in time instead
+of falling further behind. With
 ``pace`` off every frame is sent, as fast as it is made.
 """
 import collections
@@ -26,9 +27,14 @@ from .videos import claim, read_meta, source_path, write_status
 BOUNDARY = b"frame"
 
 
-def part(jpeg):
-    """One part of the ``multipart/x-mixed-replace; boundary=frame`` body."""
-    return (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg)) + jpeg + b"\r\n"
+#: At most this many frames in a row are dropped, so a machine far too slow still shows the video moving.
+MAX_DROP_RUN = 4
+
+
+def part(jpeg, index):
+    """One part of the ``multipart/x-mixed-replace; boundary=frame`` body (``X-Frame`` is the frame index)."""
+    return (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\nX-Frame: %d\r\n\r\n"
+            % (len(jpeg), index)) + jpeg + b"\r\n"
 
 
 def render(rgb, items, lines, quality):
@@ -46,7 +52,7 @@ def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0
     process pool, or ``None`` for inline work). observe: called as
     ``observe(index, views)`` for every frame recognised (benchmarks, tests).
 
-    Each part is ``--frame\\r\\nContent-Type: image/jpeg\\r\\nContent-Length: n\\r\\n\\r\\n<jpeg>\\r\\n``;
+    Each part is ``--frame\\r\\nContent-Type: image/jpeg\\r\\nContent-Length: n\\r\\nX-Frame: i\\r\\n\\r\\n<jpeg>\\r\\n``;
     a final ``--frame--`` closes the body. While it runs, ``status.json`` is rewritten
     every ``status_every_s`` seconds (``streaming``), then ``done`` with the summary, or
     ``failed`` with the error; the status also holds ``sent`` (parts sent) and
@@ -76,6 +82,7 @@ def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0
     started = None
     last_status = 0.0
     interval = 1.0 / fps
+    run = 0  # frames dropped in a row
 
     def send(item):
         index, future = item
@@ -85,7 +92,7 @@ def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0
             if delay > 0:
                 time.sleep(delay)
         counts["sent"] += 1
-        return part(jpeg)
+        return part(jpeg, index)
 
     try:
         status("streaming")
@@ -94,9 +101,11 @@ def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0
             if observe is not None:
                 observe(index, views)
             late = pace and started is not None and time.monotonic() - (started + index * interval) > interval
-            if late and index + 1 < base["frames"]:
+            if late and run < MAX_DROP_RUN and index + 1 < base["frames"]:
                 counts["dropped"] += 1
+                run += 1
             else:
+                run = 0
                 pending.append((index, encoder.submit(render, np.asarray(rgb), rec.labels(views),
                                                       tuple(rec.panel_lines()), quality)))
             while len(pending) > (0 if started is None else 1):
@@ -140,6 +149,14 @@ def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0
                 status("pending")
 
 
+_warmed = set()  # ids of executors already warmed in this process
+
+
+def is_warm(executor):
+    """True once :func:`warm` has finished for ``executor`` in this process."""
+    return id(executor) in _warmed
+
+
 def warm(executor, workers):
     """Get everything the first frame needs ready: each worker's dlib networks, fonts, the encoder.
 
@@ -155,4 +172,5 @@ def warm(executor, workers):
         tracking.warm_job()
     for c in calls:
         c.result()
+    _warmed.add(id(executor))
     return time.monotonic() - started

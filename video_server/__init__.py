@@ -1,5 +1,6 @@
 """Video server: an MJPEG stream of recognised frames for an uploaded video."""
 import logging
+import sys
 import threading
 import time
 
@@ -31,7 +32,8 @@ def _keep_warm(app):
 
     log = logging.getLogger(app.import_name)
     try:
-        log.info("video workers warm in %.2f s", streaming.warm(parallel.pool(), parallel.workers()))
+        seconds = streaming.warm(parallel.pool(), parallel.workers())
+        print(f"video server warm: {parallel.workers()} workers ready in {seconds:.1f} s", file=sys.stderr, flush=True)
     except Exception:  # noqa: BLE001 - the first stream then warms them itself
         log.exception("warming the video workers failed")
     store = app.extensions["models"]

@@ -51,7 +51,8 @@ def index():
                      max_upload_mib=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024))
     status = videos.current_status(folder)
     meta = videos.read_meta(folder)
-    parallel.pool().submit(tracking.warm_job)  # workers ready (dlib loaded) before the stream asks
+    if not streaming.is_warm(parallel.pool()):
+        parallel.pool().submit(tracking.warm_job)  # start a worker (and dlib in it) before the stream asks
     return reply("video/player.html", status, meta=meta, model_ready=models().current_version() is not None)
 
 
