@@ -1,6 +1,7 @@
 """Video recognition: speed and quality of our stream against face_recognition's own ways, same run.
 
     .venv/bin/python bench/bench_video.py [--plain-frames 12] [--fast-frames 120] [--clips tv720,crowd1080,hamilton1080]
+                                          [--before] [--skip-baselines]
 
 Clips (made by ``bench/video_scenes.py`` into ``bench/out/``, deterministic):
 
@@ -19,6 +20,8 @@ For each clip, three ways, each including decode, naming, drawing and JPEG encod
   with the server's process pool (every core);
 - **plain**: ``face_recognition.face_locations`` + ``face_encodings`` on every frame
   (the library's defaults), timed on the first ``--plain-frames`` frames;
+- **before** (``--before``): this project's loop before the harder clips existed
+  (commit :data:`BEFORE`: HOG every 4 frames on a 960x540 copy), run the same way;
 - **fast**: face_recognition's documented fast path (``facerec_from_webcam_faster.py``):
   quarter-size frames, every other frame, boxes of the last processed frame drawn
   on the others; first ``--fast-frames`` frames.
@@ -103,6 +106,33 @@ def ours(folder, model, executor):
     return parts / elapsed, parts, shown, cpu_seconds(executor) - cpu
 
 
+#: The commit this lane started from: its loop is the "before" row (``--before``).
+BEFORE = "5a1427d"
+
+
+def before(path, model, executor):
+    """The loop as it was at :data:`BEFORE` (detect every 4 frames on a 960x540 copy), run the same way."""
+    import importlib.util
+    import subprocess
+
+    from common import ROOT
+
+    target = video_scenes.OUT / f"tracking_{BEFORE}.py"
+    if not target.is_file():
+        target.write_text(subprocess.run(["git", "show", f"{BEFORE}:shared/tracking.py"], cwd=ROOT, check=True,
+                                         capture_output=True, text=True).stdout)
+    spec = importlib.util.spec_from_file_location("shared.tracking_before", target)
+    old = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(old)
+    shown = {}
+    cpu = cpu_seconds(executor)
+    started = time.perf_counter()
+    for i, _t, rgb, views, rec in old.run(path, model, executor=executor):
+        old.encode(old.draw(rgb, views, rec))
+        shown[i] = [(v.box, v.identity) for v in views]
+    return len(shown) / (time.perf_counter() - started), shown, cpu_seconds(executor) - cpu
+
+
 def _draw_encode(rgb, boxes):
     import cv2
 
@@ -167,6 +197,7 @@ def main():
     parser.add_argument("--fast-frames", type=int, default=120)
     parser.add_argument("--clips", default="tv720,crowd1080,hamilton1080")
     parser.add_argument("--skip-baselines", action="store_true")
+    parser.add_argument("--before", action="store_true", help=f"also run the loop of commit {BEFORE}")
     args = parser.parse_args()
     require_data()
     from shared import parallel, streaming
@@ -191,6 +222,12 @@ def main():
             print(f"{name:13s} {'ours':6s} {n:6d} {fps:6.1f} {fps / src:6.2f} {cpu / (n / src):6.2f}  "
                   f"{quality(truth, shown)}")
             sys.stdout.flush()
+            if args.before:
+                fps, shown, cpu = before(path, model, pool)
+                results[(name, "before")] = fps
+                print(f"{name:13s} {'before':6s} {len(shown):6d} {fps:6.1f} {fps / src:6.2f} "
+                      f"{cpu / (len(shown) / src):6.2f}  {quality(truth, shown)}")
+                sys.stdout.flush()
             if args.skip_baselines:
                 continue
             for way, fn, limit in (("plain", plain, args.plain_frames), ("fast", fast, args.fast_frames)):
