@@ -56,6 +56,13 @@ def test_a_stranger_matched_once_by_chance_is_never_named():
     assert shown == [None] * 7
 
 
+def test_confidence_is_shown_as_a_percent_like_photos():
+    assert percent(0.934) == "93%" and percent(1.0) == "100%" and percent(0.5) == "50%"
+    v = FaceView((0, 10, 10, 0), 1, "lin", "Lin-Manuel Miranda", 0.934, True)
+    assert v.label() == "Lin-Manuel Miranda 93%" and v.label(has_model=False) == "no model"
+    assert FaceView((0, 10, 10, 0), 2, None, None, 0.81, False).label() == "unknown 81%"
+
+
 def test_track_spans_and_merge():
     t = Track(1, (0, 10, 10, 0), 0)
     for i in [0, 1, 2, 5, 6]:
