@@ -124,6 +124,7 @@ def before(path, model, executor):
     spec = importlib.util.spec_from_file_location("shared.tracking_before", target)
     old = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(old)
+    old.detect_job, old.embed_job = video_scenes.old_detect_job, video_scenes.old_embed_job  # picklable
     shown = {}
     cpu = cpu_seconds(executor)
     started = time.perf_counter()

@@ -304,3 +304,17 @@ def score(truth, shown, min_visible=0.7, frames=None):
             elif answer is not None:
                 c["wrong_kol"] += 1
     return c
+
+
+def old_detect_job(small, upsample):
+    """The "before" loop's detection job (``bench_video --before``), importable by pool workers."""
+    from shared import faces
+
+    return faces.detect(small, upsample=upsample)
+
+
+def old_embed_job(crop, boxes):
+    """The "before" loop's embedding job (``bench_video --before``), importable by pool workers."""
+    from shared import faces
+
+    return faces.embed(faces.align(crop, boxes))

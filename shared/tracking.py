@@ -12,7 +12,12 @@ face) and makes names flicker. So, per frame:
   :attr:`Settings.tiles` overlapping strips, one executor call each (one per core),
   plus one cheap coarse call on the whole frame for faces too big for a strip's overlap.
   Each call also embeds the faces it finds, so every face gets a vote;
-- in between, every :attr:`Settings.detect_every` frames, a **region pass** looks
+- in between, a **discovery pass** looks at the whole frame scaled for faces of
+  :attr:`Settings.discover_face_px` and more (cheap: no embeddings, within
+  :attr:`Settings.discover_pixels_per_s`; about every 0.4 s at 720p, 0.9 s at 1080p):
+  it confirms the tracks it sees and starts tracks for faces that came into view
+  (they are drawn once the next region pass has recognised them);
+- every :attr:`Settings.detect_every` frames, a **region pass** looks
   only around the faces already followed whose track is not stable (fewer than
   :attr:`Settings.settle_votes` votes, optical flow lost, or not confirmed by a
   detection for twice that many frames): a crop per face, scaled so the face is
@@ -66,6 +71,8 @@ class Settings:
     max_full_pixels: int = 4_700_000  # most pixels a full pass may look at (bounds 4K and big upscales)
     tiles: int = 2  # strips a full pass is cut into (one executor call each)
     region_face_px: int = 90  # a region pass scales each face to about this size
+    discover_face_px: int = 80  # a discovery pass (coarse, between full passes) finds faces from this size
+    discover_pixels_per_s: float = 1_300_000  # ... and looks at about this many pixels a second
     region_margin: float = 0.5  # a region pass looks this far (x the face size) around a face
     plan_ahead: int = 3  # a region pass is sent this many frames before its frame is drawn
     flow_side: int = 480  # longest side of the grey copy used for optical flow
@@ -73,7 +80,7 @@ class Settings:
     max_misses: int = 2  # passes in a row a track may miss before it is dropped
     iou_match: float = 0.3  # least overlap for a detection to continue a track
     cut_diff: float = 30.0  # mean absolute colour difference (0-255) of 32x18 thumbnails that counts as a cut
-    lookahead: int = 8  # decoded frames kept ahead of drawing
+    lookahead: int = 16  # decoded frames kept ahead of drawing (hides the latency of a full pass)
     min_frames: int = 3  # tracks shown on fewer frames are left out of the summary
 
 
@@ -132,27 +139,28 @@ def full_scale(shape, settings):
 class FullPass:
     """The calls of one full pass over a frame; :meth:`result` gives ``[(box, embedding)]`` in frame pixels."""
 
-    def __init__(self, executor, rgb, settings):
+    def __init__(self, executor, rgb, settings, scale=None, tiles=None, embed=True):
         h, w = rgb.shape[:2]
-        s = full_scale(rgb.shape, settings)
+        s = full_scale(rgb.shape, settings) if scale is None else scale
         self.calls = []  # (call, scale, x offset in frame pixels)
-        tiles = max(1, int(settings.tiles))
+        tiles = max(1, int(settings.tiles if tiles is None else tiles))
         overlap = int(max(2.5 * settings.min_face_px, 0.15 * w))  # frame pixels shared by neighbouring strips
         bounds = np.linspace(0, w, tiles + 1).astype(int)
         for k in range(tiles):
             x0, x1 = max(0, bounds[k] - overlap // 2), min(w, bounds[k + 1] + overlap // 2)
             small = _resize(rgb[:, x0:x1], s)
-            self.calls.append((Call(executor, find_faces, small, 0, True), s, x0))
+            self.calls.append((Call(executor, find_faces, small, 0, embed), s, x0))
         if tiles > 1:  # faces wider than the overlap: a coarse look at the whole frame
             coarse = min(s, HOG_MIN_PX * 1.2 / overlap)  # finds faces bigger than the overlap
-            self.calls.append((Call(executor, find_faces, _resize(rgb, coarse), 0, True), coarse, 0))
+            self.calls.append((Call(executor, find_faces, _resize(rgb, coarse), 0, embed), coarse, 0))
         self.shape = rgb.shape
 
     def result(self):
         found = []
         for call, s, x0 in self.calls:
             boxes, vectors = call.result()
-            for b, v in zip(boxes, vectors):
+            for k, b in enumerate(boxes):
+                v = vectors[k] if k < len(vectors) else None
                 box = (b[0] / s, b[1] / s + x0, b[2] / s, b[3] / s + x0)
                 found.append((clip_box(box, self.shape), v))
         return _nms(found)
@@ -198,6 +206,7 @@ class Prepared:
     grey: np.ndarray
     cut: bool
     full: object  # a FullPass or None
+    discover: object = None  # a discovery FullPass (coarse, no embeddings) or None
 
 
 class Recognizer:
@@ -227,6 +236,10 @@ class Recognizer:
         self.embeddings = 0
         self._flow_scale = None
         self.full_every = None  # frames between two scheduled full passes (set at the first frame)
+        self.discover_every = None  # frames between two discovery passes (set at the first frame)
+        self.discover_scale = None
+        self.last_discover = None
+        self.discover_passes = 0
 
     # -- as frames are decoded, ahead of drawing ------------------------------------
     def schedule(self, index, rgb):
@@ -252,7 +265,21 @@ class Recognizer:
             self.last_full = index
             full = FullPass(self.executor, rgb, s)
             self.full_passes += 1
-        return Prepared(grey, cut, full)
+        discover = None
+        if self.discover_every is None:
+            ds = min(1.0, HOG_MIN_PX / float(s.discover_face_px))
+            pixels = rgb.shape[0] * rgb.shape[1] * ds * ds
+            self.discover_scale = ds if ds < 0.8 * full_scale(rgb.shape, s) else None
+            every_s = pixels / s.discover_pixels_per_s
+            self.discover_every = max(s.detect_every, int(round(every_s * self.fps)))
+            self.last_discover = index
+        if full is not None:
+            self.last_discover = index
+        elif self.discover_scale and index - self.last_discover >= self.discover_every:
+            self.last_discover = index
+            discover = FullPass(self.executor, rgb, s, scale=self.discover_scale, tiles=1, embed=False)
+            self.discover_passes += 1
+        return Prepared(grey, cut, full, discover)
 
     def plan(self, index, upcoming):
         """After drawing frame ``index``: send the region pass of a frame a few frames ahead, if one is due.
@@ -302,14 +329,16 @@ class Recognizer:
         elif index in self.regions:
             rp, tracks = self.regions.pop(index)
             fresh = self._apply_regions(index, rp.result(), tracks, prepared.grey)
+        if prepared.discover is not None and not prepared.cut:
+            self._apply_discovery(index, prepared.discover.result(), prepared.grey)
         if fresh:
             self._name(fresh)
         self.prev_grey = prepared.grey
         self.processed = index + 1
         views = []
         for t in self.tracks:
-            if t.misses > 1:
-                continue
+            if t.misses > 1 or (self.model is not None and not t.votes):
+                continue  # lost for now, or found by a discovery pass and not recognised yet
             t.shown(index)
             views.append(self._view(t, rgb.shape))
         return views
@@ -344,6 +373,25 @@ class Recognizer:
             self._seed_points(t, grey)
             fresh.append((t, found[j][1]))
         return fresh
+
+    def _apply_discovery(self, index, found, grey):
+        """A coarse pass: confirm the tracks it sees, start tracks for new faces (recognised by the next region pass).
+
+        Tracks it does not see are not counted as missed: their faces may be smaller than it looks for.
+        """
+        alive = list(self.tracks)
+        pairs, _lost, new = match([t.box for t in alive], [f[0] for f in found], self.settings.iou_match)
+        for i, j in pairs:
+            t = alive[i]
+            t.box = np.asarray(found[j][0], dtype=np.float64)
+            t.misses, t.confirmed = 0, index
+            self._seed_points(t, grey)
+        for j in new:
+            t = Track(self.next_id, found[j][0], index)
+            t.confirmed = index
+            self.next_id += 1
+            self.tracks.append(t)
+            self._seed_points(t, grey)
 
     def _apply_regions(self, index, results, tracks, grey):
         fresh = []
@@ -537,8 +585,9 @@ def run(path, model, settings=None, executor=None, name=None):
             yield index, t, rgb, views, rec
     finally:
         for *_, prepared in ahead:
-            if prepared.full is not None:
-                prepared.full.cancel()  # passes of frames that will not be drawn
+            for pending in (prepared.full, prepared.discover):
+                if pending is not None:
+                    pending.cancel()  # passes of frames that will not be drawn
         ahead.clear()
         rec.close()
         decoder.close()
