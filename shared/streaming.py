@@ -24,8 +24,6 @@ from . import overlay, tracking
 from .storage import atomic_write_json, read_json
 from .videos import claim, read_meta, source_path, write_status
 
-BOUNDARY = b"frame"
-
 
 #: At most this many frames in a row are dropped, so a machine far too slow still shows the video moving.
 MAX_DROP_RUN = 4

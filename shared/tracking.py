@@ -50,7 +50,7 @@ import cv2
 import numpy as np
 
 from . import appearances, faces, frames
-from .boxes import clip_box, match, region, side
+from .boxes import clip_box, iou, match, region, side
 from .offload import Call
 from .tracks import FaceView, Track
 
@@ -114,8 +114,6 @@ def _resize(rgb, s):
 
 def _nms(found, threshold=0.3):
     """Drop detections overlapping an earlier (bigger) one: ``found`` is ``[(box, vector or None)]``."""
-    from .boxes import iou
-
     found = sorted(found, key=lambda f: -(f[0][2] - f[0][0]) * (f[0][1] - f[0][3]))
     kept = []
     for box, vec in found:
@@ -399,8 +397,6 @@ class Recognizer:
             if t not in self.tracks:
                 continue
             best, score = None, self.settings.iou_match
-            from .boxes import iou
-
             for box, vec in found:
                 o = iou(t.box, box)
                 if o >= score:
@@ -514,7 +510,7 @@ class _Decoder:
     def __init__(self, path, name=None, depth=4):
         self.q = queue.Queue(maxsize=depth)
         self.stop = threading.Event()
-        self.source = frames.iter_frames(path, name=name)  # raises VideoError here, not in the thread
+        self.source = frames.iter_frames(path, name=name)  # run() probed the file first: errors come from there
         self.thread = threading.Thread(target=self._run, name="video-decode", daemon=True)
         self.thread.start()
 
