@@ -1,141 +1,244 @@
-"""Video recognition speed: our tracking loop against detecting and encoding every face in every frame.
+"""Video recognition: speed and quality of our stream against face_recognition's own ways, same run.
 
-    .venv/bin/python bench/bench_video.py [--naive-frames N]
+    .venv/bin/python bench/bench_video.py [--plain-frames 12] [--fast-frames 120] [--clips tv720,crowd1080,hamilton1080]
+                                          [--before] [--skip-baselines]
 
-For two clips, processed as fast as possible (no pacing):
+Clips (made by ``bench/video_scenes.py`` into ``bench/out/``, deterministic):
 
-- ``short_hamilton_clip.mp4`` (640x360, 29.97 fps, 275 frames);
-- a 1280x720 clip composed in a temporary folder from the AOC clip (512x512,
-  25 fps, 200 frames): one copy upscaled to 720x720 and two smaller copies,
-  mirrored and shifted in time, so three faces are in frame at once;
+- ``tv720``: 1280x720, 23.976 fps, 12 s, a cut every 2-4 s, 5 faces per scene
+  (90-170 px, moving, turning, passing in front of each other);
+- ``crowd1080``: 1920x1080, 25 fps, 10 s, cuts every 2-4 s, 7 small faces per
+  scene (40-80 px);
+- ``hamilton1080``: ``short_hamilton_clip.mp4`` upscaled to 1920x1080 (29.97 fps).
 
-it prints the processing fps of the full per-frame work a viewer gets (decode,
-track, recognise, draw boxes/labels/panel, JPEG-encode) with the jobs on the
-process pool (both cores) and inline (one core), the source fps, and their
-ratio (processing / source: at least 1 means every frame can be shown at the
-source's speed). In the same run it prints the fps of the naive approach,
-``face_recognition.face_locations`` + ``face_encodings`` on every frame (timed
-on the first ``--naive-frames`` frames, default 40, since it is slow), and
-the gain. The model is trained on the spot as in tests/test_video.py.
+Model: 24 ``lfw_dev`` people as KOLs (10 photos each) plus Lin-Manuel Miranda and
+Alex Lacamoire (one photo each); faces of other people in the clips are strangers.
+
+For each clip, three ways, each including decode, naming, drawing and JPEG encoding:
+
+- **ours**: ``shared.streaming.stream`` exactly as ``/video_feed?pace=0`` runs it,
+  with the server's process pool (every core);
+- **plain**: ``face_recognition.face_locations`` + ``face_encodings`` on every frame
+  (the library's defaults), timed on the first ``--plain-frames`` frames;
+- **before** (``--before``): this project's loop before the harder clips existed
+  (commit :data:`BEFORE`: HOG every 4 frames on a 960x540 copy), run the same way;
+- **fast**: face_recognition's documented fast path (``facerec_from_webcam_faster.py``):
+  quarter-size frames, every other frame, boxes of the last processed frame drawn
+  on the others; first ``--fast-frames`` frames.
+
+Printed: fps, x real time (fps / the clip's fps), ``cpu/s``: CPU seconds used (all
+processes, the pool's workers included) per second of video, which depends little on
+other work on the machine (below 2 / 1.5 = 1.33 means 1.5x real time is within
+reach of 2 idle cores), and for the composite clips the
+quality against the truth (see ``video_scenes.score``): share of face-frames found,
+share named right (the KOL, or "unknown" for a stranger), strangers named (must be
+0) and KOLs given another KOL's name. The machine's load average is printed too:
+compare ratios within one run, not across runs.
 """
 import argparse
+import json
 import os
+import shutil
 import sys
 import tempfile
 import time
+from pathlib import Path
 
-from common import FIVE, VIDEO, require_data
+from common import VIDEO, require_data
+
+import video_scenes
 
 
-def train_model():
-    """The test model: Lin-Manuel Miranda and Alex Lacamoire (one photo each) plus the five_celebs train_ photos."""
+def train_model(kols):
     import numpy as np
 
     from shared import classifier, faces, images
     from shared.pool import kol_slug
 
-    X, slugs, names = [], [], {}
-    people = [("Lin-Manuel Miranda", [VIDEO / "lin-manuel-miranda.png"]),
-              ("Alex Lacamoire", [VIDEO / "alex-lacamoire.png"])]
-    people += [(d.name.replace("_", " ").title(), sorted(d.glob("train_*.jpg")))
-               for d in sorted(FIVE.iterdir()) if d.is_dir()]
-    for name, paths in people:
-        for path in paths:
-            found = faces.analyze(images.load_image(path))
-            if len(found) == 1:
-                slug = kol_slug(name)
-                X.append(found[0].embedding)
-                slugs.append(slug)
-                names[slug] = name
+    X, slugs, names = video_scenes.enrolment(kols)
+    X = list(X)
+    for name, photo in [("Lin-Manuel Miranda", "lin-manuel-miranda.png"), ("Alex Lacamoire", "alex-lacamoire.png")]:
+        found = faces.analyze(images.load_image(VIDEO / photo))
+        X.append(found[0].embedding)
+        slugs.append(kol_slug(name))
+        names[kol_slug(name)] = name
     return classifier.train(np.array(X), slugs, names)
 
 
-def make_720p(folder):
-    """Compose a 1280x720 clip with three faces from the AOC clip; returns its path."""
-    import cv2
-    import numpy as np
-
+def video_folder(root, path):
+    """A folder laid out like an uploaded video (``shared.videos``), for ``streaming.stream``."""
     from shared import frames
 
-    src = VIDEO / "sadtalker_WDA_AlexandriaOcasioCortez_000.mp4"
-    info = frames.probe(src)
-    clip = [cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) for _, _, rgb in frames.iter_frames(src)]
-    n = len(clip)
-    path = os.path.join(folder, "aoc_720p.mp4")
-    out = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), info.fps, (1280, 720))
-    try:
-        for i in range(n):
-            canvas = np.full((720, 1280, 3), 24, np.uint8)
-            canvas[:, :720] = cv2.resize(clip[i], (720, 720), interpolation=cv2.INTER_CUBIC)
-            canvas[:360, 760:1120] = cv2.flip(cv2.resize(clip[(i + 60) % n], (360, 360)), 1)
-            canvas[360:, 880:1240] = cv2.resize(clip[(i + 120) % n], (360, 360))
-            out.write(canvas)
-    finally:
-        out.release()
-    return path
+    info = frames.probe(path)
+    folder = Path(root) / "0123456789abcdef"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    os.symlink(path, folder / "source.mp4")
+    meta = {"video": folder.name, "filename": Path(path).name, "fps": round(info.fps, 3), "frames": info.frames,
+            "width": info.width, "height": info.height, "size": 0, "uploaded": ""}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder, info
 
 
-def ours(path, model, executor):
-    """Processing fps of the full viewer pipeline; also returns the recognizer."""
-    from shared import tracking
+def cpu_seconds(executor=None):
+    """CPU time (user + system, seconds) used so far by this process and the executor's worker processes."""
+    total = time.process_time()
+    for proc in (getattr(executor, "_processes", None) or {}).values():
+        with open(f"/proc/{proc.pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
+
+def ours(folder, model, executor):
+    from shared import streaming
+
+    shown = {}
+
+    def observe(index, views):
+        shown[index] = [(v.box, v.identity) for v in views]
+
+    cpu = cpu_seconds(executor)
     started = time.perf_counter()
-    n = 0
-    rec = None
-    for _, _, rgb, views, rec in tracking.run(path, model, executor=executor):
-        tracking.encode(tracking.draw(rgb, views, rec))
-        n += 1
-    return n / (time.perf_counter() - started), n, rec
+    parts = sum(1 for p in streaming.stream(folder, model, pace=False, executor=executor, observe=observe)
+                if p.startswith(b"--frame\r\n"))
+    elapsed = time.perf_counter() - started
+    return parts / elapsed, parts, shown, cpu_seconds(executor) - cpu
 
 
-def naive(path, limit):
-    """fps of face_locations + face_encodings on every frame (first ``limit`` frames)."""
+#: The commit this lane started from: its loop is the "before" row (``--before``).
+BEFORE = "5a1427d"
+
+
+def before(path, model, executor):
+    """The loop as it was at :data:`BEFORE` (detect every 4 frames on a 960x540 copy), run the same way."""
+    import importlib.util
+    import subprocess
+
+    from common import ROOT
+
+    target = video_scenes.OUT / f"tracking_{BEFORE}.py"
+    if not target.is_file():
+        target.write_text(subprocess.run(["git", "show", f"{BEFORE}:shared/tracking.py"], cwd=ROOT, check=True,
+                                         capture_output=True, text=True).stdout)
+    spec = importlib.util.spec_from_file_location("shared.tracking_before", target)
+    old = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(old)
+    old.detect_job, old.embed_job = video_scenes.old_detect_job, video_scenes.old_embed_job  # picklable
+    shown = {}
+    cpu = cpu_seconds(executor)
+    started = time.perf_counter()
+    for i, _t, rgb, views, rec in old.run(path, model, executor=executor):
+        old.encode(old.draw(rgb, views, rec))
+        shown[i] = [(v.box, v.identity) for v in views]
+    return len(shown) / (time.perf_counter() - started), shown, cpu_seconds(executor) - cpu
+
+
+def _draw_encode(rgb, boxes):
+    import cv2
+
+    out = rgb.copy()
+    for (top, right, bottom, left), _ in boxes:
+        cv2.rectangle(out, (left, top), (right, bottom), (0, 255, 0), 2)
+    cv2.imencode(".jpg", cv2.cvtColor(out, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
+
+
+def plain(path, model, limit):
+    """face_locations + face_encodings on every frame, named by the same model."""
     import face_recognition
 
     from shared import frames
 
+    shown = {}
+    cpu = time.process_time()
     started = time.perf_counter()
-    n = 0
-    for _, _, rgb in frames.iter_frames(path, max_frames=limit):
-        face_recognition.face_encodings(rgb, face_recognition.face_locations(rgb))
-        n += 1
-    return n / (time.perf_counter() - started)
+    for i, _, rgb in frames.iter_frames(path, max_frames=limit):
+        locs = face_recognition.face_locations(rgb)
+        enc = face_recognition.face_encodings(rgb, locs)
+        names = [p.identity for p in model.predict(enc)] if enc else []
+        shown[i] = list(zip(locs, names))
+        _draw_encode(rgb, shown[i])
+    return len(shown) / (time.perf_counter() - started), shown, time.process_time() - cpu
+
+
+def fast(path, model, limit):
+    """face_recognition's documented fast path: quarter size, every other frame."""
+    import cv2
+    import face_recognition
+
+    from shared import frames
+
+    shown, last = {}, []
+    cpu = time.process_time()
+    started = time.perf_counter()
+    for i, _, rgb in frames.iter_frames(path, max_frames=limit):
+        if i % 2 == 0:
+            small = cv2.resize(rgb, (0, 0), fx=0.25, fy=0.25)
+            locs = face_recognition.face_locations(small)
+            enc = face_recognition.face_encodings(small, locs)
+            names = [p.identity for p in model.predict(enc)] if enc else []
+            last = [((t * 4, r * 4, b * 4, l * 4), n) for (t, r, b, l), n in zip(locs, names)]
+        shown[i] = last
+        _draw_encode(rgb, last)
+    return len(shown) / (time.perf_counter() - started), shown, time.process_time() - cpu
+
+
+def quality(truth, shown):
+    if truth is None:
+        return "-"
+    c = video_scenes.score(truth, shown)
+    n = max(1, c["face_frames"])
+    return (f"found {100 * c['found'] / n:5.1f}%  right {100 * c['right'] / n:5.1f}%  "
+            f"strangers named {c['strangers_named']}/{c['stranger_frames']}  other KOL {c['wrong_kol']}")
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--naive-frames", type=int, default=40)
+    parser.add_argument("--plain-frames", type=int, default=12)
+    parser.add_argument("--fast-frames", type=int, default=120)
+    parser.add_argument("--clips", default="tv720,crowd1080,hamilton1080")
+    parser.add_argument("--skip-baselines", action="store_true")
+    parser.add_argument("--before", action="store_true", help=f"also run the loop of commit {BEFORE}")
     args = parser.parse_args()
     require_data()
-    import numpy as np
+    from shared import parallel, streaming
 
-    from shared import frames, parallel, tracking
-
-    model = train_model()
+    t0 = time.perf_counter()
+    clips, kols, _strangers = video_scenes.build()
+    model = train_model(kols)
+    print(f"clips and model ready in {time.perf_counter() - t0:.1f} s: {len(model.classes)} KOLs, "
+          f"{len(model.X)} photos")
     pool = parallel.pool()
-    for f in [pool.submit(tracking.detect_job, np.zeros((64, 64, 3), np.uint8), 0)
-              for _ in range(parallel.workers())]:
-        f.result()  # workers started and their dlib networks loaded before timing
-    load = os.getloadavg()[0]
-    print(f"cores: {parallel.workers()}, load average before: {load:.2f}")
+    streaming.warm(pool, parallel.workers())
+    print(f"cores: {parallel.workers()}, load average before: {os.getloadavg()[0]:.2f}")
+    print(f"{'clip':13s} {'way':6s} {'frames':>6s} {'fps':>6s} {'x real':>6s} {'cpu/s':>6s}  quality")
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        clips = [("640x360 hamilton", VIDEO / "short_hamilton_clip.mp4", 1.5),
-                 ("1280x720 AOC x3", make_720p(tmp), 1.0)]
-        print(f"{'clip':18s} {'mode':16s} {'frames':>6s} {'fps':>7s} {'src fps':>7s} {'ratio':>6s} "
-              f"{'target':>6s}  faces/frame  detections  recognitions")
-        for label, path, target in clips:
-            src = frames.probe(path).fps
-            measured = {}
-            for mode, executor in (("ours, 2 cores", pool), ("ours, 1 core", None)):
-                fps, n, rec = ours(path, model, executor)
-                measured[mode] = fps
-                shown = sum(sum(b - a + 1 for a, b in t.spans) for t in rec.finished + rec.tracks)
-                print(f"{label:18s} {mode:16s} {n:6d} {fps:7.1f} {src:7.2f} {fps / src:6.2f} {target:6.1f}  "
-                      f"{shown / max(n, 1):11.2f}  {rec.detections:10d}  {rec.recognitions:12d}")
-            nfps = naive(path, args.naive_frames)
-            print(f"{label:18s} {'naive (library)':16s} {args.naive_frames:6d} {nfps:7.1f} {src:7.2f} "
-                  f"{nfps / src:6.2f} {'':6s}  ours (2 cores) is {measured['ours, 2 cores'] / nfps:.1f}x faster")
+        for name in args.clips.split(","):
+            path, truth = clips[name]
+            folder, info = video_folder(tmp, path)
+            src = info.fps
+            fps, n, shown, cpu = ours(folder, model, pool)
+            results[(name, "ours")] = fps
+            print(f"{name:13s} {'ours':6s} {n:6d} {fps:6.1f} {fps / src:6.2f} {cpu / (n / src):6.2f}  "
+                  f"{quality(truth, shown)}")
             sys.stdout.flush()
+            if args.before:
+                fps, shown, cpu = before(path, model, pool)
+                results[(name, "before")] = fps
+                print(f"{name:13s} {'before':6s} {len(shown):6d} {fps:6.1f} {fps / src:6.2f} "
+                      f"{cpu / (len(shown) / src):6.2f}  {quality(truth, shown)}")
+                sys.stdout.flush()
+            if args.skip_baselines:
+                continue
+            for way, fn, limit in (("plain", plain, args.plain_frames), ("fast", fast, args.fast_frames)):
+                fps, shown, cpu = fn(path, model, limit)
+                results[(name, way)] = fps
+                print(f"{name:13s} {way:6s} {len(shown):6d} {fps:6.1f} {fps / src:6.2f} "
+                      f"{cpu / (len(shown) / src):6.2f}  {quality(truth, shown)}")
+                sys.stdout.flush()
+            print(f"{'':13s} ours / plain = {results[(name, 'ours')] / results[(name, 'plain')]:.1f}x, "
+                  f"ours / fast = {results[(name, 'ours')] / results[(name, 'fast')]:.2f}x")
     print(f"load average after: {os.getloadavg()[0]:.2f} (other work on the machine lowers every number)")
     parallel.shutdown()
 

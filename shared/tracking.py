@@ -1,385 +1,436 @@
-"""Faces followed through a video: tracks, identity by vote, and the per-frame loop.
+"""The per-frame recognition loop of a video: find faces, follow them, name them.
 
 Recognising every face in every frame is slow (HOG detection plus a ResNet pass per
-face) and makes names flicker, since single frames are often blurred or turned. So:
+face) and makes names flicker. So, per frame:
 
-- **detect** every :attr:`Settings.detect_every` frames (and on every scene cut), on a
-  copy of the frame resized to about :attr:`Settings.detect_pixels` pixels (small
-  videos are enlarged so faces of ~50 px are found, large ones shrunk to bound the cost);
-- **track** in between with pyramidal Lucas-Kanade optical flow on a small grey copy
-  (the median motion of feature points inside each box moves and scales the box);
-  a detection is matched to a track when their boxes overlap (IoU);
-- **recognise** a track when it appears and at each detection while it has fewer than
-  :attr:`Settings.settle_votes` votes, then again every :attr:`Settings.recheck_s`
-  seconds: the face is aligned and embedded at the detected box, and the model's
-  :class:`shared.classifier.Prediction` is one *vote*;
-- **decide** a track's identity by majority over its votes, "unknown" (``None``)
-  being a candidate like any KOL; the label changes only when another candidate has
-  strictly more votes than the current one (:func:`decide`), so a single bad frame
-  never renames a face.
+- a **full pass** (every face in the frame) runs on the first frame, on every scene
+  cut, and on a schedule: as often as :attr:`Settings.full_pixels_per_s` allows
+  (every 0.5-3 s: about 1 s at 720p, 2.3 s at 1080p). It sees the frame scaled so
+  the smallest face worth finding (:attr:`Settings.min_face_px`, in frame pixels)
+  reaches the size dlib's HOG detector finds (about 80 px), bounded by
+  :attr:`Settings.max_full_pixels`; the scaled frame is cut into
+  :attr:`Settings.tiles` overlapping strips, one executor call each (one per core),
+  plus one cheap coarse call on the whole frame for faces too big for a strip's overlap.
+  Each call also embeds the faces it finds, so every face gets a vote;
+- in between, a **discovery pass** looks at the whole frame scaled for faces of
+  :attr:`Settings.discover_face_px` and more (cheap: no embeddings, within
+  :attr:`Settings.discover_pixels_per_s`; about every 0.4 s at 720p, 0.9 s at 1080p):
+  it confirms the tracks it sees and starts tracks for faces that came into view
+  (they are drawn once the next region pass has recognised them);
+- every :attr:`Settings.detect_every` frames, a **region pass** looks
+  only around the faces already followed whose track is not stable (fewer than
+  :attr:`Settings.settle_votes` votes, optical flow lost, or not confirmed by a
+  detection for twice that many frames): a crop per face, scaled so the face is
+  about :attr:`Settings.region_face_px`. It keeps boxes on the faces at a small cost;
+  faces with fewer than :attr:`Settings.settle_votes` votes are embedded there too;
+- **tracking** in between with pyramidal Lucas-Kanade optical flow on a small grey
+  copy (the median motion of feature points inside each box moves and scales it);
+- **scene cuts** are found on a 32x18 colour thumbnail (mean absolute difference
+  between frames) and end every track at once;
+- **naming**: all the faces of one frame that have an embedding (fresh, or the last
+  one of a track) go to ``model.predict`` in ONE call, so the model may assign
+  identities jointly; a fresh embedding's prediction is one vote for its track
+  (:mod:`shared.tracks`).
 
 Detection and embedding run through an executor (``shared.parallel.pool()`` in the
-server: the second core works while this thread decodes, tracks and draws), with a
-lookahead of a few decoded frames so a detection is ready when its frame is drawn.
-Results are applied at fixed frames (a new face's first vote before the frame is
-drawn, a re-check's vote at the next detection), so the output does not depend on
-timing: the inline executor (``executor=None``) gives exactly the same frames.
+server). Frames are decoded by a thread, a few frames ahead; a full pass is sent
+when its frame is decoded and a region pass a few frames before its frame is drawn,
+and results are applied at fixed frames, so the output does not depend on timing:
+the inline executor (``executor=None``) gives exactly the same frames.
 
 Conventions: frames are RGB ``uint8`` ``(H, W, 3)``; boxes are ``(top, right,
 bottom, left)`` in the frame's pixels; frame indices count from 0; times are seconds.
 """
 import collections
-from concurrent.futures import CancelledError, Future
-from concurrent.futures.process import BrokenProcessPool
+import queue
+import threading
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from . import annotate, faces, frames
+from . import appearances, faces, frames
+from .boxes import clip_box, iou, match, region, side
+from .offload import Call
+from .tracks import FaceView, Track
+
+#: The smallest face (side of the box dlib draws with one upsampling, pixels) that dlib's HOG
+#: detector finds without upsampling: faces of 40 px scaled to 60 are found in 34 of 36 lfw_dev
+#: photos, scaled to 52 in 7 of 36.
+HOG_MIN_PX = 60
 
 
 @dataclass
 class Settings:
-    """Tuning of the recognition loop (defaults measured on the project's clips, see bench/bench_video.py)."""
+    """Tuning of the recognition loop (defaults measured on bench/bench_video.py's clips)."""
 
-    detect_every: int = 4  # frames between two detections
-    detect_pixels: int = 960 * 540  # size (pixels) of the copy the HOG detector sees
-    detect_max_scale: float = 1.5  # never enlarge a frame more than this for detection
-    upsample: int = 0  # HOG upsampling of that copy
+    full_pixels_per_s: float = 2_000_000  # scheduled full passes look at about this many pixels a second
+    full_every_s: tuple = (0.5, 3.0)  # ... but come at least and at most this many seconds apart
+    detect_every: int = 5  # frames between two region passes
+    min_face_px: int = 40  # smallest face (box side, frame pixels) a full pass looks for
+    max_full_pixels: int = 4_700_000  # most pixels a full pass may look at (bounds 4K and big upscales)
+    tiles: int = 2  # strips a full pass is cut into (one executor call each)
+    region_face_px: int = 90  # a region pass scales each face to about this size
+    discover_face_px: int = 80  # a discovery pass (coarse, between full passes) finds faces from this size
+    discover_pixels_per_s: float = 1_300_000  # ... and looks at about this many pixels a second
+    region_margin: float = 0.5  # a region pass looks this far (x the face size) around a face
+    plan_ahead: int = 3  # a region pass is sent this many frames before its frame is drawn
     flow_side: int = 480  # longest side of the grey copy used for optical flow
     settle_votes: int = 3  # votes before a track counts as settled
-    recheck_s: float = 1.0  # a settled track is re-recognised this often
-    max_misses: int = 2  # detections in a row a track may miss before it is dropped
+    max_misses: int = 2  # passes in a row a track may miss before it is dropped
     iou_match: float = 0.3  # least overlap for a detection to continue a track
-    cut_diff: float = 40.0  # mean absolute grey difference (0-255) between frames that counts as a cut
-    lookahead: int = 16  # decoded frames kept ahead, so detections run in parallel
+    cut_diff: float = 30.0  # mean absolute colour difference (0-255) of 32x18 thumbnails that counts as a cut
+    lookahead: int = 16  # decoded frames kept ahead of drawing (hides the latency of a full pass)
     min_frames: int = 3  # tracks shown on fewer frames are left out of the summary
 
 
-# -- jobs (top-level so a process pool can run them) -------------------------------
+# -- work sent to the executor (top-level so a process pool can run it) -------------
 
-def detect_job(small, upsample):
-    """HOG boxes in ``small`` (an RGB frame copy), largest first."""
-    return faces.detect(small, upsample=upsample)
-
-
-def embed_job(crop, boxes):
-    """``(len(boxes), 128)`` embeddings of the faces at ``boxes`` inside ``crop``."""
-    return faces.embed(faces.align(crop, boxes))
+def find_faces(rgb, upsample=0, embed=True):
+    """Boxes of the faces in ``rgb`` (largest first) and, if ``embed``, their ``(N, 128)`` embeddings."""
+    boxes = faces.detect(rgb, upsample=upsample)
+    vectors = faces.embed(faces.align(rgb, boxes)) if embed and boxes else np.zeros((0, faces.EMBEDDING_SIZE))
+    return boxes, vectors
 
 
-class _Job:
-    """A function call sent to the executor, kept so it can be redone inline if the pool broke."""
+def find_in_regions(crops, embed_flags):
+    """:func:`find_faces` on each crop (``embed_flags[i]`` says whether to embed crop ``i``'s faces)."""
+    return [find_faces(c, 0, bool(e)) for c, e in zip(crops, embed_flags)]
 
-    def __init__(self, executor, fn, *args):
-        self.fn, self.args = fn, args
-        self.future = None
-        if executor is not None:
-            try:
-                self.future = executor.submit(fn, *args)
-            except (BrokenProcessPool, RuntimeError):  # pool broken or shut down: work here
-                self.future = None
-        if self.future is None:
-            self.future = Future()
-            try:
-                self.future.set_result(fn(*args))
-            except Exception as exc:  # noqa: BLE001 - re-raised by result()
-                self.future.set_exception(exc)
+
+def warm_job():
+    """Load dlib in a worker and run each network once (start-up of a server's pool)."""
+    tile = np.zeros((120, 120, 3), np.uint8)
+    find_faces(tile)
+    faces.embed([np.zeros((faces.CHIP_SIZE, faces.CHIP_SIZE, 3), np.uint8)])
+    return True
+
+
+def _resize(rgb, s):
+    if abs(s - 1.0) < 1e-3:
+        return np.ascontiguousarray(rgb)
+    return cv2.resize(rgb, None, fx=s, fy=s, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+
+
+def _nms(found, threshold=0.3):
+    """Drop detections overlapping an earlier (bigger) one: ``found`` is ``[(box, vector or None)]``."""
+    found = sorted(found, key=lambda f: -(f[0][2] - f[0][0]) * (f[0][1] - f[0][3]))
+    kept = []
+    for box, vec in found:
+        if all(iou(box, k[0]) < threshold and not _inside(box, k[0]) for k in kept):
+            kept.append((box, vec))
+    return kept
+
+
+def _inside(a, b):
+    """True when the centre of ``a`` lies inside ``b``."""
+    cy, cx = (a[0] + a[2]) / 2, (a[1] + a[3]) / 2
+    return b[0] <= cy <= b[2] and b[3] <= cx <= b[1]
+
+
+def full_scale(shape, settings):
+    """The factor a frame of ``shape`` is resized by for a full pass (see the module docstring)."""
+    h, w = shape[:2]
+    return min(HOG_MIN_PX / float(settings.min_face_px), (settings.max_full_pixels / float(h * w)) ** 0.5)
+
+
+class FullPass:
+    """The calls of one full pass over a frame; :meth:`result` gives ``[(box, embedding)]`` in frame pixels."""
+
+    def __init__(self, executor, rgb, settings, scale=None, tiles=None, embed=True):
+        h, w = rgb.shape[:2]
+        s = full_scale(rgb.shape, settings) if scale is None else scale
+        self.calls = []  # (call, scale, x offset in frame pixels)
+        tiles = max(1, int(settings.tiles if tiles is None else tiles))
+        overlap = int(max(2.5 * settings.min_face_px, 0.15 * w))  # frame pixels shared by neighbouring strips
+        bounds = np.linspace(0, w, tiles + 1).astype(int)
+        for k in range(tiles):
+            x0, x1 = max(0, bounds[k] - overlap // 2), min(w, bounds[k + 1] + overlap // 2)
+            small = _resize(rgb[:, x0:x1], s)
+            self.calls.append((Call(executor, find_faces, small, 0, embed), s, x0))
+        if tiles > 1:  # faces wider than the overlap: a coarse look at the whole frame
+            coarse = min(s, HOG_MIN_PX * 1.2 / overlap)  # finds faces bigger than the overlap
+            self.calls.append((Call(executor, find_faces, _resize(rgb, coarse), 0, embed), coarse, 0))
+        self.shape = rgb.shape
 
     def result(self):
-        try:
-            return self.future.result()
-        except (BrokenProcessPool, CancelledError):
-            return self.fn(*self.args)
+        found = []
+        for call, s, x0 in self.calls:
+            boxes, vectors = call.result()
+            for k, b in enumerate(boxes):
+                v = vectors[k] if k < len(vectors) else None
+                box = (b[0] / s, b[1] / s + x0, b[2] / s, b[3] / s + x0)
+                found.append((clip_box(box, self.shape), v))
+        return _nms(found)
 
     def cancel(self):
-        self.future.cancel()
+        for call, _, _ in self.calls:
+            call.cancel()
 
 
-# -- geometry ---------------------------------------------------------------------
+class RegionPass:
+    """One call looking around given boxes of a frame; :meth:`result` gives, per box, ``[(box, embedding or None)]``."""
 
-def iou(a, b):
-    """Intersection over union of two boxes ``(top, right, bottom, left)``, in [0, 1]."""
-    top, bottom = max(a[0], b[0]), min(a[2], b[2])
-    left, right = max(a[3], b[3]), min(a[1], b[1])
-    inter = max(0.0, bottom - top) * max(0.0, right - left)
-    area = (a[2] - a[0]) * (a[1] - a[3]) + (b[2] - b[0]) * (b[1] - b[3]) - inter
-    return float(inter / area) if area > 0 else 0.0
+    def __init__(self, executor, rgb, boxes, embed_flags, settings):
+        self.windows = []
+        crops = []
+        for box in boxes:
+            y0, y1, x0, x1 = region(box, rgb.shape, settings.region_margin)
+            s = float(np.clip(settings.region_face_px / max(1.0, side(box)), 0.25, 3.0))
+            crops.append(_resize(rgb[y0:y1, x0:x1], s))
+            self.windows.append((s, x0, y0))
+        self.embed_flags = list(embed_flags)
+        self.call = Call(executor, find_in_regions, crops, self.embed_flags)
+        self.shape = rgb.shape
 
+    def result(self):
+        out = []
+        for (boxes, vectors), (s, x0, y0), e in zip(self.call.result(), self.windows, self.embed_flags):
+            found = []
+            for k, b in enumerate(boxes):
+                box = clip_box((b[0] / s + y0, b[1] / s + x0, b[2] / s + y0, b[3] / s + x0), self.shape)
+                found.append((box, vectors[k] if e else None))
+            out.append(found)
+        return out
 
-def match(tracks_boxes, det_boxes, threshold):
-    """Greedy one-to-one matching by IoU, best overlap first.
-
-    Returns ``(pairs, unmatched_tracks, unmatched_detections)`` where ``pairs`` is a
-    list of ``(track_index, detection_index)``; pairs overlap by at least ``threshold``.
-    """
-    scores = [(iou(t, d), i, j) for i, t in enumerate(tracks_boxes) for j, d in enumerate(det_boxes)]
-    scores.sort(reverse=True)
-    used_t, used_d, pairs = set(), set(), []
-    for score, i, j in scores:
-        if score < threshold:
-            break
-        if i in used_t or j in used_d:
-            continue
-        used_t.add(i)
-        used_d.add(j)
-        pairs.append((i, j))
-    return (pairs, [i for i in range(len(tracks_boxes)) if i not in used_t],
-            [j for j in range(len(det_boxes)) if j not in used_d])
-
-
-def _scale_for(shape, side):
-    return min(1.0, float(side) / max(shape[0], shape[1]))
-
-
-def _clip_box(box, shape):
-    top, right, bottom, left = box
-    h, w = shape[:2]
-    return (int(np.clip(round(top), 0, h - 1)), int(np.clip(round(right), 0, w - 1)),
-            int(np.clip(round(bottom), 0, h - 1)), int(np.clip(round(left), 0, w - 1)))
-
-
-def crop_around(rgb, box, margin=0.6):
-    """A copy of the region around ``box`` (``margin`` of the box size on each side) and the box inside it."""
-    top, right, bottom, left = box
-    m = int(margin * max(bottom - top, right - left))
-    y0, x0 = max(0, top - m), max(0, left - m)
-    y1, x1 = min(rgb.shape[0], bottom + m + 1), min(rgb.shape[1], right + m + 1)
-    return np.ascontiguousarray(rgb[y0:y1, x0:x1]), (top - y0, right - x0, bottom - y0, left - x0)
-
-
-# -- voting -----------------------------------------------------------------------
-
-def decide(votes, current=None, has_current=False):
-    """The identity a track should show, given its ``votes``.
-
-    votes: ``[(identity or None, confidence), ...]`` in arrival order.
-    current / has_current: the identity shown so far (``None`` is "unknown", so
-        ``has_current`` says whether there is one at all).
-
-    The candidate with the most votes wins (ties: higher summed confidence); the
-    current identity is kept unless the winner has strictly more votes than it.
-    Returns the identity (``None`` for unknown); ``current`` when there are no votes.
-    """
-    if not votes:
-        return current
-    counts = collections.Counter(v[0] for v in votes)
-    weight = collections.defaultdict(float)
-    for identity, conf in votes:
-        weight[identity] += conf
-    leader = max(counts, key=lambda k: (counts[k], weight[k]))
-    if has_current and counts.get(current, 0) >= counts[leader]:
-        return current
-    return leader
-
-
-class Track:
-    """One face followed from frame to frame.
-
-    box: float ``(top, right, bottom, left)`` in frame pixels. votes: ``[(slug or
-    None, confidence)]``. spans: ``[[first, last], ...]`` frame ranges where it was drawn.
-    """
-
-    def __init__(self, track_id, box, index):
-        self.id = track_id
-        self.box = np.asarray(box, dtype=np.float64)
-        self.votes = []
-        self.identity = None
-        self.has_identity = False
-        self.misses = 0
-        self.last_check = None
-        self.points = None
-        self.spans = []
-        self.born = index
-
-    def vote(self, identity, confidence):
-        """Add one recognition and re-decide the identity (see :func:`decide`)."""
-        self.votes.append((identity, float(confidence)))
-        self.identity = decide(self.votes, self.identity, self.has_identity)
-        self.has_identity = True
-
-    @property
-    def confidence(self):
-        """Mean confidence of the votes for the identity shown (0.0 without votes)."""
-        own = [c for i, c in self.votes if i == self.identity]
-        return float(np.mean(own)) if own else 0.0
-
-    def shown(self, index):
-        """Record that the track was drawn on frame ``index``."""
-        if self.spans and self.spans[-1][1] == index - 1:
-            self.spans[-1][1] = index
-        else:
-            self.spans.append([index, index])
-
-    @property
-    def frames_shown(self):
-        return sum(b - a + 1 for a, b in self.spans)
+    def cancel(self):
+        self.call.cancel()
 
 
 @dataclass
-class FaceView:
-    """A face as drawn on one frame: box, track, identity (slug or None), display name, confidence, known."""
+class Prepared:
+    """What :meth:`Recognizer.schedule` knows of a decoded frame before it is drawn."""
 
-    box: tuple
-    track: int
-    identity: object
-    name: object
-    confidence: float
-    known: bool
-
-    def label(self, has_model=True):
-        """The text drawn under the box: ``"<name> 0.93"``, ``"unknown 0.21"`` or ``"no model"``."""
-        if not has_model:
-            return "no model"
-        return f"{self.name if self.known else 'unknown'} {self.confidence:.2f}"
-
-
-def merge_spans(spans):
-    """Union of inclusive ``[a, b]`` frame ranges, sorted: ``[[a, b], ...]``."""
-    out = []
-    for a, b in sorted(spans):
-        if out and a <= out[-1][1] + 1:
-            out[-1][1] = max(out[-1][1], b)
-        else:
-            out.append([a, b])
-    return out
+    grey: np.ndarray
+    cut: bool
+    full: object  # a FullPass or None
+    discover: object = None  # a discovery FullPass (coarse, no embeddings) or None
 
 
 class Recognizer:
-    """The per-frame state of one video: tracks, pending jobs, the summary so far.
+    """The per-frame state of one video: tracks, pending passes, the summary so far.
 
     model: a :class:`shared.classifier.Model` or ``None`` (faces are then boxed and
     labelled "no model"). fps: the video's frame rate (for times in the summary).
     executor: something with ``submit(fn, *args)`` (a process pool) or ``None`` to
-    run the jobs inline.
+    run the work inline.
     """
 
     def __init__(self, model, fps, settings=None, executor=None):
         self.model = model
         self.fps = float(fps) if fps else 25.0
-        self.s = settings or Settings()
+        self.settings = settings or Settings()
         self.executor = executor
         self.tracks = []
         self.finished = []  # dropped tracks (kept for the summary)
-        self.inflight = []  # (deadline frame, track, job)
+        self.regions = {}  # frame index -> (RegionPass, [tracks])
         self.next_id = 1
         self.prev_grey = None
-        self.last_detect = None
         self.prev_thumb = None
+        self.last_full = None
         self.processed = 0
-        self.detections = 0
-        self.recognitions = 0
+        self.full_passes = 0
+        self.region_passes = 0
+        self.embeddings = 0
         self._flow_scale = None
-        self._recheck = max(1, int(round(self.s.recheck_s * self.fps)))
+        self.full_every = None  # frames between two scheduled full passes (set at the first frame)
+        self.discover_every = None  # frames between two discovery passes (set at the first frame)
+        self.discover_scale = None
+        self.last_discover = None
+        self.discover_passes = 0
 
-    # -- scheduling (called as frames are decoded, ahead of drawing) ---------------
+    # -- as frames are decoded, ahead of drawing ------------------------------------
     def schedule(self, index, rgb):
-        """Prepare a decoded frame: its grey copy, whether it starts a new scene, its detection job.
+        """Prepare a decoded frame: its grey copy, whether it starts a new scene, its full pass if due.
 
-        Returns an opaque tuple for :meth:`step`. Call in frame order.
+        Call in frame order. Returns a :class:`Prepared` for :meth:`step`.
         """
+        s = self.settings
         if self._flow_scale is None:
-            self._flow_scale = _scale_for(rgb.shape, self.s.flow_side)
+            self._flow_scale = min(1.0, float(s.flow_side) / max(rgb.shape[:2]))
         fs = self._flow_scale
-        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        if fs != 1.0:
-            grey = cv2.resize(grey, None, fx=fs, fy=fs, interpolation=cv2.INTER_LINEAR)
-        thumb = cv2.resize(grey, (32, 18), interpolation=cv2.INTER_AREA).astype(np.int16)
-        cut = self.prev_thumb is not None and float(np.abs(thumb - self.prev_thumb).mean()) > self.s.cut_diff
+        small = rgb if fs == 1.0 else cv2.resize(rgb, None, fx=fs, fy=fs, interpolation=cv2.INTER_LINEAR)
+        grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+        thumb = cv2.resize(small, (32, 18), interpolation=cv2.INTER_AREA).astype(np.int16)
+        cut = self.prev_thumb is not None and float(np.abs(thumb - self.prev_thumb).mean()) > s.cut_diff
         self.prev_thumb = thumb
-        job = None
-        if self.last_detect is None or cut or index - self.last_detect >= self.s.detect_every:
-            self.last_detect = index
-            ds = self._detect_scale(rgb.shape)
-            det = rgb if ds == 1.0 else cv2.resize(rgb, None, fx=ds, fy=ds, interpolation=cv2.INTER_LINEAR)
-            job = (_Job(self.executor, detect_job, np.ascontiguousarray(det), self.s.upsample), ds)
-            self.detections += 1
-        return grey, cut, job
+        full = None
+        if self.full_every is None:
+            pixels = rgb.shape[0] * rgb.shape[1] * full_scale(rgb.shape, s) ** 2
+            every_s = float(np.clip(pixels / s.full_pixels_per_s, *s.full_every_s))
+            self.full_every = max(1, int(round(every_s * self.fps)))
+        if self.last_full is None or cut or index - self.last_full >= self.full_every:
+            self.last_full = index
+            full = FullPass(self.executor, rgb, s)
+            self.full_passes += 1
+        discover = None
+        if self.discover_every is None:
+            ds = min(1.0, HOG_MIN_PX / float(s.discover_face_px))
+            pixels = rgb.shape[0] * rgb.shape[1] * ds * ds
+            self.discover_scale = ds if ds < 0.8 * full_scale(rgb.shape, s) else None
+            every_s = pixels / s.discover_pixels_per_s
+            self.discover_every = max(s.detect_every, int(round(every_s * self.fps)))
+            self.last_discover = index
+        if full is not None:
+            self.last_discover = index
+        elif self.discover_scale and index - self.last_discover >= self.discover_every:
+            self.last_discover = index
+            discover = FullPass(self.executor, rgb, s, scale=self.discover_scale, tiles=1, embed=False)
+            self.discover_passes += 1
+        return Prepared(grey, cut, full, discover)
 
-    def _detect_scale(self, shape):
-        scale = min(self.s.detect_max_scale, (self.s.detect_pixels / float(shape[0] * shape[1])) ** 0.5)
-        return 1.0 if abs(scale - 1.0) < 0.05 else scale
+    def plan(self, index, upcoming):
+        """After drawing frame ``index``: send the region pass of a frame a few frames ahead, if one is due.
 
-    # -- one frame ----------------------------------------------------------------
+        upcoming: ``[(index, rgb, Prepared)]`` of the decoded frames after ``index``, in order.
+        """
+        s = self.settings
+        if not self.tracks or self.last_full is None:
+            return
+        target = index + s.plan_ahead
+        for j, rgb, prep in upcoming:
+            if prep.full is not None and j <= target:
+                return  # a full pass comes first
+            if j == target:
+                break
+        else:
+            return  # the video ends before
+        if (target - self._anchor) % s.detect_every or target in self.regions:
+            return
+        alive = [t for t in self.tracks if t.misses <= s.max_misses and not self._stable(t, target)]
+        if not alive:
+            return
+        flags = [self.model is not None and len(t.votes) < s.settle_votes for t in alive]
+        self.regions[target] = (RegionPass(self.executor, rgb, [t.box for t in alive], flags, s), alive)
+        self.region_passes += 1
+
+    def _stable(self, t, index):
+        """A track needs no region pass at frame ``index``: settled, followed by optical flow, confirmed lately."""
+        s = self.settings
+        settled = self.model is None or len(t.votes) >= s.settle_votes
+        return settled and t.points is not None and index - t.confirmed < 2 * s.detect_every
+
+    # -- one frame --------------------------------------------------------------------
     def step(self, index, rgb, prepared):
-        """Advance to frame ``index`` (prepared by :meth:`schedule`); returns the :class:`FaceView` to draw."""
-        grey, cut, job = prepared
-        self._collect(index)
-        if cut:
+        """Advance to frame ``index`` (prepared by :meth:`schedule`); returns the :class:`FaceView` list to draw."""
+        s = self.settings
+        if prepared.cut:
             self._drop(list(self.tracks))
         elif self.prev_grey is not None and self.tracks:
-            self._flow(grey)
-        if job is not None:
-            detect, ds = job
-            boxes = [_clip_box(np.asarray(b, dtype=np.float64) / ds, rgb.shape) for b in detect.result()]
-            self._associate(index, rgb, grey, boxes)
-            self._collect(index)  # new faces get their first vote before they are drawn
-        self.prev_grey = grey
+            self._flow(prepared.grey)
+        fresh = []
+        if prepared.full is not None:
+            self._anchor = index
+            for j in [j for j in self.regions if j <= index]:
+                self.regions.pop(j)[0].cancel()
+            fresh = self._apply_full(index, prepared.full.result(), prepared.grey)
+        elif index in self.regions:
+            rp, tracks = self.regions.pop(index)
+            fresh = self._apply_regions(index, rp.result(), tracks, prepared.grey)
+        if prepared.discover is not None and not prepared.cut:
+            self._apply_discovery(index, prepared.discover.result(), prepared.grey)
+        if fresh:
+            self._name(fresh)
+        self.prev_grey = prepared.grey
         self.processed = index + 1
         views = []
         for t in self.tracks:
-            if t.misses > 1:
-                continue
+            if t.misses > 1 or (self.model is not None and not t.votes):
+                continue  # lost for now, or found by a discovery pass and not recognised yet
             t.shown(index)
             views.append(self._view(t, rgb.shape))
         return views
 
+    _anchor = 0
+
     def _view(self, t, shape):
         known = self.model is not None and t.identity is not None
         name = self.model.names.get(t.identity, t.identity) if known else None
-        return FaceView(_clip_box(t.box, shape), t.id, t.identity if known else None, name,
+        return FaceView(clip_box(t.box, shape), t.id, t.identity if known else None, name,
                         round(t.confidence, 2), known)
 
-    def _associate(self, index, rgb, grey, boxes):
+    def _apply_full(self, index, found, grey):
+        """Match a full pass to the tracks; returns ``[(track, embedding)]`` to vote with."""
         alive = list(self.tracks)
-        pairs, lost, new = match([t.box for t in alive], boxes, self.s.iou_match)
+        pairs, lost, new = match([t.box for t in alive], [f[0] for f in found], self.settings.iou_match)
+        fresh = []
         for i, j in pairs:
-            alive[i].box = np.asarray(boxes[j], dtype=np.float64)
-            alive[i].misses = 0
+            t = alive[i]
+            t.box = np.asarray(found[j][0], dtype=np.float64)
+            t.misses, t.confirmed = 0, index
+            self._seed_points(t, grey)
+            fresh.append((t, found[j][1]))
         for i in lost:
             alive[i].misses += 1
-        self._drop([t for t in alive if t.misses > self.s.max_misses])
-        fresh = []
+        self._drop([t for t in alive if t.misses > self.settings.max_misses])
         for j in new:
-            t = Track(self.next_id, boxes[j], index)
+            t = Track(self.next_id, found[j][0], index)
+            t.confirmed = index
             self.next_id += 1
             self.tracks.append(t)
-            fresh.append(t)
-        for i, _ in pairs:
-            self._seed_points(alive[i], grey)
-        for t in fresh:
             self._seed_points(t, grey)
-        # recognition: new tracks now, unsettled ones at every detection, settled ones every recheck_s
-        if self.model is None:
-            return
-        matched = [alive[i] for i, _ in pairs if alive[i] in self.tracks]
-        for t in fresh + matched:
-            if any(x[1] is t for x in self.inflight):
-                continue
-            due = (t.last_check is None or len(t.votes) < self.s.settle_votes
-                   or index - t.last_check >= self._recheck)
-            if not due:
-                continue
-            box = _clip_box(t.box, rgb.shape)
-            crop, inner = crop_around(rgb, box)
-            t.last_check = index
-            deadline = index if t in fresh else index + self.s.detect_every
-            self.inflight.append((deadline, t, _Job(self.executor, embed_job, crop, [inner])))
-            self.recognitions += 1
+            fresh.append((t, found[j][1]))
+        return fresh
 
-    def _collect(self, index):
-        keep = []
-        for deadline, t, job in self.inflight:
-            if deadline > index:
-                keep.append((deadline, t, job))
-                continue
+    def _apply_discovery(self, index, found, grey):
+        """A coarse pass: confirm the tracks it sees, start tracks for new faces (recognised by the next region pass).
+
+        Tracks it does not see are not counted as missed: their faces may be smaller than it looks for.
+        """
+        alive = list(self.tracks)
+        pairs, _lost, new = match([t.box for t in alive], [f[0] for f in found], self.settings.iou_match)
+        for i, j in pairs:
+            t = alive[i]
+            t.box = np.asarray(found[j][0], dtype=np.float64)
+            t.misses, t.confirmed = 0, index
+            self._seed_points(t, grey)
+        for j in new:
+            t = Track(self.next_id, found[j][0], index)
+            t.confirmed = index
+            self.next_id += 1
+            self.tracks.append(t)
+            self._seed_points(t, grey)
+
+    def _apply_regions(self, index, results, tracks, grey):
+        fresh = []
+        for t, found in zip(tracks, results):
             if t not in self.tracks:
                 continue
-            vectors = job.result()
-            for p in self.model.predict(vectors):
+            best, score = None, self.settings.iou_match
+            for box, vec in found:
+                o = iou(t.box, box)
+                if o >= score:
+                    best, score = (box, vec), o
+            if best is None:
+                t.misses += 1
+                continue
+            t.box = np.asarray(best[0], dtype=np.float64)
+            t.misses, t.confirmed = 0, index
+            self._seed_points(t, grey)
+            if best[1] is not None:
+                fresh.append((t, best[1]))
+        self._drop([t for t in tracks if t.misses > self.settings.max_misses])
+        return fresh
+
+    def _name(self, fresh):
+        """Predict every face of this frame that has an embedding in ONE call; fresh embeddings vote."""
+        if self.model is None:
+            return
+        new = {id(t): v for t, v in fresh}
+        rows, voters = [], []
+        for t in self.tracks:
+            v = new.get(id(t), t.embedding)
+            if v is None or t.misses > 1:
+                continue
+            rows.append(v)
+            voters.append((t, id(t) in new))
+        if not rows:
+            return
+        for (t, is_new), p in zip(voters, self.model.predict(np.array(rows))):
+            if is_new:
+                t.remember(new[id(t)])
                 t.vote(p.identity, p.confidence)
-        self.inflight = keep
+                self.embeddings += 1
 
     def _seed_points(self, t, grey):
         fs = self._flow_scale
@@ -425,41 +476,18 @@ class Recognizer:
             if t in self.tracks:
                 self.tracks.remove(t)
                 self.finished.append(t)
-        gone = [x for x in self.inflight if x[1] not in self.tracks]
-        for _, _, job in gone:
-            job.cancel()
-        self.inflight = [x for x in self.inflight if x[1] in self.tracks]
 
     def close(self):
-        """Cancel the jobs still waiting (call when the stream stops early)."""
-        for _, _, job in self.inflight:
-            job.cancel()
-        self.inflight = []
+        """Cancel the passes still waiting (call when the stream stops early)."""
+        for rp, _ in self.regions.values():
+            rp.cancel()
+        self.regions = {}
 
     # -- summary ------------------------------------------------------------------
     def appearances(self):
-        """Who has appeared so far: ``[{"identity", "first_s", "last_s", "frames"}]``, most frames first.
-
-        identity is the KOL's display name, or ``None`` for faces that read unknown
-        (or every face when there is no model). Tracks drawn on fewer than
-        ``min_frames`` frames are left out. ``frames`` counts frames where at
-        least one face with that identity was drawn.
-        """
-        groups = collections.defaultdict(list)
-        for t in self.finished + self.tracks:
-            if t.frames_shown < self.s.min_frames:
-                continue
-            known = self.model is not None and t.identity is not None
-            name = self.model.names.get(t.identity, t.identity) if known else None
-            groups[name].extend(t.spans)
-        out = []
-        for name, spans in groups.items():
-            merged = merge_spans(spans)
-            out.append({"identity": name, "first_s": round(merged[0][0] / self.fps, 2),
-                        "last_s": round(merged[-1][1] / self.fps, 2),
-                        "frames": int(sum(b - a + 1 for a, b in merged))})
-        out.sort(key=lambda a: (a["identity"] is None, -a["frames"], a["first_s"]))
-        return out
+        """Who has appeared so far: the rows of :func:`shared.appearances.summarize`."""
+        return appearances.summarize(self.finished + self.tracks, self.fps, self.model,
+                                     min_frames=self.settings.min_frames)
 
     def panel_lines(self, top=3):
         """The overlay text: the KOLs seen most so far (seconds on screen)."""
@@ -470,53 +498,92 @@ class Recognizer:
             return ["No KOL seen yet"]
         return ["Seen most so far"] + [f"{a['identity']}  {a['frames'] / self.fps:.1f} s" for a in known]
 
+    def labels(self, views):
+        """``[(box, text, known)]`` for :func:`shared.overlay.draw`."""
+        has_model = self.model is not None
+        return [(v.box, v.label(has_model), v.known) for v in views]
+
+
+class _Decoder:
+    """Frames of a video decoded by a background thread (OpenCV releases the GIL while decoding)."""
+
+    def __init__(self, path, name=None, depth=4):
+        self.q = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+        self.source = frames.iter_frames(path, name=name)  # run() probed the file first: errors come from there
+        self.thread = threading.Thread(target=self._run, name="video-decode", daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            for item in self.source:
+                while not self.stop.is_set():
+                    try:
+                        self.q.put(item, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if self.stop.is_set():
+                    break
+            self._put(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the reader
+            self._put(exc)
+        finally:
+            self.source.close()
+
+    def _put(self, item):
+        while not self.stop.is_set():
+            try:
+                self.q.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def get(self):
+        """The next ``(index, t, rgb)``, or ``None`` at the end."""
+        item = self.q.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5)
+
 
 def run(path, model, settings=None, executor=None, name=None):
     """Recognise every frame of a video.
 
     Yields ``(index, t, rgb, views, recognizer)`` for every decodable frame, in
-    order (``views``: list of :class:`FaceView`). Closing the generator stops the
-    decoding and cancels pending jobs. Raises :class:`shared.frames.VideoError`
-    when the file cannot be opened.
+    order (``views``: list of :class:`shared.tracks.FaceView`). Closing the
+    generator stops the decoding and cancels pending work. Raises
+    :class:`shared.frames.VideoError` when the file cannot be opened.
     """
     info = frames.probe(path, name)
     rec = Recognizer(model, info.fps, settings, executor)
-    source = frames.iter_frames(path, name=name)
+    decoder = _Decoder(path, name)
     ahead = collections.deque()
     exhausted = False
     try:
         while True:
-            while not exhausted and len(ahead) < max(1, rec.s.lookahead):
-                try:
-                    index, t, rgb = next(source)
-                except StopIteration:
+            while not exhausted and len(ahead) < max(rec.settings.plan_ahead + 1, rec.settings.lookahead):
+                item = decoder.get()
+                if item is None:
                     exhausted = True
                     break
+                index, t, rgb = item
                 ahead.append((index, t, rgb, rec.schedule(index, rgb)))
             if not ahead:
                 break
             index, t, rgb, prepared = ahead.popleft()
             views = rec.step(index, rgb, prepared)
+            rec.plan(index, [(j, f, p) for j, _, f, p in ahead])
             yield index, t, rgb, views, rec
     finally:
-        for *_, (_, _, job) in ahead:
-            if job is not None:
-                job[0].cancel()  # detections of frames that will not be drawn
+        for *_, prepared in ahead:
+            for pending in (prepared.full, prepared.discover):
+                if pending is not None:
+                    pending.cancel()  # passes of frames that will not be drawn
         ahead.clear()
         rec.close()
-        source.close()
-
-
-def draw(rgb, views, rec):
-    """The annotated frame: a box and label per face and the "seen most" panel. Returns a new array."""
-    has_model = rec.model is not None
-    out = annotate.draw_faces(rgb, [(v.box, v.label(has_model), v.known) for v in views])
-    return annotate.draw_panel(out, rec.panel_lines())
-
-
-def encode(rgb, quality=80):
-    """JPEG bytes of an RGB frame (OpenCV's encoder: about twice as fast as Pillow's)."""
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    return buf.tobytes()
+        decoder.close()

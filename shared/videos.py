@@ -1,4 +1,4 @@
-"""Uploaded videos waiting to be watched: ids, files, status, and the cleanup rule.
+"""Uploaded videos on disk: ids, files, status, and the cleanup rule (playing them: :mod:`shared.streaming`).
 
 Layout under ``data/videos/``::
 
@@ -6,6 +6,7 @@ Layout under ``data/videos/``::
     <id>/meta.json     {"video", "filename", "fps", "frames", "width", "height", "size", "uploaded"}
     <id>/status.json   the latest recognition state, the JSON of ``GET /?video=<id>`` (see CONTRACT.md)
     <id>/run           token of the newest stream of this video (only it writes status.json)
+    <id>/summary.json  the status of the last stream that reached the end
 
 An id is 16 lower-case hex digits (:data:`VIDEO_ID_RE`); every function that takes
 an id from a request checks it with :func:`video_dir` before touching the disk, so
@@ -203,7 +204,7 @@ def sweep(root, keep=KEEP_NEWEST, max_age_s=MAX_AGE_S, spare=None, now=None):
     return deleted
 
 
-# -- watching -------------------------------------------------------------------------
+# -- status of a video being watched ------------------------------------------------
 
 #: A ``streaming`` status not rewritten for this long belongs to a stream that died.
 STALE_S = 15
@@ -221,88 +222,3 @@ def current_status(folder):
         if stale:
             status = dict(status, state="pending")
     return status
-
-
-def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0.5):
-    """Recognise a stored video and yield it as MJPEG parts, one per frame.
-
-    folder: a folder returned by :func:`video_dir`. model: the current
-    :class:`shared.classifier.Model` or ``None``. pace: sleep so frame ``i`` leaves
-    no earlier than ``i / fps`` seconds after the first (normal playing speed);
-    ``False`` sends frames as fast as they are made. executor: passed to
-    :func:`shared.tracking.run` (a process pool, or ``None`` for inline work).
-
-    Each part is ``--frame\\r\\nContent-Type: image/jpeg\\r\\nContent-Length: n\\r\\n\\r\\n<jpeg>\\r\\n``
-    (the ``multipart/x-mixed-replace; boundary=frame`` body); a final ``--frame--``
-    closes the body. While it runs, ``status.json`` is rewritten every
-    ``status_every_s`` seconds (``streaming``), then ``done`` with the summary, or
-    ``failed`` with the error. When the viewer goes away (the generator is closed)
-    decoding and pending jobs stop at once, and the status goes back to the last
-    complete summary, else to ``pending``.
-    """
-    from . import tracking
-
-    folder = Path(folder)
-    meta = read_meta(folder)
-    path = source_path(folder)
-    fps = float(meta["fps"]) or 25.0
-    token = claim(folder)
-    base = {"video": meta["video"], "fps": fps, "frames": int(meta["frames"]), "error": None}
-    shown = 0
-    rec = None
-    outcome = None
-
-    def status(state, **extra):
-        body = dict(base, state=state, processed=shown,
-                    appearances=rec.appearances() if rec is not None else [], **extra)
-        write_status(folder, body, token)
-        return body
-
-    frames_iter = tracking.run(path, model, executor=executor, name=meta.get("filename"))
-    started = time.monotonic()
-    last_status = 0.0
-    try:
-        status("streaming")
-        for index, _t, rgb, views, rec in frames_iter:
-            jpeg = tracking.encode(tracking.draw(rgb, views, rec), quality)
-            if shown == 0:
-                started = time.monotonic()  # the clock starts with the first frame out
-            elif pace:
-                delay = started + shown / fps - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-            yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg)) + jpeg + b"\r\n"
-            shown += 1
-            if time.monotonic() - last_status >= status_every_s:
-                last_status = time.monotonic()
-                status("streaming")
-        outcome = "done"
-        if shown == 0:
-            outcome = "failed"
-            status("failed", error="No frame of this video could be decoded.")
-        else:
-            body = status("done", frames=shown)
-            from .storage import atomic_write_json as _write
-
-            try:
-                _write(folder / "summary.json", body)
-            except OSError:
-                pass
-        yield b"--frame--\r\n"
-    except GeneratorExit:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a broken video must not take the server down
-        import logging
-
-        logging.getLogger(__name__).exception("video %s failed after %d frames", meta["video"], shown)
-        outcome = "failed"
-        message = getattr(exc, "message", None) or "The video could not be decoded past this point."
-        status("failed", error=f"{message} ({shown} frames were shown).")
-    finally:
-        frames_iter.close()
-        if outcome is None:  # the viewer left before the end
-            summary = read_json(folder / "summary.json")
-            if summary:
-                write_status(folder, summary, token)
-            else:
-                status("pending")

@@ -59,6 +59,7 @@ ROUTES = [
     Route("video", "/healthz", ("GET",)),
     Route("video", "/", ("GET",), ids=("video",)),
     Route("video", "/video_feed", ("GET", "POST"), ids=("video",)),
+    Route("video", "/appearances.csv", ("GET",), ids=("video",)),
 ]
 #: Routes with the id in the path rather than a query field: (server, url template).
 PATH_ID_ROUTES = [

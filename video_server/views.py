@@ -8,16 +8,20 @@
   video's summary.
 - ``GET|POST /video_feed?video=<id>``: the MJPEG stream
   (``multipart/x-mixed-replace; boundary=frame``), one annotated JPEG per frame
-  of the video, paced to its frame rate; ``pace=0`` sends frames as fast as they
-  are made (tests, benchmarks).
+  of the video, paced to its frame rate (frames that are already late are dropped,
+  see :mod:`shared.streaming`); ``pace=0`` sends every frame as fast as it is made
+  (tests, benchmarks).
+- ``GET /appearances.csv?video=<id>``: who appeared when, one line per time range
+  (:func:`shared.appearances.to_csv`), from the latest status.
 
 Only an id is taken from the URL (checked by :func:`shared.videos.video_dir`
 against a strict pattern before any disk access); the file is found inside
 ``DATA_DIR/videos``.
 """
 from flask import Blueprint, Response, current_app, request
+from werkzeug.utils import secure_filename
 
-from shared import frames, parallel, videos
+from shared import appearances, frames, parallel, streaming, tracking, videos
 from shared.errors import UserError
 from shared.web import data_path, models, reply
 
@@ -48,7 +52,8 @@ def index():
                      max_upload_mib=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024))
     status = videos.current_status(folder)
     meta = videos.read_meta(folder)
-    parallel.pool().submit(int)  # start the workers (and load dlib in them) while the page loads
+    if not streaming.is_warm(parallel.pool()):
+        parallel.pool().submit(tracking.warm_job)  # start a worker (and dlib in it) before the stream asks
     return reply("video/player.html", status, meta=meta, model_ready=models().current_version() is not None)
 
 
@@ -61,6 +66,17 @@ def video_feed():
         raise UserError("This video's file is missing: please upload it again.", 404)
     frames.probe(path, name=(videos.read_meta(folder) or {}).get("filename"))  # 4xx now, not a broken stream
     model = models().current()
-    body = videos.stream(folder, model, pace=pace, executor=parallel.pool())
+    body = streaming.stream(folder, model, pace=pace, executor=parallel.pool())
     return Response(body, mimetype="multipart/x-mixed-replace; boundary=frame",
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+@bp.get("/appearances.csv")
+def appearances_csv():
+    folder = _folder()
+    status = videos.current_status(folder)
+    name = (videos.read_meta(folder) or {}).get("filename") or "video"
+    stem = secure_filename(name.rsplit(".", 1)[0]) or "video"  # the upload's name, safe in a header
+    return Response(appearances.to_csv(status.get("appearances") or []), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{stem}-appearances.csv"',
+                             "Cache-Control": "no-store"})
