@@ -17,7 +17,12 @@ import numpy as np
 from .tracks import merge_spans
 
 
-def cluster_unknowns(tracks, threshold):
+#: Two unknown tracks are one stranger when all their embeddings are within this distance of each
+#: other: a little under dlib's same-person distance (0.6), so two look-alike strangers stay apart.
+SAME_STRANGER_DISTANCE = 0.55
+
+
+def cluster_unknowns(tracks, threshold=SAME_STRANGER_DISTANCE):
     """Group tracks into distinct people by their embeddings.
 
     tracks: :class:`shared.tracks.Track` objects with at least one embedding, in the
@@ -79,7 +84,7 @@ def summarize(tracks, fps, model=None, min_frames=3, gap_s=0.5):
     rows = [_row(name, name, None, spans, fps, gap) for name, spans in known.items()]
     rows.sort(key=lambda r: (-r["frames"], r["first_s"]))
     if model is not None:
-        for n, members in enumerate(cluster_unknowns(strangers, model.threshold), start=1):
+        for n, members in enumerate(cluster_unknowns(strangers), start=1):
             rows.append(_row(None, f"unknown #{n}", n, [s for t in members for s in t.spans], fps, gap))
     if unembedded:
         n = len(rows) - len(known) + 1

@@ -302,9 +302,10 @@ def test_no_request_value_reaches_a_file_outside_the_data_dir(clients_for_paths)
 
 
 @pytest.fixture
-def clients_for_paths(tmp_path):
-    """The three apps on ``tmp_path/data`` with a cleaned job, a trained model, a pool and a video, and canary
-    files in ``tmp_path/canary`` (and one level deeper) that no request may reach."""
+def clients_for_paths(tmp_path, redis_url, queue_workers):
+    """The three apps on ``tmp_path/data`` (with the job queue and a real worker) with a cleaned job, a trained
+    model, a pool and a video, and canary files in ``tmp_path/canary`` (and one level deeper) that no request
+    may reach."""
     from main_server import create_app as main_app
     from process_server import create_app as process_app
     from video_server import create_app as video_app
@@ -314,7 +315,9 @@ def clients_for_paths(tmp_path):
         folder.mkdir(parents=True)
         for suffix in CANARY_SUFFIXES:
             (folder / f"secret{suffix}").write_text("CANARY-SECRET")
-    cfg = {"DATA_DIR": str(data_dir), "SECRET_KEY": "t", "TESTING": False, "PROPAGATE_EXCEPTIONS": False}
+    assert queue_workers.data_dir == data_dir  # the worker serves this data folder
+    cfg = {"DATA_DIR": str(data_dir), "SECRET_KEY": "t", "TESTING": False, "PROPAGATE_EXCEPTIONS": False,
+           "REDIS_URL": redis_url}
     out = {"main": main_app(cfg).test_client(), "process": process_app(cfg).test_client(),
            "video": video_app(cfg).test_client(), "base": tmp_path, "data_dir": data_dir.resolve()}
     job = _synth.aligned_job(data_dir, kols=("Ann", "Bob"), per_kol=3)
