@@ -430,3 +430,30 @@ def test_first_frame_is_quick_after_a_restart_and_after_a_new_model(servers, cel
     print(f"video server warm {warm_s:.1f} s after a restart; first frame: {after_start:.2f} s after it, "
           f"{after_model:.2f} s after a new model")
     assert after_start <= FIRST_FRAME_S and after_model <= FIRST_FRAME_S, (after_start, after_model)
+
+
+@needs_video
+def test_a_kol_renamed_after_training_shows_the_new_name_in_video(main_app, video_app, data_dir, tmp_path):
+    """The pool is the source of display names: a rename needs no retraining, in video too."""
+    from shared import classifier, parallel
+    from shared.pool import Pool, save_chip
+
+    pool = Pool(data_dir / "pool")
+    for name, photo in [("Lin-Manuel Miranda", "lin-manuel-miranda.png"), ("Alex Lacamoire", "alex-lacamoire.png")]:
+        face = faces.analyze(images.load_image(VIDEO / photo))[0]
+        cid = save_chip(tmp_path / "staged", face.chip, face.embedding)
+        pool.add(name, [tmp_path / "staged" / f"{cid}.png"])
+    classifier.retrain(pool, ModelStore(data_dir / "models"))
+    lin = kol_slug("Lin-Manuel Miranda")
+    pool.rename(lin, "Lin (stage name)")
+
+    main, video = main_app.test_client(), video_app.test_client()
+    with open(HAMILTON, "rb") as fh:
+        vid = main.post("/predictVideoResult", data={"file": (fh, "hamilton.mp4")}).headers["Location"].split("=", 1)[1]
+    try:
+        video.get("/video_feed", query_string={"video": vid, "pace": "0"}).get_data()
+    finally:
+        parallel.shutdown()
+    s = video.get("/", query_string={"video": vid}, headers=JSON).get_json()
+    named = {a["identity"] for a in s["appearances"] if a["identity"]}
+    assert named == {"Lin (stage name)"}, s["appearances"]

@@ -18,12 +18,14 @@ Only an id is taken from the URL (checked by :func:`shared.videos.video_dir`
 against a strict pattern before any disk access); the file is found inside
 ``DATA_DIR/videos``.
 """
+import dataclasses
+
 from flask import Blueprint, Response, current_app, request
 from werkzeug.utils import secure_filename
 
 from shared import appearances, frames, parallel, streaming, tracking, videos
 from shared.errors import UserError
-from shared.web import data_path, models, reply
+from shared.web import data_path, models, pool, reply
 
 bp = Blueprint("stream", __name__)
 
@@ -66,6 +68,8 @@ def video_feed():
         raise UserError("This video's file is missing: please upload it again.", 404)
     frames.probe(path, name=(videos.read_meta(folder) or {}).get("filename"))  # 4xx now, not a broken stream
     model = models().current()
+    if model is not None:  # the pool's display names: a KOL renamed since training shows the new name
+        model = dataclasses.replace(model, names={**model.names, **pool().display_names()})
     body = streaming.stream(folder, model, pace=pace, executor=parallel.pool())
     return Response(body, mimetype="multipart/x-mixed-replace; boundary=frame",
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
