@@ -198,17 +198,24 @@ def extract_training_zip(zip_path, dest, kind="image", max_members=MAX_MEMBERS, 
         raise
 
 
+def _checked_infos(zf, max_members, max_total):
+    """The zip's members, after the two checks made before anything is read: how many entries and
+    how much data they declare (413 with the limit and the zip's own number when over)."""
+    infos = zf.infolist()
+    if len(infos) > max_members:
+        raise ArchiveError(f"The zip holds too many entries: at most {max_members} are accepted, yours has "
+                           f"{len(infos)}. Split it into several zips.", 413)
+    declared = sum(i.file_size for i in infos)
+    if declared > max_total:
+        raise ArchiveError(f"The zip expands to too much data: at most {max_total // 1024 ** 2} MiB are "
+                           f"accepted, yours is {declared // 1024 ** 2} MiB. Split it into several zips.", 413)
+    return infos
+
+
 def _extract(zip_path, dest, kind, max_members, max_total, max_ratio):
     _, singular, plural = KINDS[kind]
     with _open_zip(zip_path) as zf:
-        infos = zf.infolist()
-        if len(infos) > max_members:
-            raise ArchiveError(f"The zip holds too many entries: at most {max_members} are accepted, yours has "
-                               f"{len(infos)}. Split it into several zips.", 413)
-        declared = sum(i.file_size for i in infos)
-        if declared > max_total:
-            raise ArchiveError(f"The zip expands to too much data: at most {max_total // 1024 ** 2} MiB are "
-                               f"accepted, yours is {declared // 1024 ** 2} MiB. Split it into several zips.", 413)
+        infos = _checked_infos(zf, max_members, max_total)
         entries = []
         for info in infos:
             name = _member_name(info)
@@ -334,14 +341,7 @@ def extract_media_zip(zip_path, dest, kind="image", max_members=MAX_MEMBERS, max
     try:
         files, skipped = [], []
         with _open_zip(zip_path) as zf:
-            infos = zf.infolist()
-            if len(infos) > max_members:
-                raise ArchiveError(f"The zip holds {len(infos)} entries; at most {max_members} are accepted, "
-                                   f"yours has {len(infos)}. Split it into several zips.", 413)
-            declared = sum(i.file_size for i in infos)
-            if declared > max_total:
-                raise ArchiveError(f"The zip expands to at most {max_total // 1024 ** 2} MiB here; yours expands "
-                                   f"to {declared // 1024 ** 2} MiB. Split it into several zips.", 413)
+            infos = _checked_infos(zf, max_members, max_total)
             budget, names = max_total, []
             for info in infos:
                 name = _member_name(info)

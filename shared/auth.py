@@ -50,7 +50,7 @@ from fnmatch import fnmatchcase
 from urllib.parse import urlencode, urlsplit
 
 import click
-from flask import (Blueprint, Response, abort, current_app, g, jsonify, redirect, render_template, request,
+from flask import (Blueprint, Response, abort, current_app, g, jsonify, redirect, request,
                    session, url_for)
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address

@@ -40,10 +40,8 @@ the file ``data/models/current`` names the version in use and is replaced atomic
 import contextlib
 import errno
 import fcntl
-import os
 import re
 import shutil
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -54,7 +52,7 @@ import numpy as np
 
 from . import faces
 from .errors import UserError
-from .storage import atomic_write_bytes, atomic_write_json, locked, read_json
+from .storage import atomic_write, atomic_write_bytes, atomic_write_json, locked, read_json
 
 VERSION_RE = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
 #: Distance at which find-similar's similarity is 0.5. On lfw_dev's photo pairs, 92.6 % of
@@ -458,22 +456,13 @@ def compare(previous_meta, model):
 
 
 def _write_model(path, model):
-    """Write ``model``'s arrays to ``path`` (``.npz``, uncompressed) atomically: temp file, fsync, rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, X=model.X, offsets=model.offsets, centroids=model.centroids,
-                     classes=np.array(model.classes, dtype=str).reshape(-1),
-                     chips=np.array(model.chips, dtype=str).reshape(-1),
-                     rule_right=np.array(model.rule["right"]), rule_stranger=np.array(model.rule["stranger"]))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Write ``model``'s arrays to ``path`` (``.npz``, uncompressed) atomically (:func:`shared.storage.atomic_write`)."""
+    def write(fh):
+        np.savez(fh, X=model.X, offsets=model.offsets, centroids=model.centroids,
+                 classes=np.array(model.classes, dtype=str).reshape(-1),
+                 chips=np.array(model.chips, dtype=str).reshape(-1),
+                 rule_right=np.array(model.rule["right"]), rule_stranger=np.array(model.rule["stranger"]))
+    atomic_write(path, write, suffix=".npz")
 
 
 class ModelStore:

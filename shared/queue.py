@@ -39,7 +39,6 @@ from pathlib import Path
 
 import redis
 from rq import Queue, Retry, get_current_job
-from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.worker import Worker as RQWorker

@@ -23,13 +23,15 @@ def is_disk_full(exc):
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
-def atomic_write_bytes(path, data):
-    """Write ``data`` (bytes) to ``path`` atomically; the folder must exist."""
+def atomic_write(path, write, suffix=""):
+    """Write ``path`` atomically: ``write(fh)`` fills a temporary file beside it (binary mode),
+    which is flushed, fsynced and renamed over ``path``; on any error it is removed and
+    ``path`` is left as it was. The folder must exist."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -37,6 +39,11 @@ def atomic_write_bytes(path, data):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path, data):
+    """Write ``data`` (bytes) to ``path`` atomically; the folder must exist."""
+    atomic_write(path, lambda fh: fh.write(data))
 
 
 def atomic_write_json(path, obj):

@@ -313,7 +313,6 @@ class Recognizer:
     # -- one frame --------------------------------------------------------------------
     def step(self, index, rgb, prepared):
         """Advance to frame ``index`` (prepared by :meth:`schedule`); returns the :class:`FaceView` list to draw."""
-        s = self.settings
         if prepared.cut:
             self._drop(list(self.tracks))
         elif self.prev_grey is not None and self.tracks:
@@ -355,22 +354,29 @@ class Recognizer:
         pairs, lost, new = match([t.box for t in alive], [f[0] for f in found], self.settings.iou_match)
         fresh = []
         for i, j in pairs:
-            t = alive[i]
-            t.box = np.asarray(found[j][0], dtype=np.float64)
-            t.misses, t.confirmed = 0, index
-            self._seed_points(t, grey)
-            fresh.append((t, found[j][1]))
+            fresh.append((self._confirm(alive[i], found[j][0], index, grey), found[j][1]))
         for i in lost:
             alive[i].misses += 1
         self._drop([t for t in alive if t.misses > self.settings.max_misses])
         for j in new:
-            t = Track(self.next_id, found[j][0], index)
-            t.confirmed = index
-            self.next_id += 1
-            self.tracks.append(t)
-            self._seed_points(t, grey)
-            fresh.append((t, found[j][1]))
+            fresh.append((self._start(found[j][0], index, grey), found[j][1]))
         return fresh
+
+    def _confirm(self, t, box, index, grey):
+        """A detection pass saw track ``t`` at ``box``: move it there and follow new points. Returns ``t``."""
+        t.box = np.asarray(box, dtype=np.float64)
+        t.misses, t.confirmed = 0, index
+        self._seed_points(t, grey)
+        return t
+
+    def _start(self, box, index, grey):
+        """A new track for a face first seen at ``box`` in frame ``index``. Returns it."""
+        t = Track(self.next_id, box, index)
+        t.confirmed = index
+        self.next_id += 1
+        self.tracks.append(t)
+        self._seed_points(t, grey)
+        return t
 
     def _apply_discovery(self, index, found, grey):
         """A coarse pass: confirm the tracks it sees, start tracks for new faces (recognised by the next region pass).
@@ -380,16 +386,9 @@ class Recognizer:
         alive = list(self.tracks)
         pairs, _lost, new = match([t.box for t in alive], [f[0] for f in found], self.settings.iou_match)
         for i, j in pairs:
-            t = alive[i]
-            t.box = np.asarray(found[j][0], dtype=np.float64)
-            t.misses, t.confirmed = 0, index
-            self._seed_points(t, grey)
+            self._confirm(alive[i], found[j][0], index, grey)
         for j in new:
-            t = Track(self.next_id, found[j][0], index)
-            t.confirmed = index
-            self.next_id += 1
-            self.tracks.append(t)
-            self._seed_points(t, grey)
+            self._start(found[j][0], index, grey)
 
     def _apply_regions(self, index, results, tracks, grey):
         fresh = []
@@ -404,9 +403,7 @@ class Recognizer:
             if best is None:
                 t.misses += 1
                 continue
-            t.box = np.asarray(best[0], dtype=np.float64)
-            t.misses, t.confirmed = 0, index
-            self._seed_points(t, grey)
+            self._confirm(t, best[0], index, grey)
             if best[1] is not None:
                 fresh.append((t, best[1]))
         self._drop([t for t in tracks if t.misses > self.settings.max_misses])

@@ -13,12 +13,11 @@ Stores: ``store`` is a :class:`shared.jobs.JobStore`, ``pool`` a
 import re
 import shutil
 from concurrent.futures import Future
-from pathlib import Path
 
 from . import classifier, cleaning, sampling
 from .errors import UserError
 from .jobs import KIND_STEPS
-from .pool import SLUG_RE, kol_slug
+from .pool import SLUG_RE
 from .storage import read_json
 
 CROP_RE = re.compile(r"^[0-9a-f]{16}$")

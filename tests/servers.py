@@ -38,6 +38,16 @@ def process_tree(pid):
     return out
 
 
+def kill_tree(proc):
+    """SIGKILL ``proc`` (a ``Popen``) and all its descendants at once, then reap it."""
+    for pid in process_tree(proc.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=30)
+
+
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
@@ -114,23 +124,11 @@ class Workers:
 
     def kill(self, proc):
         """SIGKILL one worker and the job it is running (its whole process tree)."""
-        for pid in process_tree(proc.pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        proc.wait(timeout=30)
+        kill_tree(proc)
 
     def stop(self):
-        live = [p for p in self.procs if p.poll() is None]
-        for proc in live:
-            for pid in process_tree(proc.pid):  # the job in progress too: no warm shutdown in tests
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        for proc in live:
-            proc.wait(timeout=30)
+        for proc in [p for p in self.procs if p.poll() is None]:
+            kill_tree(proc)  # the job in progress too: no warm shutdown in tests
 
 
 class LiveServers:
@@ -223,13 +221,7 @@ class LiveServers:
 
     def kill(self, name):
         """SIGKILL the server's whole process tree (a crash, a power cut of that process)."""
-        proc = self.procs[name]
-        for pid in process_tree(proc.pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        proc.wait(timeout=30)
+        kill_tree(self.procs[name])
 
     def stop(self):
         live = [proc for proc in self.procs.values() if proc.poll() is None]
