@@ -11,9 +11,10 @@ def create_app(test_config=None):
     app = make_app(__name__, "process", test_config)
     from shared import queue
 
-    from . import views
+    from . import models, views
 
     app.register_blueprint(views.bp)
+    app.register_blueprint(models.bp)
 
     @app.errorhandler(queue.redis.exceptions.ConnectionError)
     @app.errorhandler(queue.redis.exceptions.TimeoutError)

@@ -455,6 +455,69 @@ def compare(previous_meta, model):
             "identities_before": previous_meta.get("identities"), "samples_before": previous_meta.get("samples")}
 
 
+def _percent(accuracy):
+    return "not measurable" if accuracy is None else f"{100 * accuracy:.1f} %"
+
+
+def _names_list(slugs, names, most=8):
+    shown = [names.get(s, s) for s in slugs[:most]]
+    return ", ".join(shown) + (f" and {len(slugs) - most} more" if len(slugs) > most else "")
+
+
+def version_history(store, names=None):
+    """The kept model versions, newest first, each compared in plain words with the one kept before it.
+
+    store: :class:`ModelStore`; names: ``{slug: display name}`` (normally the pool's
+    ``display_names()``, falling back to each version's own names, then to the slug).
+    Returns ``[{"version", "created" (ISO UTC or None), "current": bool, "identities": int,
+    "samples": int, "cv_accuracy": float in [0, 1] or None, "kols": [slug] (sorted),
+    "comparison": None for the oldest kept version, else {"previous": version, "added": [slug],
+    "removed": [slug], "accuracy_before", "accuracy_after", "accuracy": "better" | "worse" |
+    "same" | "not comparable", "summary": one plain sentence}}]``. The comparison is with the
+    previous KEPT version (older ones were pruned), from the KOLs in each version's meta.
+    """
+    names = names or {}
+    current = store.current_version()
+    rows, before = [], None
+    for version in store.versions():  # oldest first
+        meta = store.meta(version) or {}
+        metrics = meta.get("metrics") or {}
+        kols = sorted((metrics.get("per_kol") or meta.get("names") or {}).keys())
+        label = {s: names.get(s) or (meta.get("names") or {}).get(s) or s for s in kols}
+        row = {"version": version, "created": meta.get("created"), "current": version == current,
+               "identities": meta.get("identities", len(kols)), "samples": meta.get("samples"),
+               "cv_accuracy": metrics.get("cv_accuracy"), "kols": kols, "comparison": None}
+        if before is not None:
+            label = {**before["label"], **label}
+            added = sorted(set(kols) - set(before["kols"]))
+            removed = sorted(set(before["kols"]) - set(kols))
+            a0, a1 = before["cv_accuracy"], row["cv_accuracy"]
+            if a0 is None or a1 is None:
+                accuracy = "not comparable"
+            else:
+                accuracy = "better" if a1 > a0 else "worse" if a1 < a0 else "same"
+            parts = []
+            if added:
+                parts.append(f"{len(added)} KOL{'' if len(added) == 1 else 's'} added ({_names_list(added, label)})")
+            if removed:
+                parts.append(f"{len(removed)} KOL{'' if len(removed) == 1 else 's'} removed "
+                             f"({_names_list(removed, label)})")
+            if not parts:
+                parts.append("the same KOLs")
+            if accuracy == "not comparable":
+                parts.append(f"accuracy cannot be compared ({_percent(a0)} before, {_percent(a1)} now)")
+            elif accuracy == "same":
+                parts.append(f"accuracy unchanged ({_percent(a1)})")
+            else:
+                parts.append(f"accuracy {accuracy} ({_percent(a0)} before, {_percent(a1)} now)")
+            row["comparison"] = {"previous": before["version"], "added": added, "removed": removed,
+                                 "accuracy_before": a0, "accuracy_after": a1, "accuracy": accuracy,
+                                 "summary": "; ".join(parts)[:1].upper() + "; ".join(parts)[1:] + "."}
+        rows.append(row)
+        before = dict(row, label=label)
+    return rows[::-1]
+
+
 def _write_model(path, model):
     """Write ``model``'s arrays to ``path`` (``.npz``, uncompressed) atomically (:func:`shared.storage.atomic_write`)."""
     def write(fh):

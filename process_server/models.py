@@ -1,0 +1,30 @@
+"""The kept model versions: a list with plain-words comparisons, and a switch back to any of them.
+
+Admin only (shared/auth.py denies by default); the switch is audited as ``model.switch``.
+"""
+from flask import Blueprint, jsonify, redirect, request, url_for
+
+from shared import classifier
+from shared.errors import UserError
+from shared.web import models, pool, reply, wants_json
+
+bp = Blueprint("models", __name__)
+
+
+@bp.get("/models")
+def index():
+    versions = classifier.version_history(models(), pool().display_names())
+    payload = {"current": models().current_version(), "versions": versions}
+    return reply("process/models.html", payload, switched=request.args.get("switched"))
+
+
+@bp.post("/models/switch")
+def switch():
+    version = (request.form.get("version") or "").strip()
+    if not version:
+        raise UserError("Choose the model version to use (the field 'version' is missing).", 400)
+    previous = models().current_version()
+    models().switch(version)  # 404 for a malformed or unknown version
+    if wants_json():
+        return jsonify({"current": version, "previous": previous})
+    return redirect(url_for("models.index", switched=version), 303)
