@@ -47,14 +47,15 @@ def is_open(section, endpoint):
 
 
 @pytest.fixture
-def apps(data_dir):
-    """The three apps on one data folder, with the admin ``boss`` (so it is not the first run)."""
+def apps(data_dir, redis_url, queue_workers):
+    """The three apps on one data folder (the job queue with a real worker), with the admin ``boss``
+    (so it is not the first run)."""
     from main_server import create_app as main_app
     from process_server import create_app as process_app
     from video_server import create_app as video_app
 
     cfg = {"TESTING": True, "DATA_DIR": str(data_dir), "SECRET_KEY": "test", "MAIN_URL": MAIN_URL,
-           "PROCESS_URL": PROCESS_URL, "VIDEO_URL": VIDEO_URL}
+           "PROCESS_URL": PROCESS_URL, "VIDEO_URL": VIDEO_URL, "REDIS_URL": redis_url}
     out = {"main": main_app(cfg), "process": process_app(cfg), "video": video_app(cfg)}
     out["main"].extensions["accounts"].create_user("boss", PASSWORD, "admin")
     return out
