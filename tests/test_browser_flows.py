@@ -526,7 +526,7 @@ def test_4_kol_name_with_quotes_and_markup(small_servers, page, tmp_path):
     with page.expect_navigation():
         page.locator("button", has_text="Delete").click()  # accepted
     assert len(dialogs) == 2 and name in dialogs[0], dialogs
-    assert f"{name} was removed from the pool" in page.inner_text("main")
+    assert f"{name} was deleted for good" in page.inner_text("main")
     assert page.locator("table .pick .name").count() == 0
     assert page.errors == []
     shoot(page, "flow4-05-deleted-quoted-name")
