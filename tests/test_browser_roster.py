@@ -60,14 +60,15 @@ def shoot(pg, name, phone=False):
 
 
 @pytest.fixture
-def bangkok_page(browser):
-    """A page whose browser lives in Asia/Bangkok (UTC+7, no daylight saving)."""
+def bangkok_page(browser, roster_servers):
+    """A page whose browser lives in Asia/Bangkok (UTC+7, no daylight saving), signed in as an admin."""
     context = browser.new_context(viewport={"width": 1280, "height": 800}, timezone_id="Asia/Bangkok",
                                   locale="en-GB")
     pg = context.new_page()
     pg.errors = []
     pg.on("console", lambda msg: msg.type == "error" and pg.errors.append(msg.text))
     pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))
+    roster_servers[0].sign_in(pg)
     yield pg
     context.close()
 
@@ -146,6 +147,7 @@ def test_heic_upload_and_8000x6000_boxes(roster_servers, page, tmp_path):
     import pillow_heif
 
     servers, _ = roster_servers
+    servers.sign_in(page)
     main = servers.urls["main"]
     heic = tmp_path / "IMG_4711.HEIC"
     pillow_heif.from_pillow(Image.open(FIVE / "elton_john" / "val_1.jpg").convert("RGB")).save(str(heic))
