@@ -198,6 +198,24 @@ def extract_training_zip(zip_path, dest, kind="image", max_members=MAX_MEMBERS, 
         raise
 
 
+def _copy_checked(zf, info, target, budget, max_ratio, kind, parts):
+    """Copy one member to ``target`` (at most ``budget`` bytes, :func:`_copy_member`) and check it is
+    a readable file of ``kind``. ``parts``: the member's path in the zip, for messages.
+
+    Returns ``(bytes written, problem)``: ``problem`` is a sentence (the file is then removed) or
+    ``None``. A member the zip cannot give back is a 400 for the whole upload.
+    """
+    try:
+        used = _copy_member(zf, info, target, budget, max_ratio)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+        raise ArchiveError(f"The zip is damaged or uses an unsupported format at "
+                           f"'{'/'.join(parts)}' ({exc}). Create it again and upload it.", 400) from None
+    problem = _check_file(target, kind, parts[-1])
+    if problem:
+        target.unlink()
+    return used, problem
+
+
 def _checked_infos(zf, max_members, max_total):
     """The zip's members, after the two checks made before anything is read: how many entries and
     how much data they declare (413 with the limit and the zip's own number when over)."""
@@ -258,14 +276,9 @@ def _extract(zip_path, dest, kind, max_members, max_total, max_ratio):
             for parts, info in groups[folder]:
                 ext = Path(parts[-1]).suffix.lower()
                 target = folder_dir / f"{len(kol['files']):05d}{ext}"
-                try:
-                    budget -= _copy_member(zf, info, target, budget, max_ratio)
-                except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
-                    raise ArchiveError(f"The zip is damaged or uses an unsupported format at "
-                                       f"'{'/'.join(parts)}' ({exc}). Create it again and upload it.", 400) from None
-                problem = _check_file(target, kind, parts[-1])
+                used, problem = _copy_checked(zf, info, target, budget, max_ratio, kind, parts)
+                budget -= used
                 if problem:
-                    target.unlink()
                     skipped.append({"name": "/".join(parts), "reason": problem})
                     continue
                 kol["files"].append({"path": str(target), "name": "/".join(parts[1:]) or parts[-1]})
@@ -362,14 +375,9 @@ def extract_media_zip(zip_path, dest, kind="image", max_members=MAX_MEMBERS, max
                     skipped.append({"name": shown, "reason": f"not a {singular} ({', '.join(exts)})"})
                     continue
                 target = dest / f"{len(files):05d}{Path(parts[-1]).suffix.lower()}"
-                try:
-                    budget -= _copy_member(zf, info, target, budget, max_ratio)
-                except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
-                    raise ArchiveError(f"The zip is damaged or uses an unsupported format at "
-                                       f"'{shown}' ({exc}). Create it again and upload it.", 400) from None
-                problem = _check_file(target, kind, parts[-1])
+                used, problem = _copy_checked(zf, info, target, budget, max_ratio, kind, parts)
+                budget -= used
                 if problem:
-                    target.unlink()
                     skipped.append({"name": shown, "reason": problem})
                     continue
                 files.append({"path": str(target), "name": shown})
