@@ -514,13 +514,7 @@ class _Decoder:
     def _run(self):
         try:
             for item in self.source:
-                while not self.stop.is_set():
-                    try:
-                        self.q.put(item, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-                if self.stop.is_set():
+                if not self._put(item):
                     break
             self._put(None)
         except BaseException as exc:  # noqa: BLE001 - handed to the reader
@@ -529,12 +523,14 @@ class _Decoder:
             self.source.close()
 
     def _put(self, item):
+        """Hand ``item`` to the reader, waiting while the queue is full; ``False`` once stopped."""
         while not self.stop.is_set():
             try:
                 self.q.put(item, timeout=0.2)
-                return
+                return True
             except queue.Full:
                 continue
+        return False
 
     def get(self):
         """The next ``(index, t, rgb)``, or ``None`` at the end."""

@@ -1,14 +1,27 @@
 // Small helpers for the pages of the three servers; every page still works without them.
 (function () {
   // Progress polling for long work: an element with data-poll="<json url>" is refreshed
-  // twice a second; when the job is done the page moves on to data-next.
+  // twice a second; when the job is done the page moves on to data-next. Each answer
+  // {"state", "done", "total", "error", ...} is shown in the element: [data-field=<key>]
+  // gets the value (hidden while empty when it has data-hide-empty), ".progress > span"
+  // the bar's width, and [data-when=<state>] shows only in that state.
+  function showProgress(el, s) {
+    el.querySelectorAll("[data-field]").forEach(function (f) {
+      var v = s[f.getAttribute("data-field")];
+      f.textContent = v == null ? "" : v;
+      if (f.hasAttribute("data-hide-empty")) { f.hidden = !v; }
+    });
+    var bar = el.querySelector(".progress > span");
+    if (bar) { bar.style.width = (s.total ? 100 * s.done / s.total : 0) + "%"; }
+    el.querySelectorAll("[data-when]").forEach(function (w) { w.hidden = w.getAttribute("data-when") !== s.state; });
+  }
   document.querySelectorAll("[data-poll]").forEach(function (el) {
     var url = el.getAttribute("data-poll");
     function tick() {
       fetch(url, { headers: { Accept: "application/json" } })
         .then(function (r) { return r.json(); })
         .then(function (s) {
-          el.dispatchEvent(new CustomEvent("poll", { detail: s }));
+          showProgress(el, s);
           if (s.state === "done" && el.dataset.next) {
             // let the full bar show for a moment before moving on
             setTimeout(function () { window.location = el.dataset.next; }, 300);

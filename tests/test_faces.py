@@ -2,19 +2,12 @@ import numpy as np
 import pytest
 
 from shared import faces
+from shared.boxes import iou
 from shared.images import load_image
 
 from .conftest import FIVE, KNN, needs_data
 
 pytestmark = needs_data
-
-
-def _iou(a, b):
-    top, right = max(a[0], b[0]), min(a[1], b[1])
-    bottom, left = min(a[2], b[2]), max(a[3], b[3])
-    inter = max(0, bottom - top) * max(0, right - left)
-    area = lambda x: (x[2] - x[0]) * (x[1] - x[3])  # noqa: E731
-    return inter / (area(a) + area(b) - inter)
 
 
 def test_face_found_and_box_lands_on_it():
@@ -38,10 +31,10 @@ def test_boxes_match_the_library_including_downscaled_detection():
     ours = faces.detect(rgb)
     assert len(ours) == len(theirs) >= 2
     for box in theirs:
-        assert max(_iou(box, b) for b in ours) > 0.9
+        assert max(iou(box, b) for b in ours) > 0.9
     half = faces.detect(rgb, upsample=2, scale=0.5)  # same pixel scale, mapped back
     for box in theirs:
-        assert max(_iou(box, b) for b in half) > 0.6
+        assert max(iou(box, b) for b in half) > 0.6
 
 
 def test_chips_and_embeddings_match_the_library():

@@ -14,6 +14,7 @@ from PIL import Image
 
 from shared import faces, images
 from shared import predict as engine
+from shared.boxes import iou
 
 from .conftest import FIVE, VIDEO, needs_data, needs_video
 
@@ -58,14 +59,6 @@ def _face_box_at_full_size(rgb):
     return boxes[0]
 
 
-def _iou(a, b):
-    top, right = max(a[0], b[0]), min(a[1], b[1])
-    bottom, left = min(a[2], b[2]), max(a[3], b[3])
-    inter = max(0, bottom - top) * max(0, right - left)
-    area = lambda x: (x[2] - x[0]) * (x[1] - x[3])  # noqa: E731
-    return inter / (area(a) + area(b) - inter)
-
-
 def _box(face):
     b = face["box"]
     return b["top"], b["right"], b["bottom"], b["left"]
@@ -100,7 +93,7 @@ def test_an_8000x6000_photo_gets_boxes_in_its_own_pixels(app_client, tmp_path):
     scale = 400 / window.shape[0]
     ref = faces.detect(window, upsample=0, scale=scale)[0]
     ref = (ref[0] + y0, ref[1] + x0, ref[2] + y0, ref[3] + x0)
-    assert _iou(ref, (top, right, bottom, left)) > 0.8, (ref, (top, right, bottom, left))
+    assert iou(ref, (top, right, bottom, left)) > 0.8, (ref, (top, right, bottom, left))
     # the page says the original size and that the photo was analysed smaller
     page = app_client.post("/predictSingleImage", data={"file": (io.BytesIO(data), "big.jpg")}).get_data(True)
     assert "8000×6000" in page and "analysed at 2000×1500" in page
@@ -122,7 +115,7 @@ def test_exif_rotated_photo_boxes_are_upright(app_client):
     assert (body["width"], body["height"]) == (big.height, big.width)  # upright: width and height swap
     ref = _face_box_at_full_size(np.asarray(upright))
     ref = tuple(v * k for v in ref)
-    assert _iou(ref, _box(body["faces"][0])) > 0.7
+    assert iou(ref, _box(body["faces"][0])) > 0.7
 
 
 @needs_data
