@@ -57,10 +57,23 @@ def new_page(browser):
     return pg
 
 
+def wait_until(pg, expression, timeout_s):
+    """Poll a JavaScript ``expression`` with ``page.evaluate`` until it is true.
+
+    Not ``page.wait_for_function``: that re-evaluates a string inside the page with ``eval``,
+    which the Content-Security-Policy (rightly) forbids, so it failed whenever the first try
+    was false.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not pg.evaluate(expression):
+        assert time.monotonic() < deadline, f"still not true after {timeout_s}s on {pg.url}: {expression}"
+        pg.wait_for_timeout(100)
+
+
 def images_load(pg, timeout_s=30):
     """Every <img> on the page loads (lazy ones are made eager first); returns how many there are."""
     pg.evaluate("document.querySelectorAll('img[loading=lazy]').forEach(i => { i.loading = 'eager'; })")
-    pg.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=timeout_s * 1000)
+    wait_until(pg, "Array.from(document.images).every(i => i.complete)", timeout_s)
     broken = pg.evaluate("Array.from(document.images).filter(i => !i.naturalWidth).map(i => i.src)")
     assert broken == [], f"images that did not load on {pg.url}: {broken}"
     return pg.evaluate("document.images.length")
@@ -360,7 +373,7 @@ def test_3_video_by_hand(video_servers, page, tmp_path):
 
     # the <img> stream advances: its pixels change from one look to the next
     stream = page.locator("img.result")
-    page.wait_for_function("document.querySelector('img.result').naturalWidth > 0", timeout=60_000)
+    wait_until(page, "document.querySelector('img.result').naturalWidth > 0", 60)
     first = stream.screenshot()
     page.wait_for_timeout(1500)
     second = stream.screenshot()
