@@ -9,17 +9,21 @@ one nearest its centre; photos with no face found are counted apart (listed, not
 
 Protocol:
 
-- the 403 people are split into two folds at random (seed 0); each fold is measured with the
-  rule fitted on the *other* fold only (nothing fitted ever sees the people it is measured on);
+- the 403 people are split into two folds at random; each fold is measured with the rule
+  fitted on the *other* fold only (nothing fitted ever sees the people it is measured on);
+  this is done for :data:`SPLITS` different random splits (seeds 0, 1, ...), and the answers
+  of all splits are added up (each photo is a test once per split);
 - in the measured fold, people with >= 10 photos are KOLs: each is enrolled with ``shots``
   photos (5; also 1, 2, 3) drawn at random, and their other photos are the KOL tests;
 - everyone else in the fold (never enrolled) is a stranger: all their photos are stranger tests;
-- the rule's development data on the fitting fold is built the same way (shots 1, 2, 3, 5,
-  three random draws each).
+- the rule's development data on the fitting fold: for shots 1, 2, 3 and 5, three random
+  draws each, a random half of the people with more than ``shots`` photos are KOLs (so the
+  rule sees many KOLs, about 40-100 per draw) and everyone else is a stranger.
 
 Ratios: "KOL named right" = KOL test photos answered with their own KOL / KOL test photos;
 "KOL wrong name" = KOL test photos answered with another KOL / KOL test photos;
-"strangers unknown" = stranger photos answered "unknown" / stranger photos. 95 % Wilson intervals.
+"strangers unknown" = stranger photos answered "unknown" / stranger photos. 95 % Wilson
+intervals, computed with each photo counted once (counts divided by the number of splits).
 
 Baselines in the same run, on the same embeddings and galleries:
 
@@ -41,6 +45,7 @@ from shared import classifier
 
 TARGET = 0.98
 SHOTS = (5, 1, 2, 3)
+SPLITS = 6
 
 
 def wilson(k, n, z=1.96):
@@ -53,8 +58,8 @@ def wilson(k, n, z=1.96):
     return centre - half, centre + half
 
 
-def fmt(k, n):
-    lo, hi = wilson(k, n)
+def fmt(k, n, splits=1):
+    lo, hi = wilson(k / splits, n / splits)
     return f"{k:4d}/{n:<4d} {100 * k / max(n, 1):5.1f}% [{100 * lo:5.1f}, {100 * hi:5.1f}]"
 
 
@@ -77,13 +82,15 @@ def folds(people, k=2, seed=0):
     return [sorted(order[i::k]) for i in range(k)]
 
 
-def scenario(faces, photo_counts, people, shots, seed):
-    """Gallery and tests for ``people``: ``(X, slugs, tests)``, tests ``[(embedding, person, is_kol)]``."""
+def scenario(faces, kols, people, shots, seed):
+    """Gallery and tests for ``people``, the ``kols`` among them enrolled with ``shots`` photos each
+    (a KOL with no more than ``shots`` photos is a stranger): ``(X, slugs, tests)``,
+    tests ``[(embedding, person, is_kol)]``."""
     rng = np.random.default_rng(seed)
     X, slugs, tests = [], [], []
     for person in people:
         embs = faces[person]
-        if photo_counts[person] >= 10 and len(embs) > shots:
+        if person in kols and len(embs) > shots:
             pick = set(rng.choice(len(embs), shots, replace=False).tolist())
             for i, e in enumerate(embs):
                 if i in pick:
@@ -96,12 +103,15 @@ def scenario(faces, photo_counts, people, shots, seed):
     return np.array(X), slugs, tests
 
 
-def dev_data(faces, photo_counts, people, shot_list=(1, 2, 3, 5), draws=3):
+def dev_data(faces, people, shot_list=(1, 2, 3, 5), draws=3):
     """Features and outcomes for :func:`shared.classifier.fit_rule` on ``people``."""
     F, right, stranger = [], [], []
     for shots in shot_list:
         for draw in range(draws):
-            X, slugs, tests = scenario(faces, photo_counts, people, shots, seed=1000 + 10 * shots + draw)
+            rng = np.random.default_rng(1000 + 10 * shots + draw)
+            able = [p for p in people if len(faces[p]) > shots]
+            kols = set(rng.choice(able, len(able) // 2, replace=False).tolist())
+            X, slugs, tests = scenario(faces, kols, people, shots, seed=1000 + 10 * shots + draw)
             model = classifier.train(X, slugs, {})
             best, f = model.describe(np.array([t[0] for t in tests]))
             F.append(f)
@@ -110,8 +120,43 @@ def dev_data(faces, photo_counts, people, shot_list=(1, 2, 3, 5), draws=3):
     return np.concatenate(F), np.array(right), np.array(stranger)
 
 
-def fit_on(faces, photo_counts, people):
-    return classifier.fit_rule(*dev_data(faces, photo_counts, people))
+ODDS_CHOICES = (1.0, 2.0, 3.0)
+
+
+def inner_rates(faces, fit_people, test_people, odds_list, seed):
+    """For each odds in ``odds_list``: ``(KOL named right, strangers unknown)`` on ``test_people``
+    (a random half of those with more than 5 photos enrolled with 5, the rest strangers) with the
+    rule fitted on ``fit_people``."""
+    dev = dev_data(faces, fit_people)
+    rng = np.random.default_rng(seed)
+    able = [p for p in test_people if len(faces[p]) > 5]
+    kols = set(rng.choice(able, len(able) // 2, replace=False).tolist())
+    X, slugs, tests = scenario(faces, kols, test_people, 5, seed=seed)
+    out = []
+    for odds in odds_list:
+        model = classifier.train(X, slugs, {}, rule=classifier.fit_rule(*dev, odds=odds))
+        tally = Tally()
+        run_ours(model, tests, tally, [])
+        out.append(np.array(tally.both()))
+    return out
+
+
+def choose_odds(faces, people, seed=0):
+    """The stream odds (:data:`shared.classifier.KOL_ODDS`) that these ``people`` alone pick: split them
+    in two halves, fit on one and measure on the other (both ways, two draws), and keep the odds
+    whose lower share (KOL named right or strangers unknown) is the highest."""
+    score = np.zeros((len(ODDS_CHOICES), 2))
+    for draw in range(2):
+        a, b = folds(people, seed=10_000 + 100 * seed + draw)
+        for fit, test in ((a, b), (b, a)):
+            score += np.array(inner_rates(faces, fit, test, ODDS_CHOICES, seed=20_000 + 100 * seed + draw))
+    return ODDS_CHOICES[int(np.argmax(score.min(axis=1)))]
+
+
+def fit_on(faces, people, seed=0):
+    """``(odds, rule)`` fitted on ``people`` alone: the odds by :func:`choose_odds`, then the rule."""
+    odds = choose_odds(faces, people, seed)
+    return odds, classifier.fit_rule(*dev_data(faces, people), odds=odds)
 
 
 class Tally:
@@ -132,19 +177,23 @@ class Tally:
             setattr(self, k, getattr(self, k) + v)
         return self
 
-    def line(self, label):
-        return (f"  {label:44s} KOL named right {fmt(self.kol_right, self.kol)}   wrong name {self.kol_wrong:3d}   "
-                f"strangers unknown {fmt(self.stranger_unknown, self.stranger)}")
+    def line(self, label, splits=1):
+        return (f"  {label:44s} KOL named right {fmt(self.kol_right, self.kol, splits)}   wrong name "
+                f"{self.kol_wrong:3d}   strangers unknown {fmt(self.stranger_unknown, self.stranger, splits)}")
+
+    def short(self):
+        k, s = self.both()
+        return f"{100 * k:.1f}% / {100 * s:.1f}%"
 
     def both(self):
         return self.kol_right / max(1, self.kol), self.stranger_unknown / max(1, self.stranger)
 
 
-def run_ours(model, tests, tally, reliability):
+def run_ours(model, tests, tally, reliability, odds=classifier.KOL_ODDS):
     for (e, person, is_kol) in tests:
         p = model.predict(e[None, :])[0]
         tally.add(p.identity, person, is_kol)
-        reliability.append((p.confidence, (p.identity == person) if is_kol else p.identity is None, is_kol))
+        reliability.append((p.confidence, (p.identity == person) if is_kol else p.identity is None, is_kol, odds))
 
 
 def run_compare_faces(X, slugs, tests, tally):
@@ -193,12 +242,12 @@ def svm_vs_centroid(X, slugs, tests):
 
 
 def reliability_table(rows):
-    """Rows ``(confidence, right, is_kol)``; strangers are re-weighted so that they weigh as much as
-    the KOL photos in total (the 50/50 stream the rule is calibrated for)."""
+    """Rows ``(confidence, right, is_kol, odds)``; strangers are re-weighted so that the KOL photos
+    weigh ``odds`` times as much as them in total (the stream each answer's rule is calibrated for)."""
     rows = np.array(rows, dtype=float)
     n_kol, n_str = rows[:, 2].sum(), (1 - rows[:, 2]).sum()
-    w = np.where(rows[:, 2] == 1, 1.0, n_kol / max(n_str, 1))
-    out = ["  confidence   answers  right (raw)   right (50/50 KOL/stranger weights)"]
+    w = np.where(rows[:, 2] == 1, 1.0, n_kol / max(n_str, 1) / rows[:, 3])
+    out = ["  confidence   answers  right (raw)   right (weighted to the calibrated stream, odds:1 KOL/stranger)"]
     for lo, hi in [(0.0, 0.5), (0.5, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 0.95), (0.95, 0.99), (0.99, 1.01)]:
         sel = (rows[:, 0] >= lo) & (rows[:, 0] < hi)
         if sel.any():
@@ -212,6 +261,7 @@ def reliability_table(rows):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--fit", action="store_true", help="print the RULE fitted on all of lfw_dev")
+    parser.add_argument("--splits", type=int, default=SPLITS, help="random splits of the people into 2 folds")
     args = parser.parse_args()
     started = time.perf_counter()
     rows = lfw_cache.load()
@@ -219,21 +269,25 @@ def main():
     photo_counts = {p: len(faces[p]) + missing[p] for p in faces}
     people = sorted(faces)
     if args.fit:
-        rule = fit_on(faces, photo_counts, people)
+        odds, rule = fit_on(faces, people)
+        print(f"KOL_ODDS = {odds}")
         print("RULE = {")
         for k, v in rule.items():
             print(f'    "{k}": [{", ".join(f"{c:.4f}" for c in v)}],')
         print("}")
         return
-    kols = [p for p in people if photo_counts[p] >= 10]
+    kols = {p for p in people if photo_counts[p] >= 10}
+    S = args.splits
     print(f"lfw_dev: {len(rows)} photos of {len(people)} people; no face found in {sum(missing.values())} photos "
           f"(not scored); {len(kols)} people with >= 10 photos are the KOLs, {len(people) - len(kols)} never-enrolled "
-          f"people are the strangers; 2 folds of people, rule fitted on the other fold")
-    parts = folds(people)
-    rules = [fit_on(faces, photo_counts, parts[1 - f]) for f in range(2)]
-    for f, rule in enumerate(rules):
-        print(f"  rule fitted on fold {1 - f} (measures fold {f}): "
-              + "; ".join(f"{k} [{', '.join(f'{c:.2f}' for c in v)}]" for k, v in rule.items()))
+          f"people are the strangers; {S} random splits into 2 folds of people, each fold measured with the rule "
+          f"fitted on the other (and the odds it is calibrated for chosen on the other fold alone)")
+    splits = [folds(people, seed=seed) for seed in range(S)]
+    fitted = [[fit_on(faces, parts[1 - f], seed=seed) for f in range(2)] for seed, parts in enumerate(splits)]
+    rules = [[rule for _odds, rule in pair] for pair in fitted]
+    odds_of = [[odds for odds, _rule in pair] for pair in fitted]
+    print("  odds chosen on the fitting folds (split by split, fold 0 then 1): "
+          + ", ".join("/".join(f"{odds:g}" for odds, _rule in pair) for pair in fitted))
     headline = None
     reliability = []
     for shots in SHOTS:
@@ -241,29 +295,35 @@ def main():
         total = {k: Tally() for k in ("ours", "cf")}
         cases = []
         svm_right = cen_right = closed = 0
-        for f in range(2):
-            X, slugs, tests = scenario(faces, photo_counts, parts[f], shots, seed=shots)
-            model = classifier.train(X, slugs, {}, rule=rules[f])
-            ours, cf = Tally(), Tally()
-            run_ours(model, tests, ours, reliability if shots == 5 else [])
-            run_compare_faces(X, slugs, tests, cf)
-            nearest, d = centroid_distances(X, slugs, tests)
-            cases += [(n, dd, t[1], t[2]) for n, dd, t in zip(nearest, d, tests)]
-            print(ours.line(f"fold {f}: ours ({len(set(slugs))} KOLs)"))
-            total["ours"].merge(ours)
-            total["cf"].merge(cf)
-            if len(set(slugs)) > 1:
-                s, c, n = svm_vs_centroid(X, slugs, tests)
-                svm_right, cen_right, closed = svm_right + s, cen_right + c, closed + n
+        per_split = []
+        for seed, parts in enumerate(splits):
+            mine = Tally()
+            for f in range(2):
+                X, slugs, tests = scenario(faces, kols, parts[f], shots, seed=shots + 100 * seed)
+                model = classifier.train(X, slugs, {}, rule=rules[seed][f])
+                ours, cf = Tally(), Tally()
+                run_ours(model, tests, ours, reliability if shots == 5 else [], odds_of[seed][f])
+                run_compare_faces(X, slugs, tests, cf)
+                nearest, d = centroid_distances(X, slugs, tests)
+                cases += [(n, dd, t[1], t[2]) for n, dd, t in zip(nearest, d, tests)]
+                mine.merge(ours)
+                total["cf"].merge(cf)
+                if len(set(slugs)) > 1:
+                    s, c, n = svm_vs_centroid(X, slugs, tests)
+                    svm_right, cen_right, closed = svm_right + s, cen_right + c, closed + n
+            total["ours"].merge(mine)
+            per_split.append(mine)
         t, oracle = best_single_threshold(cases)
-        print(total["ours"].line("both folds: ours"))
-        print(total["cf"].line("face_recognition.compare_faces 0.6"))
-        print(oracle.line(f"centroid, threshold {t:.3f} chosen on the test"))
-        print(f"  closed-set top-1 on KOL tests: linear SVM (one-vs-rest) {fmt(svm_right, closed)}, "
-              f"nearest centroid {fmt(cen_right, closed)}")
+        print("  ours, split by split (KOL named right / strangers unknown): "
+              + ", ".join(m.short() for m in per_split))
+        print(total["ours"].line(f"all {S} splits: ours", S))
+        print(total["cf"].line("face_recognition.compare_faces 0.6", S))
+        print(oracle.line(f"centroid, threshold {t:.3f} chosen on the test", S))
+        print(f"  closed-set top-1 on KOL tests: linear SVM (one-vs-rest) {fmt(svm_right, closed, S)}, "
+              f"nearest centroid {fmt(cen_right, closed, S)}")
         if shots == 5:
             headline = total["ours"]
-    print("\nreliability of ours' confidence (5 photos each, both folds; 'right' = the answer shown is right):")
+    print(f"\nreliability of ours' confidence (5 photos each, all splits; 'right' = the answer shown is right):")
     print("\n".join(reliability_table(reliability)))
     kol_rate, stranger_rate = headline.both()
     ok = kol_rate >= TARGET and stranger_rate >= TARGET

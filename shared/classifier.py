@@ -14,14 +14,14 @@ A prediction is two decisions, both made from distances between 128-d dlib embed
    - ``p_stranger = P(this person is none of the KOLs)``, the confidence of an "unknown".
 
    The coefficients were fitted once on development photos of *other* people
-   (``bench/bench_accuracy.py --fit``, lfw_dev, strangers and KOL photos weighted equally,
-   i.e. for a stream that is half KOLs, half strangers) and are the same for every pool:
+   (``bench/bench_accuracy.py --fit``, lfw_dev) for a stream of faces in which KOLs
+   outnumber strangers :data:`KOL_ODDS` to 1, and are the same for every pool:
    nothing about the decision is fitted on the agency's own KOLs, so adding a KOL
    never moves anyone else's threshold and the confidence means the same in every model.
 
 ``confidence`` is the probability that the answer shown is right: ``p_right`` for a
-named face, ``p_stranger`` for "unknown" (both in [0, 1]; the benchmark prints how
-often answers at each confidence level are right).
+named face, ``p_stranger`` for "unknown" (both in [0, 1], for that stream; the benchmark
+prints how often answers at each confidence level are right).
 
 Within one photo or video frame (the rows given to :meth:`Model.predict`), one KOL names
 at most one face: faces are named greedily, most confident first, and a face whose best
@@ -66,11 +66,16 @@ TOP_CANDIDATES = 5
 SIMILAR_PRESELECT = 64
 #: Model versions kept by :meth:`ModelStore.prune` unless told otherwise.
 KEEP_VERSIONS = 5
+#: The stream the rule is calibrated for: KOL faces per stranger face (an agency's own photos
+#: and videos are mostly of its KOLs). Chosen among 1, 2 and 3 by ``bench/bench_accuracy.py --fit``
+#: on development people alone (the odds whose lower share, KOL photos named right or strangers
+#: answered "unknown", is the highest when half of them are measured with the rule fitted on the other half).
+KOL_ODDS = 3.0
 #: Logistic coefficients ``[bias, d, margin, 1/n]`` of the open-set rule, fitted by
 #: ``bench/bench_accuracy.py --fit`` on all of lfw_dev (see the module docstring).
 RULE = {
-    "right": [11.0776, -31.4340, 29.1103, 3.8951],
-    "stranger": [-10.1870, 28.6968, -26.6892, -3.6260],
+    "right": [10.2053, -28.3109, 32.3703, 3.7853],
+    "stranger": [-10.5987, 28.1882, -26.1074, -4.2654],
 }
 
 
@@ -94,19 +99,24 @@ def _logistic(coef, F):
     return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
 
-def fit_rule(F, right, stranger):
+def fit_rule(F, right, stranger, odds=KOL_ODDS):
     """Fit :data:`RULE`-shaped coefficients on development faces.
 
     F: ``(M, 3)`` :func:`features` of each face's candidate; right: ``(M,)`` bool, the
     candidate is the face's person; stranger: ``(M,)`` bool, the face's person is not enrolled.
-    Each curve is fitted with both outcomes weighted equally (``class_weight="balanced"``).
+    The faces are weighted so that KOL faces weigh ``odds`` times as much as stranger faces in
+    total (the stream the probabilities are calibrated for, :data:`KOL_ODDS`).
     Returns ``{"right": [4 floats], "stranger": [4 floats]}``.
     """
     from sklearn.linear_model import LogisticRegression
 
+    stranger = np.asarray(stranger, bool)
+    n_str, n_kol = max(1, stranger.sum()), max(1, (~stranger).sum())
+    weight = np.where(stranger, 1.0 / n_str, odds / n_kol)
+    weight *= len(weight) / weight.sum()
     out = {}
     for key, target in (("right", right), ("stranger", stranger)):
-        lr = LogisticRegression(C=10.0, class_weight="balanced", max_iter=1000).fit(F, np.asarray(target, bool))
+        lr = LogisticRegression(C=10.0, max_iter=3000).fit(F, np.asarray(target, bool), sample_weight=weight)
         out[key] = [float(lr.intercept_[0])] + [float(c) for c in lr.coef_[0]]
     return out
 
@@ -421,8 +431,9 @@ def training_metrics(model, seconds):
     t1, t5, t20 = (thresholds[n] for n in (1, 5, 20))
     why = ("A face is named only when it is close to one KOL's average face and clearly closer to it than "
            "to any other KOL; otherwise it is \"unknown\". The limits are fixed, not tuned on your KOLs: they "
-           "were chosen on thousands of photos of other people (half of them strangers) so that a KOL's photo "
-           "and a stranger's photo are equally unlikely to be answered wrongly.")
+           "were chosen on thousands of photos of other people, for photos and videos in which your KOLs appear "
+           f"about {KOL_ODDS:g} times as often as strangers, so that a KOL's photo and a stranger's photo are "
+           "about equally unlikely to be answered wrongly.")
     if t1 and t5 and t20:
         why += (f" When no other KOL comes close, the limit is a distance of {t1:.2f} from a KOL with one "
                 f"photo, {t5:.2f} with five and {t20:.2f} with twenty (an average of many photos sits closer "
