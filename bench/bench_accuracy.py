@@ -1,7 +1,7 @@
 """Open-set identification on lfw_dev: KOL photos named right, strangers answered "unknown".
 
-    .venv/bin/python bench/bench_accuracy.py          # the protocol below (~1 min once the cache is filled)
-    .venv/bin/python bench/bench_accuracy.py --fit    # print the RULE fitted on all of lfw_dev
+    .venv/bin/python bench/bench_accuracy.py          # the protocol below (~3 min once the cache is filled)
+    .venv/bin/python bench/bench_accuracy.py --fit    # print KOL_ODDS and RULE chosen and fitted on all of lfw_dev
 
 Data: ``../shared/data/faces/lfw_dev`` (2,616 photos of 403 people), embedded once by
 ``bench/lfw_cache.py`` (cached under ``bench/out/``, keyed by file hash); a photo's face is the
