@@ -50,7 +50,7 @@ from fnmatch import fnmatchcase
 from urllib.parse import urlencode, urlsplit
 
 import click
-from flask import (Blueprint, Response, abort, current_app, g, jsonify, redirect, request,
+from flask import (Blueprint, Response, abort, current_app, flash, g, jsonify, redirect, request,
                    session, url_for)
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -60,7 +60,7 @@ from markupsafe import Markup
 from werkzeug.local import LocalProxy
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from .accounts import ROLES, for_data_dir
+from .accounts import PASSWORD_MIN, ROLES, for_data_dir
 from .errors import UserError
 
 #: Endpoints anyone may reach, signed in or not.
@@ -90,6 +90,7 @@ MEMBER = (
     "main:kols.kol",
     "main:auth.logout",
     "main:auth.account",
+    "main:auth.change_password",
 )
 
 
@@ -411,6 +412,10 @@ def init_app(app):
         view = limiter.limit(limits, key_func=lambda: "account:" + (request.form.get("name") or "").strip().lower(),
                              **failed)(view)
         app.view_functions["auth.login"] = view
+        # Guessing the current password on the account page counts against the same account limit.
+        app.view_functions["auth.change_password"] = limiter.limit(
+            limits, key_func=lambda: "account:" + (principal().name if principal() else "").strip().lower(),
+            **failed)(app.view_functions["auth.change_password"])
         _install_cli(app)
 
 
@@ -476,9 +481,34 @@ def setup():
 
 @bp.get("/account")
 def account():
-    """Who am I (name, role); JSON for scripts to check their token."""
+    """Who am I (name, role); JSON for scripts to check their token. The form to change one's password."""
     p = principal()
-    return _reply("auth/account.html", {"name": p.name, "role": p.role, "via": p.via})
+    return _reply("auth/account.html", {"name": p.name, "role": p.role, "via": p.via}, password_min=PASSWORD_MIN)
+
+
+@bp.post("/account")
+def change_password():
+    """Change one's own password: fields ``password`` (the current one), ``new_password``, ``new_password2``.
+
+    Wrong current password: 401 (counted like a failed sign-in); the two new ones differ: 400.
+    Every other session of the user ends; this one stays signed in."""
+    p = principal()
+    if p.via != "session":
+        raise UserError("An API token has no password: sign in with a name and password to change it.", 400)
+    form = request.form
+    if accounts().authenticate(p.name, form.get("password") or "") is None:
+        record("password.failed")
+        return _reply("auth/account.html", {"name": p.name, "role": p.role, "via": p.via,
+                                            "error": "The current password is wrong."}, 401, password_min=PASSWORD_MIN)
+    if (form.get("new_password") or "") != (form.get("new_password2") or ""):
+        raise UserError("The two new passwords differ.", 400)
+    accounts().set_password(p.row["id"], form.get("new_password"))
+    login_user(Principal(accounts().user(p.row["id"]), "session"))  # the new session key
+    record("password.change")
+    if _wants_json():
+        return jsonify({"name": p.name, "password_changed": True})
+    flash("Your password was changed; your other sign-ins have ended.")
+    return redirect(url_for("auth.account"), 303)
 
 
 @bp.get("/admin/users")

@@ -30,6 +30,7 @@ PASSWORD = "correct horse battery"
 MEMBER_SPEC = [
     ("main", "home.index", None), ("main", "predict.*", None), ("main", "video.upload_video_page", None),
     ("main", "video.predict_video_result", None), ("main", "auth.logout", None), ("main", "auth.account", None),
+    ("main", "auth.change_password", None),  # one's own password
     ("video", "*", None), ("process", "wizard.pool_chip", None),
     ("process", "wizard.import_result", "GET"),  # without ?job: the pool summary
     ("main", "kols.index", "GET"), ("main", "kols.kol", "GET"),  # the roster, read-only
@@ -294,6 +295,48 @@ def test_failed_sign_ins_are_recorded_and_limited(apps):
     assert other.post("/login", data={"name": "boss", "password": "x", "csrf_token": token}).status_code == 429
     rows = [r for r in audit_rows(apps["main"]) if r["action"] == "sign-in.failed"]
     assert len(rows) == 10 and rows[0]["detail"] == {"name": "boss"} and rows[0]["remote"] == "127.0.0.1"
+
+
+def test_a_member_changes_their_own_password(apps):
+    acc = apps["main"].extensions["accounts"]
+    acc.create_user("mia", PASSWORD, "member")
+    mia, elsewhere = sign_in(apps, "mia"), sign_in(apps, "mia")
+    main = mia["main"]
+    page = main.get("/account").get_data(as_text=True)
+    assert "Change your password" in page
+    token = csrf_token(page)
+
+    def change(current, new, again=None, **kw):
+        return main.post("/account", data={"password": current, "new_password": new,
+                                           "new_password2": new if again is None else again, "csrf_token": token}, **kw)
+
+    r = change("wrong password", "a new long password")
+    assert r.status_code == 401 and "current password is wrong" in r.get_data(as_text=True)
+    r = change(PASSWORD, "a new long password", "another one", headers=JSON)
+    assert r.status_code == 400 and "differ" in r.get_json()["error"]
+    r = change(PASSWORD, "short", headers=JSON)
+    assert r.status_code == 400 and "at least 8" in r.get_json()["error"]
+    assert acc.authenticate("mia", PASSWORD) is not None  # nothing changed so far
+    r = change(PASSWORD, "a new long password")
+    assert r.status_code == 303
+    assert "password was changed" in main.get("/account").get_data(as_text=True)  # still signed in here
+    assert elsewhere["main"].get("/", headers=JSON).status_code == 401  # the other session ended
+    assert acc.authenticate("mia", PASSWORD) is None and acc.authenticate("mia", "a new long password")
+    actions = [(row["actor"], row["action"]) for row in audit_rows(apps["main"])]
+    assert ("mia", "password.change") in actions and ("mia", "password.failed") in actions
+    # an API token has no password to change
+    member_token, _ = acc.create_token("reader", "member")
+    r = apps["main"].test_client(role=None).post("/account", data={"password": "x"},
+                                                  headers={"Authorization": f"Bearer {member_token}", **JSON})
+    assert r.status_code == 400 and "API token has no password" in r.get_json()["error"]
+
+
+def test_guessing_the_current_password_is_limited(apps):
+    main = sign_in(apps)["main"]
+    token = csrf_token(main.get("/account").get_data(as_text=True))
+    codes = [main.post("/account", data={"password": f"guess{i}", "new_password": "x" * 10, "new_password2": "x" * 10,
+                                         "csrf_token": token}).status_code for i in range(11)]
+    assert codes == [401] * 10 + [429], codes
 
 
 def test_first_run_offers_only_the_first_admin(data_dir):
