@@ -5,38 +5,29 @@ annotated photo, batch thumbnails, CSV), served only through :func:`prediction_f
 with strict names; :class:`shared.predict.ResultFolders` sweeps away folders older
 than a day. Boxes are in the pixels of the photo as uploaded (see shared.predict).
 
-A batch sent from a browser runs in the background: the browser is sent to
-``/predictBatch/<run>``, which shows a progress bar until the results are ready and
+A batch (:mod:`shared.batch`) sent from a browser runs in the background: the browser is
+sent to ``/predictBatch/<run>``, which shows a progress bar until the results are ready and
 then the results. A script (``Accept: application/json``) gets the results in the answer.
 """
 import io
-import logging
 import re
-import shutil
-import threading
 import time
-from concurrent.futures import as_completed
-from concurrent.futures.process import BrokenProcessPool
-from pathlib import Path
 
-from flask import Blueprint, current_app, redirect, request, send_from_directory, url_for
-from werkzeug.utils import secure_filename
+from flask import Blueprint, redirect, request, send_from_directory, url_for
 
-from shared import archive, faces, images, parallel
+from shared import batch, faces, images
 from shared import predict as engine
 from shared.errors import UserError
-from shared.storage import atomic_write_bytes, atomic_write_json, read_json
+from shared.storage import atomic_write_bytes, read_json
 from shared.web import data_path, models, pool, reply, upload_name, wants_json
 
 bp = Blueprint("predict", __name__)
-log = logging.getLogger(__name__)
 
 FILE_RE = re.compile(r"^(annotated\.jpg|thumb-[0-9]{1,5}\.jpg|results\.csv)$")
 MAX_K = 50
 #: Batches of at least this many photos sent from a browser run in the background behind a progress bar.
 BACKGROUND_FROM = 20
 DEFAULT_K = 5
-EXTENSIONS = ", ".join(images.IMAGE_EXTENSIONS)
 
 
 # -- helpers ------------------------------------------------------------------------
@@ -57,11 +48,6 @@ def _file_url(run, name):
     return url_for("predict.prediction_file", run=run, name=name)
 
 
-def _not_a_photo(name):
-    hint = archive.other_kind_hint([name], "image")
-    return f"'{name}' is not a photo this tool reads: use {EXTENSIONS}.{hint}"
-
-
 def _single_upload():
     """The one uploaded photo of field ``file``: ``(stream, safe display name)``; 400/415 otherwise."""
     upload = request.files.get("file")
@@ -69,7 +55,7 @@ def _single_upload():
         raise UserError("Choose a photo to upload (form field 'file').", 400)
     name = upload_name(upload.filename, "photo")
     if not images.is_image_name(upload.filename):
-        raise UserError(_not_a_photo(name), 415)
+        raise UserError(batch.not_a_photo(name), 415)
     stream = upload.stream
     stream.seek(0, io.SEEK_END)
     empty = stream.tell() == 0
@@ -124,87 +110,6 @@ def batch_page():
                                                   "extensions": list(images.IMAGE_EXTENSIONS)})
 
 
-def _stage_batch(uploads, folder):
-    """Save the uploaded parts (photos, or zips of photos) under ``folder/uploads``.
-
-    Returns ``(rows, files)``: one row per photo ``{"index", "path", "filename", "faces", "error"}``
-    (``path`` is the name as uploaded, ``zip name/path inside it`` for a zip's photos) and
-    ``{row index: path on disk}`` for the rows that can be predicted.
-    """
-    incoming = folder / "uploads"
-    incoming.mkdir()
-    rows, files = [], {}
-
-    def add(path, name, disk=None, error=None):
-        rows.append({"index": len(rows) + 1, "path": path, "filename": name, "faces": [], "error": error,
-                     "width": None, "height": None})
-        if disk is not None and error is None:
-            files[len(rows) - 1] = disk
-
-    for i, upload in enumerate(uploads):
-        name = upload_name(upload.filename, f"photo-{i + 1}")
-        if upload.filename.lower().endswith(".zip"):
-            raw = incoming / f"{i:05d}.zip"
-            upload.save(raw)
-            upload.close()
-            try:
-                found, skipped = archive.extract_media_zip(raw, incoming / f"{i:05d}", "image")
-            except UserError as exc:
-                add(name, name, error=exc.message)
-                continue
-            finally:
-                raw.unlink(missing_ok=True)
-            for f in found:
-                add(f"{name}/{f['name']}", upload_name(f["name"], "photo"), disk=Path(f["path"]))
-            for s in skipped:
-                add(f"{name}/{s['name']}", upload_name(s["name"], "file"), error=f"Not used: {s['reason']}.")
-            continue
-        if not images.is_image_name(upload.filename):
-            add(name, name, error=_not_a_photo(name))
-            continue
-        path = incoming / f"{i:05d}{Path(secure_filename(upload.filename)).suffix.lower() or '.img'}"
-        upload.save(path)
-        upload.close()
-        if path.stat().st_size == 0:
-            add(name, name, error="The file is empty.")
-            continue
-        add(name, name, disk=path)
-    return rows, files
-
-
-def _run_batch(rows, files, folder, run, model, models_root, names, progress=None):
-    """Predict every staged photo; fills ``rows`` in place, writes the CSV and ``results.json``.
-
-    progress: ``progress(done, total)`` after each photo. Returns the payload.
-    """
-    started = time.perf_counter()
-    tasks = [(i, str(path), rows[i]["filename"], models_root, model.version, str(folder / f"thumb-{i}.jpg"), names)
-             for i, path in files.items()]
-    thumbs = {}
-    try:
-        for done, outcome in enumerate(_run_tasks(tasks), 1):
-            row = rows[outcome["index"]]
-            row["faces"], row["error"] = outcome["faces"], outcome["error"]
-            row["width"], row["height"] = outcome["width"] or None, outcome["height"] or None
-            if outcome["thumb"]:
-                thumbs[outcome["index"]] = f"thumb-{outcome['index']}.jpg"
-            if progress:
-                progress(done, len(tasks))
-    finally:
-        shutil.rmtree(folder / "uploads", ignore_errors=True)
-    atomic_write_bytes(folder / "results.csv", engine.batch_csv(rows))
-    payload = {"results": rows, "model_version": model.version}
-    summary = {
-        "photos": len(rows),
-        "failed": sum(1 for r in rows if r["error"]),
-        "faces": sum(len(r["faces"]) for r in rows),
-        "known": sum(f["known"] for r in rows for f in r["faces"]),
-        "elapsed_s": round(time.perf_counter() - started, 2),
-    }
-    atomic_write_json(folder / "results.json", {"payload": payload, "summary": summary, "thumbs": thumbs})
-    return payload
-
-
 @bp.route("/predictBatchImage", methods=["GET", "POST"])
 def batch_image():
     if request.method == "GET":
@@ -214,30 +119,12 @@ def batch_image():
         raise UserError("Choose one or more photos to upload (form field 'file', repeated).", 400)
     model = _model()
     run, folder = _results().new()
-    rows, files = _stage_batch(uploads, folder)
+    rows, files = batch.stage(uploads, folder)
     names, root = pool().display_names(), str(models().root)
     if wants_json() or len(files) < BACKGROUND_FROM:
-        _run_batch(rows, files, folder, run, model, root, names)
+        batch.run(rows, files, folder, model, root, names)
         return batch_result(run)
-    progress_path = folder / "progress.json"
-    atomic_write_json(progress_path, {"state": "running", "done": 0, "total": len(files), "error": None})
-
-    def progress(done, total):
-        atomic_write_json(progress_path, {"state": "running", "done": done, "total": total, "error": None})
-
-    app = current_app._get_current_object()
-
-    def work():
-        try:
-            _run_batch(rows, files, folder, run, model, root, names, progress)
-            atomic_write_json(progress_path, {"state": "done", "done": len(files), "total": len(files),
-                                              "error": None})
-        except Exception:  # noqa: BLE001 - shown on the progress page
-            app.logger.exception("batch %s failed", run)
-            atomic_write_json(progress_path, {"state": "failed", "done": 0, "total": len(files),
-                                              "error": "The batch could not be processed; the error was logged."})
-
-    threading.Thread(target=work, name=f"batch-{run[:8]}", daemon=True).start()
+    batch.run_in_background(rows, files, folder, model, root, names)
     return redirect(url_for("predict.batch_result", run=run), 303)
 
 
@@ -264,31 +151,6 @@ def batch_result(run):
     thumbs = {int(k): _file_url(run, v) for k, v in stored["thumbs"].items()}
     return reply("main/predict_batch_result.html", stored["payload"], thumbs=thumbs, summary=stored["summary"],
                  csv_url=_file_url(run, "results.csv"))
-
-
-def _run_tasks(tasks):
-    """Run :func:`shared.predict.predict_file` over ``tasks``, yielding outcomes as they finish:
-    on every core through the process pool when there is more than one photo, in this
-    process otherwise (or if the pool cannot be used)."""
-    if len(tasks) > 1:
-        try:
-            executor = parallel.pool()
-            futures = [executor.submit(engine.predict_file, t) for t in tasks]
-        except (BrokenProcessPool, OSError, RuntimeError):
-            log.exception("the process pool failed; running the batch in this process")
-        else:
-            done = set()
-            try:
-                for future in as_completed(futures):
-                    outcome = future.result()
-                    done.add(outcome["index"])
-                    yield outcome
-                return
-            except (BrokenProcessPool, OSError, RuntimeError):
-                log.exception("the process pool failed; finishing the batch in this process")
-                tasks = [t for t in tasks if t[0] not in done]
-    for t in tasks:
-        yield engine.predict_file(t)
 
 
 # -- R12, R13: look-alike KOLs -----------------------------------------------------
