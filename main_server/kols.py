@@ -104,7 +104,7 @@ def delete(slug):
 
 @bp.post("/kols/<slug>/photos/<cid>/remove")
 def remove_photo(slug, cid):
-    pool().remove_chip(_slug(slug), cid)
+    roster.remove_photo(pool(), _slug(slug), cid, models=models())
     return _done(slug)
 
 

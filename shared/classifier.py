@@ -312,6 +312,29 @@ class Model:
         rows.sort(key=lambda r: (-r[1], r[2], r[0]))
         return rows[:k]
 
+    def without_photos(self, slug, chip_ids):
+        """A copy of this model without the pool photos ``chip_ids`` of the KOL ``slug`` (their rows
+        out, the KOL's centroid recomputed); without the KOL when none of its photos is left."""
+        k = self._index.get(slug)
+        if k is None:
+            return self
+        lo, hi = int(self.offsets[k]), int(self.offsets[k + 1])
+        chips = np.asarray(self.chips, dtype=str)
+        drop = {str(c) for c in chip_ids}
+        kept = [r for r in range(lo, hi) if chips[r] not in drop]
+        if len(kept) == hi - lo:
+            return self
+        if not kept:
+            return self.without([slug])
+        rows = np.concatenate([np.arange(lo), kept, np.arange(hi, len(self.X))]).astype(np.int64)
+        counts = self.counts.copy()
+        counts[k] = len(kept)
+        centroids = self.centroids.copy()
+        centroids[k] = self.X[kept].astype(np.float64).mean(0)
+        return Model(X=self.X[rows], offsets=np.concatenate([[0], np.cumsum(counts)]), classes=list(self.classes),
+                     chips=chips[rows], names=dict(self.names), centroids=centroids, rule=self.rule,
+                     version=self.version, meta=dict(self.meta))
+
     def without(self, slugs):
         """A copy of this model without the KOLs ``slugs`` (same rule and meta)."""
         drop = set(slugs)
@@ -641,8 +664,9 @@ class ModelStore:
                 self._cache_key = key
             return self._cache
 
-    def forget(self, slug):
-        """Remove the KOL ``slug`` from every stored version (each file rewritten atomically).
+    def forget(self, slug, chips=None):
+        """Remove the KOL ``slug`` from every stored version (each file rewritten atomically), or
+        only its pool photos ``chips`` (chip ids) when given.
 
         Returns the versions that held it. The next :meth:`current` in any process
         reloads the rewritten file.
@@ -655,9 +679,17 @@ class ModelStore:
                     if slug not in set(z["classes"].tolist()):
                         continue
                 model = self.load(version)
-                slim = model.without([slug])
+                slim = model.without([slug]) if chips is None else model.without_photos(slug, chips)
+                if slim is model:
+                    continue
                 _write_model(folder / "model.npz", slim)
                 meta = read_json(folder / "meta.json", default={}) or {}
+                if slug in slim.classes:  # some of its photos went, the KOL stays
+                    meta.update(samples=int(len(slim.X)))
+                    (meta.get("metrics") or {}).get("per_kol", {})[slug] = int(slim.counts[slim.classes.index(slug)])
+                    atomic_write_json(folder / "meta.json", meta)
+                    changed.append(version)
+                    continue
                 meta.get("names", {}).pop(slug, None)
                 metrics = meta.get("metrics") or {}
                 (metrics.get("per_kol") or {}).pop(slug, None)

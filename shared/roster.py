@@ -102,6 +102,18 @@ def delete_kol(pool, slug, models=None, jobs=None):
     return name
 
 
+def remove_photo(pool, slug, cid, models=None):
+    """Take one photo (chip ``cid``) out of the KOL ``slug``: from the pool and from every model
+    version of ``models`` (a :class:`shared.classifier.ModelStore`), so it no longer counts at once.
+
+    Returns the number of photos the KOL has left. 404 unknown photo, 409 the KOL's last photo.
+    """
+    left = pool.remove_chip(slug, cid)
+    if models is not None:
+        models.forget(slug, chips=[cid])
+    return left
+
+
 def purge_kol(store, matches):
     """Delete, in every job of ``store`` (:class:`shared.jobs.JobStore`), the photos/videos and crops
     of the KOLs whose display name ``matches(name)`` (a deletion request covers those copies too).

@@ -275,6 +275,34 @@ def test_delete_from_the_kol_page_removes_them_from_every_model_version(roster_a
         assert slugs["zoe"] not in model.classes and len(model.X) == 5, version  # 3 + 2 photos left
 
 
+def test_a_removed_photo_leaves_every_model_version_at_once(roster_app, data_dir):
+    """Removing one photo on the KOL page takes its embedding out of every stored version and moves
+    the KOL's centroid to the mean of the photos left, without a retraining."""
+    import numpy as np
+
+    from shared import classifier
+    from shared.classifier import ModelStore
+
+    client, pool, slugs = roster_app
+    store = ModelStore(data_dir / "models")
+    classifier.retrain(pool, store)
+    first = store.current_version()
+    classifier.retrain(pool, store, full=True)
+    mindy = slugs["mindy"]
+    cid, *rest = pool.kols()[mindy]["chips"]
+    assert client.post(f"/kols/{mindy}/photos/{cid}/remove").status_code == 303
+    _, left = pool.kol_embeddings(mindy)
+    for version in (first, store.current_version()):
+        model = store.load(version)
+        k = model.classes.index(mindy)
+        lo, hi = model.offsets[k], model.offsets[k + 1]
+        assert list(np.asarray(model.chips, dtype=str)[lo:hi]) == rest and len(model.X) == 5, version
+        assert np.allclose(model.centroids[k], left.mean(0), atol=1e-5)
+        assert store.meta(version)["samples"] == 5
+    # the other KOLs are untouched, and a photo the model never held changes nothing
+    assert store.forget(slugs["zoe"], chips=["not-in-the-model"]) == []
+
+
 @needs_data
 def test_add_photos_to_an_existing_kol(main_app, data_dir, tmp_path, celeb_faces):
     """Photos and a zip of photos for one KOL, from their page: detected, aligned, embedded, added."""
