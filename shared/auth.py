@@ -38,15 +38,18 @@ Settings (in ``shared/web.py``'s ``DEFAULTS``, set from the environment as ``KOL
 ------------------------------------------------------------------------------------------
 ``SESSION_HOURS`` (12): a sign-in lasts this long. ``PROXY_FIX`` (0): number of proxies in front
 whose ``X-Forwarded-For/Proto/Host`` are trusted. ``SESSION_COOKIE_SECURE`` (Flask's own; on
-anyway when ``MAIN_URL`` is https). ``RATELIMIT_STORAGE_URI`` (``memory://``, per process; use
-``redis://...`` when several workers or machines serve sign-ins). ``LOGIN_LIMIT``
-(``10 per minute``): failed sign-ins allowed per address and, separately, per account.
+anyway when ``MAIN_URL`` is https). ``RATELIMIT_STORAGE_URI`` (empty: the job queue's ``REDIS_URL``,
+shared by every server process and machine, with this process's memory as the fallback while it
+is down; ``memory://`` to count per process). ``LOGIN_LIMIT`` (``10 per minute``): failed sign-ins
+allowed per address and, separately, per account.
 """
 import csv
+import hashlib
 import io
 import secrets
 from datetime import timedelta
 from fnmatch import fnmatchcase
+from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import click
@@ -400,8 +403,14 @@ def init_app(app):
         return {"signed_in": principal()}
 
     if app.config["SECTION"] == "main":
-        limiter = Limiter(get_remote_address, app=app, storage_uri=app.config["RATELIMIT_STORAGE_URI"],
-                          default_limits=[], headers_enabled=False)
+        # Counted in the job queue's Redis unless told otherwise, so that every server process and
+        # machine shares one count (in this process's memory while that Redis cannot be reached);
+        # the prefix keeps installations that share a Redis apart.
+        storage = app.config["RATELIMIT_STORAGE_URI"] or app.config["REDIS_URL"]
+        prefix = "kol-sign-in:" + hashlib.sha1(str(Path(app.config["DATA_DIR"]).resolve()).encode()).hexdigest()[:12]
+        limiter = Limiter(get_remote_address, app=app, storage_uri=storage, default_limits=[], headers_enabled=False,
+                          in_memory_fallback_enabled=True, key_prefix=prefix,
+                          storage_options={"socket_connect_timeout": 1, "socket_timeout": 1})
         app.register_blueprint(bp)
         limits = app.config["LOGIN_LIMIT"]
         failed = {"deduct_when": lambda response: response.status_code == 401, "methods": ["POST"],

@@ -61,7 +61,7 @@ DEFAULTS = {
     "SESSION_HOURS": 12,
     "PROXY_FIX": 0,
     "LOGIN_LIMIT": "10 per minute",
-    "RATELIMIT_STORAGE_URI": "memory://",
+    "RATELIMIT_STORAGE_URI": "",  # empty: REDIS_URL (one count for every process), memory while it is down
     "SESSION_COOKIE_SECURE": False,
 }
 #: The documented names that also work without the ``KOL_`` prefix (the prefixed name wins).

@@ -339,6 +339,34 @@ def test_guessing_the_current_password_is_limited(apps):
     assert codes == [401] * 10 + [429], codes
 
 
+def test_two_server_processes_share_one_count_of_failed_sign_ins(apps, data_dir, redis_url):
+    """Two main-server processes (gunicorn workers) on one install count failures together in Redis."""
+    from main_server import create_app
+
+    other = create_app({"TESTING": True, "DATA_DIR": str(data_dir), "SECRET_KEY": "test", "MAIN_URL": MAIN_URL,
+                        "REDIS_URL": redis_url})
+    codes = []
+    for i in range(11):
+        client = (apps["main"] if i % 2 else other).test_client(role=None)
+        token = csrf_token(client.get("/login").get_data(as_text=True))
+        codes.append(client.post("/login", data={"name": "boss", "password": f"no{i}", "csrf_token": token}).status_code)
+    assert codes == [401] * 10 + [429], codes
+
+
+def test_sign_in_limit_holds_while_redis_is_down(data_dir):
+    """With the queue's Redis unreachable, each process still limits failed sign-ins (in its memory)."""
+    from main_server import create_app
+
+    app = create_app({"TESTING": True, "DATA_DIR": str(data_dir), "SECRET_KEY": "test", "MAIN_URL": MAIN_URL,
+                      "REDIS_URL": "redis://127.0.0.1:9/0", "LOGIN_LIMIT": "3 per minute"})
+    app.extensions["accounts"].create_user("boss", PASSWORD, "admin")
+    client = app.test_client(role=None)
+    token = csrf_token(client.get("/login").get_data(as_text=True))
+    codes = [client.post("/login", data={"name": "boss", "password": f"no{i}", "csrf_token": token}).status_code
+             for i in range(4)]
+    assert codes == [401, 401, 401, 429], codes
+
+
 def test_first_run_offers_only_the_first_admin(data_dir):
     from main_server import create_app as main_app
     from process_server import create_app as process_app
