@@ -421,7 +421,7 @@ def init_app(app):
         view = limiter.limit(limits, key_func=lambda: "account:" + (request.form.get("name") or "").strip().lower(),
                              **failed)(view)
         app.view_functions["auth.login"] = view
-        # Guessing the current password on the account page counts against the same account limit.
+        # Guessing the current password on the account page is limited as sign-ins are, per account.
         app.view_functions["auth.change_password"] = limiter.limit(
             limits, key_func=lambda: "account:" + (principal().name if principal() else "").strip().lower(),
             **failed)(app.view_functions["auth.change_password"])
