@@ -35,11 +35,6 @@ def part(jpeg, index):
             % (len(jpeg), index)) + jpeg + b"\r\n"
 
 
-def render(rgb, items, lines, quality):
-    """Draw and JPEG-encode one frame (runs in the encoder thread)."""
-    return overlay.encode(overlay.draw(rgb, items, lines), quality)
-
-
 def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0.5, settings=None, observe=None):
     """Recognise a stored video and yield it as MJPEG parts, one per frame sent.
 
@@ -104,7 +99,7 @@ def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0
                 run += 1
             else:
                 run = 0
-                pending.append((index, encoder.submit(render, np.asarray(rgb), rec.labels(views),
+                pending.append((index, encoder.submit(overlay.render, np.asarray(rgb), rec.labels(views),
                                                       tuple(rec.panel_lines()), quality)))
             while len(pending) > (0 if started is None else 1):
                 out = send(pending.popleft())
@@ -164,8 +159,8 @@ def warm(executor, workers):
     started = time.monotonic()
     calls = [executor.submit(tracking.warm_job) for _ in range(workers)] if executor is not None else []
     frame = np.zeros((360, 640, 3), np.uint8)
-    overlay.encode(overlay.draw(frame, [((10, 60, 60, 10), "unknown 50%", False), ((10, 160, 60, 110), "x 90%", True)],
-                                ("Seen most so far",)))
+    overlay.render(frame, [((10, 60, 60, 10), "unknown 50%", False), ((10, 160, 60, 110), "x 90%", True)],
+                   ("Seen most so far",))
     if executor is None:
         tracking.warm_job()
     for c in calls:

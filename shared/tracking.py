@@ -430,13 +430,28 @@ class Recognizer:
                 self.embeddings += 1
 
     def _seed_points(self, t, grey):
+        """Pick up to 30 corners inside the middle of ``t``'s box (the flow image's pixels) for :meth:`_flow`.
+
+        Only a window around the box is searched (a masked whole image would cost about
+        as much for each face as for the frame).
+        """
         fs = self._flow_scale
         top, right, bottom, left = (t.box * fs).astype(int)
         h, w = bottom - top, right - left
-        mask = np.zeros_like(grey)
-        mask[max(0, top + h // 6):max(0, bottom - h // 6), max(0, left + w // 6):max(0, right - w // 6)] = 255
-        pts = cv2.goodFeaturesToTrack(grey, maxCorners=30, qualityLevel=0.01, minDistance=3, mask=mask)
-        t.points = pts if pts is not None and len(pts) >= 3 else None
+        gh, gw = grey.shape
+        y0, y1 = max(0, top + h // 6), min(gh, max(0, bottom - h // 6))
+        x0, x1 = max(0, left + w // 6), min(gw, max(0, right - w // 6))
+        t.points = None
+        if y1 - y0 < 2 or x1 - x0 < 2:
+            return
+        pad = 2  # corners need their neighbours: search a slightly larger window, keep the inside
+        wy0, wx0 = max(0, y0 - pad), max(0, x0 - pad)
+        window = grey[wy0:y1 + pad, wx0:x1 + pad]
+        mask = np.zeros(window.shape, np.uint8)
+        mask[y0 - wy0:y1 - wy0, x0 - wx0:x1 - wx0] = 255
+        pts = cv2.goodFeaturesToTrack(window, maxCorners=30, qualityLevel=0.01, minDistance=3, mask=mask)
+        if pts is not None and len(pts) >= 3:
+            t.points = pts + np.array([wx0, wy0], np.float32)
 
     def _flow(self, grey):
         with_pts = [t for t in self.tracks if t.points is not None]
