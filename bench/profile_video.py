@@ -99,10 +99,10 @@ def instrument():
     tracking._resize = timed("resize for passes (full/discover/region)", tracking._resize)
     orig_full = tracking.FullPass.__init__
 
-    def full_init(self, executor, rgb, settings, scale=None, tiles=None, embed=True):
+    def full_init(self, executor, rgb, settings, scale=None, tiles=None, embed=True, **kw):
         _local.kind = "full pass" if embed else "discovery pass"
         try:
-            return orig_full(self, executor, rgb, settings, scale, tiles, embed)
+            return orig_full(self, executor, rgb, settings, scale, tiles, embed, **kw)
         finally:
             _local.kind = "other"
     tracking.FullPass.__init__ = timed("full/discover pass other (slicing, Call)", full_init)
@@ -135,15 +135,17 @@ def instrument():
             counts["votes for settled tracks"] += 1
         return orig_vote(self, identity, confidence)
     tracks.Track.vote = vote
-    overlay.draw = timed("draw overlay (copy + boxes + panel)", overlay.draw)
-    orig_cvt = cv2.cvtColor
-    orig_imencode = cv2.imencode
+    overlay.draw = timed("draw overlay (boxes, labels, panel)", overlay.draw)
 
-    def encode(rgb, quality=80):
-        bgr = timed("JPEG: RGB->BGR", orig_cvt)(rgb, cv2.COLOR_RGB2BGR)
-        ok, buf = timed("JPEG: imencode", orig_imencode)(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-        return buf.tobytes()
-    overlay.encode = encode
+    class TimedCV:
+        """``cv2`` for :mod:`shared.overlay`, with the JPEG encoder's two steps timed."""
+
+        cvtColor = staticmethod(timed("JPEG: RGB->BGR copy", cv2.cvtColor))
+        imencode = staticmethod(timed("JPEG: imencode", cv2.imencode))
+
+        def __getattr__(self, name):
+            return getattr(cv2, name)
+    overlay.cv2 = TimedCV()
     streaming.stream = timed_iter("stream other (status, parts)", streaming.stream)
 
 
