@@ -11,10 +11,14 @@ face) and makes names flicker. So, per frame:
   :attr:`Settings.max_full_pixels`; the scaled frame is cut into
   :attr:`Settings.tiles` overlapping strips, one executor call each (one per core),
   plus one cheap coarse call on the whole frame for faces too big for a strip's overlap.
-  Each call also embeds the faces it finds, so every face gets a vote;
+  Each call also embeds the faces it finds, so every face gets a vote, except on a
+  scheduled pass the faces of *settled* tracks (their last :attr:`Settings.settle_votes`
+  votes agree, the latest less than :attr:`Settings.reuse_s` old): found near where
+  such a track was when the pass was sent, a face only confirms the track, which
+  keeps its embedding and name;
 - in between, a **discovery pass** looks at the whole frame scaled for faces of
   :attr:`Settings.discover_face_px` and more (cheap: no embeddings, within
-  :attr:`Settings.discover_pixels_per_s`; about every 0.4 s at 720p, 0.9 s at 1080p):
+  :attr:`Settings.discover_pixels_per_s`; about every 0.65 s at 720p, 1.5 s at 1080p):
   it confirms the tracks it sees and starts tracks for faces that came into view
   (they are drawn once the next region pass has recognised them);
 - every :attr:`Settings.detect_every` frames, a **region pass** looks
@@ -72,7 +76,7 @@ class Settings:
     tiles: int = 2  # strips a full pass is cut into (one executor call each)
     region_face_px: int = 90  # a region pass scales each face to about this size
     discover_face_px: int = 80  # a discovery pass (coarse, between full passes) finds faces from this size
-    discover_pixels_per_s: float = 1_300_000  # ... and looks at about this many pixels a second
+    discover_pixels_per_s: float = 800_000  # ... and looks at about this many pixels a second
     region_margin: float = 0.5  # a region pass looks this far (x the face size) around a face
     plan_ahead: int = 3  # a region pass is sent this many frames before its frame is drawn
     flow_side: int = 480  # longest side of the grey copy used for optical flow
