@@ -33,7 +33,7 @@ def _label(text, size, colour):
 
 @functools.lru_cache(maxsize=64)
 def _panel(lines, size):
-    """A float mask ``(h, w)`` in [0, 1] of the panel's white text, ``lines`` a tuple."""
+    """A ``uint8`` mask ``(h, w, 3)`` of the panel's white text (255: text), ``lines`` a tuple."""
     f = annotate.font(size)
     probe = ImageDraw.Draw(Image.new("L", (1, 1)))
     boxes = [probe.textbbox((0, 0), line, font=f) for line in lines]
@@ -44,7 +44,7 @@ def _panel(lines, size):
     draw = ImageDraw.Draw(im)
     for i, (line, b) in enumerate(zip(lines, boxes)):
         draw.text((8 - b[0], 5 + i * line_h - b[1]), line, font=f, fill=255)
-    return np.asarray(im, dtype=np.float32)[..., None] / 255.0
+    return np.repeat(np.asarray(im)[..., None], 3, axis=2)
 
 
 def draw(image, items, lines=(), bgr=False):
@@ -77,9 +77,8 @@ def draw(image, items, lines=(), bgr=False):
     if lines:
         mask = _panel(tuple(lines), max(11, size - 4))
         h, w = min(mask.shape[0], H), min(mask.shape[1], W)
-        roi = out[:h, :w].astype(np.float32) * 0.4
-        m = mask[:h, :w]
-        out[:h, :w] = (roi * (1 - m) + 255.0 * m).astype(np.uint8)
+        dark = cv2.convertScaleAbs(out[:h, :w], alpha=0.4)  # the panel's box, darkened
+        out[:h, :w] = cv2.add(dark, cv2.multiply(255 - dark, mask[:h, :w], scale=1 / 255.0))  # + the text, white
     return out
 
 

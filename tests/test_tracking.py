@@ -493,3 +493,19 @@ def test_a_paced_stream_drops_late_frames_to_stay_in_time_and_pace_0_sends_all(t
     every = [p for p in streaming.stream(folder, None, pace=False) if p.startswith(b"--frame\r\n")]
     s = videos.read_status(folder)
     assert len(every) == 120 and s["dropped"] == 0 and s["sent"] == 120
+
+
+def test_the_overlay_is_drawn_in_the_right_colours_on_the_jpeg_and_leaves_the_frame_alone():
+    from shared import annotate, overlay
+
+    frame = np.full((360, 640, 3), 120, np.uint8)
+    before = frame.copy()
+    jpeg = overlay.render(frame, [((100, 300, 200, 200), "Someone 90%", True), ((100, 500, 200, 400), "unknown 60%",
+                                                                             False)], ("Seen most so far",), 95)
+    assert np.array_equal(frame, before)
+    rgb = cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB).astype(int)
+    for x, colour in ((200, annotate.KNOWN), (400, annotate.UNKNOWN)):  # the left side of each box
+        assert np.abs(rgb[150, x] - colour).max() < 30, (x, rgb[150, x])
+    panel = rgb[:30, :150]
+    assert panel.min() < 0.4 * 120 + 15 and panel.max() > 200  # a darkened box with white text
+    assert np.abs(rgb[300, 600] - 120).max() < 10  # the rest of the frame as it was
