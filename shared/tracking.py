@@ -11,8 +11,9 @@ face) and makes names flicker. So, per frame:
   :attr:`Settings.max_full_pixels`; the scaled frame is cut into
   :attr:`Settings.tiles` overlapping strips, one executor call each (one per core),
   plus one cheap coarse call on the whole frame for faces too big for a strip's overlap.
-  Each call also embeds the faces it finds, so every face gets a vote, except on a
-  scheduled pass the faces of *settled* tracks (their last :attr:`Settings.settle_votes`
+  The calls also embed the faces they find, each face once (by the strip its centre
+  lies in, or by the coarse call if it is wider than the overlap), so every face gets
+  a vote, except on a scheduled pass the faces of *settled* tracks (their last :attr:`Settings.settle_votes`
   votes agree, the latest less than :attr:`Settings.reuse_s` old): found near where
   such a track was when the pass was sent, a face only confirms the track, which
   keeps its embedding and name;
@@ -91,18 +92,23 @@ class Settings:
 
 # -- work sent to the executor (top-level so a process pool can run it) -------------
 
-def find_faces(rgb, upsample=0, embed=True, known=()):
+def find_faces(rgb, upsample=0, embed=True, known=(), span=None):
     """Boxes of the faces in ``rgb`` (largest first) and, if ``embed``, their embeddings.
 
     known: boxes (``rgb``'s pixels) of faces already recognised: a face found near one
-    of them (:func:`near_known`) is not embedded. Returns ``(boxes, vectors)``:
+    of them (:func:`near_known`) is not embedded. span: ``(x_lo, x_hi, min_side)`` in
+    ``rgb``'s pixels, or ``None``: only faces whose centre column lies in
+    ``[x_lo, x_hi)`` and whose side is at least ``min_side`` are embedded (the others
+    are embedded by another call of the same full pass). Returns ``(boxes, vectors)``:
     ``vectors`` is a list of ``(128,)`` arrays, ``None`` for a face not embedded
     (empty when not ``embed``).
     """
     boxes = faces.detect(rgb, upsample=upsample)
     if not embed or not boxes:
         return boxes, []
-    todo = [k for k, b in enumerate(boxes) if not near_known(b, known)]
+    lo, hi, least = span if span is not None else (-np.inf, np.inf, 0)
+    todo = [k for k, b in enumerate(boxes)
+            if lo <= (b[1] + b[3]) / 2 < hi and side(b) >= least and not near_known(b, known)]
     vectors = [None] * len(boxes)
     for k, v in zip(todo, faces.embed(faces.align(rgb, [boxes[k] for k in todo]))):
         vectors[k] = v
@@ -145,12 +151,19 @@ def _resize(rgb, s):
 
 
 def _nms(found, threshold=0.3):
-    """Drop detections overlapping an earlier (bigger) one: ``found`` is ``[(box, vector or None)]``."""
+    """Drop detections overlapping an earlier (bigger) one: ``found`` is ``[(box, vector or None)]``.
+
+    A kept detection without a vector takes the vector of the first one it drops that has one
+    (the same face, embedded by another call). Returns the kept ``[(box, vector or None)]``, biggest first.
+    """
     found = sorted(found, key=lambda f: -(f[0][2] - f[0][0]) * (f[0][1] - f[0][3]))
     kept = []
     for box, vec in found:
-        if all(iou(box, k[0]) < threshold and not _inside(box, k[0]) for k in kept):
+        over = next((i for i, k in enumerate(kept) if iou(box, k[0]) >= threshold or _inside(box, k[0])), None)
+        if over is None:
             kept.append((box, vec))
+        elif kept[over][1] is None and vec is not None:
+            kept[over] = (kept[over][0], vec)
     return kept
 
 
@@ -188,11 +201,15 @@ class FullPass:
         for k in range(tiles):
             x0, x1 = max(0, bounds[k] - overlap // 2), min(w, bounds[k + 1] + overlap // 2)
             small = _resize(rgb[:, x0:x1], s)
-            self.calls.append((Call(executor, find_faces, small, 0, embed, _scaled(known, s, x0)), s, x0))
+            # a strip embeds the faces centred in its own part: a face in the overlap is found by both strips
+            own = (-np.inf if k == 0 else (bounds[k] - x0) * s,
+                   np.inf if k == tiles - 1 else (bounds[k + 1] - x0) * s, 0) if tiles > 1 else None
+            self.calls.append((Call(executor, find_faces, small, 0, embed, _scaled(known, s, x0), own), s, x0))
         if tiles > 1:  # faces wider than the overlap: a coarse look at the whole frame
             coarse = min(s, HOG_MIN_PX * 1.2 / overlap)  # finds faces bigger than the overlap
-            self.calls.append((Call(executor, find_faces, _resize(rgb, coarse), 0, embed, _scaled(known, coarse, 0)),
-                               coarse, 0))
+            wide = (-np.inf, np.inf, overlap * coarse)  # ... and embeds only those: a strip embeds the others
+            self.calls.append((Call(executor, find_faces, _resize(rgb, coarse), 0, embed, _scaled(known, coarse, 0),
+                                    wide), coarse, 0))
         self.shape = rgb.shape
 
     def result(self):

@@ -252,6 +252,19 @@ def test_a_face_near_a_known_box_is_found_but_not_embedded_again():
     for other in (far, big):
         _, vecs = tracking.find_faces(canvas, known=[other])
         assert np.allclose(vecs[0], vectors[0]), other
+    # span: a strip embeds only the faces centred in its own part, the coarse call only the big ones
+    cx = (left + right) / 2
+    assert tracking.find_faces(canvas, span=(0, cx - 1, 0))[1] == [None]
+    assert tracking.find_faces(canvas, span=(0, np.inf, s + 5))[1] == [None]
+    assert np.allclose(tracking.find_faces(canvas, span=(cx - 1, cx + 1, s - 5))[1][0], vectors[0])
+
+
+def test_a_full_pass_keeps_the_biggest_box_of_a_face_and_any_embedding_of_it():
+    v = np.ones(128)
+    found = [((10, 60, 60, 10), None), ((12, 58, 58, 12), v), ((200, 230, 230, 200), None)]
+    kept = tracking._nms(found)
+    assert [k[0] for k in kept] == [(10, 60, 60, 10), (200, 230, 230, 200)]
+    assert kept[0][1] is v and kept[1][1] is None
 
 
 @needs_video
