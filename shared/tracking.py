@@ -13,10 +13,10 @@ face) and makes names flicker. So, per frame:
   plus one cheap coarse call on the whole frame for faces too big for a strip's overlap.
   The calls also embed the faces they find, each face once (by the strip its centre
   lies in, or by the coarse call if it is wider than the overlap), so every face gets
-  a vote, except on a scheduled pass the faces of *settled* tracks (their last :attr:`Settings.settle_votes`
-  votes agree, the latest less than :attr:`Settings.reuse_s` old): found near where
-  such a track was when the pass was sent, a face only confirms the track, which
-  keeps its embedding and name;
+  a vote, except on a scheduled pass the faces of *settled* tracks (their last
+  :attr:`Settings.settle_votes` votes agree, the latest less than
+  :attr:`Settings.reuse_s` old): found near where such a track was when the pass was
+  sent, a face only confirms the track, which keeps its embedding and name;
 - in between, a **discovery pass** looks at the whole frame scaled for faces of
   :attr:`Settings.discover_face_px` and more (cheap: no embeddings, within
   :attr:`Settings.discover_pixels_per_s`; about every 0.65 s at 720p, 1.5 s at 1080p):
