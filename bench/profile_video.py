@@ -1,6 +1,6 @@
 """Where the CPU of ``/video_feed?pace=0`` goes: CPU seconds per second of video, stage by stage.
 
-    .venv/bin/python bench/profile_video.py [--clips tv720,crowd1080,hamilton1080]
+    .venv/bin/python bench/profile_video.py [--clips tv720,crowd1080,hamilton1080] [--no-pool] [--cv-threads N]
 
 Runs ``shared.streaming.stream`` on ``bench_video.py``'s clips and model with the
 *inline* executor (every pass runs in this process, so every stage can be timed
@@ -11,8 +11,9 @@ nested stages are subtracted from the stage around them, so the rows add up to t
 process's CPU time. Also counted: dlib encodings per second of video, and how many
 of them were votes for tracks that already had :attr:`Settings.settle_votes` votes.
 
-A second, short run per clip with the real process pool reports the bytes pickled
-to the workers per second of video and the CPU time of pickling them here.
+Before that, one run per clip with the real process pool (skipped with ``--no-pool``)
+reports the bytes pickled to the workers per second of video and the CPU time of
+pickling them here.
 """
 import argparse
 import collections
@@ -205,7 +206,7 @@ def main():
     parser.add_argument("--no-pool", action="store_true", help="skip the pickling run")
     parser.add_argument("--cv-threads", type=int, default=None, help="cv2.setNumThreads for this process")
     args = parser.parse_args()
-    from shared import faces, frames, parallel
+    from shared import faces, parallel
 
     if args.cv_threads is not None:
         import cv2
@@ -222,20 +223,15 @@ def main():
             sys.stdout.flush()
             if not args.no_pool:
                 pickling(folder, model, 1.0 / info.fps)
-            instrument_once()
+            if not _done:
+                instrument()
+                _done.append(True)
             profile(folder, model, 1.0 / info.fps)
             sys.stdout.flush()
     parallel.shutdown()
-    del frames
 
 
-_done = []
-
-
-def instrument_once():
-    if not _done:
-        instrument()
-        _done.append(True)
+_done = []  # instrument() has run (it wraps functions, so only once)
 
 
 if __name__ == "__main__":
