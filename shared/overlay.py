@@ -33,7 +33,7 @@ def _label(text, size, colour):
 
 @functools.lru_cache(maxsize=64)
 def _panel(lines, size):
-    """A float mask ``(h, w)`` in [0, 1] of the panel's white text, ``lines`` a tuple."""
+    """A ``uint8`` mask ``(h, w, 3)`` of the panel's white text (255: text), ``lines`` a tuple."""
     f = annotate.font(size)
     probe = ImageDraw.Draw(Image.new("L", (1, 1)))
     boxes = [probe.textbbox((0, 0), line, font=f) for line in lines]
@@ -44,27 +44,31 @@ def _panel(lines, size):
     draw = ImageDraw.Draw(im)
     for i, (line, b) in enumerate(zip(lines, boxes)):
         draw.text((8 - b[0], 5 + i * line_h - b[1]), line, font=f, fill=255)
-    return np.asarray(im, dtype=np.float32)[..., None] / 255.0
+    return np.repeat(np.asarray(im)[..., None], 3, axis=2)
 
 
-def draw(rgb, items, lines=()):
-    """The annotated frame (a new array; ``rgb`` is not modified).
+def draw(image, items, lines=(), bgr=False):
+    """Draw the overlay on ``image`` IN PLACE and return it.
 
-    items: ``[(box, text, known), ...]``: a box and a label per face, green for a
-    known face (:data:`shared.annotate.KNOWN`), red otherwise. lines: the panel's
-    text lines, drawn in a darkened box at the top left (none: no panel).
+    image: ``(H, W, 3)`` ``uint8``, RGB (or BGR when ``bgr``: the colours are then
+    swapped so the picture looks the same). items: ``[(box, text, known), ...]``: a
+    box and a label per face, green for a known face (:data:`shared.annotate.KNOWN`),
+    red otherwise. lines: the panel's text lines, drawn in a darkened box at the top
+    left (none: no panel).
     """
-    out = np.array(rgb, copy=True)
+    out = image
     H, W = out.shape[:2]
     size = _font_size(out.shape)
     width = max(2, min(H, W) // 200)
     for box, text, known in items:
         top, right, bottom, left = (int(v) for v in box)
         colour = annotate.KNOWN if known else annotate.UNKNOWN
-        cv2.rectangle(out, (left, top), (right, bottom), colour, width)
+        cv2.rectangle(out, (left, top), (right, bottom), tuple(colour[::-1]) if bgr else colour, width)
         if not text:
             continue
         tag = _label(text, size, colour)
+        if bgr:
+            tag = tag[:, :, ::-1]
         th, tw = tag.shape[:2]
         y = bottom + 1 if bottom + 1 + th < H else max(0, top - th)
         x = min(max(0, left), max(0, W - tw))
@@ -73,15 +77,19 @@ def draw(rgb, items, lines=()):
     if lines:
         mask = _panel(tuple(lines), max(11, size - 4))
         h, w = min(mask.shape[0], H), min(mask.shape[1], W)
-        roi = out[:h, :w].astype(np.float32) * 0.4
-        m = mask[:h, :w]
-        out[:h, :w] = (roi * (1 - m) + 255.0 * m).astype(np.uint8)
+        dark = cv2.convertScaleAbs(out[:h, :w], alpha=0.4)  # the panel's box, darkened
+        out[:h, :w] = cv2.add(dark, cv2.multiply(255 - dark, mask[:h, :w], scale=1 / 255.0))  # + the text, white
     return out
 
 
-def encode(rgb, quality=80):
-    """JPEG bytes of an RGB frame (OpenCV's encoder: about twice as fast as Pillow's)."""
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+def render(rgb, items, lines=(), quality=80):
+    """JPEG bytes of the RGB frame ``rgb`` with the overlay of :func:`draw` (``rgb`` is not modified).
+
+    The overlay is drawn on the BGR copy that OpenCV's encoder needs anyway (about twice
+    as fast as Pillow's), so a frame costs one full-size copy, not two.
+    """
+    bgr = draw(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), items, lines, bgr=True)
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         raise ValueError("JPEG encoding failed")
     return buf.tobytes()

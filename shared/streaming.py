@@ -27,17 +27,15 @@ from .videos import claim, read_meta, source_path, write_status
 
 #: At most this many frames in a row are dropped, so a machine far too slow still shows the video moving.
 MAX_DROP_RUN = 4
+#: The "seen most" panel drawn on the frames is refreshed every this many seconds of video
+#: (re-summarising and re-rendering its text on every frame cost about 2 ms a frame).
+PANEL_EVERY_S = 0.5
 
 
 def part(jpeg, index):
     """One part of the ``multipart/x-mixed-replace; boundary=frame`` body (``X-Frame`` is the frame index)."""
     return (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\nX-Frame: %d\r\n\r\n"
             % (len(jpeg), index)) + jpeg + b"\r\n"
-
-
-def render(rgb, items, lines, quality):
-    """Draw and JPEG-encode one frame (runs in the encoder thread)."""
-    return overlay.encode(overlay.draw(rgb, items, lines), quality)
 
 
 def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0.5, settings=None, observe=None):
@@ -81,6 +79,7 @@ def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0
     last_status = 0.0
     interval = 1.0 / fps
     run = 0  # frames dropped in a row
+    panel, panel_at = (), None  # the panel's lines and the frame they were made for
 
     def send(item):
         index, future = item
@@ -104,8 +103,10 @@ def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0
                 run += 1
             else:
                 run = 0
-                pending.append((index, encoder.submit(render, np.asarray(rgb), rec.labels(views),
-                                                      tuple(rec.panel_lines()), quality)))
+                if panel_at is None or index - panel_at >= PANEL_EVERY_S * fps:
+                    panel, panel_at = tuple(rec.panel_lines()), index
+                pending.append((index, encoder.submit(overlay.render, np.asarray(rgb), rec.labels(views), panel,
+                                                      quality)))
             while len(pending) > (0 if started is None else 1):
                 out = send(pending.popleft())
                 if started is None:
@@ -164,8 +165,8 @@ def warm(executor, workers):
     started = time.monotonic()
     calls = [executor.submit(tracking.warm_job) for _ in range(workers)] if executor is not None else []
     frame = np.zeros((360, 640, 3), np.uint8)
-    overlay.encode(overlay.draw(frame, [((10, 60, 60, 10), "unknown 50%", False), ((10, 160, 60, 110), "x 90%", True)],
-                                ("Seen most so far",)))
+    overlay.render(frame, [((10, 60, 60, 10), "unknown 50%", False), ((10, 160, 60, 110), "x 90%", True)],
+                   ("Seen most so far",))
     if executor is None:
         tracking.warm_job()
     for c in calls:

@@ -11,10 +11,15 @@ face) and makes names flicker. So, per frame:
   :attr:`Settings.max_full_pixels`; the scaled frame is cut into
   :attr:`Settings.tiles` overlapping strips, one executor call each (one per core),
   plus one cheap coarse call on the whole frame for faces too big for a strip's overlap.
-  Each call also embeds the faces it finds, so every face gets a vote;
+  The calls also embed the faces they find, each face once (by the strip its centre
+  lies in, or by the coarse call if it is wider than the overlap), so every face gets
+  a vote, except on a scheduled pass the faces of *settled* tracks (their last
+  :attr:`Settings.settle_votes` votes agree, the latest less than
+  :attr:`Settings.reuse_s` old): found near where such a track was when the pass was
+  sent, a face only confirms the track, which keeps its embedding and name;
 - in between, a **discovery pass** looks at the whole frame scaled for faces of
   :attr:`Settings.discover_face_px` and more (cheap: no embeddings, within
-  :attr:`Settings.discover_pixels_per_s`; about every 0.4 s at 720p, 0.9 s at 1080p):
+  :attr:`Settings.discover_pixels_per_s`; about every 0.65 s at 720p, 1.5 s at 1080p):
   it confirms the tracks it sees and starts tracks for faces that came into view
   (they are drawn once the next region pass has recognised them);
 - every :attr:`Settings.detect_every` frames, a **region pass** looks
@@ -72,11 +77,12 @@ class Settings:
     tiles: int = 2  # strips a full pass is cut into (one executor call each)
     region_face_px: int = 90  # a region pass scales each face to about this size
     discover_face_px: int = 80  # a discovery pass (coarse, between full passes) finds faces from this size
-    discover_pixels_per_s: float = 1_300_000  # ... and looks at about this many pixels a second
+    discover_pixels_per_s: float = 800_000  # ... and looks at about this many pixels a second
     region_margin: float = 0.5  # a region pass looks this far (x the face size) around a face
     plan_ahead: int = 3  # a region pass is sent this many frames before its frame is drawn
     flow_side: int = 480  # longest side of the grey copy used for optical flow
     settle_votes: int = 3  # votes before a track counts as settled
+    reuse_s: float = 2.0  # a scheduled full pass does not re-embed a settled track voted on this recently (s)
     max_misses: int = 2  # passes in a row a track may miss before it is dropped
     iou_match: float = 0.3  # least overlap for a detection to continue a track
     cut_diff: float = 30.0  # mean absolute colour difference (0-255) of 32x18 thumbnails that counts as a cut
@@ -86,11 +92,43 @@ class Settings:
 
 # -- work sent to the executor (top-level so a process pool can run it) -------------
 
-def find_faces(rgb, upsample=0, embed=True):
-    """Boxes of the faces in ``rgb`` (largest first) and, if ``embed``, their ``(N, 128)`` embeddings."""
+def find_faces(rgb, upsample=0, embed=True, known=(), span=None):
+    """Boxes of the faces in ``rgb`` (largest first) and, if ``embed``, their embeddings.
+
+    known: boxes (``rgb``'s pixels) of faces already recognised: a face found near one
+    of them (:func:`near_known`) is not embedded. span: ``(x_lo, x_hi, min_side)`` in
+    ``rgb``'s pixels, or ``None``: only faces whose centre column lies in
+    ``[x_lo, x_hi)`` and whose side is at least ``min_side`` are embedded (the others
+    are embedded by another call of the same full pass). Returns ``(boxes, vectors)``:
+    ``vectors`` is a list of ``(128,)`` arrays, ``None`` for a face not embedded
+    (empty when not ``embed``).
+    """
     boxes = faces.detect(rgb, upsample=upsample)
-    vectors = faces.embed(faces.align(rgb, boxes)) if embed and boxes else np.zeros((0, faces.EMBEDDING_SIZE))
+    if not embed or not boxes:
+        return boxes, []
+    lo, hi, least = span if span is not None else (-np.inf, np.inf, 0)
+    todo = [k for k, b in enumerate(boxes)
+            if lo <= (b[1] + b[3]) / 2 < hi and side(b) >= least and not near_known(b, known)]
+    vectors = [None] * len(boxes)
+    for k, v in zip(todo, faces.embed(faces.align(rgb, [boxes[k] for k in todo]))):
+        vectors[k] = v
     return boxes, vectors
+
+
+def near_known(box, known):
+    """True when ``box`` is probably one of the ``known`` boxes, seen a little earlier.
+
+    Its centre lies within one known box grown by half its side on every side (a face
+    moving up to about one face width per second, seen up to ~0.7 s later) and its side
+    is 0.6-1.6x that box's side.
+    """
+    cy, cx, s = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, side(box)
+    for k in known:
+        ks = side(k)
+        if (k[0] - ks / 2 <= cy <= k[2] + ks / 2 and k[3] - ks / 2 <= cx <= k[1] + ks / 2
+                and 0.6 * ks <= s <= 1.6 * ks):
+            return True
+    return False
 
 
 def find_in_regions(crops, embed_flags):
@@ -113,12 +151,19 @@ def _resize(rgb, s):
 
 
 def _nms(found, threshold=0.3):
-    """Drop detections overlapping an earlier (bigger) one: ``found`` is ``[(box, vector or None)]``."""
+    """Drop detections overlapping an earlier (bigger) one: ``found`` is ``[(box, vector or None)]``.
+
+    A kept detection without a vector takes the vector of the first one it drops that has one
+    (the same face, embedded by another call). Returns the kept ``[(box, vector or None)]``, biggest first.
+    """
     found = sorted(found, key=lambda f: -(f[0][2] - f[0][0]) * (f[0][1] - f[0][3]))
     kept = []
     for box, vec in found:
-        if all(iou(box, k[0]) < threshold and not _inside(box, k[0]) for k in kept):
+        over = next((i for i, k in enumerate(kept) if iou(box, k[0]) >= threshold or _inside(box, k[0])), None)
+        if over is None:
             kept.append((box, vec))
+        elif kept[over][1] is None and vec is not None:
+            kept[over] = (kept[over][0], vec)
     return kept
 
 
@@ -134,10 +179,19 @@ def full_scale(shape, settings):
     return min(HOG_MIN_PX / float(settings.min_face_px), (settings.max_full_pixels / float(h * w)) ** 0.5)
 
 
-class FullPass:
-    """The calls of one full pass over a frame; :meth:`result` gives ``[(box, embedding)]`` in frame pixels."""
+def _scaled(boxes, s, x0):
+    """Frame-pixel ``boxes`` in the pixels of a strip starting at column ``x0``, resized by ``s``."""
+    return [tuple(float(v) * s for v in (b[0], b[1] - x0, b[2], b[3] - x0)) for b in boxes]
 
-    def __init__(self, executor, rgb, settings, scale=None, tiles=None, embed=True):
+
+class FullPass:
+    """The calls of one full pass over a frame; :meth:`result` gives ``[(box, embedding or None)]`` in frame pixels.
+
+    embed: embed the faces found; known: frame-pixel boxes of faces not to embed again
+    (see :func:`near_known`).
+    """
+
+    def __init__(self, executor, rgb, settings, scale=None, tiles=None, embed=True, known=()):
         h, w = rgb.shape[:2]
         s = full_scale(rgb.shape, settings) if scale is None else scale
         self.calls = []  # (call, scale, x offset in frame pixels)
@@ -147,10 +201,15 @@ class FullPass:
         for k in range(tiles):
             x0, x1 = max(0, bounds[k] - overlap // 2), min(w, bounds[k + 1] + overlap // 2)
             small = _resize(rgb[:, x0:x1], s)
-            self.calls.append((Call(executor, find_faces, small, 0, embed), s, x0))
+            # a strip embeds the faces centred in its own part: a face in the overlap is found by both strips
+            own = (-np.inf if k == 0 else (bounds[k] - x0) * s,
+                   np.inf if k == tiles - 1 else (bounds[k + 1] - x0) * s, 0) if tiles > 1 else None
+            self.calls.append((Call(executor, find_faces, small, 0, embed, _scaled(known, s, x0), own), s, x0))
         if tiles > 1:  # faces wider than the overlap: a coarse look at the whole frame
             coarse = min(s, HOG_MIN_PX * 1.2 / overlap)  # finds faces bigger than the overlap
-            self.calls.append((Call(executor, find_faces, _resize(rgb, coarse), 0, embed), coarse, 0))
+            wide = (-np.inf, np.inf, overlap * coarse)  # ... and embeds only those: a strip embeds the others
+            self.calls.append((Call(executor, find_faces, _resize(rgb, coarse), 0, embed, _scaled(known, coarse, 0),
+                                    wide), coarse, 0))
         self.shape = rgb.shape
 
     def result(self):
@@ -158,7 +217,7 @@ class FullPass:
         for call, s, x0 in self.calls:
             boxes, vectors = call.result()
             for k, b in enumerate(boxes):
-                v = vectors[k] if k < len(vectors) else None
+                v = vectors[k] if k < len(vectors) else None  # None: not embedded
                 box = (b[0] / s, b[1] / s + x0, b[2] / s, b[3] / s + x0)
                 found.append((clip_box(box, self.shape), v))
         return _nms(found)
@@ -228,6 +287,7 @@ class Recognizer:
         self.prev_grey = None
         self.prev_thumb = None
         self.last_full = None
+        self.last_cut = None  # the latest scene cut scheduled (frame index)
         self.processed = 0
         self.full_passes = 0
         self.region_passes = 0
@@ -259,9 +319,11 @@ class Recognizer:
             pixels = rgb.shape[0] * rgb.shape[1] * full_scale(rgb.shape, s) ** 2
             every_s = float(np.clip(pixels / s.full_pixels_per_s, *s.full_every_s))
             self.full_every = max(1, int(round(every_s * self.fps)))
+        if cut:
+            self.last_cut = index
         if self.last_full is None or cut or index - self.last_full >= self.full_every:
             self.last_full = index
-            full = FullPass(self.executor, rgb, s)
+            full = FullPass(self.executor, rgb, s, known=self._reusable(index))
             self.full_passes += 1
         discover = None
         if self.discover_every is None:
@@ -304,6 +366,22 @@ class Recognizer:
         self.regions[target] = (RegionPass(self.executor, rgb, [t.box for t in alive], flags, s), alive)
         self.region_passes += 1
 
+    def _reusable(self, index):
+        """Boxes of the tracks whose embedding a full pass of frame ``index`` (not yet drawn) may reuse.
+
+        A track qualifies while its last :attr:`Settings.settle_votes` votes all name what
+        it shows and the latest is at most :attr:`Settings.reuse_s` before ``index``; none
+        does when a scene cut comes before ``index`` (every track ends there). The boxes
+        are where the tracks were on the last frame drawn.
+        """
+        s = self.settings
+        if self.model is None or (self.last_cut is not None and self.last_cut >= self.processed):
+            return []
+        recent = index - s.reuse_s * self.fps
+        return [tuple(t.box) for t in self.tracks
+                if t.misses == 0 and len(t.votes) >= s.settle_votes and t.voted is not None and t.voted >= recent
+                and all(v[0] == t.identity for v in t.votes[-s.settle_votes:])]
+
     def _stable(self, t, index):
         """A track needs no region pass at frame ``index``: settled, followed by optical flow, confirmed lately."""
         s = self.settings
@@ -329,7 +407,7 @@ class Recognizer:
         if prepared.discover is not None and not prepared.cut:
             self._apply_discovery(index, prepared.discover.result(), prepared.grey)
         if fresh:
-            self._name(fresh)
+            self._name(fresh, index)
         self.prev_grey = prepared.grey
         self.processed = index + 1
         views = []
@@ -360,7 +438,7 @@ class Recognizer:
         self._drop([t for t in alive if t.misses > self.settings.max_misses])
         for j in new:
             fresh.append((self._start(found[j][0], index, grey), found[j][1]))
-        return fresh
+        return [(t, v) for t, v in fresh if v is not None]  # faces not embedded (known) keep their votes
 
     def _confirm(self, t, box, index, grey):
         """A detection pass saw track ``t`` at ``box``: move it there and follow new points. Returns ``t``."""
@@ -409,8 +487,8 @@ class Recognizer:
         self._drop([t for t in tracks if t.misses > self.settings.max_misses])
         return fresh
 
-    def _name(self, fresh):
-        """Predict every face of this frame that has an embedding in ONE call; fresh embeddings vote."""
+    def _name(self, fresh, index):
+        """Predict every face of frame ``index`` that has an embedding in ONE call; fresh embeddings vote."""
         if self.model is None:
             return
         new = {id(t): v for t, v in fresh}
@@ -427,16 +505,32 @@ class Recognizer:
             if is_new:
                 t.remember(new[id(t)])
                 t.vote(p.identity, p.confidence)
+                t.voted = index
                 self.embeddings += 1
 
     def _seed_points(self, t, grey):
+        """Pick up to 30 corners inside the middle of ``t``'s box (the flow image's pixels) for :meth:`_flow`.
+
+        Only a window around the box is searched (a masked whole image would cost about
+        as much for each face as for the frame).
+        """
         fs = self._flow_scale
         top, right, bottom, left = (t.box * fs).astype(int)
         h, w = bottom - top, right - left
-        mask = np.zeros_like(grey)
-        mask[max(0, top + h // 6):max(0, bottom - h // 6), max(0, left + w // 6):max(0, right - w // 6)] = 255
-        pts = cv2.goodFeaturesToTrack(grey, maxCorners=30, qualityLevel=0.01, minDistance=3, mask=mask)
-        t.points = pts if pts is not None and len(pts) >= 3 else None
+        gh, gw = grey.shape
+        y0, y1 = max(0, top + h // 6), min(gh, max(0, bottom - h // 6))
+        x0, x1 = max(0, left + w // 6), min(gw, max(0, right - w // 6))
+        t.points = None
+        if y1 - y0 < 2 or x1 - x0 < 2:
+            return
+        pad = 2  # corners need their neighbours: search a slightly larger window, keep the inside
+        wy0, wx0 = max(0, y0 - pad), max(0, x0 - pad)
+        window = grey[wy0:y1 + pad, wx0:x1 + pad]
+        mask = np.zeros(window.shape, np.uint8)
+        mask[y0 - wy0:y1 - wy0, x0 - wx0:x1 - wx0] = 255
+        pts = cv2.goodFeaturesToTrack(window, maxCorners=30, qualityLevel=0.01, minDistance=3, mask=mask)
+        if pts is not None and len(pts) >= 3:
+            t.points = pts + np.array([wx0, wy0], np.float32)
 
     def _flow(self, grey):
         with_pts = [t for t in self.tracks if t.points is not None]

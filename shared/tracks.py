@@ -51,7 +51,8 @@ class Track:
     box: float ``(top, right, bottom, left)`` in frame pixels. votes: ``[(slug or
     None, confidence)]``. spans: ``[[first, last], ...]`` frame ranges where it was
     drawn. embedding: the latest ``(128,)`` embedding of its face (``None`` before
-    the first recognition); embeddings: every one computed, in order.
+    the first recognition); embeddings: every one computed, in order; voted: the frame
+    index of the latest vote (set by the recognition loop; ``None`` before it).
     """
 
     def __init__(self, track_id, box, index):
@@ -67,6 +68,7 @@ class Track:
         self.born = index
         self.embedding = None
         self.embeddings = []
+        self.voted = None  # the frame of the latest vote
 
     def vote(self, identity, confidence):
         """Add one recognition and re-decide the identity (see :func:`decide`)."""

@@ -187,10 +187,9 @@ def test_closing_the_generator_releases_the_video():
         next(gen)
 
 
-@needs_video
-def test_pool_and_inline_give_the_same_frames(celeb_faces):
-    """Jobs on the process pool change the speed, never the result."""
-    from shared import classifier, parallel
+def _hamilton_model(celeb_faces):
+    """The five celebrities (8 photos each) and Lin-Manuel Miranda (slug ``lin``, one photo)."""
+    from shared import classifier
     from shared.pool import kol_slug
 
     X, slugs, names = [], [], {}
@@ -203,7 +202,15 @@ def test_pool_and_inline_give_the_same_frames(celeb_faces):
     X.append(lin.embedding)
     slugs.append("lin")
     names["lin"] = "Lin-Manuel Miranda"
-    model = classifier.train(np.array(X), slugs, names)
+    return classifier.train(np.array(X), slugs, names)
+
+
+@needs_video
+def test_pool_and_inline_give_the_same_frames(celeb_faces):
+    """Jobs on the process pool change the speed, never the result."""
+    from shared import parallel
+
+    model = _hamilton_model(celeb_faces)
 
     def frames_of(executor):
         return [(i, [(v.box, v.track, v.identity, v.confidence) for v in views])
@@ -225,6 +232,59 @@ def test_pool_and_inline_give_the_same_frames(celeb_faces):
     assert any("lin" in seq for seq in per_track.values())
     for seq in per_track.values():
         assert sum(a != b for a, b in zip(seq, seq[1:])) <= 1, seq
+
+
+@needs_data
+def test_a_face_near_a_known_box_is_found_but_not_embedded_again():
+    crop, box = _photo_with_one_face()
+    canvas = np.full((400, 600, 3), 90, np.uint8)
+    canvas[50:50 + crop.shape[0], 100:100 + crop.shape[1]] = crop
+    boxes, vectors = tracking.find_faces(canvas)
+    assert len(boxes) == 1 and vectors[0].shape == (128,)
+    top, right, bottom, left = boxes[0]
+    s = right - left
+    moved = (top + 0.4 * s, right + 0.4 * s, bottom + 0.4 * s, left + 0.4 * s)  # the track, a few frames earlier
+    assert tracking.near_known(boxes[0], [moved])
+    again, skipped = tracking.find_faces(canvas, known=[moved])
+    assert again == boxes and skipped == [None]
+    far = (top, right + 3 * s, bottom, left + 3 * s)
+    big = (top - s, right + s, bottom + s, left - s)  # 3x the side: another face
+    for other in (far, big):
+        _, vecs = tracking.find_faces(canvas, known=[other])
+        assert np.allclose(vecs[0], vectors[0]), other
+    # span: a strip embeds only the faces centred in its own part, the coarse call only the big ones
+    cx = (left + right) / 2
+    assert tracking.find_faces(canvas, span=(0, cx - 1, 0))[1] == [None]
+    assert tracking.find_faces(canvas, span=(0, np.inf, s + 5))[1] == [None]
+    assert np.allclose(tracking.find_faces(canvas, span=(cx - 1, cx + 1, s - 5))[1][0], vectors[0])
+
+
+def test_a_full_pass_keeps_the_biggest_box_of_a_face_and_any_embedding_of_it():
+    v = np.ones(128)
+    found = [((10, 60, 60, 10), None), ((12, 58, 58, 12), v), ((200, 230, 230, 200), None)]
+    kept = tracking._nms(found)
+    assert [k[0] for k in kept] == [(10, 60, 60, 10), (200, 230, 230, 200)]
+    assert kept[0][1] is v and kept[1][1] is None
+
+
+@needs_video
+def test_settled_tracks_reuse_their_embedding_and_keep_their_names(celeb_faces):
+    """Full passes skip faces whose track has settled: fewer embeddings, the same names."""
+    model = _hamilton_model(celeb_faces)
+
+    def run(reuse_s):
+        names, rec = [], None
+        for _i, _t, _rgb, views, rec in tracking.run(VIDEO / "short_hamilton_clip.mp4", model,
+                                                     settings=Settings(reuse_s=reuse_s)):
+            names.append(sorted(str(v.identity) for v in views))
+        return names, rec.embeddings
+
+    reused, fewer = run(2.0)
+    fresh, more = run(0.0)
+    assert fewer < more
+    assert {n for f in reused for n in f} == {n for f in fresh for n in f} <= {"lin", "None"}
+    same = sum(a == b for a, b in zip(reused, fresh))
+    assert same >= 0.95 * len(fresh), (same, len(fresh))
 
 
 # -- shared.videos: ids and the cleanup rule ----------------------------------------
@@ -446,3 +506,19 @@ def test_a_paced_stream_drops_late_frames_to_stay_in_time_and_pace_0_sends_all(t
     every = [p for p in streaming.stream(folder, None, pace=False) if p.startswith(b"--frame\r\n")]
     s = videos.read_status(folder)
     assert len(every) == 120 and s["dropped"] == 0 and s["sent"] == 120
+
+
+def test_the_overlay_is_drawn_in_the_right_colours_on_the_jpeg_and_leaves_the_frame_alone():
+    from shared import annotate, overlay
+
+    frame = np.full((360, 640, 3), 120, np.uint8)
+    before = frame.copy()
+    jpeg = overlay.render(frame, [((100, 300, 200, 200), "Someone 90%", True), ((100, 500, 200, 400), "unknown 60%",
+                                                                             False)], ("Seen most so far",), 95)
+    assert np.array_equal(frame, before)
+    rgb = cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB).astype(int)
+    for x, colour in ((200, annotate.KNOWN), (400, annotate.UNKNOWN)):  # the left side of each box
+        assert np.abs(rgb[150, x] - colour).max() < 30, (x, rgb[150, x])
+    panel = rgb[:30, :150]
+    assert panel.min() < 0.4 * 120 + 15 and panel.max() > 200  # a darkened box with white text
+    assert np.abs(rgb[300, 600] - 120).max() < 10  # the rest of the frame as it was
