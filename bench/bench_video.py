@@ -14,7 +14,8 @@ Clips (made by ``bench/video_scenes.py`` into ``bench/out/``, deterministic):
 Model: 24 ``lfw_dev`` people as KOLs (10 photos each) plus Lin-Manuel Miranda and
 Alex Lacamoire (one photo each); faces of other people in the clips are strangers.
 
-For each clip, three ways, each including decode, naming, drawing and JPEG encoding:
+For each clip, three ways, each including decode, naming, drawing and JPEG encoding (all three
+encode frames at the stream's size, ``--stream-side``, as the video server sends them):
 
 - **ours**: ``shared.streaming.stream`` exactly as ``/video_feed?pace=0`` runs it,
   with the server's process pool (every core);
@@ -90,7 +91,7 @@ def cpu_seconds(executor=None):
     return total
 
 
-def ours(folder, model, executor):
+def ours(folder, model, executor, max_side):
     from shared import streaming
 
     shown = {}
@@ -100,8 +101,8 @@ def ours(folder, model, executor):
 
     cpu = cpu_seconds(executor)
     started = time.perf_counter()
-    parts = sum(1 for p in streaming.stream(folder, model, pace=False, executor=executor, observe=observe)
-                if p.startswith(b"--frame\r\n"))
+    parts = sum(1 for p in streaming.stream(folder, model, pace=False, executor=executor, observe=observe,
+                                            max_side=max_side) if p.startswith(b"--frame\r\n"))
     elapsed = time.perf_counter() - started
     return parts / elapsed, parts, shown, cpu_seconds(executor) - cpu
 
@@ -134,16 +135,20 @@ def before(path, model, executor):
     return len(shown) / (time.perf_counter() - started), shown, cpu_seconds(executor) - cpu
 
 
-def _draw_encode(rgb, boxes):
+def _draw_encode(rgb, boxes, side):
+    """Boxes drawn and the frame JPEG-encoded at the same size as ours (longest side ``side``, 0: as decoded)."""
     import cv2
 
-    out = rgb.copy()
-    for (top, right, bottom, left), _ in boxes:
+    h, w = rgb.shape[:2]
+    s = side / max(h, w) if side and max(h, w) > side else 1.0
+    out = cv2.resize(rgb, (round(w * s), round(h * s)), interpolation=cv2.INTER_LINEAR) if s < 1 else rgb.copy()
+    for box, _ in boxes:
+        top, right, bottom, left = (int(round(v * s)) for v in box)
         cv2.rectangle(out, (left, top), (right, bottom), (0, 255, 0), 2)
     cv2.imencode(".jpg", cv2.cvtColor(out, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
 
 
-def plain(path, model, limit):
+def plain(path, model, limit, side):
     """face_locations + face_encodings on every frame, named by the same model."""
     import face_recognition
 
@@ -157,11 +162,11 @@ def plain(path, model, limit):
         enc = face_recognition.face_encodings(rgb, locs)
         names = [p.identity for p in model.predict(enc)] if enc else []
         shown[i] = list(zip(locs, names))
-        _draw_encode(rgb, shown[i])
+        _draw_encode(rgb, shown[i], side)
     return len(shown) / (time.perf_counter() - started), shown, time.process_time() - cpu
 
 
-def fast(path, model, limit):
+def fast(path, model, limit, side):
     """face_recognition's documented fast path: quarter size, every other frame."""
     import cv2
     import face_recognition
@@ -179,7 +184,7 @@ def fast(path, model, limit):
             names = [p.identity for p in model.predict(enc)] if enc else []
             last = [((t * 4, r * 4, b * 4, l * 4), n) for (t, r, b, l), n in zip(locs, names)]
         shown[i] = last
-        _draw_encode(rgb, last)
+        _draw_encode(rgb, last, side)
     return len(shown) / (time.perf_counter() - started), shown, time.process_time() - cpu
 
 
@@ -199,9 +204,13 @@ def main():
     parser.add_argument("--clips", default="tv720,crowd1080,hamilton1080")
     parser.add_argument("--skip-baselines", action="store_true")
     parser.add_argument("--before", action="store_true", help=f"also run the loop of commit {BEFORE}")
+    parser.add_argument("--stream-side", type=int, default=None,
+                        help="longest side of the streamed frames (default: the server's, 1280; 0: as decoded)")
     args = parser.parse_args()
     require_data()
-    from shared import parallel, streaming
+    from shared import overlay, parallel, streaming
+
+    side = overlay.STREAM_SIDE if args.stream_side is None else args.stream_side
 
     t0 = time.perf_counter()
     clips, kols, _strangers = video_scenes.build()
@@ -218,7 +227,7 @@ def main():
             path, truth = clips[name]
             folder, info = video_folder(tmp, path)
             src = info.fps
-            fps, n, shown, cpu = ours(folder, model, pool)
+            fps, n, shown, cpu = ours(folder, model, pool, side)
             results[(name, "ours")] = fps
             print(f"{name:13s} {'ours':6s} {n:6d} {fps:6.1f} {fps / src:6.2f} {cpu / (n / src):6.2f}  "
                   f"{quality(truth, shown)}")
@@ -232,7 +241,7 @@ def main():
             if args.skip_baselines:
                 continue
             for way, fn, limit in (("plain", plain, args.plain_frames), ("fast", fast, args.fast_frames)):
-                fps, shown, cpu = fn(path, model, limit)
+                fps, shown, cpu = fn(path, model, limit, side)
                 results[(name, way)] = fps
                 print(f"{name:13s} {way:6s} {len(shown):6d} {fps:6.1f} {fps / src:6.2f} "
                       f"{cpu / (len(shown) / src):6.2f}  {quality(truth, shown)}")

@@ -82,13 +82,28 @@ def draw(image, items, lines=(), bgr=False):
     return out
 
 
-def render(rgb, items, lines=(), quality=80):
+#: The longest side of a streamed frame (pixels): larger frames are scaled down to it before the
+#: overlay is drawn. An ``<img>`` on the video page shows at most about this much, and at 1080p the
+#: scaled copy costs 7.5 ms a frame to encode against 10.6 ms (91 KB against 140 KB).
+STREAM_SIDE = 1280
+
+
+def render(rgb, items, lines=(), quality=80, max_side=STREAM_SIDE):
     """JPEG bytes of the RGB frame ``rgb`` with the overlay of :func:`draw` (``rgb`` is not modified).
 
-    The overlay is drawn on the BGR copy that OpenCV's encoder needs anyway (about twice
-    as fast as Pillow's), so a frame costs one full-size copy, not two.
+    max_side: a frame whose longer side is larger is scaled down to it (bilinear), boxes with it;
+        0 keeps the frame's size. The overlay is drawn on the BGR copy that OpenCV's encoder needs
+        anyway (about twice as fast as Pillow's), so a frame costs one full-size copy, not two.
     """
-    bgr = draw(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), items, lines, bgr=True)
+    H, W = rgb.shape[:2]
+    scale = max_side / max(H, W) if max_side and max(H, W) > max_side else 1.0
+    if scale < 1.0:
+        small = cv2.resize(rgb, (max(1, round(W * scale)), max(1, round(H * scale))), interpolation=cv2.INTER_LINEAR)
+        bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
+        items = [(tuple(int(round(v * scale)) for v in box), text, known) for box, text, known in items]
+    else:
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    draw(bgr, items, lines, bgr=True)
     ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         raise ValueError("JPEG encoding failed")

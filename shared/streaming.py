@@ -38,7 +38,8 @@ def part(jpeg, index):
             % (len(jpeg), index)) + jpeg + b"\r\n"
 
 
-def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0.5, settings=None, observe=None):
+def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0.5, settings=None, observe=None,
+           max_side=overlay.STREAM_SIDE):
     """Recognise a stored video and yield it as MJPEG parts, one per frame sent.
 
     folder: a folder returned by :func:`shared.videos.video_dir`. model: the current
@@ -46,7 +47,9 @@ def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0
     dropping frames that are already late (module docstring); ``False`` sends every
     frame as fast as it is made. executor: passed to :func:`shared.tracking.run` (a
     process pool, or ``None`` for inline work). observe: called as
-    ``observe(index, views)`` for every frame recognised (benchmarks, tests).
+    ``observe(index, views)`` for every frame recognised (benchmarks, tests). max_side: frames
+    are sent with their longer side at most this many pixels (0: as decoded; see
+    :func:`shared.overlay.render`); recognition always sees the decoded frames.
 
     Each part is ``--frame\\r\\nContent-Type: image/jpeg\\r\\nContent-Length: n\\r\\nX-Frame: i\\r\\n\\r\\n<jpeg>\\r\\n``;
     a final ``--frame--`` closes the body. While it runs, ``status.json`` is rewritten
@@ -106,7 +109,7 @@ def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0
                 if panel_at is None or index - panel_at >= PANEL_EVERY_S * fps:
                     panel, panel_at = tuple(rec.panel_lines()), index
                 pending.append((index, encoder.submit(overlay.render, np.asarray(rgb), rec.labels(views), panel,
-                                                      quality)))
+                                                      quality, max_side)))
             while len(pending) > (0 if started is None else 1):
                 out = send(pending.popleft())
                 if started is None:

@@ -40,6 +40,8 @@ DEFAULTS = {
     "MAX_FORM_MEMORY_SIZE": 1024 * 1024,
     # Face work: worker processes per server process (0: one per CPU core this process may use).
     "FACE_WORKERS": 0,
+    # Streamed video frames are scaled down to this longest side in pixels (0: as decoded).
+    "VIDEO_STREAM_SIDE": 1280,
     # Housekeeping (shared/housekeeping.py; `flask housekeeping`, and every HOUSEKEEPING_EVERY_S
     # seconds from a background thread of the main server, 0 to turn that off).
     "VIDEO_KEEP": 20,

@@ -522,3 +522,21 @@ def test_the_overlay_is_drawn_in_the_right_colours_on_the_jpeg_and_leaves_the_fr
     panel = rgb[:30, :150]
     assert panel.min() < 0.4 * 120 + 15 and panel.max() > 200  # a darkened box with white text
     assert np.abs(rgb[300, 600] - 120).max() < 10  # the rest of the frame as it was
+
+
+def test_large_frames_are_streamed_scaled_down_with_their_boxes():
+    """A 1080p frame goes out at the stream's longest side (1280 px), its boxes scaled with it;
+    ``max_side=0`` keeps it as decoded, and smaller frames are never enlarged."""
+    from shared import annotate, overlay
+
+    frame = np.full((1080, 1920, 3), 120, np.uint8)
+    items = [((300, 900, 600, 600), "Someone 90%", True)]
+    small = cv2.imdecode(np.frombuffer(overlay.render(frame, items, (), 95), np.uint8), cv2.IMREAD_COLOR)
+    assert small.shape == (720, 1280, 3)
+    rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB).astype(int)
+    assert np.abs(rgb[300, 400] - annotate.KNOWN).max() < 30  # the box's left side: x 600 * 2/3, row 450 * 2/3
+    assert np.abs(rgb[600, 700] - 120).max() < 10  # on the unscaled box's bottom side: nothing
+    full = cv2.imdecode(np.frombuffer(overlay.render(frame, items, (), 95, max_side=0), np.uint8), cv2.IMREAD_COLOR)
+    assert full.shape == (1080, 1920, 3)
+    sd = cv2.imdecode(np.frombuffer(overlay.render(frame[:360, :640], [], ()), np.uint8), cv2.IMREAD_COLOR)
+    assert sd.shape == (360, 640, 3)

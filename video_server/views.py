@@ -70,7 +70,8 @@ def video_feed():
     model = models().current()
     if model is not None:  # the pool's display names: a KOL renamed since training shows the new name
         model = dataclasses.replace(model, names={**model.names, **pool().display_names()})
-    body = streaming.stream(folder, model, pace=pace, executor=parallel.pool())
+    body = streaming.stream(folder, model, pace=pace, executor=parallel.pool(),
+                            max_side=current_app.config["VIDEO_STREAM_SIDE"])
     return Response(body, mimetype="multipart/x-mixed-replace; boundary=frame",
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
