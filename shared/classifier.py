@@ -331,9 +331,7 @@ class Model:
         counts[k] = len(kept)
         centroids = self.centroids.copy()
         centroids[k] = self.X[kept].astype(np.float64).mean(0)
-        return Model(X=self.X[rows], offsets=np.concatenate([[0], np.cumsum(counts)]), classes=list(self.classes),
-                     chips=chips[rows], names=dict(self.names), centroids=centroids, rule=self.rule,
-                     version=self.version, meta=dict(self.meta))
+        return self._subset(rows, counts, list(self.classes), dict(self.names), centroids)
 
     def without(self, slugs):
         """A copy of this model without the KOLs ``slugs`` (same rule and meta)."""
@@ -341,11 +339,14 @@ class Model:
         keep = [i for i, s in enumerate(self.classes) if s not in drop]
         rows = [np.arange(self.offsets[i], self.offsets[i + 1]) for i in keep]
         rows = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
-        counts = self.counts[keep]
-        return Model(X=self.X[rows], offsets=np.concatenate([[0], np.cumsum(counts)]),
-                     classes=[self.classes[i] for i in keep], chips=np.asarray(self.chips, dtype=str)[rows],
-                     names={s: n for s, n in self.names.items() if s not in drop},
-                     centroids=self.centroids[keep], rule=self.rule, version=self.version, meta=dict(self.meta))
+        return self._subset(rows, self.counts[keep], [self.classes[i] for i in keep],
+                            {s: n for s, n in self.names.items() if s not in drop}, self.centroids[keep])
+
+    def _subset(self, rows, counts, classes, names, centroids):
+        """A model of this one's rows ``rows`` (grouped by KOL, ``counts`` per KOL of ``classes``), same rule and meta."""
+        return Model(X=self.X[rows], offsets=np.concatenate([[0], np.cumsum(counts)]), classes=classes,
+                     chips=np.asarray(self.chips, dtype=str)[rows], names=names, centroids=centroids,
+                     rule=self.rule, version=self.version, meta=dict(self.meta))
 
 
 def decision_distance(rule, n, margin=MARGIN_CAP):
