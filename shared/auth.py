@@ -418,14 +418,18 @@ def init_app(app):
                                    "wait a minute and try again."}
         view = app.view_functions["auth.login"]
         view = limiter.limit(limits, **failed)(view)
-        view = limiter.limit(limits, key_func=lambda: "account:" + (request.form.get("name") or "").strip().lower(),
-                             **failed)(view)
+        view = limiter.limit(limits, key_func=lambda: _account_key(request.form.get("name")), **failed)(view)
         app.view_functions["auth.login"] = view
         # Guessing the current password on the account page is limited as sign-ins are, per account.
         app.view_functions["auth.change_password"] = limiter.limit(
-            limits, key_func=lambda: "account:" + (principal().name if principal() else "").strip().lower(),
+            limits, key_func=lambda: _account_key(principal().name if principal() else ""),
             **failed)(app.view_functions["auth.change_password"])
         _install_cli(app)
+
+
+def _account_key(name):
+    """The sign-in limiter's key for the account ``name`` (as typed: case and outer spaces do not count)."""
+    return "account:" + (name or "").strip().lower()
 
 
 # -- pages (main server) --------------------------------------------------------------------------
