@@ -187,9 +187,8 @@ def test_closing_the_generator_releases_the_video():
         next(gen)
 
 
-def _hamilton_model(celeb_faces):
-    """The five celebrities (8 photos each) and Lin-Manuel Miranda (slug ``lin``, one photo)."""
-    from shared import classifier
+def _celeb_rows(celeb_faces, name=str):
+    """``(X, slugs, names)`` of the five celebrities, 8 photos each; ``name(folder)`` is the display name."""
     from shared.pool import kol_slug
 
     X, slugs, names = [], [], {}
@@ -197,7 +196,15 @@ def _hamilton_model(celeb_faces):
         for _path, face in items[:8]:
             X.append(face.embedding)
             slugs.append(kol_slug(person))
-            names[kol_slug(person)] = person
+            names[kol_slug(person)] = name(person)
+    return X, slugs, names
+
+
+def _hamilton_model(celeb_faces):
+    """The five celebrities (8 photos each) and Lin-Manuel Miranda (slug ``lin``, one photo)."""
+    from shared import classifier
+
+    X, slugs, names = _celeb_rows(celeb_faces)
     lin = faces.analyze(images.load_image(VIDEO / "lin-manuel-miranda.png"))[0]
     X.append(lin.embedding)
     slugs.append("lin")
@@ -427,14 +434,8 @@ def _scene_clip(tmp_path, scenes, fps=25.0, size=(640, 360)):
 
 def _celeb_model(celeb_faces):
     from shared import classifier
-    from shared.pool import kol_slug
 
-    X, slugs, names = [], [], {}
-    for person, items in celeb_faces.items():
-        for _path, face in items[:8]:
-            X.append(face.embedding)
-            slugs.append(kol_slug(person))
-            names[kol_slug(person)] = person.replace("_", " ").title()
+    X, slugs, names = _celeb_rows(celeb_faces, lambda p: p.replace("_", " ").title())
     return classifier.train(np.array(X), slugs, names)
 
 
