@@ -5,7 +5,10 @@ face) and makes names flicker. So, per frame:
 
 - a **full pass** (every face in the frame) runs on the first frame, on every scene
   cut, and on a schedule: as often as :attr:`Settings.full_pixels_per_s` allows
-  (every 0.5-3 s: about 1 s at 720p, 2.3 s at 1080p). It sees the frame scaled so
+  (every 0.5-3 s: about 1 s at 720p, 2.3 s at 1080p), less often while the scene
+  stays the same: after a scheduled pass that found no new face, the next one comes
+  :attr:`Settings.full_backoff` times later (at most 3 s), until a track starts or
+  ends (:meth:`Recognizer.full_gap`). It sees the frame scaled so
   the smallest face worth finding (:attr:`Settings.min_face_px`, in frame pixels)
   reaches the size dlib's HOG detector finds (about 80 px), bounded by
   :attr:`Settings.max_full_pixels`; the scaled frame is cut into
@@ -13,9 +16,9 @@ face) and makes names flicker. So, per frame:
   plus one cheap coarse call on the whole frame for faces too big for a strip's overlap.
   The calls also embed the faces they find, each face once (by the strip its centre
   lies in, or by the coarse call if it is wider than the overlap), so every face gets
-  a vote, except on a scheduled pass the faces of *settled* tracks (their last
+  a vote, except on a scheduled pass the faces of *settled* tracks whose last
   :attr:`Settings.settle_votes` votes agree, the latest less than
-  :attr:`Settings.reuse_s` old): found near where such a track was when the pass was
+  :attr:`Settings.reuse_s` old: found near where such a track was when the pass was
   sent, a face only confirms the track, which keeps its embedding and name;
 - in between, a **discovery pass** looks at the whole frame scaled for faces of
   :attr:`Settings.discover_face_px` and more (cheap: no embeddings, within
@@ -23,11 +26,20 @@ face) and makes names flicker. So, per frame:
   it confirms the tracks it sees and starts tracks for faces that came into view
   (they are drawn once the next region pass has recognised them);
 - every :attr:`Settings.detect_every` frames, a **region pass** looks
-  only around the faces already followed whose track is not stable (fewer than
-  :attr:`Settings.settle_votes` votes, optical flow lost, or not confirmed by a
-  detection for twice that many frames): a crop per face, scaled so the face is
-  about :attr:`Settings.region_face_px`. It keeps boxes on the faces at a small cost;
-  faces with fewer than :attr:`Settings.settle_votes` votes are embedded there too;
+  only around the faces already followed whose track is not stable (not *settled*,
+  optical flow lost, or not confirmed by a detection for twice that many frames): a
+  crop per face, scaled so the face is about :attr:`Settings.region_face_px`. It keeps
+  boxes on the faces at a small cost; the faces of tracks not settled are embedded
+  there too. A track is *settled* (:meth:`Recognizer.settled`) once more votes could
+  not change its name: :attr:`Settings.settle_votes` votes, or two that agree, each
+  at least :attr:`Settings.sure_vote` sure; and a vote since it last crossed
+  another track;
+- **crossings**: when one face passes in front of another, the hidden face's box can
+  be carried onto the face in front. Tracks whose boxes overlap are marked crossed
+  and embedded again at the next region pass; a fresh embedding farther than
+  :attr:`Settings.same_face` from the mean of its track's earlier ones is someone
+  else: that track ends, and the face gets a track of its own unless one already
+  follows it (:meth:`Recognizer._reidentify`);
 - **tracking** in between with pyramidal Lucas-Kanade optical flow on a small grey
   copy (the median motion of feature points inside each box moves and scales it);
 - **scene cuts** are found on a 32x18 colour thumbnail (mean absolute difference
@@ -71,6 +83,7 @@ class Settings:
 
     full_pixels_per_s: float = 2_000_000  # scheduled full passes look at about this many pixels a second
     full_every_s: tuple = (0.5, 3.0)  # ... but come at least and at most this many seconds apart
+    full_backoff: float = 2.0  # ... this many times further apart while nothing changes (see Recognizer.full_gap)
     detect_every: int = 5  # frames between two region passes
     min_face_px: int = 40  # smallest face (box side, frame pixels) a full pass looks for
     max_full_pixels: int = 4_700_000  # most pixels a full pass may look at (bounds 4K and big upscales)
@@ -81,7 +94,10 @@ class Settings:
     region_margin: float = 0.5  # a region pass looks this far (x the face size) around a face
     plan_ahead: int = 3  # a region pass is sent this many frames before its frame is drawn
     flow_side: int = 480  # longest side of the grey copy used for optical flow
-    settle_votes: int = 3  # votes before a track counts as settled
+    settle_votes: int = 3  # votes before a track counts as settled ...
+    sure_vote: float = 0.9  # ... or two agreeing votes, each at least this sure (see Recognizer.settled)
+    cross_iou: float = 0.2  # tracks whose boxes overlap this much have crossed: each needs a fresh vote after
+    same_face: float = 0.6  # a fresh embedding this far from a track's mean is another face (see _reidentify)
     reuse_s: float = 2.0  # a scheduled full pass does not re-embed a settled track voted on this recently (s)
     max_misses: int = 2  # passes in a row a track may miss before it is dropped
     iou_match: float = 0.3  # least overlap for a detection to continue a track
@@ -264,6 +280,7 @@ class Prepared:
     cut: bool
     full: object  # a FullPass or None
     discover: object = None  # a discovery FullPass (coarse, no embeddings) or None
+    scheduled: bool = False  # the full pass is a scheduled one (not the first frame's, not a cut's)
 
 
 class Recognizer:
@@ -294,6 +311,8 @@ class Recognizer:
         self.embeddings = 0
         self._flow_scale = None
         self.full_every = None  # frames between two scheduled full passes (set at the first frame)
+        self.changes = 0  # tracks started or ended so far
+        self.quiet = False  # the last scheduled full pass found no new face, and no track started or ended since
         self.discover_every = None  # frames between two discovery passes (set at the first frame)
         self.discover_scale = None
         self.last_discover = None
@@ -321,7 +340,8 @@ class Recognizer:
             self.full_every = max(1, int(round(every_s * self.fps)))
         if cut:
             self.last_cut = index
-        if self.last_full is None or cut or index - self.last_full >= self.full_every:
+        scheduled = self.last_full is not None and not cut and index - self.last_full >= self.full_gap()
+        if self.last_full is None or cut or scheduled:
             self.last_full = index
             full = FullPass(self.executor, rgb, s, known=self._reusable(index))
             self.full_passes += 1
@@ -339,7 +359,23 @@ class Recognizer:
             self.last_discover = index
             discover = FullPass(self.executor, rgb, s, scale=self.discover_scale, tiles=1, embed=False)
             self.discover_passes += 1
-        return Prepared(grey, cut, full, discover)
+        return Prepared(grey, cut, full, discover, scheduled)
+
+    def full_gap(self):
+        """Frames from one full pass to the next scheduled one: :attr:`full_every`, or
+        :attr:`Settings.full_backoff` times that (at most :attr:`Settings.full_every_s`'s upper
+        bound) while the scene is :attr:`quiet`: its last scheduled pass found no face the tracks
+        did not already follow, and no track started or ended since. A small face coming into a
+        quiet scene is found up to that much later (faces from :attr:`Settings.discover_face_px`
+        up are found by the discovery passes in between).
+
+        :meth:`schedule` decides from what :meth:`step` has applied (:attr:`Settings.lookahead`
+        frames behind), so the schedule does not depend on timing.
+        """
+        if not self.quiet:
+            return self.full_every
+        longest = max(self.full_every, int(round(self.settings.full_every_s[1] * self.fps)))
+        return int(min(longest, self.full_every * self.settings.full_backoff))
 
     def plan(self, index, upcoming):
         """After drawing frame ``index``: send the region pass of a frame a few frames ahead, if one is due.
@@ -362,7 +398,7 @@ class Recognizer:
         alive = [t for t in self.tracks if t.misses <= s.max_misses and not self._stable(t, target)]
         if not alive:
             return
-        flags = [self.model is not None and len(t.votes) < s.settle_votes for t in alive]
+        flags = [not self.settled(t) for t in alive]
         self.regions[target] = (RegionPass(self.executor, rgb, [t.box for t in alive], flags, s), alive)
         self.region_passes += 1
 
@@ -379,18 +415,35 @@ class Recognizer:
             return []
         recent = index - s.reuse_s * self.fps
         return [tuple(t.box) for t in self.tracks
-                if t.misses == 0 and len(t.votes) >= s.settle_votes and t.voted is not None and t.voted >= recent
+                if t.misses == 0 and self.settled(t) and t.voted is not None and t.voted >= recent
                 and all(v[0] == t.identity for v in t.votes[-s.settle_votes:])]
+
+    def settled(self, t):
+        """More votes would not change what track ``t`` shows: it has :attr:`Settings.settle_votes`
+        votes, or its last two name what it shows, each at least :attr:`Settings.sure_vote` sure
+        (a third vote cannot outvote two agreeing ones, see :func:`shared.tracks.decide`); and
+        it has voted since it last crossed another track (:meth:`_crossings`). Without a model
+        nothing is voted on: every track is settled.
+        """
+        s = self.settings
+        if self.model is None:
+            return True
+        if t.crossed is not None and (t.voted is None or t.voted <= t.crossed):
+            return False  # crossed another face since its last vote: it may be following the other face now
+        if len(t.votes) >= s.settle_votes:
+            return True
+        last = t.votes[-2:]
+        return len(last) == 2 and all(v[0] == t.identity and v[1] >= s.sure_vote for v in last)
 
     def _stable(self, t, index):
         """A track needs no region pass at frame ``index``: settled, followed by optical flow, confirmed lately."""
         s = self.settings
-        settled = self.model is None or len(t.votes) >= s.settle_votes
-        return settled and t.points is not None and index - t.confirmed < 2 * s.detect_every
+        return self.settled(t) and t.points is not None and index - t.confirmed < 2 * s.detect_every
 
     # -- one frame --------------------------------------------------------------------
     def step(self, index, rgb, prepared):
         """Advance to frame ``index`` (prepared by :meth:`schedule`); returns the :class:`FaceView` list to draw."""
+        changes = self.changes
         if prepared.cut:
             self._drop(list(self.tracks))
         elif self.prev_grey is not None and self.tracks:
@@ -401,13 +454,17 @@ class Recognizer:
             for j in [j for j in self.regions if j <= index]:
                 self.regions.pop(j)[0].cancel()
             fresh = self._apply_full(index, prepared.full.result(), prepared.grey)
+            self.quiet = prepared.scheduled and self.changes == changes
         elif index in self.regions:
             rp, tracks = self.regions.pop(index)
             fresh = self._apply_regions(index, rp.result(), tracks, prepared.grey)
         if prepared.discover is not None and not prepared.cut:
             self._apply_discovery(index, prepared.discover.result(), prepared.grey)
         if fresh:
-            self._name(fresh, index)
+            self._name(self._reidentify(fresh, index, prepared.grey), index)
+        self._crossings(index)
+        if self.changes != changes and prepared.full is None:
+            self.quiet = False
         self.prev_grey = prepared.grey
         self.processed = index + 1
         views = []
@@ -452,6 +509,7 @@ class Recognizer:
         t = Track(self.next_id, box, index)
         t.confirmed = index
         self.next_id += 1
+        self.changes += 1
         self.tracks.append(t)
         self._seed_points(t, grey)
         return t
@@ -486,6 +544,38 @@ class Recognizer:
                 fresh.append((t, best[1]))
         self._drop([t for t in tracks if t.misses > self.settings.max_misses])
         return fresh
+
+    def _crossings(self, index):
+        """Mark the tracks whose boxes overlap another's by :attr:`Settings.cross_iou` or more as crossed at ``index``.
+
+        When one face passes in front of another, optical flow may carry the hidden face's
+        box onto the face in front; a crossed track is not :meth:`settled` until a fresh
+        vote, so it is embedded again and :meth:`_reidentify` can catch the swap.
+        """
+        live = [t for t in self.tracks if t.misses <= 1]
+        for i, a in enumerate(live):
+            for b in live[i + 1:]:
+                if iou(a.box, b.box) >= self.settings.cross_iou:
+                    a.crossed = b.crossed = index
+
+    def _reidentify(self, fresh, index, grey):
+        """Catch boxes that moved onto another face: ``fresh`` ``[(track, embedding)]`` with such tracks replaced.
+
+        A fresh embedding farther than :attr:`Settings.same_face` (Euclidean) from the mean of
+        its track's earlier embeddings is someone else's face: the track ends there, and the
+        face gets a new track of its own unless another track already follows it.
+        """
+        if self.model is None:
+            return fresh
+        out = []
+        for t, v in fresh:
+            if t.embeddings and faces.distances([np.mean(t.embeddings, axis=0)], v)[0] > self.settings.same_face:
+                self._drop([t])
+                if any(iou(o.box, t.box) >= self.settings.iou_match for o in self.tracks):
+                    continue
+                t = self._start(t.box, index, grey)
+            out.append((t, v))
+        return out
 
     def _name(self, fresh, index):
         """Predict every face of frame ``index`` that has an embedding in ONE call; fresh embeddings vote."""
@@ -567,6 +657,7 @@ class Recognizer:
             if t in self.tracks:
                 self.tracks.remove(t)
                 self.finished.append(t)
+                self.changes += 1
 
     def close(self):
         """Cancel the passes still waiting (call when the stream stops early)."""

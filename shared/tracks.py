@@ -69,6 +69,7 @@ class Track:
         self.embedding = None
         self.embeddings = []
         self.voted = None  # the frame of the latest vote
+        self.crossed = None  # the latest frame its box overlapped another track's (set by the recognition loop)
 
     def vote(self, identity, confidence):
         """Add one recognition and re-decide the identity (see :func:`decide`)."""
