@@ -1,6 +1,6 @@
 """Where the CPU of ``/video_feed?pace=0`` goes: CPU seconds per second of video, stage by stage.
 
-    .venv/bin/python bench/profile_video.py [--clips tv720,crowd1080,hamilton1080] [--no-pool] [--cv-threads N]
+    .venv/bin/python bench/profile_video.py [--clips tv720,crowd1080,hamilton1080] [--no-pool] [--cv-threads N] [--seed 14]
 
 Runs ``shared.streaming.stream`` on ``bench_video.py``'s clips and model with the
 *inline* executor (every pass runs in this process, so every stage can be timed
@@ -205,13 +205,14 @@ def main():
     parser.add_argument("--clips", default="tv720,crowd1080,hamilton1080")
     parser.add_argument("--no-pool", action="store_true", help="skip the pickling run")
     parser.add_argument("--cv-threads", type=int, default=None, help="cv2.setNumThreads for this process")
+    parser.add_argument("--seed", type=int, default=video_scenes.SEED, help="seed of the composite clips")
     args = parser.parse_args()
     from shared import faces, parallel
 
     if args.cv_threads is not None:
         import cv2
         cv2.setNumThreads(args.cv_threads)
-    clips, kols, _ = video_scenes.build()
+    clips, kols, _ = video_scenes.build(args.seed)
     model = train_model(kols)
     faces.models()
     # As in the pool's workers (shared.parallel): one BLAS thread. Otherwise dlib's OpenBLAS threads
