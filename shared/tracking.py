@@ -548,8 +548,8 @@ class Recognizer:
     def _crossings(self, index):
         """Mark the tracks whose boxes overlap another's by :attr:`Settings.cross_iou` or more as crossed at ``index``.
 
-        When one face passes in front of another, optical flow may carry the hidden face's
-        box onto the face in front; a crossed track is not :meth:`settled` until a fresh
+        When one face passes in front of another, optical flow or a region pass may carry the
+        hidden face's box onto the face in front; a crossed track is not :meth:`settled` until a fresh
         vote, so it is embedded again and :meth:`_reidentify` can catch the swap.
         """
         live = [t for t in self.tracks if t.misses <= 1]
@@ -561,9 +561,12 @@ class Recognizer:
     def _reidentify(self, fresh, index, grey):
         """Catch boxes that moved onto another face: ``fresh`` ``[(track, embedding)]`` with such tracks replaced.
 
-        A fresh embedding farther than :attr:`Settings.same_face` (Euclidean) from the mean of
-        its track's earlier embeddings is someone else's face: the track ends there, and the
-        face gets a new track of its own unless another track already follows it.
+        A fresh embedding farther than :attr:`Settings.same_face` (Euclidean; the library's own
+        same-person tolerance between photos) from the mean of its track's earlier embeddings
+        is someone else's face: the track ends there, and the face gets a new track of its own
+        unless another track already follows it. Within one shot a face's embeddings stay much
+        closer (under 0.45 on every ``bench_video`` clip; the two boxes carried onto another face
+        there measured 0.79 and 0.86).
         """
         if self.model is None:
             return fresh
