@@ -36,7 +36,8 @@ other work on the machine (below 2 / 1.5 = 1.33 means 1.5x real time is within
 reach of 2 idle cores), and for the composite clips the
 quality against the truth (see ``video_scenes.score``): share of face-frames found,
 share named right (the KOL, or "unknown" for a stranger), strangers named (must be
-0) and KOLs given another KOL's name. The machine's load average is printed too:
+0), KOLs given another KOL's name, and how often the answer on a face changed (a
+face settling from "unknown" to its name counts once). The machine's load average is printed too:
 compare ratios within one run, not across runs.
 """
 import argparse
@@ -197,7 +198,8 @@ def quality(truth, shown):
     c = video_scenes.score(truth, shown)
     n = max(1, c["face_frames"])
     return (f"found {100 * c['found'] / n:5.1f}%  right {100 * c['right'] / n:5.1f}%  "
-            f"strangers named {c['strangers_named']}/{c['stranger_frames']}  other KOL {c['wrong_kol']}")
+            f"strangers named {c['strangers_named']}/{c['stranger_frames']}  other KOL {c['wrong_kol']}  "
+            f"name changes {c['changes']} on {c['faces']} faces")
 
 
 def main():

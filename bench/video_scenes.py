@@ -276,18 +276,32 @@ def score(truth, shown, min_visible=0.7, frames=None):
     its box lies inside the frame. It is *found* when a drawn box overlaps it
     (IoU >= 0.3, one-to-one), *right* when found with the right answer (the KOL's
     slug; ``None`` for a stranger). Returns ``{"face_frames", "found", "right",
-    "kol_frames", "kol_right", "stranger_frames", "strangers_named", "wrong_kol"}``
-    (counts).
+    "kol_frames", "kol_right", "stranger_frames", "strangers_named", "wrong_kol",
+    "faces", "changes"}`` (counts): ``faces`` is how many faces (one per person and
+    scene) were ever found, ``changes`` how often the answer on a face differed from
+    the one on the last frame it was found (settling from "unknown" to a name is one).
     """
+    import bisect
+
     from shared.tracking import match
 
     c = dict.fromkeys(("face_frames", "found", "right", "kol_frames", "kol_right", "stranger_frames",
-                       "strangers_named", "wrong_kol"), 0)
+                       "strangers_named", "wrong_kol", "faces", "changes"), 0)
+    last = {}  # (scene, face) -> the answer on the last frame it was found
     for i in sorted(shown if frames is None else frames):
-        gt = [f for f in truth["faces"][i] if f["visible"] >= min_visible and min(f["box"]) >= 0]
+        scene = bisect.bisect_right(truth["cuts"], i)
+        keep = [k for k, f in enumerate(truth["faces"][i]) if f["visible"] >= min_visible and min(f["box"]) >= 0]
+        gt = [truth["faces"][i][k] for k in keep]
         drawn = shown.get(i, [])
         pairs, _, _ = match([tuple(f["box"]) for f in gt], [tuple(b) for b, _ in drawn], 0.3)
         got = {gi: drawn[di][1] for gi, di in pairs}
+        for gi, answer in got.items():
+            key = (scene, keep[gi])
+            if key not in last:
+                c["faces"] += 1
+            elif last[key] != answer:
+                c["changes"] += 1
+            last[key] = answer
         for gi, f in enumerate(gt):
             c["face_frames"] += 1
             kol = f["identity"] is not None
