@@ -15,6 +15,18 @@ def iou(a, b):
     return float(inter / area) if area > 0 else 0.0
 
 
+def iou_matrix(a_boxes, b_boxes):
+    """Intersection over union of every box of ``a_boxes`` with every box of ``b_boxes``: ``(len(a), len(b))``."""
+    a = np.asarray(a_boxes, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b_boxes, dtype=np.float64).reshape(-1, 4)
+    height = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    width = np.minimum(a[:, None, 1], b[None, :, 1]) - np.maximum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(height, 0, None) * np.clip(width, 0, None)
+    union = (((a[:, 2] - a[:, 0]) * (a[:, 1] - a[:, 3]))[:, None]
+             + ((b[:, 2] - b[:, 0]) * (b[:, 1] - b[:, 3]))[None, :] - inter)
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
 def match(a_boxes, b_boxes, threshold):
     """Greedy one-to-one matching by IoU, best overlap first.
 

@@ -67,7 +67,7 @@ import cv2
 import numpy as np
 
 from . import appearances, faces, frames
-from .boxes import clip_box, iou, match, region, side
+from .boxes import clip_box, iou, iou_matrix, match, region, side
 from .offload import Call
 from .tracks import FaceView, Track
 
@@ -553,10 +553,12 @@ class Recognizer:
         vote, so it is embedded again and :meth:`_reidentify` can catch the swap.
         """
         live = [t for t in self.tracks if t.misses <= 1]
-        for i, a in enumerate(live):
-            for b in live[i + 1:]:
-                if iou(a.box, b.box) >= self.settings.cross_iou:
-                    a.crossed = b.crossed = index
+        if len(live) < 2:
+            return
+        overlap = iou_matrix([t.box for t in live], [t.box for t in live])
+        np.fill_diagonal(overlap, 0.0)
+        for k in np.flatnonzero((overlap >= self.settings.cross_iou).any(axis=1)):
+            live[k].crossed = index
 
     def _reidentify(self, fresh, index, grey):
         """Catch boxes that moved onto another face: ``fresh`` ``[(track, embedding)]`` with such tracks replaced.

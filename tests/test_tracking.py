@@ -10,7 +10,7 @@ import pytest
 
 from shared import appearances, faces, images, streaming, tracking, videos
 from shared.errors import UserError
-from shared.boxes import iou, match
+from shared.boxes import iou, iou_matrix, match
 from shared.tracking import Settings
 from shared.tracks import FaceView, Track, decide, merge_spans, percent
 
@@ -81,6 +81,9 @@ def test_iou_and_greedy_matching():
     assert iou(a, a) == 1.0
     assert iou(a, (20, 30, 30, 20)) == 0.0
     assert iou(a, (0, 10, 10, 5)) == pytest.approx(0.5)
+    boxes = [a, (20, 30, 30, 20), (0, 10, 10, 5), (5, 15, 15, 5), (3, 3, 3, 3)]  # the last one empty
+    assert np.allclose(iou_matrix(boxes, boxes[:3]), [[iou(x, y) for y in boxes[:3]] for x in boxes])
+    assert iou_matrix([], boxes).shape == (0, 5)
     tracks = [(0, 10, 10, 0), (0, 110, 10, 100)]
     dets = [(1, 111, 11, 101), (50, 60, 60, 50), (0, 10, 10, 1)]
     pairs, lost, new = match(tracks, dets, 0.3)
