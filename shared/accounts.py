@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS audit (
     server TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_at ON audit (id DESC);
+CREATE INDEX IF NOT EXISTS audit_actor ON audit (actor, id DESC);
 CREATE TABLE IF NOT EXISTS prediction_counts (
     actor TEXT NOT NULL,
     kind TEXT NOT NULL,
@@ -246,12 +247,17 @@ class Accounts:
                   (now(), actor, role, via, action, json.dumps(detail or {}, ensure_ascii=False, sort_keys=True),
                    remote, server))
 
-    def audit(self, offset=0, limit=50):
-        """Audit rows, newest first: ``(rows, total)``; each row's ``detail`` is a dict."""
-        rows = self._all("SELECT * FROM audit ORDER BY id DESC LIMIT ? OFFSET ?", (int(limit), int(offset)))
+    def audit(self, offset=0, limit=50, actor=None):
+        """Audit rows, newest first: ``(rows, total)``; each row's ``detail`` is a dict.
+
+        actor: only the rows of this actor (``alice``, ``token:deploy-script``); ``None``: everyone's.
+        """
+        where, args = ("WHERE actor = ?", (actor,)) if actor is not None else ("", ())
+        rows = self._all(f"SELECT * FROM audit {where} ORDER BY id DESC LIMIT ? OFFSET ?",
+                         args + (int(limit), int(offset)))
         for row in rows:
             row["detail"] = json.loads(row["detail"] or "{}")
-        total = self._one("SELECT COUNT(*) AS n FROM audit")["n"]
+        total = self._one(f"SELECT COUNT(*) AS n FROM audit {where}", args)["n"]
         return rows, total
 
     # -- prediction counts ------------------------------------------------------------------

@@ -494,9 +494,13 @@ def setup():
 
 @bp.get("/account")
 def account():
-    """Who am I (name, role); JSON for scripts to check their token. The form to change one's password."""
+    """Who am I (name, role); JSON for scripts to check their token. The form to change one's password,
+    and one's own latest :data:`ACTIVITY_ROWS` rows of the audit trail (everyone's is for admins)."""
     p = principal()
-    return _reply("auth/account.html", {"name": p.name, "role": p.role, "via": p.via}, password_min=PASSWORD_MIN)
+    rows, total = accounts().audit(0, ACTIVITY_ROWS, actor=p.actor)
+    activity = [{k: r[k] for k in ("at", "action", "detail", "remote", "server")} for r in rows]
+    return _reply("auth/account.html", {"name": p.name, "role": p.role, "via": p.via, "activity": activity,
+                                        "activity_total": total}, password_min=PASSWORD_MIN)
 
 
 @bp.post("/account")
@@ -591,6 +595,10 @@ def token_action():
 
 
 PAGE_SIZE = 50
+
+
+#: How many of one's own audit rows the account page shows.
+ACTIVITY_ROWS = 20
 
 
 @bp.get("/admin/audit")

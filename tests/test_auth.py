@@ -324,6 +324,13 @@ def test_a_member_changes_their_own_password(apps):
     assert acc.authenticate("mia", PASSWORD) is None and acc.authenticate("mia", "a new long password")
     actions = [(row["actor"], row["action"]) for row in audit_rows(apps["main"])]
     assert ("mia", "password.change") in actions and ("mia", "password.failed") in actions
+    # ...and mia sees her own rows on her account page, newest first, and nobody else's
+    acc.record("someone-else", "kol.delete", {"kol": "x"})
+    mine = main.get("/account", headers=JSON).get_json()
+    assert [r["action"] for r in mine["activity"]][:2] == ["password.change", "password.failed"]
+    assert mine["activity_total"] == sum(actor == "mia" for actor, _ in actions) >= 2
+    assert "kol.delete" not in {r["action"] for r in mine["activity"]}
+    assert 'id="activity"' in main.get("/account").get_data(as_text=True)
     # an API token has no password to change
     member_token, _ = acc.create_token("reader", "member")
     r = apps["main"].test_client(role=None).post("/account", data={"password": "x"},
