@@ -454,7 +454,6 @@ class Recognizer:
             for j in [j for j in self.regions if j <= index]:
                 self.regions.pop(j)[0].cancel()
             fresh = self._apply_full(index, prepared.full.result(), prepared.grey)
-            self.quiet = prepared.scheduled and self.changes == changes
         elif index in self.regions:
             rp, tracks = self.regions.pop(index)
             fresh = self._apply_regions(index, rp.result(), tracks, prepared.grey)
@@ -463,7 +462,9 @@ class Recognizer:
         if fresh:
             self._name(self._reidentify(fresh, index, prepared.grey), index)
         self._crossings(index)
-        if self.changes != changes and prepared.full is None:
+        if prepared.full is not None:  # a scheduled pass that started and ended nothing: the scene is quiet
+            self.quiet = prepared.scheduled and self.changes == changes
+        elif self.changes != changes:
             self.quiet = False
         self.prev_grey = prepared.grey
         self.processed = index + 1
