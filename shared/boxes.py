@@ -33,8 +33,8 @@ def match(a_boxes, b_boxes, threshold):
     Returns ``(pairs, unmatched_a, unmatched_b)`` where ``pairs`` is a list of
     ``(index in a_boxes, index in b_boxes)``; pairs overlap by at least ``threshold``.
     """
-    scores = [(iou(t, d), i, j) for i, t in enumerate(a_boxes) for j, d in enumerate(b_boxes)]
-    scores.sort(reverse=True)
+    overlap = iou_matrix(a_boxes, b_boxes)
+    scores = sorted(((float(overlap[i, j]), int(i), int(j)) for i, j in np.ndindex(overlap.shape)), reverse=True)
     used_a, used_b, pairs = set(), set(), []
     for score, i, j in scores:
         if score < threshold:
