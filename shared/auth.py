@@ -496,11 +496,17 @@ def setup():
 def account():
     """Who am I (name, role); JSON for scripts to check their token. The form to change one's password,
     and one's own latest :data:`ACTIVITY_ROWS` rows of the audit trail (everyone's is for admins)."""
-    p = principal()
+    return _account_page(principal())
+
+
+def _account_page(p, status=200, error=None):
+    """The account page of the principal ``p`` (with ``error`` above the password form, if any)."""
     rows, total = accounts().audit(0, ACTIVITY_ROWS, actor=p.actor)
     activity = [{k: r[k] for k in ("at", "action", "detail", "remote", "server")} for r in rows]
-    return _reply("auth/account.html", {"name": p.name, "role": p.role, "via": p.via, "activity": activity,
-                                        "activity_total": total}, password_min=PASSWORD_MIN)
+    payload = {"name": p.name, "role": p.role, "via": p.via, "activity": activity, "activity_total": total}
+    if error:
+        payload["error"] = error
+    return _reply("auth/account.html", payload, status, password_min=PASSWORD_MIN)
 
 
 @bp.post("/account")
@@ -515,8 +521,7 @@ def change_password():
     form = request.form
     if accounts().authenticate(p.name, form.get("password") or "") is None:
         record("password.failed")
-        return _reply("auth/account.html", {"name": p.name, "role": p.role, "via": p.via,
-                                            "error": "The current password is wrong."}, 401, password_min=PASSWORD_MIN)
+        return _account_page(p, 401, "The current password is wrong.")
     if (form.get("new_password") or "") != (form.get("new_password2") or ""):
         raise UserError("The two new passwords differ.", 400)
     accounts().set_password(p.row["id"], form.get("new_password"))
