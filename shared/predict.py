@@ -214,20 +214,26 @@ class ResultFolders:
 
 # -- batch worker (runs in shared.parallel's processes) ------------------------------
 
-_model_cache = {}
-_model_lock = threading.Lock()
+_stores = {}  # {models root: ModelStore} of this worker process
+_stores_lock = threading.Lock()
 
 
 def _model(models_root, version):
-    """The model ``version`` under ``models_root``, loaded once per worker process."""
+    """The model ``version`` under ``models_root`` as its file is now, for this worker process.
+
+    :meth:`shared.classifier.ModelStore.cached` of one store per root: loaded once, and
+    reloaded on the next photo after the file was rewritten (a KOL or some photos deleted by
+    :meth:`~shared.classifier.ModelStore.forget` keep the version's name), so a deleted KOL is
+    never named by a batch that starts, or continues, after the delete.
+    """
     from .classifier import ModelStore
 
-    key = (str(models_root), version)
-    with _model_lock:
-        if key not in _model_cache:
-            _model_cache.clear()
-            _model_cache[key] = ModelStore(models_root).load(version)
-        return _model_cache[key]
+    with _stores_lock:
+        store = _stores.get(str(models_root))
+        if store is None:
+            _stores.clear()  # one root in practice: keep one model in memory, not one per root
+            store = _stores[str(models_root)] = ModelStore(models_root)
+    return store.cached(version)
 
 
 def predict_file(task):
