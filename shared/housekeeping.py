@@ -104,9 +104,8 @@ def run(data_dir, config, now=None):
     jobs = JobStore(data_dir / "jobs")
     out = {
         "predictions": sweep_predictions(data_dir / "predictions", config["PREDICTION_MAX_AGE_S"], now=now),
-        "videos": (sorted(videos.sweep(data_dir / "videos", keep=config["VIDEO_KEEP"] or 10 ** 9,
-                                       max_age_s=config["VIDEO_MAX_AGE_S"] or float("inf"), now=now))
-                   if config["VIDEO_KEEP"] or config["VIDEO_MAX_AGE_S"] else []),
+        "videos": sorted(videos.sweep(data_dir / "videos", keep=config["VIDEO_KEEP"],
+                                      max_age_s=config["VIDEO_MAX_AGE_S"], now=now)),
         "unfinished_jobs": [],
         "old_jobs": sweep_old_jobs(data_dir / "jobs", config["JOB_MAX_AGE_DAYS"], now=now),
         "model_versions": prune_models(data_dir / "models", config["MODEL_VERSIONS_KEEP"]),

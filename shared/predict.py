@@ -26,7 +26,6 @@ import io
 import logging
 import os
 import re
-import shutil
 import threading
 import time
 import uuid
@@ -165,8 +164,9 @@ def batch_csv(results):
 class ResultFolders:
     """The prediction result folders ``<root>/<run id>/`` (annotated photos, thumbnails, CSV).
 
-    :meth:`new` makes one; folders older than ``keep_s`` seconds are swept away, at most
-    once every ``sweep_every_s`` seconds per process, when a new one is made.
+    :meth:`new` makes one; folders older than ``keep_s`` seconds (the main server passes its
+    ``PREDICTION_MAX_AGE_S`` setting; 0 keeps them all) are swept away, at most once every
+    ``sweep_every_s`` seconds per process, when a new one is made.
     """
 
     RUN_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -178,17 +178,11 @@ class ResultFolders:
     _lock = threading.Lock()
 
     def sweep(self, now=None):
-        """Delete run folders not modified for ``keep_s`` seconds. Returns how many were removed."""
-        now = time.time() if now is None else now
-        removed = 0
-        for old in self.root.iterdir() if self.root.exists() else ():
-            try:
-                if self.RUN_RE.match(old.name) and old.stat().st_mtime < now - self.keep_s:
-                    shutil.rmtree(old, ignore_errors=True)
-                    removed += 1
-            except FileNotFoundError:
-                pass
-        return removed
+        """Delete run folders not modified for ``keep_s`` seconds (housekeeping's rule,
+        :func:`shared.housekeeping.sweep_predictions`; ``keep_s`` 0: none). Returns how many were removed."""
+        from .housekeeping import sweep_predictions
+
+        return len(sweep_predictions(self.root, self.keep_s, now=now))
 
     def new(self):
         """A fresh result folder; returns ``(run id, path)``."""
