@@ -734,7 +734,13 @@ class ModelStore:
         return changed
 
     def prune(self, keep=KEEP_VERSIONS):
-        """Delete all but the ``keep`` newest versions; the current one is never deleted. Returns the deleted."""
+        """Delete all but the ``keep`` newest versions; the current one is never deleted. Returns the deleted.
+
+        Also deletes the temporary files that a training killed mid-write left here, once an hour
+        old (:func:`shared.housekeeping.sweep_temp_files`).
+        """
+        from .housekeeping import sweep_temp_files
+
         keep = max(1, int(keep))
         deleted = []
         with locked(self.lock_path):
@@ -744,6 +750,7 @@ class ModelStore:
                 if version != current:
                     shutil.rmtree(self.root / version, ignore_errors=True)
                     deleted.append(version)
+            sweep_temp_files(self.root)
         return deleted
 
     def switch(self, version):

@@ -235,3 +235,66 @@ def test_a_video_upload_sweeps_old_videos_by_the_settings(tmp_path):
         assert {i for i, folder in enumerate(stored) if not folder.exists()} == gone, settings
         assert len(list((data_dir / "videos").iterdir())) == 4 - len(gone)
 
+
+# -- issue 20: temporary files of writes killed mid-write --------------------------------------------
+
+KILLED_WRITE = """
+import os, signal, sys
+from pathlib import Path
+from shared.storage import atomic_write
+
+def write(fh):
+    fh.write(b"half a model")
+    fh.flush()
+    os.kill(os.getpid(), signal.SIGKILL)  # killed mid-write, as by the OOM killer or a power cut
+
+atomic_write(Path(sys.argv[1]), write, suffix=".npz")
+"""
+
+
+def killed_write(path):
+    """Run a real atomic write of ``path`` in a process that is SIGKILLed mid-write; returns the
+    temporary file it left behind."""
+    import signal
+    import subprocess
+    import sys
+
+    from .servers import ROOT
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    before = set(path.parent.iterdir())
+    proc = subprocess.run([sys.executable, "-c", KILLED_WRITE, str(path)], cwd=ROOT, timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    left = set(path.parent.iterdir()) - before
+    assert len(left) == 1 and next(iter(left)).name.startswith(".tmp-"), left
+    return left.pop()
+
+
+def test_temporary_files_of_killed_writes_go_once_an_hour_old(tmp_path):
+    version = "20261120-120000-abcdef"
+    make_version(tmp_path, version)
+    (tmp_path / "models" / "current").write_text(version)
+    stale = [aged(killed_write(tmp_path / "models" / version / "model.npz"), 2 * 3600),
+             aged(killed_write(tmp_path / "pool" / "ann" / "manifest.json"), 2 * 3600),
+             aged(killed_write(tmp_path / "jobs" / ("4" * 16) / "state.json"), 2 * 3600)]
+    writing = killed_write(tmp_path / "predictions" / ("a" * 32) / "results.json")  # as young as a write in progress
+    kept = tmp_path / "pool" / "ann" / "tmp-not-ours.png"  # not a temporary file of ours: never touched
+    kept.write_bytes(b"x")
+    aged(kept, 2 * 3600)
+    out = housekeeping.run(tmp_path, limits(), now=NOW)
+    assert out["temporary_files"] == sorted(str(p.relative_to(tmp_path)) for p in stale)
+    assert not any(p.exists() for p in stale) and writing.exists() and kept.exists()
+    assert (tmp_path / "models" / version / "model.npz").exists()
+
+
+def test_pruning_after_a_training_removes_what_a_killed_training_left(tmp_path):
+    import numpy as np
+
+    from shared import classifier
+
+    store = classifier.ModelStore(tmp_path / "models")
+    version = store.save(classifier.train(np.random.default_rng(5).normal(0, 0.06, (3, 128)), ["ann"] * 3, {}))
+    left = aged(killed_write(store.root / version / "model.npz"), 2 * 3600)  # a rewrite (forget) killed
+    fresh = killed_write(store.root / "current")  # a write that may still be running
+    assert store.prune(5) == [] and not left.exists() and fresh.exists()
+    assert store.current().version == version
