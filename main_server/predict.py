@@ -3,7 +3,8 @@
 Every result is kept in its own folder ``DATA_DIR/predictions/<run id>/`` (the
 annotated photo, batch thumbnails, CSV), served only through :func:`prediction_file`
 with strict names; :class:`shared.predict.ResultFolders` sweeps away folders older
-than a day. Boxes are in the pixels of the photo as uploaded (see shared.predict).
+than the ``PREDICTION_MAX_AGE_S`` setting (a day). Boxes are in the pixels of the photo
+as uploaded (see shared.predict).
 
 A batch (:mod:`shared.batch`) sent from a browser runs in the background: the browser is
 sent to ``/predictBatch/<run>``, which shows a progress bar until the results are ready and
@@ -13,7 +14,7 @@ import io
 import re
 import time
 
-from flask import Blueprint, redirect, request, send_from_directory, url_for
+from flask import Blueprint, current_app, redirect, request, send_from_directory, url_for
 
 from shared import batch, faces, images
 from shared import predict as engine
@@ -41,7 +42,8 @@ def _model():
 
 
 def _results():
-    return engine.ResultFolders(data_path("predictions"))
+    """The result folders, swept of runs older than the ``PREDICTION_MAX_AGE_S`` setting (0: kept)."""
+    return engine.ResultFolders(data_path("predictions"), keep_s=current_app.config["PREDICTION_MAX_AGE_S"])
 
 
 def _file_url(run, name):

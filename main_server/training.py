@@ -58,7 +58,8 @@ def _upload(kind):
     if not file.filename.lower().endswith(".zip"):
         raise UserError(f"'{file.filename[:80]}' is not a .zip file: compress the KOL folders into a zip "
                         "and upload that.", 415)
-    job = JobStore(data_path("jobs")).create(file.save, kind, name)
+    jobs = JobStore(data_path("jobs"), current_app.config["JOB_INCOMPLETE_MAX_AGE_S"])
+    job = jobs.create(file.save, kind, name)
     return redirect(f"{current_app.config['PROCESS_URL']}/?job={job}", 303)
 
 

@@ -28,7 +28,8 @@ STEP_TITLES = {"align": "Align faces", "clean": "Clean faces", "import": "Import
 
 
 def jobs():
-    return JobStore(data_path("jobs"))
+    """The training jobs; a new one sweeps away cut-off uploads older than ``JOB_INCOMPLETE_MAX_AGE_S``."""
+    return JobStore(data_path("jobs"), current_app.config["JOB_INCOMPLETE_MAX_AGE_S"])
 
 
 def redis():

@@ -563,6 +563,24 @@ def _write_model(path, model):
     atomic_write(path, write, suffix=".npz")
 
 
+def model_file_identity(root, version):
+    """What identifies the content of model ``version``'s file under ``root`` right now:
+    ``(root, version, st_ino, st_mtime_ns, st_size)``, or ``None`` when there is no such version.
+
+    The key of every in-memory copy of a model (:meth:`ModelStore.cached`): every write of a
+    ``model.npz`` (a new version, :meth:`ModelStore.forget`) goes through
+    :func:`shared.storage.atomic_write`, a new file renamed over the old one, so a rewrite
+    always gets another inode than the file it replaces (and a newer modification time).
+    """
+    if not VERSION_RE.match(str(version)):
+        return None
+    try:
+        st = (Path(root) / str(version) / "model.npz").stat()
+    except FileNotFoundError:
+        return None
+    return str(root), str(version), st.st_ino, st.st_mtime_ns, st.st_size
+
+
 class ModelStore:
     """Versioned models under ``root`` (normally ``data/models``)."""
 
@@ -646,8 +664,25 @@ class ModelStore:
                      names=meta.get("names", {}), version=version, meta=meta,
                      rule={"right": arrays["rule_right"].tolist(), "stranger": arrays["rule_stranger"].tolist()})
 
+    def cached(self, version):
+        """The model ``version``, loaded once and reloaded whenever its file was rewritten since.
+
+        Checked on every call with one ``stat`` (:func:`model_file_identity`), so a new
+        training, a :meth:`forget` of a KOL or of some photos (which rewrite a version in
+        place) or a :meth:`switch` reaches every process holding a store on its very next use.
+        Holds one model per store. Raises :class:`UserError` 404 when the version does not exist.
+        """
+        identity = model_file_identity(self.root, version)
+        if identity is None:
+            raise UserError("No such model version.", 404)
+        with self._cache_lock:
+            if self._cache is None or self._cache_key != identity:
+                self._cache = self.load(version)  # read after the stat: never older than its key
+                self._cache_key = identity
+            return self._cache
+
     def current(self):
-        """The current model, loaded once and reloaded when ``current`` or its file changes; ``None`` if none.
+        """The current model (:meth:`cached` of :meth:`current_version`); ``None`` if there is none.
 
         Cheap to call before every prediction: one small file read and one ``stat``.
         """
@@ -655,22 +690,16 @@ class ModelStore:
         if version is None:
             return None
         try:
-            st = (self.root / version / "model.npz").stat()
-        except FileNotFoundError:
+            return self.cached(version)
+        except UserError:  # named by ``current`` but gone (deleted by hand)
             return None
-        key = (version, st.st_ino, st.st_mtime_ns, st.st_size)
-        with self._cache_lock:
-            if self._cache is None or self._cache_key != key:
-                self._cache = self.load(version)
-                self._cache_key = key
-            return self._cache
 
     def forget(self, slug, chips=None):
         """Remove the KOL ``slug`` from every stored version (each file rewritten atomically), or
         only its pool photos ``chips`` (chip ids) when given.
 
-        Returns the versions that held it. The next :meth:`current` in any process
-        reloads the rewritten file.
+        Returns the versions that held it. Each file is replaced (a new inode), so the next
+        :meth:`cached` or :meth:`current` in any process, a batch worker's included, reloads it.
         """
         changed = []
         with locked(self.lock_path):
@@ -705,7 +734,13 @@ class ModelStore:
         return changed
 
     def prune(self, keep=KEEP_VERSIONS):
-        """Delete all but the ``keep`` newest versions; the current one is never deleted. Returns the deleted."""
+        """Delete all but the ``keep`` newest versions; the current one is never deleted. Returns the deleted.
+
+        Also deletes the temporary files that a training killed mid-write left here, once an hour
+        old (:func:`shared.housekeeping.sweep_temp_files`).
+        """
+        from .housekeeping import sweep_temp_files
+
         keep = max(1, int(keep))
         deleted = []
         with locked(self.lock_path):
@@ -715,6 +750,7 @@ class ModelStore:
                 if version != current:
                     shutil.rmtree(self.root / version, ignore_errors=True)
                     deleted.append(version)
+            sweep_temp_files(self.root)
         return deleted
 
     def switch(self, version):

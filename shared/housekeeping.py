@@ -21,25 +21,34 @@ old jobs                      job folders whose ``state.json`` was last written 
 model versions                ``models/<version>/`` folders beyond the newest ``MODEL_VERSIONS_KEEP``
                               (by version name, which starts with its UTC time); never the version
                               named by ``models/current``
+temporary files               :func:`sweep_temp_files`: the ``.tmp-*`` files of atomic writes killed
+                              mid-write (:mod:`shared.storage`) under ``models/``, ``pool/``,
+                              ``jobs/``, ``predictions/`` and ``videos/``, once older than
+                              :data:`TEMP_MAX_AGE_S` (a fixed hour: a write in progress takes seconds)
 ============================  ====================================================================
 
-Every rule only looks at folders whose names match its strict id pattern, so nothing
-else under ``data/`` is ever touched, and a limit of 0 turns that limit off.
+Every rule only looks at folders (or, for temporary files, file names) that match its strict
+pattern, so nothing else under ``data/`` is ever touched, and a limit of 0 turns that limit off.
 """
 import logging
+import os
 import re
 import shutil
 import threading
 import time
 from pathlib import Path
 
-from .storage import locked
+from .storage import TEMP_PREFIX, locked
 
 #: A prediction run folder (main_server/predict.py names them ``uuid4().hex``).
 RUN_RE = re.compile(r"^[0-9a-f]{32}$")
 #: Settings read by :func:`run`, in the order of the rules.
 SETTINGS = ("PREDICTION_MAX_AGE_S", "VIDEO_KEEP", "VIDEO_MAX_AGE_S", "JOB_INCOMPLETE_MAX_AGE_S",
             "JOB_MAX_AGE_DAYS", "MODEL_VERSIONS_KEEP")
+#: A temporary file of an atomic write older than this (seconds) was left by a killed writer.
+TEMP_MAX_AGE_S = 3600
+#: The folders of ``data/`` whose temporary files :func:`run` sweeps (not ``instance/``: accounts).
+TEMP_FOLDERS = ("models", "pool", "jobs", "predictions", "videos")
 
 log = logging.getLogger(__name__)
 
@@ -94,28 +103,43 @@ def prune_models(root, keep):
     return ModelStore(root).prune(keep)
 
 
+def sweep_temp_files(root, max_age_s=TEMP_MAX_AGE_S, now=None):
+    """Delete the temporary files of atomic writes killed mid-write anywhere under ``root``: files
+    named ``.tmp-*`` (:data:`shared.storage.TEMP_PREFIX`) last changed more than ``max_age_s``
+    seconds ago (a write in progress is newer). Returns their paths relative to ``root``, sorted."""
+    root, now = Path(root), time.time() if now is None else now
+    deleted = []
+    for folder, _dirs, names in os.walk(root):
+        for name in names:
+            path = Path(folder) / name
+            mtime = _mtime(path) if name.startswith(TEMP_PREFIX) else None
+            if mtime is not None and now - mtime > max_age_s and path.is_file():
+                path.unlink(missing_ok=True)
+                deleted.append(str(path.relative_to(root)))
+    return sorted(deleted)
+
+
 def run(data_dir, config, now=None):
     """Apply every rule to ``data_dir`` with the limits in ``config`` (a mapping holding
-    :data:`SETTINGS`). Returns ``{rule: [ids deleted]}`` for the five rules."""
+    :data:`SETTINGS`). Returns ``{rule: [ids deleted]}`` for the six rules (temporary files:
+    their paths under ``data_dir``)."""
     from . import videos
     from .jobs import JobStore
 
     data_dir = Path(data_dir)
     jobs = JobStore(data_dir / "jobs")
-    out = {
-        "predictions": sweep_predictions(data_dir / "predictions", config["PREDICTION_MAX_AGE_S"], now=now),
-        "videos": (sorted(videos.sweep(data_dir / "videos", keep=config["VIDEO_KEEP"] or 10 ** 9,
-                                       max_age_s=config["VIDEO_MAX_AGE_S"] or float("inf"), now=now))
-                   if config["VIDEO_KEEP"] or config["VIDEO_MAX_AGE_S"] else []),
-        "unfinished_jobs": [],
-        "old_jobs": sweep_old_jobs(data_dir / "jobs", config["JOB_MAX_AGE_DAYS"], now=now),
-        "model_versions": prune_models(data_dir / "models", config["MODEL_VERSIONS_KEEP"]),
-    }
-    if config["JOB_INCOMPLETE_MAX_AGE_S"]:
-        before = _job_ids(jobs.root)
-        jobs.sweep_incomplete(older_than_s=config["JOB_INCOMPLETE_MAX_AGE_S"])
-        out["unfinished_jobs"] = sorted(before - _job_ids(jobs.root) - set(out["old_jobs"]))
-    return out
+    predictions = sweep_predictions(data_dir / "predictions", config["PREDICTION_MAX_AGE_S"], now=now)
+    swept_videos = sorted(videos.sweep(data_dir / "videos", keep=config["VIDEO_KEEP"],
+                                       max_age_s=config["VIDEO_MAX_AGE_S"], now=now))
+    old_jobs = sweep_old_jobs(data_dir / "jobs", config["JOB_MAX_AGE_DAYS"], now=now)
+    before = _job_ids(jobs.root)
+    jobs.sweep_incomplete(older_than_s=config["JOB_INCOMPLETE_MAX_AGE_S"])
+    unfinished = sorted(before - _job_ids(jobs.root) - set(old_jobs))
+    # after the folder rules (deleting a file refreshes its folder's time), before pruning (which sweeps models/)
+    temporary = sorted(f"{name}/{path}" for name in TEMP_FOLDERS for path in sweep_temp_files(data_dir / name, now=now))
+    return {"predictions": predictions, "videos": swept_videos, "unfinished_jobs": unfinished, "old_jobs": old_jobs,
+            "model_versions": prune_models(data_dir / "models", config["MODEL_VERSIONS_KEEP"]),
+            "temporary_files": temporary}
 
 
 def _job_ids(root):
@@ -128,7 +152,8 @@ def install(app):
 
     @app.cli.command("housekeeping")
     def housekeeping_command():
-        """Delete old predictions, videos, job folders and model versions (limits: KOL_* settings)."""
+        """Delete old predictions, videos, job folders, model versions and leftover temporary files
+        (limits: KOL_* settings)."""
         result = run(app.config["DATA_DIR"], app.config)
         for rule, ids in result.items():
             click.echo(f"{rule}: {len(ids)} deleted" + (f" ({', '.join(ids)})" if ids else ""))

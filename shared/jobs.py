@@ -50,10 +50,16 @@ def now_iso():
 
 
 class JobStore:
-    """The jobs under ``root`` (normally ``data/jobs``)."""
+    """The jobs under ``root`` (normally ``data/jobs``).
 
-    def __init__(self, root):
+    incomplete_max_age_s: a new job first sweeps away folders of uploads that never completed
+    once older than this many seconds (:meth:`sweep_incomplete`; the servers pass their
+    ``JOB_INCOMPLETE_MAX_AGE_S`` setting; 0: never).
+    """
+
+    def __init__(self, root, incomplete_max_age_s=INCOMPLETE_MAX_AGE_S):
         self.root = Path(root)
+        self.incomplete_max_age_s = incomplete_max_age_s
 
     # -- creating -----------------------------------------------------------
     def create(self, save_upload, kind, upload_name):
@@ -96,7 +102,7 @@ class JobStore:
 
     def _new_folder(self):
         self.root.mkdir(parents=True, exist_ok=True)
-        self.sweep_incomplete()
+        self.sweep_incomplete(self.incomplete_max_age_s)
         folder = self.root / secrets.token_hex(8)
         folder.mkdir()
         return folder
@@ -109,8 +115,10 @@ class JobStore:
 
     def sweep_incomplete(self, older_than_s=INCOMPLETE_MAX_AGE_S):
         """Delete job folders that never got a ``state.json`` (an upload cut off by a crash or kill)
-        once they are older than ``older_than_s`` seconds. Returns how many were deleted."""
+        once they are older than ``older_than_s`` seconds (0: none). Returns how many were deleted."""
         count, now = 0, time.time()
+        if not older_than_s:
+            return 0
         for entry in self.root.iterdir() if self.root.is_dir() else ():
             try:
                 if (JOB_ID_RE.match(entry.name) and entry.is_dir() and not (entry / "state.json").exists()

@@ -26,7 +26,6 @@ import io
 import logging
 import os
 import re
-import shutil
 import threading
 import time
 import uuid
@@ -165,8 +164,9 @@ def batch_csv(results):
 class ResultFolders:
     """The prediction result folders ``<root>/<run id>/`` (annotated photos, thumbnails, CSV).
 
-    :meth:`new` makes one; folders older than ``keep_s`` seconds are swept away, at most
-    once every ``sweep_every_s`` seconds per process, when a new one is made.
+    :meth:`new` makes one; folders older than ``keep_s`` seconds (the main server passes its
+    ``PREDICTION_MAX_AGE_S`` setting; 0 keeps them all) are swept away, at most once every
+    ``sweep_every_s`` seconds per process, when a new one is made.
     """
 
     RUN_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -178,17 +178,11 @@ class ResultFolders:
     _lock = threading.Lock()
 
     def sweep(self, now=None):
-        """Delete run folders not modified for ``keep_s`` seconds. Returns how many were removed."""
-        now = time.time() if now is None else now
-        removed = 0
-        for old in self.root.iterdir() if self.root.exists() else ():
-            try:
-                if self.RUN_RE.match(old.name) and old.stat().st_mtime < now - self.keep_s:
-                    shutil.rmtree(old, ignore_errors=True)
-                    removed += 1
-            except FileNotFoundError:
-                pass
-        return removed
+        """Delete run folders not modified for ``keep_s`` seconds (housekeeping's rule,
+        :func:`shared.housekeeping.sweep_predictions`; ``keep_s`` 0: none). Returns how many were removed."""
+        from .housekeeping import sweep_predictions
+
+        return len(sweep_predictions(self.root, self.keep_s, now=now))
 
     def new(self):
         """A fresh result folder; returns ``(run id, path)``."""
@@ -214,20 +208,26 @@ class ResultFolders:
 
 # -- batch worker (runs in shared.parallel's processes) ------------------------------
 
-_model_cache = {}
-_model_lock = threading.Lock()
+_stores = {}  # {models root: ModelStore} of this worker process
+_stores_lock = threading.Lock()
 
 
 def _model(models_root, version):
-    """The model ``version`` under ``models_root``, loaded once per worker process."""
+    """The model ``version`` under ``models_root`` as its file is now, for this worker process.
+
+    :meth:`shared.classifier.ModelStore.cached` of one store per root: loaded once, and
+    reloaded on the next photo after the file was rewritten (a KOL or some photos deleted by
+    :meth:`~shared.classifier.ModelStore.forget` keep the version's name), so a deleted KOL is
+    never named by a batch that starts, or continues, after the delete.
+    """
     from .classifier import ModelStore
 
-    key = (str(models_root), version)
-    with _model_lock:
-        if key not in _model_cache:
-            _model_cache.clear()
-            _model_cache[key] = ModelStore(models_root).load(version)
-        return _model_cache[key]
+    with _stores_lock:
+        store = _stores.get(str(models_root))
+        if store is None:
+            _stores.clear()  # one root in practice: keep one model in memory, not one per root
+            store = _stores[str(models_root)] = ModelStore(models_root)
+    return store.cached(version)
 
 
 def predict_file(task):

@@ -2,7 +2,9 @@
 
 Every file the servers write goes through :func:`atomic_write_bytes` (temp file in
 the same folder, fsync, ``os.replace``), so a crash leaves either the old file or
-the new one, never half of one.
+the new one, never half of one. A writer killed mid-write (SIGKILL, power cut) leaves its
+temporary file, named ``.tmp-<8 letters><suffix>`` (:data:`TEMP_PREFIX`), which housekeeping
+deletes once it is an hour old (:func:`shared.housekeeping.sweep_temp_files`).
 """
 import contextlib
 import errno
@@ -13,6 +15,8 @@ import tempfile
 from pathlib import Path
 
 
+#: The name of every temporary file :func:`atomic_write` makes starts with this.
+TEMP_PREFIX = ".tmp-"
 #: The sentence shown when the data folder's disk is full (HTTP 507).
 DISK_FULL = ("The server's disk is full, so this could not be saved. Nothing was half-written: "
              "free some space (or ask the administrator to) and try again.")
@@ -28,7 +32,7 @@ def atomic_write(path, write, suffix=""):
     which is flushed, fsynced and renamed over ``path``; on any error it is removed and
     ``path`` is left as it was. The folder must exist."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=suffix, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)

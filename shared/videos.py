@@ -14,7 +14,8 @@ no path ever comes from a URL.
 
 Cleanup rule (swept on every upload, :func:`sweep`): a video is deleted when it is
 older than :data:`MAX_AGE_S` (24 hours), or when more than :data:`KEEP_NEWEST` (20)
-videos are stored, the oldest beyond the newest 20 go. A video being streamed right
+videos are stored, the oldest beyond the newest 20 go (the servers' ``VIDEO_MAX_AGE_S`` and
+``VIDEO_KEEP`` settings; 0 turns that limit off). A video being streamed right
 now (its status says ``streaming`` and was written in the last
 :data:`BUSY_S` seconds) is never deleted. Folders left by an interrupted upload
 (no ``meta.json``) are deleted once older than :data:`BUSY_S`.
@@ -173,10 +174,13 @@ def _busy(folder, now):
 def sweep(root, keep=KEEP_NEWEST, max_age_s=MAX_AGE_S, spare=None, now=None):
     """Apply the cleanup rule (module docstring) to ``root``; returns the ids deleted.
 
+    keep: videos kept, the newest (0: no limit); max_age_s: older ones go (0: no limit); the
+    servers pass their ``VIDEO_KEEP`` and ``VIDEO_MAX_AGE_S`` settings.
     spare: an id never deleted (the upload that triggered the sweep).
     """
     root = Path(root)
     now = time.time() if now is None else now
+    keep, max_age_s = keep or float("inf"), max_age_s or float("inf")
     if not root.is_dir():
         return []
     videos, deleted = [], []

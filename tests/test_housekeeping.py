@@ -1,14 +1,18 @@
 """Housekeeping (shared/housekeeping.py): each rule deletes exactly what is past its limit, on real
 folders with real modification times; `flask housekeeping` reads its limits from the environment;
 the schedule runs the same rules."""
+import io
 import json
 import os
 import time
+import zipfile
 
 from flask import Flask
 
 from shared import housekeeping
 from shared.web import DEFAULTS
+
+from .conftest import VIDEO, needs_video
 
 DAY = 86400
 NOW = time.time()
@@ -160,3 +164,137 @@ def test_the_schedule_runs_the_same_rules(tmp_path):
     assert housekeeping.start_schedule(app) is None
     app.config.update(TESTING=False, HOUSEKEEPING_EVERY_S=0)
     assert housekeeping.start_schedule(app) is None
+
+
+# -- issue 20: the settings reach every place that sweeps, and 0 turns them off there too -----------
+
+def _main_app(data_dir, **settings):
+    from main_server import create_app
+
+    return create_app({"TESTING": True, "DATA_DIR": str(data_dir), "SECRET_KEY": "t", **settings})
+
+
+def _save_a_model(data_dir):
+    """A model of three synthetic embeddings of one KOL (enough for the batch route to start)."""
+    import numpy as np
+
+    from shared import classifier
+
+    X = np.random.default_rng(3).normal(0, 0.06, size=(3, 128))
+    classifier.ModelStore(data_dir / "models").save(classifier.train(X, ["ann"] * 3, {"ann": "Ann"}))
+
+
+def test_a_new_prediction_result_sweeps_old_ones_by_the_setting(tmp_path):
+    for max_age_s, swept in ((0, False), (60, True)):
+        data_dir = tmp_path / f"data-{max_age_s}"
+        _save_a_model(data_dir)
+        old = make_run(data_dir, "a" * 32, 2 * DAY)
+        client = _main_app(data_dir, PREDICTION_MAX_AGE_S=max_age_s).test_client()
+        r = client.post("/predictBatchImage", data={"file": (io.BytesIO(b"not a photo"), "notes.txt")},
+                        headers={"Accept": "application/json"})  # a new result folder: the sweep runs
+        assert r.status_code == 200, r.get_data(as_text=True)
+        runs = [p.name for p in (data_dir / "predictions").iterdir()]
+        assert len(runs) == (1 if swept else 2) and old.exists() is not swept, (max_age_s, runs)
+
+
+def test_a_new_training_upload_sweeps_cut_off_uploads_by_the_setting(tmp_path):
+    for max_age_s, swept in ((0, False), (60, True)):
+        data_dir = tmp_path / f"data-{max_age_s}"
+        cut_off = make_job(data_dir, "1" * 16, 2 * DAY, finished=False)
+        client = _main_app(data_dir, JOB_INCOMPLETE_MAX_AGE_S=max_age_s).test_client()
+        upload = io.BytesIO()
+        with zipfile.ZipFile(upload, "w") as zf:
+            zf.writestr("Ann/one.jpg", _jpeg())
+        upload.seek(0)
+        r = client.post("/trainByImage", data={"zip": (upload, "kols.zip")})
+        assert r.status_code == 303, r.get_data(as_text=True)
+        assert cut_off.exists() is not swept, max_age_s
+        assert len(list((data_dir / "jobs").iterdir())) == (1 if swept else 2)
+
+
+def _jpeg():
+    from shared import images
+    import numpy as np
+
+    return images.encode_jpeg(np.full((64, 64, 3), 128, np.uint8))
+
+
+@needs_video
+def test_a_video_upload_sweeps_old_videos_by_the_settings(tmp_path):
+    clip = VIDEO / "short_hamilton_clip.mp4"
+    cases = (({"VIDEO_KEEP": 0, "VIDEO_MAX_AGE_S": 0}, set()),    # both limits off: every video stays
+             ({"VIDEO_KEEP": 0, "VIDEO_MAX_AGE_S": 3600}, {0, 1}),  # only the age limit: the two old ones go
+             ({"VIDEO_KEEP": 3, "VIDEO_MAX_AGE_S": 0}, {0}))        # only the number: the newest two and the upload stay
+    for n, (settings, gone) in enumerate(cases):
+        data_dir = tmp_path / f"data-{n}"
+        ages = (3 * DAY, 2 * DAY, 60)
+        stored = [make_video(data_dir, f"{i:016x}", age) for i, age in enumerate(ages)]
+        client = _main_app(data_dir, **settings).test_client()
+        r = client.post("/predictVideoResult", data={"file": (io.BytesIO(clip.read_bytes()), clip.name)})
+        assert r.status_code == 303, r.get_data(as_text=True)
+        assert {i for i, folder in enumerate(stored) if not folder.exists()} == gone, settings
+        assert len(list((data_dir / "videos").iterdir())) == 4 - len(gone)
+
+
+# -- issue 20: temporary files of writes killed mid-write --------------------------------------------
+
+KILLED_WRITE = """
+import os, signal, sys
+from pathlib import Path
+from shared.storage import atomic_write
+
+def write(fh):
+    fh.write(b"half a model")
+    fh.flush()
+    os.kill(os.getpid(), signal.SIGKILL)  # killed mid-write, as by the OOM killer or a power cut
+
+atomic_write(Path(sys.argv[1]), write, suffix=".npz")
+"""
+
+
+def killed_write(path):
+    """Run a real atomic write of ``path`` in a process that is SIGKILLed mid-write; returns the
+    temporary file it left behind."""
+    import signal
+    import subprocess
+    import sys
+
+    from .servers import ROOT
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    before = set(path.parent.iterdir())
+    proc = subprocess.run([sys.executable, "-c", KILLED_WRITE, str(path)], cwd=ROOT, timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    left = set(path.parent.iterdir()) - before
+    assert len(left) == 1 and next(iter(left)).name.startswith(".tmp-"), left
+    return left.pop()
+
+
+def test_temporary_files_of_killed_writes_go_once_an_hour_old(tmp_path):
+    version = "20261120-120000-abcdef"
+    make_version(tmp_path, version)
+    (tmp_path / "models" / "current").write_text(version)
+    stale = [aged(killed_write(tmp_path / "models" / version / "model.npz"), 2 * 3600),
+             aged(killed_write(tmp_path / "pool" / "ann" / "manifest.json"), 2 * 3600),
+             aged(killed_write(tmp_path / "jobs" / ("4" * 16) / "state.json"), 2 * 3600)]
+    writing = killed_write(tmp_path / "predictions" / ("a" * 32) / "results.json")  # as young as a write in progress
+    kept = tmp_path / "pool" / "ann" / "tmp-not-ours.png"  # not a temporary file of ours: never touched
+    kept.write_bytes(b"x")
+    aged(kept, 2 * 3600)
+    out = housekeeping.run(tmp_path, limits(), now=NOW)
+    assert out["temporary_files"] == sorted(str(p.relative_to(tmp_path)) for p in stale)
+    assert not any(p.exists() for p in stale) and writing.exists() and kept.exists()
+    assert (tmp_path / "models" / version / "model.npz").exists()
+
+
+def test_pruning_after_a_training_removes_what_a_killed_training_left(tmp_path):
+    import numpy as np
+
+    from shared import classifier
+
+    store = classifier.ModelStore(tmp_path / "models")
+    version = store.save(classifier.train(np.random.default_rng(5).normal(0, 0.06, (3, 128)), ["ann"] * 3, {}))
+    left = aged(killed_write(store.root / version / "model.npz"), 2 * 3600)  # a rewrite (forget) killed
+    fresh = killed_write(store.root / "current")  # a write that may still be running
+    assert store.prune(5) == [] and not left.exists() and fresh.exists()
+    assert store.current().version == version

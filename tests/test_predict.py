@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from shared import batch, parallel
 from shared import pool as pool_mod
 from shared.classifier import ModelStore, train
 
@@ -387,6 +388,67 @@ def test_enrolled_obama_and_biden_are_named_in_one_photo(trained, tmp_path):
             pool.remove(slug)
         X, slugs, _ = pool.embeddings()
         store.save(train(X, slugs, pool.names()))
+
+
+# -- issue 20: a delete reaches the model a batch worker holds in memory ------------------------
+
+@pytest.fixture
+def one_worker():
+    """This process's face-work pool (:mod:`shared.parallel`, what batches run on) with ONE worker,
+    so every photo of every batch goes to the worker that already holds the model in memory."""
+    parallel.shutdown()
+    parallel.limit(1)
+    yield
+    parallel.shutdown()
+    parallel.limit(0)
+
+
+def _pooled_model(celeb_faces, root):
+    """A saved model of the five_celebs train_ faces (chip ids ``<person>-<n>``): ``(store, version, chips)``."""
+    slugs = [person for person, items in celeb_faces.items() for _ in items]
+    chips = [f"{person}-{n}" for person, items in celeb_faces.items() for n in range(len(items))]
+    X = [face.embedding for items in celeb_faces.values() for _, face in items]
+    store = ModelStore(root)
+    return store, store.save(train(X, slugs, {}, chips=chips)), chips
+
+
+def _batch(store, version, photos, out):
+    """The face lists of ``photos`` (in order) as :func:`shared.batch.predict_files` answers them,
+    the path of ``/predictBatchImage``, with the pool's worker process ids."""
+    tasks = [(i, str(p), p.name, str(store.root), version, str(out / f"thumb-{i}.jpg"), None)
+             for i, p in enumerate(photos)]
+    outcomes = sorted(batch.predict_files(tasks), key=lambda o: o["index"])
+    return [o["faces"] for o in outcomes], {o["worker"] for o in outcomes}
+
+
+@needs_data
+def test_batch_workers_never_name_a_kol_deleted_after_they_loaded_the_model(celeb_faces, one_worker, tmp_path):
+    store, version, _ = _pooled_model(celeb_faces, tmp_path / "models")
+    photos = five_celebs_photos("val_")["ben_afflek"]
+    before, workers = _batch(store, version, photos, tmp_path)
+    named = sum(1 for found in before if found and found[0]["identity"] == "ben_afflek")
+    assert named >= 3, before  # the worker holds a model that names him
+    assert store.forget("ben_afflek") == [version]  # the same version, rewritten in place
+    after, again = _batch(store, version, photos, tmp_path)
+    assert again == workers  # the same worker process, which had the model in memory
+    assert [f["identity"] for found in after for f in found if f["known"]].count("ben_afflek") == 0, after
+
+
+@needs_data
+def test_batch_workers_use_a_kol_without_the_photos_removed_after_they_loaded_the_model(
+        celeb_faces, one_worker, tmp_path):
+    store, version, chips = _pooled_model(celeb_faces, tmp_path / "models")
+    photos = five_celebs_photos("val_")["ben_afflek"]
+    before, workers = _batch(store, version, photos, tmp_path)
+    his = [c for c in chips if c.startswith("ben_afflek-")]
+    assert store.forget("ben_afflek", his[2:]) == [version]  # two of his photos are left
+    assert store.load(version).counts[store.load(version).classes.index("ben_afflek")] == 2
+    after, again = _batch(store, version, photos, tmp_path)
+    assert again == workers
+    parallel.shutdown()  # a new worker, which can only read the model as it is on disk now
+    fresh, new = _batch(store, version, photos, tmp_path)
+    assert new.isdisjoint(workers)
+    assert after == fresh != before
 
 
 # -- a new model is used without a restart (last: it changes the current model) ---------

@@ -67,7 +67,8 @@ def video_feed():
     if path is None:
         raise UserError("This video's file is missing: please upload it again.", 404)
     frames.probe(path, name=(videos.read_meta(folder) or {}).get("filename"))  # 4xx now, not a broken stream
-    model = models().current()
+    model = models().current()  # as on disk now: a KOL deleted before this stream is not named in it;
+    # the stream keeps this model to its end (a delete or a removed photo during it reaches the next stream)
     if model is not None:  # the pool's display names: a KOL renamed since training shows the new name
         model = dataclasses.replace(model, names={**model.names, **pool().display_names()})
     body = streaming.stream(folder, model, pace=pace, executor=parallel.pool(),
