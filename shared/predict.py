@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import annotate, faces, images
+from . import annotate, faces, images, owners
 from .errors import UserError
 
 #: Longest side in pixels of the annotated thumbnails written for batch results.
@@ -165,8 +165,10 @@ def batch_csv(results):
 class ResultFolders:
     """The prediction result folders ``<root>/<run id>/`` (annotated photos, thumbnails, CSV).
 
-    :meth:`new` makes one; folders older than ``keep_s`` seconds are swept away, at most
-    once every ``sweep_every_s`` seconds per process, when a new one is made.
+    :meth:`new` makes one, with the owner record of who made it (:mod:`shared.owners`);
+    :meth:`folder` gives it back only to a reader allowed to see it. Folders older than
+    ``keep_s`` seconds are swept away, at most once every ``sweep_every_s`` seconds per
+    process, when a new one is made.
     """
 
     RUN_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -190,8 +192,9 @@ class ResultFolders:
                 pass
         return removed
 
-    def new(self):
-        """A fresh result folder; returns ``(run id, path)``."""
+    def new(self, owner=None):
+        """A fresh result folder, recorded as made by ``owner`` (a :class:`shared.auth.Principal`;
+        ``None``: no record, so only admins may read it); returns ``(run id, path)``."""
         self.root.mkdir(parents=True, exist_ok=True)
         now = time.time()
         with self._lock:
@@ -203,11 +206,18 @@ class ResultFolders:
         run = uuid.uuid4().hex
         folder = self.root / run
         folder.mkdir()
+        if owner is not None:
+            owners.write(folder, owner)
         return run, folder
 
-    def folder(self, run):
-        """The folder of run ``run``; :class:`UserError` 404 for malformed or expired ids."""
-        if not self.RUN_RE.match(str(run)) or not (self.root / run).is_dir():
+    def folder(self, run, reader):
+        """The folder of run ``run`` if the principal ``reader`` may read it (:func:`shared.owners.may_read`).
+
+        :class:`UserError` 404 for malformed or expired ids and for someone else's result alike,
+        so nobody can tell whether an id exists.
+        """
+        if (not self.RUN_RE.match(str(run)) or not (self.root / run).is_dir()
+                or not owners.may_read(self.root / run, reader)):
             raise UserError("There is no such result: results are kept for one day.", 404)
         return self.root / run
 
