@@ -21,7 +21,6 @@ This module also keeps the prediction result folders (:class:`ResultFolders`), w
 the batch CSV (:func:`batch_csv`) and finds a KOL's pool photo nearest a face
 (:func:`representative_chip`).
 """
-import csv
 import io
 import logging
 import os
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import annotate, faces, images, owners
+from . import annotate, csvsafe, faces, images, owners
 from .errors import UserError
 
 #: Longest side in pixels of the annotated thumbnails written for batch results.
@@ -122,17 +121,6 @@ def representative_chip(pool, slug, embedding):
 
 # -- batch results --------------------------------------------------------------------
 
-class _SafeWriter:
-    """A csv writer that keeps spreadsheets from reading text cells as formulas."""
-
-    def __init__(self, writer):
-        self.writer = writer
-
-    def writerow(self, row):
-        self.writer.writerow(["'" + c if isinstance(c, str) and c[:1] in ("=", "+", "-", "@", "\t", "\r") else c
-                              for c in row])
-
-
 CSV_COLUMNS = ["filename", "face", "identity", "known", "confidence", "top", "right", "bottom", "left", "error",
                "index", "path", "width", "height"]
 
@@ -147,7 +135,7 @@ def batch_csv(results):
     Boxes are in the pixels of the photo as uploaded (``width`` x ``height``).
     """
     out = io.StringIO()
-    writer = _SafeWriter(csv.writer(out))
+    writer = csvsafe.writer(out)  # text cells never read as formulas
     writer.writerow(CSV_COLUMNS)
     for row in results:
         tail = [row.get("index", ""), row.get("path") or row["filename"], row.get("width") or "",

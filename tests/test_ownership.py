@@ -1,10 +1,12 @@
-"""Whose results (issue 20): predictions and videos are for the one who made them, and admins.
+"""Whose results (issue 20): predictions and videos are for the one who made them, and admins;
+and a KOL name that a spreadsheet would run as a formula is escaped in ``/appearances.csv``.
 
 Everything is real: the main and video apps on one data folder (so one accounts database),
 members as real API tokens and a real user signed in with a password (the session cookie
 shared by both apps, as a browser's is), a real model, real photos through dlib, a real clip
 streamed through the video server.
 """
+import csv
 import io
 import re
 
@@ -176,3 +178,57 @@ def test_videos_are_for_their_uploader_and_admins(people, tmp_path):
     (people["data_dir"] / "videos" / ann_vid / "owner.json").unlink()
     _no_such(people["ann"]["video"], url("/", ann_vid), url("/", NO_VIDEO), JSON)
     assert people["boss"]["video"].get(url("/", ann_vid), headers=JSON).status_code == 200
+
+
+#: KOLs whose display names a spreadsheet would run as formulas, by five_celebs folder.
+FORMULA_NAMES = {"ben_afflek": "=1+1 Ben", "elton_john": "+Elton", "jerry_seinfeld": "@Jerry",
+                 "madonna": "-Madonna"}
+
+
+def _on_canvas(rgb, size=(360, 480)):
+    """``rgb`` scaled to fit a ``size`` (h, w) grey canvas, centred."""
+    h, w = size
+    scale = min(h / rgb.shape[0], w / rgb.shape[1])
+    small = cv2.resize(rgb, (int(rgb.shape[1] * scale), int(rgb.shape[0] * scale)), interpolation=cv2.INTER_CUBIC)
+    canvas = np.full((h, w, 3), 128, np.uint8)
+    top, left = (h - small.shape[0]) // 2, (w - small.shape[1]) // 2
+    canvas[top:top + small.shape[0], left:left + small.shape[1]] = small
+    return canvas
+
+
+@needs_data
+def test_appearances_csv_escapes_kol_names_a_spreadsheet_would_run(people, tmp_path):
+    """Four KOLs named "=...", "+...", "@...", "-..." in the pool and the model; a clip of their
+    photos streamed by the video server; the CSV shows each name starting with ', the page as it is."""
+    from shared import classifier, faces, images
+    from shared.pool import Pool, save_chip
+
+    data_dir = people["data_dir"]
+    pool = Pool(data_dir / "pool")
+    frames = []
+    for person, name in FORMULA_NAMES.items():
+        chips = []
+        for photo in sorted((FIVE / person).glob("train_*.jpg"))[:3]:
+            found = faces.analyze(images.load_image(photo))
+            if len(found) == 1:
+                chips.append(tmp_path / person / f"{save_chip(tmp_path / person, found[0].chip, found[0].embedding)}.png")
+        assert chips, person
+        pool.add(name, chips)
+        frames += [_on_canvas(images.load_image(FIVE / person / "train_1.jpg"))] * 8
+    classifier.retrain(pool, classifier.ModelStore(data_dir / "models"))
+    boss = people["boss"]
+    vid = _upload(boss["main"], _clip(tmp_path / "four.avi", frames, fps=8.0))
+    body = boss["video"].get("/video_feed", query_string={"video": vid, "pace": "0"}).get_data()
+    assert body.count(b"--frame\r\nContent-Type: image/jpeg") == len(frames)
+    status = boss["video"].get("/", query_string={"video": vid}, headers=JSON).get_json()
+    assert status["state"] == "done"
+    assert {a["identity"] for a in status["appearances"]} >= set(FORMULA_NAMES.values())  # the JSON as it was
+
+    r = boss["video"].get("/appearances.csv", query_string={"video": vid})
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(r.get_data(as_text=True))))
+    assert rows[0] == ["who", "kol", "start_s", "end_s", "seconds"]
+    who = {row[0] for row in rows[1:]}
+    assert who >= {"'" + name for name in FORMULA_NAMES.values()}, who
+    assert not [w for w in who if w[:1] in "=+-@"], who  # nothing a spreadsheet would run
+    assert all(float(row[2]) <= float(row[3]) for row in rows[1:])  # the numbers are numbers still
