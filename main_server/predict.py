@@ -3,8 +3,9 @@
 Every result is kept in its own folder ``DATA_DIR/predictions/<run id>/`` (the
 annotated photo, batch thumbnails, CSV), served only through :func:`prediction_file`
 with strict names; :class:`shared.predict.ResultFolders` sweeps away folders older
-than the ``PREDICTION_MAX_AGE_S`` setting (a day). Boxes are in the pixels of the photo
-as uploaded (see shared.predict).
+than the ``PREDICTION_MAX_AGE_S`` setting (a day). A result is for the one who made it (and
+admins): every route that reads one answers anyone else 404, as for an unknown id
+(:mod:`shared.owners`). Boxes are in the pixels of the photo as uploaded (see shared.predict).
 
 A batch (:mod:`shared.batch`) sent from a browser runs in the background: the browser is
 sent to ``/predictBatch/<run>``, which shows a progress bar until the results are ready and
@@ -18,6 +19,7 @@ from flask import Blueprint, current_app, redirect, request, send_from_directory
 
 from shared import batch, faces, images
 from shared import predict as engine
+from shared.auth import principal
 from shared.errors import UserError
 from shared.storage import atomic_write_bytes, read_json
 from shared.web import data_path, models, pool, reply, upload_name, wants_json
@@ -44,6 +46,16 @@ def _model():
 def _results():
     """The result folders, swept of runs older than the ``PREDICTION_MAX_AGE_S`` setting (0: kept)."""
     return engine.ResultFolders(data_path("predictions"), keep_s=current_app.config["PREDICTION_MAX_AGE_S"])
+
+
+def _new_result():
+    """A fresh result folder recorded as made by whoever is asking; ``(run id, path)``."""
+    return _results().new(owner=principal())
+
+
+def _result(run):
+    """The folder of ``run`` if whoever is asking may read it (its maker, or an admin); 404 otherwise."""
+    return _results().folder(run, principal())
 
 
 def _file_url(run, name):
@@ -94,7 +106,7 @@ def single_image():
     if not objects:
         raise UserError(f"No face was found in '{name}'. Try a photo where the face is larger, "
                         "sharper and turned towards the camera.", 422)
-    run, folder = _results().new()
+    run, folder = _new_result()
     atomic_write_bytes(folder / "annotated.jpg", images.encode_jpeg(engine.annotated(rgb, objects, found)))
     elapsed = round((time.perf_counter() - started) * 1000, 1)
     payload = {"faces": objects, "model_version": model.version, "elapsed_ms": elapsed,
@@ -120,7 +132,7 @@ def batch_image():
     if not uploads:
         raise UserError("Choose one or more photos to upload (form field 'file', repeated).", 400)
     model = _model()
-    run, folder = _results().new()
+    run, folder = _new_result()
     rows, files = batch.stage(uploads, folder)
     names, root = pool().display_names(), str(models().root)
     if wants_json() or len(files) < BACKGROUND_FROM:
@@ -133,7 +145,7 @@ def batch_image():
 @bp.get("/predictBatch/<run>/progress")
 def batch_progress(run):
     """``{"state": "running"|"done"|"failed", "done", "total", "error"}`` of a batch."""
-    folder = _results().folder(run)
+    folder = _result(run)
     state = read_json(folder / "progress.json") or {"state": "done", "done": 0, "total": 0, "error": None}
     from flask import jsonify
 
@@ -143,7 +155,7 @@ def batch_progress(run):
 @bp.get("/predictBatch/<run>")
 def batch_result(run):
     """The results of a batch, or its progress bar while it runs."""
-    folder = _results().folder(run)
+    folder = _result(run)
     stored = read_json(folder / "results.json")
     if stored is None:
         state = read_json(folder / "progress.json") or {"state": "running", "done": 0, "total": 0, "error": None}
@@ -192,7 +204,7 @@ def similar_result():
         matches.append({"identity": names.get(slug, model.names.get(slug, slug)), "similarity": similarity})
         cid = engine.representative_chip(pool(), slug, face.embedding)
         photos.append(url_for("predict.pool_photo", slug=slug, cid=cid) if cid else None)
-    run, folder = _results().new()
+    run, folder = _new_result()
     atomic_write_bytes(folder / "annotated.jpg", images.encode_jpeg(engine.annotated(rgb, objects, [face])))
     payload = {"face": objects[0], "matches": matches}
     return reply("main/similar_result.html", payload, filename=name, faces_found=len(found), k=k,
@@ -206,7 +218,7 @@ def prediction_file(run, name):
     """A result file (annotated photo, thumbnail, CSV) of one run."""
     if not FILE_RE.match(name):
         raise UserError("There is no such result: results are kept for one day.", 404)
-    folder = _results().folder(run)
+    folder = _result(run)
     if not (folder / name).is_file():
         raise UserError("There is no such result: results are kept for one day.", 404)
     return send_from_directory(folder, name, as_attachment=name.endswith(".csv"),

@@ -2,14 +2,16 @@
 
 ``GET /uploadVideoPage`` shows the form; ``POST /predictVideoResult`` (field
 ``file``) stores the video under a new id (:func:`shared.videos.store`: extension
-checked, probed with OpenCV, old videos swept by the cleanup rule) and answers
-``303`` to ``{VIDEO_URL}/?video=<id>``. ``GET /predictVideoResult`` explains what
+checked, probed with OpenCV, the uploader recorded as its owner, old videos swept by
+the cleanup rule) and answers ``303`` to ``{VIDEO_URL}/?video=<id>``, which only the
+uploader (and admins) may watch. ``GET /predictVideoResult`` explains what
 to do. A file that is not a decodable video gets a 4xx page (or ``{"error": ...}``)
 and leaves nothing on disk.
 """
 from flask import Blueprint, current_app, redirect, request
 
 from shared import frames, videos
+from shared.auth import principal
 from shared.web import data_path, models, reply
 
 bp = Blueprint("video", __name__)
@@ -38,5 +40,6 @@ def predict_video_result():
                       **_form_payload()})
     meta = videos.store(data_path("videos"), request.files.get("file"),
                         keep=current_app.config.get("VIDEO_KEEP", videos.KEEP_NEWEST),
-                        max_age_s=current_app.config.get("VIDEO_MAX_AGE_S", videos.MAX_AGE_S))
+                        max_age_s=current_app.config.get("VIDEO_MAX_AGE_S", videos.MAX_AGE_S),
+                        owner=principal())
     return redirect(f"{current_app.config['VIDEO_URL']}/?video={meta['video']}", 303)

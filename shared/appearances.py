@@ -9,11 +9,11 @@ Without a model no face is embedded: every face is one "unknown" row.
 
 Times are seconds from the start of the video; frame indices count from 0.
 """
-import csv
 import io
 
 import numpy as np
 
+from . import csvsafe
 from .tracks import merge_spans
 
 
@@ -101,7 +101,8 @@ def to_csv(rows):
     """CSV text of who appeared when: one line per time range of each row of :func:`summarize`.
 
     Columns: ``who`` (the label), ``kol`` (1 for a KOL, 0 for a stranger), ``start_s``,
-    ``end_s``, ``seconds``; lines in time order.
+    ``end_s``, ``seconds``; lines in time order. A name a spreadsheet would read as a formula
+    (``=...``, ``+...``, ``-...``, ``@...``) starts with ``'`` (:func:`shared.csvsafe.cell`).
     """
     lines = []
     for r in rows:
@@ -110,7 +111,7 @@ def to_csv(rows):
                           round(b - a, 2)))
     lines.sort(key=lambda x: (x[0], x[1]))
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\r\n")
+    w = csvsafe.writer(buf, lineterminator="\r\n")
     w.writerow(CSV_COLUMNS)
     for _, *line in lines:
         w.writerow([f"{v:.2f}" if isinstance(v, float) else v for v in line])

@@ -43,7 +43,6 @@ shared by every server process and machine, with this process's memory as the fa
 is down; ``memory://`` to count per process). ``LOGIN_LIMIT`` (``10 per minute``): failed sign-ins
 allowed per address and, separately, per account.
 """
-import csv
 import hashlib
 import io
 import secrets
@@ -63,6 +62,7 @@ from markupsafe import Markup
 from werkzeug.local import LocalProxy
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from . import csvsafe
 from .accounts import PASSWORD_MIN, ROLES, for_data_dir
 from .errors import UserError
 
@@ -621,7 +621,7 @@ def audit():
 def audit_csv():
     """The whole audit trail as CSV (UTF-8), oldest first."""
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = csvsafe.writer(out)  # text cells never read as formulas
     writer.writerow(["id", "at", "actor", "role", "via", "action", "detail", "remote", "server"])
     offset, total = 0, None
     chunks = []
@@ -633,17 +633,10 @@ def audit_csv():
             break
     for row in reversed(chunks):
         detail = "; ".join(f"{k}={v}" for k, v in row["detail"].items())
-        writer.writerow([_cell(v) for v in (row["id"], row["at"], row["actor"], row["role"], row["via"],
-                                            row["action"], detail, row["remote"], row["server"])])
+        writer.writerow([row["id"], row["at"], row["actor"], row["role"], row["via"], row["action"], detail,
+                         row["remote"], row["server"]])
     return Response("\ufeff" + out.getvalue(), mimetype="text/csv",
                     headers={"Content-Disposition": "attachment; filename=audit.csv"})
-
-
-def _cell(value):
-    """A CSV cell that a spreadsheet will not read as a formula."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
 
 
 # -- command line (main server) ---------------------------------------------------------------------

@@ -21,7 +21,6 @@ This module also keeps the prediction result folders (:class:`ResultFolders`), w
 the batch CSV (:func:`batch_csv`) and finds a KOL's pool photo nearest a face
 (:func:`representative_chip`).
 """
-import csv
 import io
 import logging
 import os
@@ -33,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import annotate, faces, images
+from . import annotate, csvsafe, faces, images, owners
 from .errors import UserError
 
 #: Longest side in pixels of the annotated thumbnails written for batch results.
@@ -121,17 +120,6 @@ def representative_chip(pool, slug, embedding):
 
 # -- batch results --------------------------------------------------------------------
 
-class _SafeWriter:
-    """A csv writer that keeps spreadsheets from reading text cells as formulas."""
-
-    def __init__(self, writer):
-        self.writer = writer
-
-    def writerow(self, row):
-        self.writer.writerow(["'" + c if isinstance(c, str) and c[:1] in ("=", "+", "-", "@", "\t", "\r") else c
-                              for c in row])
-
-
 CSV_COLUMNS = ["filename", "face", "identity", "known", "confidence", "top", "right", "bottom", "left", "error",
                "index", "path", "width", "height"]
 
@@ -146,7 +134,7 @@ def batch_csv(results):
     Boxes are in the pixels of the photo as uploaded (``width`` x ``height``).
     """
     out = io.StringIO()
-    writer = _SafeWriter(csv.writer(out))
+    writer = csvsafe.writer(out)  # text cells never read as formulas
     writer.writerow(CSV_COLUMNS)
     for row in results:
         tail = [row.get("index", ""), row.get("path") or row["filename"], row.get("width") or "",
@@ -164,9 +152,11 @@ def batch_csv(results):
 class ResultFolders:
     """The prediction result folders ``<root>/<run id>/`` (annotated photos, thumbnails, CSV).
 
-    :meth:`new` makes one; folders older than ``keep_s`` seconds (the main server passes its
-    ``PREDICTION_MAX_AGE_S`` setting; 0 keeps them all) are swept away, at most once every
-    ``sweep_every_s`` seconds per process, when a new one is made.
+    :meth:`new` makes one, with the owner record of who made it (:mod:`shared.owners`);
+    :meth:`folder` gives it back only to a reader allowed to see it. Folders older than
+    ``keep_s`` seconds (the main server passes its ``PREDICTION_MAX_AGE_S`` setting; 0 keeps
+    them all) are swept away, at most once every ``sweep_every_s`` seconds per process, when
+    a new one is made.
     """
 
     RUN_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -184,8 +174,9 @@ class ResultFolders:
 
         return len(sweep_predictions(self.root, self.keep_s, now=now))
 
-    def new(self):
-        """A fresh result folder; returns ``(run id, path)``."""
+    def new(self, owner=None):
+        """A fresh result folder, recorded as made by ``owner`` (a :class:`shared.auth.Principal`;
+        ``None``: no record, so only admins may read it); returns ``(run id, path)``."""
         self.root.mkdir(parents=True, exist_ok=True)
         now = time.time()
         with self._lock:
@@ -197,11 +188,18 @@ class ResultFolders:
         run = uuid.uuid4().hex
         folder = self.root / run
         folder.mkdir()
+        if owner is not None:
+            owners.write(folder, owner)
         return run, folder
 
-    def folder(self, run):
-        """The folder of run ``run``; :class:`UserError` 404 for malformed or expired ids."""
-        if not self.RUN_RE.match(str(run)) or not (self.root / run).is_dir():
+    def folder(self, run, reader):
+        """The folder of run ``run`` if the principal ``reader`` may read it (:func:`shared.owners.may_read`).
+
+        :class:`UserError` 404 for malformed or expired ids and for someone else's result alike,
+        so nobody can tell whether an id exists.
+        """
+        if (not self.RUN_RE.match(str(run)) or not (self.root / run).is_dir()
+                or not owners.may_read(self.root / run, reader)):
             raise UserError("There is no such result: results are kept for one day.", 404)
         return self.root / run
 

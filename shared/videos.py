@@ -4,13 +4,15 @@ Layout under ``data/videos/``::
 
     <id>/source<ext>   the uploaded file (``ext`` one of shared.frames.VIDEO_EXTENSIONS)
     <id>/meta.json     {"video", "filename", "fps", "frames", "width", "height", "size", "uploaded"}
+    <id>/owner.json    who uploaded it (:mod:`shared.owners`)
     <id>/status.json   the latest recognition state, the JSON of ``GET /?video=<id>`` (see CONTRACT.md)
     <id>/run           token of the newest stream of this video (only it writes status.json)
     <id>/summary.json  the status of the last stream that reached the end
 
 An id is 16 lower-case hex digits (:data:`VIDEO_ID_RE`); every function that takes
 an id from a request checks it with :func:`video_dir` before touching the disk, so
-no path ever comes from a URL.
+no path ever comes from a URL. A video is for the one who uploaded it (and admins):
+:func:`readable_dir` answers anyone else exactly as for an unknown id.
 
 Cleanup rule (swept on every upload, :func:`sweep`): a video is deleted when it is
 older than :data:`MAX_AGE_S` (24 hours), or when more than :data:`KEEP_NEWEST` (20)
@@ -28,7 +30,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import frames
+from . import frames, owners
 from .errors import UserError
 from .storage import atomic_write_json, read_json
 
@@ -37,6 +39,9 @@ KEEP_NEWEST = 20
 MAX_AGE_S = 24 * 3600
 BUSY_S = 120
 STATES = ("pending", "streaming", "done", "failed")
+#: The answer for a well-formed id that names no video this reader may watch.
+NO_SUCH_VIDEO = ("No such video (it may have been cleaned up: videos are kept for 24 hours, "
+                 "20 at most). Please upload it again.")
 
 
 def new_id():
@@ -54,8 +59,16 @@ def video_dir(root, video_id):
         raise UserError("No such video: the link should end with ?video= and a 16-character id.", 404)
     folder = Path(root) / video_id
     if not (folder / "meta.json").is_file():
-        raise UserError("No such video (it may have been cleaned up: videos are kept for 24 hours, "
-                        "20 at most). Please upload it again.", 404)
+        raise UserError(NO_SUCH_VIDEO, 404)
+    return folder
+
+
+def readable_dir(root, video_id, reader):
+    """:func:`video_dir`, if the principal ``reader`` may watch the video (its uploader, or an admin:
+    :func:`shared.owners.may_read`); someone else's video is a 404 word for word like an unknown id."""
+    folder = video_dir(root, video_id)
+    if not owners.may_read(folder, reader):
+        raise UserError(NO_SUCH_VIDEO, 404)
     return folder
 
 
@@ -68,13 +81,15 @@ def source_path(folder):
     return None
 
 
-def store(root, upload, keep=KEEP_NEWEST, max_age_s=MAX_AGE_S):
+def store(root, upload, keep=KEEP_NEWEST, max_age_s=MAX_AGE_S, owner=None):
     """Save an uploaded video (a Werkzeug ``FileStorage``) under a new id and check it decodes.
 
     Checks that the part has a name with an allowed extension, streams it to
     ``<root>/<id>/source<ext>`` (never held in memory), probes it with
-    :func:`shared.frames.probe`, writes ``meta.json`` and a ``pending`` status,
-    then applies the cleanup rule (:func:`sweep`). Returns the metadata dict.
+    :func:`shared.frames.probe`, writes the owner record of ``owner`` (the uploader,
+    a :class:`shared.auth.Principal`; ``None``: none, so only admins may watch it),
+    ``meta.json`` and a ``pending`` status, then applies the cleanup rule (:func:`sweep`).
+    Returns the metadata dict.
 
     Raises :class:`UserError` (400/415/422) for a missing part, a wrong extension,
     an empty file or one OpenCV cannot decode; nothing of it is left on disk.
@@ -104,6 +119,8 @@ def store(root, upload, keep=KEEP_NEWEST, max_age_s=MAX_AGE_S):
                 "width": info.width, "height": info.height, "size": target.stat().st_size,
                 "uploaded": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         atomic_write_json(folder / "status.json", initial_status(meta))
+        if owner is not None:
+            owners.write(folder, owner)
         atomic_write_json(folder / "meta.json", meta)  # last: a folder without it is not a video yet
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)

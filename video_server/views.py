@@ -16,7 +16,8 @@
 
 Only an id is taken from the URL (checked by :func:`shared.videos.video_dir`
 against a strict pattern before any disk access); the file is found inside
-``DATA_DIR/videos``.
+``DATA_DIR/videos``. Every route with an id answers only the video's uploader (and
+admins); anyone else gets the 404 of an unknown id (:func:`shared.videos.readable_dir`).
 """
 import dataclasses
 
@@ -24,6 +25,7 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.utils import secure_filename
 
 from shared import appearances, frames, parallel, streaming, tracking, videos
+from shared.auth import principal
 from shared.errors import UserError
 from shared.web import data_path, models, pool, reply
 
@@ -31,12 +33,14 @@ bp = Blueprint("stream", __name__)
 
 
 def _folder(required=True):
+    """The folder of the video ``?video=<id>`` if whoever is asking may watch it (404 otherwise);
+    ``None`` when no id is given and ``required`` is false."""
     video_id = request.values.get("video")
     if video_id is None and not required:
         return None
     if video_id is None:
         raise UserError("Say which video to play: add ?video=<id> (the upload page gives you the link).", 400)
-    return videos.video_dir(data_path("videos"), video_id.strip().lower())
+    return videos.readable_dir(data_path("videos"), video_id.strip().lower(), principal())
 
 
 def _pace():
