@@ -59,10 +59,14 @@ DEFAULTS = {
     "STEP_WAIT_S": 120,
     "ALIGN_CHUNK": 12,
     # Sign-in (shared/auth.py): how long a sign-in lasts, proxies trusted for X-Forwarded-*,
-    # failed sign-ins allowed per address and per account, and where the limiter counts them.
+    # failed sign-ins allowed (Flask-Limiter's "N per minute|hour|day") per address and account
+    # together, per account from any address, and per address for all accounts (high, so an office
+    # behind one address is not locked out by one person), and where the limiter counts them.
     "SESSION_HOURS": 12,
     "PROXY_FIX": 0,
     "LOGIN_LIMIT": "10 per minute",
+    "LOGIN_ACCOUNT_LIMIT": "30 per hour",
+    "LOGIN_ADDRESS_LIMIT": "100 per minute",
     "RATELIMIT_STORAGE_URI": "",  # empty: REDIS_URL (one count for every process), memory while it is down
     "SESSION_COOKIE_SECURE": False,
 }

@@ -10,7 +10,7 @@
 import pytest
 
 from ._synth import JSON
-from .test_auth import PASSWORD
+from .test_auth import PASSWORD, csrf_token
 
 MAIN_URL = "http://main.test:5000"
 
@@ -24,6 +24,48 @@ def main_app(data_dir, redis_url, **settings):
     for name in ("ann", "bob"):
         app.extensions["accounts"].create_user(name, PASSWORD, "member")
     return app
+
+
+def browser(app, address):
+    """``(client, csrf token)``: a browser at ``address``, nobody signed in, with the sign-in form open."""
+    client = app.test_client(role=None)
+    client.environ_base["REMOTE_ADDR"] = address
+    return client, csrf_token(client.get("/login").get_data(as_text=True))
+
+
+def attempt(app, address, name, password):
+    """One sign-in from ``address``: the response (JSON)."""
+    client, token = browser(app, address)
+    return client.post("/login", data={"name": name, "password": password, "csrf_token": token}, headers=JSON)
+
+
+def test_one_persons_typos_do_not_lock_out_the_office_behind_the_same_address(data_dir, redis_url):
+    app = main_app(data_dir, redis_url)
+    codes = [attempt(app, "10.1.1.1", "ann", f"typo{i}").status_code for i in range(11)]
+    assert codes == [401] * 10 + [429], codes
+    # bob, at the next desk (the same address), signs in, and his own typo is only a typo
+    r = attempt(app, "10.1.1.1", "bob", PASSWORD)
+    assert r.status_code == 200 and r.get_json() == {"signed_in": "bob", "role": "member"}, r.get_data(as_text=True)
+    assert attempt(app, "10.1.1.1", "bob", "typo").status_code == 401
+    r = attempt(app, "10.1.1.1", "ann", PASSWORD)  # ann herself waits
+    assert r.status_code == 429 and "for this account from this address" in r.get_json()["error"]
+
+
+def test_guessing_one_account_from_many_addresses_stops_at_the_account_limit(data_dir, redis_url):
+    app = main_app(data_dir, redis_url)  # the defaults: 10 a minute per address and account, 30 an hour per account
+    codes = [attempt(app, f"10.2.0.{i // 10}", "ANN ", f"guess{i}").status_code for i in range(30)]
+    assert codes == [401] * 30, codes
+    r = attempt(app, "10.2.0.9", "ann", PASSWORD)  # a fresh address, the right password: refused for now
+    assert r.status_code == 429 and "for this account (at most 30 per hour)" in r.get_json()["error"]
+    assert attempt(app, "10.2.0.9", "bob", PASSWORD).status_code == 200  # other accounts are not touched
+
+
+def test_one_address_trying_many_accounts_stops_at_the_address_limit(data_dir, redis_url):
+    app = main_app(data_dir, redis_url, LOGIN_ADDRESS_LIMIT="5 per minute")
+    codes = [attempt(app, "10.3.0.1", f"user{i}", "guess").status_code for i in range(6)]
+    assert codes == [401] * 5 + [429], codes
+    assert "from this address" in attempt(app, "10.3.0.1", "bob", PASSWORD).get_json()["error"]
+    assert attempt(app, "10.3.0.2", "bob", PASSWORD).status_code == 200  # another address is not touched
 
 
 # -- names ------------------------------------------------------------------------------------------------
