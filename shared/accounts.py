@@ -327,6 +327,15 @@ class Accounts:
         total = self._one(f"SELECT COUNT(*) AS n FROM audit {where}", args)["n"]
         return rows, total
 
+    # -- health -----------------------------------------------------------------------------
+    def check_health(self):
+        """Read the users and write one row of a table of its own (``health``), as the pages need;
+        raises what fails (``sqlite3.OperationalError`` "disk I/O error" on a full disk)."""
+        with closing(self._connect()) as db:
+            db.execute("SELECT COUNT(*) FROM users").fetchone()
+            db.execute("CREATE TABLE IF NOT EXISTS health (id INTEGER PRIMARY KEY, at TEXT NOT NULL)")
+            db.execute("INSERT OR REPLACE INTO health (id, at) VALUES (1, ?)", (now(),))
+
     # -- prediction counts ------------------------------------------------------------------
     def count_prediction(self, actor, kind, n=1):
         """Add ``n`` predictions of ``kind`` (single, batch, similar, video) for ``actor`` today (UTC)."""
