@@ -349,8 +349,6 @@ def _install_common(app, section):
             # Werkzeug answers 413 too when a form has more parts than MAX_FORM_PARTS
             messages[413] = (f"The upload holds too many files or fields "
                              f"({app.config['MAX_FORM_PARTS']} at most in one request): send fewer at a time.")
-        if exc.code == 500 and is_disk_full(getattr(exc, "original_exception", None)):
-            return unexpected(exc.original_exception)  # e.g. the audit row after a view, on a full disk
         return error_reply(messages.get(exc.code, exc.description or exc.name), exc.code or 500)
 
     @app.errorhandler(Exception)
