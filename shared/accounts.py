@@ -8,6 +8,8 @@ nothing is shared between threads or processes.
 - API tokens are ``kol_`` + 32 random bytes (URL-safe base64); only their SHA-256 is stored,
   so a token is shown once, when it is made, and never again.
 - Times are UTC ISO-8601 strings with seconds (``2026-11-24T01:02:03+00:00``).
+- User and token names follow the rule of KOL names (:mod:`shared.names`, :func:`check_name`);
+  passwords the rule of :func:`check_password`.
 """
 import hashlib
 import json
