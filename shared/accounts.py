@@ -8,11 +8,14 @@ nothing is shared between threads or processes.
 - API tokens are ``kol_`` + 32 random bytes (URL-safe base64); only their SHA-256 is stored,
   so a token is shown once, when it is made, and never again.
 - Times are UTC ISO-8601 strings with seconds (``2026-11-24T01:02:03+00:00``).
+- User and token names follow the rule of KOL names (:mod:`shared.names`, :func:`check_name`);
+  passwords the rule of :func:`check_password`.
 """
 import hashlib
 import json
 import secrets
 import sqlite3
+import unicodedata
 from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,11 +23,32 @@ from pathlib import Path
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .errors import UserError
+from .names import clean_name, hidden_characters, name_key
 
 ROLES = ("admin", "member")
 TOKEN_PREFIX = "kol_"
 NAME_MAX = 64
 PASSWORD_MIN = 8
+#: A password this long (characters) may use one kind of character only (letters, say);
+#: a shorter one must mix letters with digits or other characters.
+PASSWORD_ONE_KIND_MIN = 12
+#: Passwords (case-folded) that are tried first by anyone guessing, from the published lists of the
+#: most used ones; a password whose letters alone are one of these (``Password2024!``) counts too.
+COMMON_PASSWORDS = frozenset("""
+    password passwort motdepasse contrasena senha qwerty qwertz azerty qwertyuiop asdfgh asdfghjkl
+    zxcvbn zxcvbnm qazwsx qwaszx abc abcd abcde abcdef abcdefg abcdefgh letmein welcome iloveyou
+    admin administrator root user guest login secret master monkey dragon sunshine princess
+    football baseball soccer hockey batman superman shadow michael jennifer jordan hunter killer
+    trustno changeme default test tester hello hellothere freedom whatever starwars pokemon
+    computer internet qwer asdf zxcv pass passw passwd
+    12345678 123456789 1234567890 12345678910 123456789012 1234567890123 87654321 987654321
+    0987654321 11111111 111111111 1111111111 00000000 000000000 0000000000 12341234 11223344
+    12121212 123123123 1q2w3e4r 1q2w3e4r5t 1q2w3e4r5t6y 1qaz2wsx zaq12wsx q1w2e3r4 q1w2e3r4t5
+    qwerty123 qwerty1234 qwer1234 asdf1234 zxcv1234 1234qwer abc12345 abcd1234 a1234567 a12345678
+    aa123456 password1 password12 password123 password1234 passw0rd p@ssw0rd p@ssword pa$$word
+    admin123 admin1234 welcome1 welcome123 letmein1 iloveyou1 trustno1 monkey123 dragon123
+    changeme1 changeme123 test1234 test12345 hello123 qwertyuiop123 1qazxsw2 123qweasd 123qweasdzxc
+""".split())
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -86,16 +110,62 @@ def check_role(role):
 
 
 def check_name(name, what="name"):
-    name = (name or "").strip()
-    if not name or len(name) > NAME_MAX or any(ord(c) < 32 for c in name):
+    """``name`` (a user or token name as typed) checked and cleaned, or a :class:`UserError` (400).
+
+    The rule of KOL names (:mod:`shared.names`): no hidden characters (control and format
+    characters such as right-to-left overrides or zero-width spaces, spaces other than the plain
+    one); outer spaces stripped, inner ones collapsed, Unicode NFC; 1 to :data:`NAME_MAX` characters.
+    """
+    raw = str(name or "").strip()
+    hidden = hidden_characters(raw)
+    if hidden:
+        ch = hidden[0]
+        raise UserError(f"The {what} holds a hidden character (U+{ord(ch):04X} {unicodedata.name(ch, 'control')}): "
+                        "use visible characters and plain spaces only.", 400)
+    cleaned = clean_name(raw, NAME_MAX + 1)
+    if not cleaned or len(cleaned) > NAME_MAX:
         raise UserError(f"Give a {what} of 1 to {NAME_MAX} characters, without control characters.", 400)
-    return name
+    return cleaned
 
 
-def check_password(password):
-    if len(password or "") < PASSWORD_MIN:
+def _kinds(text):
+    """How many kinds of character ``text`` uses, of letters, digits and others (0 to 3)."""
+    return sum(any(test(c) for c in text) for test in (str.isalpha, str.isdigit, lambda c: not c.isalnum()))
+
+
+def _letters(text):
+    """The letters of ``text``, case-folded (``"Boss-2024!"`` -> ``"boss"``)."""
+    return "".join(c for c in text.casefold() if c.isalpha())
+
+
+def check_password(password, name=None):
+    """``password`` if it is good enough for the user ``name``, else a :class:`UserError` (400)
+    saying which rule it breaks: at least :data:`PASSWORD_MIN` characters; under
+    :data:`PASSWORD_ONE_KIND_MIN`, letters mixed with digits or other characters; not the user
+    name and not one of :data:`COMMON_PASSWORDS`, also with only digits or symbols added."""
+    password = password or ""
+    if len(password) < PASSWORD_MIN:
         raise UserError(f"The password must have at least {PASSWORD_MIN} characters.", 400)
+    if len(password) < PASSWORD_ONE_KIND_MIN and _kinds(password) < 2:
+        raise UserError(f"A password of fewer than {PASSWORD_ONE_KIND_MIN} characters must mix letters with digits "
+                        "or other characters (a longer one may be letters only).", 400)
+    letters = _letters(password)
+    if name and (password.casefold() == str(name).casefold() or (letters and letters == _letters(str(name)))):
+        raise UserError("The password must not be the user name, not even with digits or symbols added.", 400)
+    if password.casefold() in COMMON_PASSWORDS or letters in COMMON_PASSWORDS:
+        raise UserError("This password is one of the most common ones (or one with only digits or symbols added), "
+                        "which are guessed first: choose another.", 400)
     return password
+
+
+def _name_free(db, name):
+    """Raise a :class:`UserError` (409) when a user of database ``db`` has ``name`` or a look-alike
+    of it (the same :func:`shared.names.name_key`: case, accents, full-width letters, spacing)."""
+    key = name_key(name)
+    taken = next((row[0] for row in db.execute("SELECT name FROM users") if name_key(row[0]) == key), None)
+    if taken is not None:
+        alike = "" if taken == name else " (names that differ only in case, accents or spacing are one name)"
+        raise UserError(f"There is already a user named '{taken}'{alike}.", 409)
 
 
 def for_data_dir(data_dir):
@@ -143,15 +213,14 @@ class Accounts:
         the check and the insert are one transaction, so two racing first visits make one admin).
         """
         name, role = check_name(name, "user name"), check_role(role)
-        check_password(password)
+        check_password(password, name)
         pw_hash = generate_password_hash(password)
         with closing(self._connect()) as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 if first_admin and db.execute("SELECT 1 FROM users LIMIT 1").fetchone():
                     raise UserError("The first admin already exists: sign in instead.", 409)
-                if db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
-                    raise UserError(f"There is already a user named '{name}'.", 409)
+                _name_free(db, name)
                 cur = db.execute(
                     "INSERT INTO users (name, password_hash, role, session_key, created_at, created_by) "
                     "VALUES (?, ?, ?, ?, ?, ?)", (name, pw_hash, role, secrets.token_hex(8), now(), created_by))
@@ -188,7 +257,7 @@ class Accounts:
 
     def set_password(self, user_id, password):
         """Set a new password; the user's other sessions end."""
-        check_password(password)
+        check_password(password, (self.user(user_id) or {}).get("name"))
         self._run("UPDATE users SET password_hash = ?, session_key = ? WHERE id = ?",
                   (generate_password_hash(password), secrets.token_hex(8), user_id))
 
@@ -259,6 +328,15 @@ class Accounts:
             row["detail"] = json.loads(row["detail"] or "{}")
         total = self._one(f"SELECT COUNT(*) AS n FROM audit {where}", args)["n"]
         return rows, total
+
+    # -- health -----------------------------------------------------------------------------
+    def check_health(self):
+        """Read the users and write one row of a table of its own (``health``), as the pages need;
+        raises what fails (``sqlite3.OperationalError`` "disk I/O error" on a full disk)."""
+        with closing(self._connect()) as db:
+            db.execute("SELECT COUNT(*) FROM users").fetchone()
+            db.execute("CREATE TABLE IF NOT EXISTS health (id INTEGER PRIMARY KEY, at TEXT NOT NULL)")
+            db.execute("INSERT OR REPLACE INTO health (id, at) VALUES (1, ?)", (now(),))
 
     # -- prediction counts ------------------------------------------------------------------
     def count_prediction(self, actor, kind, n=1):

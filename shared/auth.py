@@ -40,8 +40,11 @@ Settings (in ``shared/web.py``'s ``DEFAULTS``, set from the environment as ``KOL
 whose ``X-Forwarded-For/Proto/Host`` are trusted. ``SESSION_COOKIE_SECURE`` (Flask's own; on
 anyway when ``MAIN_URL`` is https). ``RATELIMIT_STORAGE_URI`` (empty: the job queue's ``REDIS_URL``,
 shared by every server process and machine, with this process's memory as the fallback while it
-is down; ``memory://`` to count per process). ``LOGIN_LIMIT`` (``10 per minute``): failed sign-ins
-allowed per address and, separately, per account.
+is down; ``memory://`` to count per process). Failed sign-ins are limited three ways, so that one
+office behind one address is not locked out by one person's typos: ``LOGIN_LIMIT``
+(``10 per minute``) per address and account together, ``LOGIN_ACCOUNT_LIMIT`` (``30 per hour``)
+per account from anywhere, ``LOGIN_ADDRESS_LIMIT`` (``100 per minute``) per address for all
+accounts; a wrong current password on the account page counts against ``LOGIN_LIMIT`` per account.
 """
 import hashlib
 import io
@@ -65,6 +68,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import csvsafe
 from .accounts import PASSWORD_MIN, ROLES, for_data_dir
 from .errors import UserError
+from .names import name_key
 
 #: Endpoints anyone may reach, signed in or not.
 OPEN = (
@@ -412,24 +416,43 @@ def init_app(app):
                           in_memory_fallback_enabled=True, key_prefix=prefix,
                           storage_options={"socket_connect_timeout": 1, "socket_timeout": 1})
         app.register_blueprint(bp)
-        limits = app.config["LOGIN_LIMIT"]
-        failed = {"deduct_when": lambda response: response.status_code == 401, "methods": ["POST"],
-                  "error_message": "Too many failed sign-ins from this address or for this account: "
-                                   "wait a minute and try again."}
         view = app.view_functions["auth.login"]
-        view = limiter.limit(limits, **failed)(view)
-        view = limiter.limit(limits, key_func=lambda: _account_key(request.form.get("name")), **failed)(view)
+        for setting, key, whom in _SIGN_IN_LIMITS:
+            view = limiter.limit(app.config[setting], key_func=key,
+                                 **_failed_sign_ins(f"{whom} (at most {app.config[setting]})"))(view)
         app.view_functions["auth.login"] = view
         # Guessing the current password on the account page is limited as sign-ins are, per account.
         app.view_functions["auth.change_password"] = limiter.limit(
-            limits, key_func=lambda: _account_key(principal().name if principal() else ""),
-            **failed)(app.view_functions["auth.change_password"])
+            app.config["LOGIN_LIMIT"], key_func=lambda: _account_key(principal().name if principal() else ""),
+            **_failed_sign_ins(f"for this account (at most {app.config['LOGIN_LIMIT']})"))(
+            app.view_functions["auth.change_password"])
         _install_cli(app)
 
 
 def _account_key(name):
-    """The sign-in limiter's key for the account ``name`` (as typed: case and outer spaces do not count)."""
-    return "account:" + (name or "").strip().lower()
+    """The sign-in limiter's key for the account ``name`` as typed: look-alike spellings of one
+    name (case, accents, spacing: :func:`shared.names.name_key`) are one account."""
+    return "account:" + name_key(name or "")
+
+
+def _pair_key():
+    """The sign-in limiter's key for this address and the account named in the form, together."""
+    return f"pair:{get_remote_address()}:{_account_key(request.form.get('name'))}"
+
+
+#: The limits on failed sign-ins: (setting, limiter key, whom the sentence names). An office
+#: behind one address shares only the address's own, much higher, limit.
+_SIGN_IN_LIMITS = (
+    ("LOGIN_LIMIT", _pair_key, "for this account from this address"),
+    ("LOGIN_ACCOUNT_LIMIT", lambda: _account_key(request.form.get("name")), "for this account"),
+    ("LOGIN_ADDRESS_LIMIT", get_remote_address, "from this address"),
+)
+
+
+def _failed_sign_ins(whom):
+    """The limiter options that count only failed attempts (401) of a POST, and the sentence of the 429."""
+    return {"deduct_when": lambda response: response.status_code == 401, "methods": ["POST"],
+            "error_message": f"Too many failed sign-ins {whom}: wait a while and try again."}
 
 
 # -- pages (main server) --------------------------------------------------------------------------

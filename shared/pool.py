@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import faces, images
+from . import faces, images, names
 from .errors import UserError
 from .storage import atomic_write_bytes, atomic_write_json, locked, read_json
 
@@ -34,24 +34,14 @@ CHIP_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 MAX_NAME_LENGTH = 80
 
 
-def _name_char(ch):
-    """Spaces and tabs become a space; control, format and separator characters vanish."""
-    category = unicodedata.category(ch)
-    if ch in "\t\n\r" or category == "Zs":
-        return " "
-    return "" if category[0] in "CZ" else ch
-
-
 def display_name(raw):
     """Clean a KOL name as typed or as a zip folder name, for display.
 
-    Unicode NFC, control and format characters dropped, whitespace collapsed,
-    at most :data:`MAX_NAME_LENGTH` characters. Slashes and dots are kept as text
+    :func:`shared.names.clean_name`: Unicode NFC, control and format characters dropped,
+    whitespace collapsed, at most :data:`MAX_NAME_LENGTH` characters. Slashes and dots are kept as text
     (a name is never used as a path). Raises :class:`UserError` when nothing is left.
     """
-    text = unicodedata.normalize("NFC", str(raw))
-    text = "".join(map(_name_char, text))
-    text = " ".join(text.split())[:MAX_NAME_LENGTH].strip()
+    text = names.clean_name(raw, MAX_NAME_LENGTH)
     if not text or set(text) <= {".", "/", "\\", " "}:
         raise UserError(f"{raw!r} is not usable as a KOL name.")
     return text
@@ -404,11 +394,10 @@ def name_key(name):
 
     Case, accents, spaces, underscores, dashes and dots are ignored:
     ``name_key("Mindy Kaling") == name_key("mindy_kaling") == name_key("Mindy  KALING")`` and
-    ``name_key("Beyoncé") == name_key("beyonce")``. Other scripts are kept as they are.
+    ``name_key("Beyoncé") == name_key("beyonce")``. Other scripts are kept as they are
+    (:func:`shared.names.name_key`, the rule user and token names follow too).
     """
-    text = unicodedata.normalize("NFKD", display_name(name))
-    text = "".join(ch for ch in text if not unicodedata.combining(ch))
-    return re.sub(r"[\s_\-.·]+", "", text.casefold())
+    return names.name_key(display_name(name))
 
 
 def _existing_slug(kols, name):

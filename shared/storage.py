@@ -11,6 +11,7 @@ import errno
 import fcntl
 import json
 import os
+import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -22,8 +23,18 @@ DISK_FULL = ("The server's disk is full, so this could not be saved. Nothing was
              "free some space (or ask the administrator to) and try again.")
 
 
+#: SQLite's primary result codes (the low byte of ``sqlite_errorcode``) for "database or disk
+#: is full" (SQLITE_FULL) and "disk I/O error" (SQLITE_IOERR: what SQLite says when it cannot
+#: create or grow its write-ahead log or shared-memory file on a full disk).
+SQLITE_DISK_CODES = (13, 10)
+
+
 def is_disk_full(exc):
-    """True for the ``OSError`` a write gets when the disk or the user's quota is full."""
+    """True for the error a write gets when the disk or the user's quota is full: an ``OSError``
+    ENOSPC, EDQUOT or EFBIG, or a ``sqlite3`` error with one of :data:`SQLITE_DISK_CODES`."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code is not None and code & 0xFF in SQLITE_DISK_CODES
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 

@@ -4,7 +4,8 @@
 ``KOL_<NAME>`` for every setting and a few documented plain names, then the
 ``test_config`` a test passes), points every app at the one ``data/`` folder,
 keeps the secret key out of the repository, and installs what the three servers
-share: ``GET /healthz``, error pages that are JSON for scripts, and
+share: ``GET /healthz`` (what the pages need, tried: the data folder, the accounts database,
+the process server's Redis), error pages that are JSON for scripts (a full disk: 507), and
 :func:`reply`, which answers HTML or JSON from the same view.
 """
 import json
@@ -16,7 +17,7 @@ import threading
 import unicodedata
 from pathlib import Path
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from .errors import UserError
@@ -59,10 +60,14 @@ DEFAULTS = {
     "STEP_WAIT_S": 120,
     "ALIGN_CHUNK": 12,
     # Sign-in (shared/auth.py): how long a sign-in lasts, proxies trusted for X-Forwarded-*,
-    # failed sign-ins allowed per address and per account, and where the limiter counts them.
+    # failed sign-ins allowed (Flask-Limiter's "N per minute|hour|day") per address and account
+    # together, per account from any address, and per address for all accounts (high, so an office
+    # behind one address is not locked out by one person), and where the limiter counts them.
     "SESSION_HOURS": 12,
     "PROXY_FIX": 0,
     "LOGIN_LIMIT": "10 per minute",
+    "LOGIN_ACCOUNT_LIMIT": "30 per hour",
+    "LOGIN_ADDRESS_LIMIT": "100 per minute",
     "RATELIMIT_STORAGE_URI": "",  # empty: REDIS_URL (one count for every process), memory while it is down
     "SESSION_COOKIE_SECURE": False,
 }
@@ -258,6 +263,56 @@ def error_reply(message, status):
     return render_template("error.html", message=message, status=status), status
 
 
+def health_checks(app):
+    """What every page of ``app`` needs, tried now: ``{"data", "accounts"[, "redis"]: "ok" or a sentence}``.
+
+    data: a small file is written (atomically) in ``DATA_DIR`` and removed; accounts: the accounts
+    database reads and writes (:meth:`shared.accounts.Accounts.check_health`); redis (process server
+    only): the job queue's Redis answers a ping within its timeout.
+    """
+    checks = {"data": _try(app, "data", lambda: _write_and_remove(Path(app.config["DATA_DIR"]) / ".healthz")),
+              "accounts": _try(app, "accounts", app.extensions["accounts"].check_health)}
+    if app.config["SECTION"] == "process":
+        from . import queue
+
+        checks["redis"] = _try(app, "redis", lambda: queue.connect(app.config["REDIS_URL"]).ping())
+    return checks
+
+
+#: What :func:`health_checks` says when a check fails for another reason than a full disk.
+HEALTH_SENTENCES = {
+    "data": "The data folder cannot be written.",
+    "accounts": "The accounts database cannot be read or written.",
+    "redis": "The job queue's Redis is not answering.",
+}
+
+
+def _try(app, name, check):
+    """``"ok"`` when ``check()`` succeeds, else the sentence of its failure (the error is logged)."""
+    try:
+        check()
+        return "ok"
+    except Exception as exc:
+        logging.getLogger(app.import_name).error("health check %s failed: %r", name, exc)
+        return DISK_FULL if is_disk_full(exc) else HEALTH_SENTENCES[name]
+
+
+def _write_and_remove(path):
+    """Write a 2-byte file at ``path`` (atomically) and remove it: the folder takes new files."""
+    atomic_write_bytes(path, b"ok")
+    try:
+        os.unlink(path)
+    except FileNotFoundError:  # another health check removed it first
+        pass
+
+
+def _as_nobody(app):
+    """When finding out who is asking is what failed (the accounts database on a full disk), let the
+    error page and the rest of this request see nobody signed in instead of failing again."""
+    if "_login_user" not in g:
+        g._login_user = app.login_manager.anonymous_user()
+
+
 def _install_common(app, section):
     from . import housekeeping
 
@@ -265,7 +320,11 @@ def _install_common(app, section):
 
     @app.get("/healthz")
     def healthz():
-        return jsonify({"status": "ok", "server": section})
+        """200 when what the pages need works now (:func:`health_checks`), else 503 naming what failed."""
+        checks = health_checks(app)
+        if all(result == "ok" for result in checks.values()):
+            return jsonify({"status": "ok", "server": section})
+        return jsonify({"status": "error", "server": section, "checks": checks}), 503
 
     @app.context_processor
     def server_links():
@@ -294,6 +353,7 @@ def _install_common(app, section):
 
     @app.errorhandler(Exception)
     def unexpected(exc):
+        _as_nobody(app)
         if is_disk_full(exc):
             logging.getLogger(app.import_name).error("disk full on %s %s: %s", request.method, request.path, exc)
             return error_reply(DISK_FULL, 507)

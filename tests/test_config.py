@@ -25,7 +25,7 @@ def _value_for(key, tmp_path):
         return f"http://{key.lower()}.example:9", f"http://{key.lower()}.example:9"
     if key == "RATELIMIT_STORAGE_URI":  # a storage the limiter knows, connected to on first use only
         return "redis://127.0.0.1:9/0", "redis://127.0.0.1:9/0"
-    if key == "LOGIN_LIMIT":
+    if key in ("LOGIN_LIMIT", "LOGIN_ACCOUNT_LIMIT", "LOGIN_ADDRESS_LIMIT"):  # a limit the limiter can read
         return "3 per hour", "3 per hour"
     if isinstance(default, bool):
         return "true", True

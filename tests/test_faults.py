@@ -12,9 +12,11 @@ on free ports and a temporary data folder; a kill takes a worker's whole process
   the interrupted step or exactly as after it;
 - the killed worker's job is retried on another worker and finishes; killed on every try,
   the step ends as failed with a sentence (nothing waits forever), and runs again later;
-- Redis stopped: pages answer 503 with a sentence within seconds; work resumes when it is back;
+- Redis stopped: pages answer 503 with a sentence within seconds (``/healthz`` too, naming Redis);
+  work resumes when it is back;
 - a process server restart does not touch a running job;
-- a full disk gives a clear 507 sentence and leaves nothing half-written;
+- a full disk gives a clear 507 sentence on every page (the accounts database included) and
+  leaves nothing half-written; ``/healthz`` answers 503 naming what failed;
 - predictions keep answering with the old model while a new one trains, then
   switch to the new one (never a failed request, never back to the old one).
 """
@@ -29,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+
+from shared.storage import DISK_FULL
 
 from . import _synth
 from ._synth import JSON
@@ -320,7 +324,8 @@ def test_redis_stopped_pages_answer_503_and_work_resumes(tmp_path, monkeypatch):
             page = getattr(servers.http, method)(servers.urls["process"] + path, params=data if method == "get" else None,
                                              data=data if method == "post" else None, timeout=30)
             assert page.status_code == 503 and "<html" in page.text and "Nothing was lost" in page.text
-        assert servers.health_ok("process")
+        health = get(servers, "/healthz")  # the process server is alive, but not able to do its work
+        assert health.status_code == 503 and health.json()["checks"]["redis"] != "ok", health.text
         time.sleep(3)  # the worker meets the outage
         own.start()
         p = get(servers, "/processingProgress", job=a).json()
@@ -446,6 +451,46 @@ def test_full_disk_during_import(small_disk, redis_url, tmp_path):
     assert r.status_code == 200 and sorted(r.get_json()["imported"]) == ["Ann", "Bob"]
     assert sum(len(chips) for _, chips in pool_state(data_dir).values()) == 16
     workers.stop()
+
+
+def test_full_disk_answers_507_on_every_page_and_healthz_says_so(small_disk):
+    """A full disk: the accounts database cannot even be opened (SQLite: "disk I/O error") before any view
+    runs, for a token and for a signed-in browser alike: 507 with the sentence; /healthz 503 names what failed."""
+    from main_server import create_app
+
+    from .test_auth import PASSWORD, csrf_token
+
+    app = create_app({"DATA_DIR": str(small_disk / "data"), "SECRET_KEY": "t"})
+    app.extensions["accounts"].create_user("ann", PASSWORD, "member")
+    script = app.test_client()  # an admin API token
+    browser = app.test_client(role=None)
+    token = csrf_token(browser.get("/login").get_data(as_text=True))
+    assert browser.post("/login", data={"name": "ann", "password": PASSWORD, "csrf_token": token}).status_code == 303
+    monitor = app.test_client(role=None)  # a load balancer's health check: no token, no cookie
+    assert monitor.get("/healthz").status_code == 200
+    filler = _fill(small_disk, leave=0)
+    for client in (script, browser):
+        r = client.get("/", headers=JSON)
+        assert r.status_code == 507 and r.get_json() == {"error": DISK_FULL}, r.get_data(as_text=True)[:300]
+        r = client.get("/predictSinglePage")
+        assert r.status_code == 507 and b"disk is full" in r.data and b"Traceback" not in r.data
+    r = monitor.get("/healthz")
+    assert r.status_code == 503, r.get_data(as_text=True)
+    assert r.get_json() == {"status": "error", "server": "main", "checks": {"data": DISK_FULL, "accounts": DISK_FULL}}
+    filler.unlink()
+    assert monitor.get("/healthz").get_json() == {"status": "ok", "server": "main"}
+    assert script.get("/", headers=JSON).status_code == 200 and browser.get("/", headers=JSON).status_code == 200
+
+
+def test_process_server_healthz_names_a_redis_that_does_not_answer(data_dir, redis_url):
+    from process_server import create_app
+
+    for url, expected in ((redis_url, 200), ("redis://127.0.0.1:9/0", 503)):  # port 9: nothing listens
+        r = create_app({"DATA_DIR": str(data_dir), "SECRET_KEY": "t", "REDIS_URL": url}).test_client().get("/healthz")
+        assert r.status_code == expected, r.get_data(as_text=True)
+        if expected == 503:
+            assert r.get_json()["checks"] == {"data": "ok", "accounts": "ok",
+                                              "redis": "The job queue's Redis is not answering."}
 
 
 # -- the main server switches models atomically while it predicts -----------------------------------------

@@ -305,12 +305,13 @@ def test_process_form_fields(clients):
     alive(clients)
 
 
-def test_oversized_bodies_are_413(data_dir):
+def test_oversized_bodies_are_413(data_dir, redis_url):
     from main_server import create_app as main_app
     from process_server import create_app as process_app
     from video_server import create_app as video_app
 
-    cfg = {"DATA_DIR": str(data_dir), "SECRET_KEY": "t", "MAX_CONTENT_LENGTH": 50_000}
+    # (the process server's /healthz needs its Redis)
+    cfg = {"DATA_DIR": str(data_dir), "SECRET_KEY": "t", "MAX_CONTENT_LENGTH": 50_000, "REDIS_URL": redis_url}
     apps = {"main": main_app(cfg), "process": process_app(cfg), "video": video_app(cfg)}
     big = b"\xff\xd8" + bytes(100_000)
     for route in ROUTES:
