@@ -466,6 +466,28 @@ def test_audit_page_pages_and_csv(apps):
     assert apps["main"].test_client(role="member").get("/admin/audit.csv").status_code == 403
 
 
+def test_the_audit_and_account_pages_show_every_kind_of_detail(data_dir):
+    """After /setup (detail first_run: true) and a token made on the page (token_id: a number)."""
+    from main_server import create_app
+
+    app = create_app({"TESTING": True, "DATA_DIR": str(data_dir), "SECRET_KEY": "test", "MAIN_URL": MAIN_URL})
+    main = app.test_client(role=None)
+    token = csrf_token(main.get("/setup").get_data(as_text=True))
+    assert main.post("/setup", data={"name": "root", "password": PASSWORD, "password2": PASSWORD,
+                                     "csrf_token": token}).status_code == 303
+    token = csrf_token(main.get("/admin/users").get_data(as_text=True))  # the signed-in session's own
+    assert main.post("/admin/tokens", data={"action": "create", "name": "ci", "role": "member",
+                                            "csrf_token": token}).status_code == 200
+    r = main.get("/account", headers=HTML)
+    assert r.status_code == 200 and "first_run" in r.get_data(as_text=True)
+    app.extensions["accounts"].record("root", "test.values", {"none": None, "list": ["a", 2], "map": {"k": 1.5}})
+    r = main.get("/admin/audit", headers=HTML)
+    page = r.get_data(as_text=True)
+    assert r.status_code == 200, page[:300]
+    assert re.search(r"first_run</span> true", page) and re.search(r"token_id</span> \d+", page)
+    assert "a, 2" in page and "k=1.5" in page and "none</span> null" in page
+
+
 # -- headers ------------------------------------------------------------------------------------------------
 def test_security_headers_and_https_cookie(data_dir, apps):
     r = apps["main"].test_client().get("/")
