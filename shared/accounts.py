@@ -136,11 +136,15 @@ class Accounts:
     def has_users(self):
         return self._one("SELECT 1 AS x FROM users LIMIT 1") is not None
 
+    def has_accounts(self):
+        """True once any user or API token (even a revoked one) exists: the first run is over."""
+        return self._one(ANY_ACCOUNT) is not None
+
     def create_user(self, name, password, role, created_by=None, first_admin=False):
         """Add a user; returns its row (without the hash). 409 if the name is taken.
 
-        ``first_admin``: only succeed while there are no users at all (the first-run page;
-        the check and the insert are one transaction, so two racing first visits make one admin).
+        ``first_admin``: only succeed while there are no users and no tokens at all (the first-run
+        page; the check and the insert are one transaction, so two racing first visits make one admin).
         """
         name, role = check_name(name, "user name"), check_role(role)
         check_password(password)
@@ -148,7 +152,7 @@ class Accounts:
         with closing(self._connect()) as db:
             db.execute("BEGIN IMMEDIATE")
             try:
-                if first_admin and db.execute("SELECT 1 FROM users LIMIT 1").fetchone():
+                if first_admin and db.execute(ANY_ACCOUNT).fetchone():
                     raise UserError("The first admin already exists: sign in instead.", 409)
                 if db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
                     raise UserError(f"There is already a user named '{name}'.", 409)
@@ -272,5 +276,8 @@ class Accounts:
         return self._all("SELECT actor, kind, SUM(count) AS count, MAX(day) AS last_day FROM prediction_counts "
                          "GROUP BY actor, kind ORDER BY count DESC, actor, kind")
 
+
+#: A row exists once there is any user or token (the first run is over).
+ANY_ACCOUNT = "SELECT 1 FROM users UNION ALL SELECT 1 FROM tokens LIMIT 1"
 
 _DUMMY_HASH = generate_password_hash(secrets.token_hex(8))

@@ -276,7 +276,7 @@ def _gate():
             csrf.protect()
         return None
     if who is None:
-        if not accounts().has_users():
+        if not accounts().has_accounts():
             message = ("No account exists yet: open the main server in a browser and create the first admin, "
                        "or make a token with 'flask --app main_server create-token NAME --role admin'.")
             return _deny(401, message, _main("/setup"))
@@ -442,13 +442,13 @@ def _reply(template, payload, status=200, **context):
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     """Sign in with name and password; ``next`` (one of the three servers) is where to go afterwards."""
-    if not accounts().has_users():
+    if not accounts().has_accounts():
         return redirect(url_for("auth.setup"))
     next_url = safe_next(request.values.get("next")) or _main("/")
     if request.method == "GET":
         if principal() is not None and principal().via == "session":
             return redirect(next_url)
-        return _reply("auth/login.html", {"signed_in": False}, next_url=next_url)
+        return _reply("auth/login.html", {"signed_in": False}, next_url=next_url, no_users=not accounts().has_users())
     name = (request.form.get("name") or "").strip()
     row = accounts().authenticate(name, request.form.get("password") or "")
     if row is None:
@@ -475,8 +475,8 @@ def logout():
 
 @bp.route("/setup", methods=["GET", "POST"])
 def setup():
-    """First run only: create the first admin. Gone (404) once any user exists."""
-    if accounts().has_users():
+    """First run only: create the first admin. Gone (404) once any user or API token exists."""
+    if accounts().has_accounts():
         abort(404)
     if request.method == "GET":
         return _reply("auth/setup.html", {"setup": True})

@@ -488,6 +488,31 @@ def test_the_audit_and_account_pages_show_every_kind_of_detail(data_dir):
     assert "a, 2" in page and "k=1.5" in page and "none</span> null" in page
 
 
+def test_setup_is_closed_once_a_token_exists(data_dir):
+    """An install made with ``create-token`` alone: nobody may make themselves the first admin."""
+    from main_server import create_app as main_app
+    from process_server import create_app as process_app
+
+    cfg = {"TESTING": True, "DATA_DIR": str(data_dir), "SECRET_KEY": "test", "MAIN_URL": MAIN_URL,
+           "PROCESS_URL": PROCESS_URL, "VIDEO_URL": VIDEO_URL}
+    app = main_app(cfg)
+    app.extensions["accounts"].create_token("script", "admin", created_by="command line")
+    main, proc = app.test_client(role=None), process_app(cfg).test_client(role=None)
+    login = main.get("/login")
+    assert login.status_code == 200 and "Sign in" in login.get_data(as_text=True)
+    assert "/setup" not in login.get_data(as_text=True) and "create-user" in login.get_data(as_text=True)
+    assert main.get("/setup").status_code == 404
+    token = csrf_token(login.get_data(as_text=True))
+    assert main.post("/setup", data={"name": "me", "password": PASSWORD, "password2": PASSWORD,
+                                     "csrf_token": token}).status_code == 404
+    assert app.extensions["accounts"].users() == []
+    for client in (main, proc):
+        r = client.get("/")
+        assert r.status_code == 302 and urlsplit(r.headers["Location"]).path == "/login"
+        r = client.get("/", headers=JSON)
+        assert r.status_code == 401 and "setup" not in r.get_json()["error"] and "Sign in" in r.get_json()["error"]
+
+
 # -- headers ------------------------------------------------------------------------------------------------
 def test_security_headers_and_https_cookie(data_dir, apps):
     r = apps["main"].test_client().get("/")
@@ -544,9 +569,10 @@ def flask_cli(data_dir, *args, stdin=None):
 
 @pytest.fixture(scope="module")
 def fresh_stack(tmp_path_factory):
-    """Live servers of their own (no user yet: the first run)."""
+    """Live servers of their own (no user and no token yet: the first run)."""
     base = tmp_path_factory.mktemp("live-auth")
     stack = LiveServers(base / "data", base)
+    stack.accounts._run("DELETE FROM tokens")  # LiveServers' own token would end the first run
     yield stack
     stack.stop()
 
