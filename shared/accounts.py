@@ -7,14 +7,20 @@ nothing is shared between threads or processes.
 - Passwords are stored only as ``werkzeug.security`` hashes.
 - API tokens are ``kol_`` + 32 random bytes (URL-safe base64); only their SHA-256 is stored,
   so a token is shown once, when it is made, and never again.
-- Times are UTC ISO-8601 strings with seconds (``2026-11-24T01:02:03+00:00``).
+- A browser sign-in is a row of ``sessions`` (its random id is in the signed session cookie):
+  signing out, a password or role change and removing the user end it here, on the server, so
+  a copied cookie stops working too; it also ends after an absolute lifetime from the sign-in
+  and after a time without use (both given by the caller, from ``SESSION_HOURS`` and
+  ``SESSION_IDLE_MINUTES``).
+- Times are UTC ISO-8601 strings with seconds (``2026-11-24T01:02:03+00:00``), so comparing
+  the strings compares the times.
 """
 import hashlib
 import json
 import secrets
 import sqlite3
-from contextlib import closing
-from datetime import datetime, timezone
+from contextlib import closing, contextmanager
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -32,7 +38,7 @@ CREATE TABLE IF NOT EXISTS users (
     name TEXT NOT NULL UNIQUE COLLATE NOCASE,
     password_hash TEXT NOT NULL,
     role TEXT NOT NULL,
-    session_key TEXT NOT NULL,
+    session_key TEXT NOT NULL,  -- unused since the sessions table (older databases have it NOT NULL)
     created_at TEXT NOT NULL,
     created_by TEXT
 );
@@ -46,6 +52,14 @@ CREATE TABLE IF NOT EXISTS tokens (
     last_used_at TEXT,
     revoked_at TEXT
 );
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    last_seen_at TEXT NOT NULL,
+    ended_at TEXT
+);
+CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user_id);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY,
     at TEXT NOT NULL,
@@ -69,9 +83,9 @@ CREATE TABLE IF NOT EXISTS prediction_counts (
 """
 
 
-def now():
-    """The current UTC time as an ISO-8601 string with seconds."""
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+def now(shift=timedelta(0)):
+    """The current UTC time plus ``shift`` (a ``timedelta``) as an ISO-8601 string with seconds."""
+    return (datetime.now(timezone.utc) + shift).replace(microsecond=0).isoformat()
 
 
 def token_hash(token):
@@ -132,6 +146,18 @@ class Accounts:
         rows = self._all(sql, args)
         return rows[0] if rows else None
 
+    @contextmanager
+    def _transaction(self):
+        """A connection whose statements in the block are one transaction (all or none)."""
+        with closing(self._connect()) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
     # -- users ------------------------------------------------------------------------------
     def has_users(self):
         return self._one("SELECT 1 AS x FROM users LIMIT 1") is not None
@@ -149,25 +175,18 @@ class Accounts:
         name, role = check_name(name, "user name"), check_role(role)
         check_password(password)
         pw_hash = generate_password_hash(password)
-        with closing(self._connect()) as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                if first_admin and db.execute(ANY_ACCOUNT).fetchone():
-                    raise UserError("The first admin already exists: sign in instead.", 409)
-                if db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
-                    raise UserError(f"There is already a user named '{name}'.", 409)
-                cur = db.execute(
-                    "INSERT INTO users (name, password_hash, role, session_key, created_at, created_by) "
-                    "VALUES (?, ?, ?, ?, ?, ?)", (name, pw_hash, role, secrets.token_hex(8), now(), created_by))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            if first_admin and db.execute(ANY_ACCOUNT).fetchone():
+                raise UserError("The first admin already exists: sign in instead.", 409)
+            if db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
+                raise UserError(f"There is already a user named '{name}'.", 409)
+            cur = db.execute(
+                "INSERT INTO users (name, password_hash, role, session_key, created_at, created_by) "
+                "VALUES (?, ?, ?, ?, ?, ?)", (name, pw_hash, role, secrets.token_hex(8), now(), created_by))
         return self.user(cur.lastrowid)
 
     def user(self, user_id):
-        return self._one("SELECT id, name, role, session_key, created_at, created_by FROM users WHERE id = ?",
-                         (user_id,))
+        return self._one("SELECT id, name, role, created_at, created_by FROM users WHERE id = ?", (user_id,))
 
     def users(self):
         return self._all("SELECT id, name, role, created_at, created_by FROM users ORDER BY name")
@@ -184,27 +203,69 @@ class Accounts:
         return row
 
     def set_role(self, user_id, role):
-        """Change a user's role; their sessions end (new session key). The last admin stays admin."""
+        """Change a user's role; their sessions end. The last admin stays admin."""
         check_role(role)
         if role != "admin":
             self._keep_an_admin(user_id)
-        self._run("UPDATE users SET role = ?, session_key = ? WHERE id = ?", (role, secrets.token_hex(8), user_id))
+        with self._transaction() as db:
+            db.execute("UPDATE users SET role = ? WHERE id = ?", (role, user_id))
+            _end_sessions(db, user_id)
 
-    def set_password(self, user_id, password):
-        """Set a new password; the user's other sessions end."""
+    def set_password(self, user_id, password, keep_session=None):
+        """Set a new password; the user's sessions end, except ``keep_session`` (a session id)."""
         check_password(password)
-        self._run("UPDATE users SET password_hash = ?, session_key = ? WHERE id = ?",
-                  (generate_password_hash(password), secrets.token_hex(8), user_id))
+        with self._transaction() as db:
+            db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (generate_password_hash(password), user_id))
+            _end_sessions(db, user_id, keep_session)
 
     def delete_user(self, user_id):
-        """Remove a user (their sessions end with it). The last admin cannot be removed."""
+        """Remove a user: their sessions end. The last admin cannot be removed."""
         self._keep_an_admin(user_id)
-        self._run("DELETE FROM users WHERE id = ?", (user_id,))
+        with self._transaction() as db:
+            db.execute("DELETE FROM users WHERE id = ?", (user_id,))
+            _end_sessions(db, user_id)
 
     def _keep_an_admin(self, user_id):
         admins = [u["id"] for u in self._all("SELECT id FROM users WHERE role = 'admin'")]
         if admins == [user_id]:
             raise UserError("This is the last admin: make another user admin first.", 409)
+
+    # -- sessions (browser sign-ins) ----------------------------------------------------------
+    def start_session(self, user_id, hours):
+        """A new session of the user; returns its id (random, kept in the signed cookie).
+
+        Sessions begun more than ``hours`` ago (the absolute lifetime) are forgotten here."""
+        key, stamp = secrets.token_urlsafe(24), now()
+        with self._transaction() as db:
+            db.execute("DELETE FROM sessions WHERE created_at < ?", (now(-timedelta(hours=hours)),))
+            db.execute("INSERT INTO sessions (id, user_id, created_at, last_seen_at) VALUES (?, ?, ?, ?)",
+                       (key, user_id, stamp, stamp))
+        return key
+
+    def session_user(self, user_id, key, hours, idle_minutes):
+        """The user row (with ``session_key`` = ``key``) if session ``key`` of ``user_id`` is live, else ``None``.
+
+        Live: not ended, begun less than ``hours`` ago and used less than ``idle_minutes`` ago
+        (0: no idle limit). Using it counts, to the minute (at most one write a minute)."""
+        idle = now(-timedelta(minutes=idle_minutes)) if idle_minutes else ""
+        row = self._one(
+            "SELECT u.id, u.name, u.role, u.created_at, u.created_by, s.id AS session_key, s.last_seen_at "
+            "FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = ? AND s.user_id = ? "
+            "AND s.ended_at IS NULL AND s.created_at > ? AND s.last_seen_at > ?",
+            (key, user_id, now(-timedelta(hours=hours)), idle))
+        if row is not None:
+            self._touch("sessions", "last_seen_at", row.pop("last_seen_at"), key)
+        return row
+
+    def end_session(self, key):
+        """End the session ``key`` (signing out): its cookie, copied or not, no longer signs in."""
+        self._run("UPDATE sessions SET ended_at = ? WHERE id = ? AND ended_at IS NULL", (now(), key))
+
+    def _touch(self, table, column, last, row_id):
+        """Set ``column`` of row ``row_id`` to now, unless ``last`` is already this minute (one write a minute)."""
+        stamp = now()
+        if (last or "")[:16] != stamp[:16]:
+            self._run(f"UPDATE {table} SET {column} = ? WHERE id = ?", (stamp, row_id))
 
     # -- tokens -----------------------------------------------------------------------------
     def create_token(self, name, role, created_by=None):
@@ -231,9 +292,7 @@ class Accounts:
         row = self._one("SELECT id, name, role, last_used_at FROM tokens WHERE token_hash = ? AND revoked_at IS NULL",
                         (token_hash(token),))
         if row is not None:
-            stamp = now()
-            if (row["last_used_at"] or "")[:16] != stamp[:16]:  # at most one write a minute per token
-                self._run("UPDATE tokens SET last_used_at = ? WHERE id = ?", (stamp, row["id"]))
+            self._touch("tokens", "last_used_at", row["last_used_at"], row["id"])
         return row
 
     def revoke_token(self, token_id):
@@ -275,6 +334,12 @@ class Accounts:
         """Totals per actor and kind: ``[{"actor", "kind", "count", "last_day"}]``, busiest first."""
         return self._all("SELECT actor, kind, SUM(count) AS count, MAX(day) AS last_day FROM prediction_counts "
                          "GROUP BY actor, kind ORDER BY count DESC, actor, kind")
+
+
+def _end_sessions(db, user_id, keep=None):
+    """End every session of ``user_id`` but ``keep`` (a session id or ``None``), on connection ``db``."""
+    db.execute("UPDATE sessions SET ended_at = ? WHERE user_id = ? AND ended_at IS NULL AND id IS NOT ?",
+               (now(), user_id, keep))
 
 
 #: A row exists once there is any user or token (the first run is over).

@@ -36,7 +36,11 @@ Pages and forms (for every template)
 
 Settings (in ``shared/web.py``'s ``DEFAULTS``, set from the environment as ``KOL_<NAME>``)
 ------------------------------------------------------------------------------------------
-``SESSION_HOURS`` (12): a sign-in lasts this long. ``PROXY_FIX`` (0): number of proxies in front
+``SESSION_HOURS`` (12): a sign-in lasts this long at most, however much it is used;
+``SESSION_IDLE_MINUTES`` (120): it ends after this long without a request (0: no idle limit).
+Both are checked on the server (:meth:`shared.accounts.Accounts.session_user`), not only by the
+cookie's expiry; signing out, a password or role change and removing the user end sessions there
+too, so a copied cookie stops working. ``PROXY_FIX`` (0): number of proxies in front
 whose ``X-Forwarded-For/Proto/Host`` are trusted. ``SESSION_COOKIE_SECURE`` (Flask's own; on
 anyway when ``MAIN_URL`` is https). ``RATELIMIT_STORAGE_URI`` (empty: the job queue's ``REDIS_URL``,
 shared by every server process and machine, with this process's memory as the fallback while it
@@ -141,7 +145,7 @@ class Principal(UserMixin):
         self.row, self.via = row, via
         self.name, self.role = row["name"], row["role"]
 
-    def get_id(self):  # the session remembers the user AND its session key: a new key ends old sessions
+    def get_id(self):  # the cookie holds the user AND the session's id (a row of the sessions table)
         return f"{self.row['id']}:{self.row['session_key']}"
 
     @property
@@ -374,8 +378,10 @@ def init_app(app):
     @login.user_loader
     def load_user(user_id):
         ident, _, key = str(user_id).partition(":")
-        row = accounts().user(int(ident)) if ident.isdigit() else None
-        return Principal(row, "session") if row and secrets.compare_digest(row["session_key"], key) else None
+        if not ident.isdigit() or not key:
+            return None
+        row = accounts().session_user(int(ident), key, app.config["SESSION_HOURS"], app.config["SESSION_IDLE_MINUTES"])
+        return Principal(row, "session") if row else None
 
     @login.request_loader
     def load_token(req):
@@ -439,6 +445,14 @@ def _reply(template, payload, status=200, **context):
     return reply(template, payload, status, **context)
 
 
+def _sign_in(row):
+    """Sign the user ``row`` in: a fresh cookie holding a new server-side session (nothing carries over)."""
+    session.clear()
+    session.permanent = True
+    key = accounts().start_session(row["id"], current_app.config["SESSION_HOURS"])
+    login_user(Principal({**row, "session_key": key}, "session"))
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     """Sign in with name and password; ``next`` (one of the three servers) is where to go afterwards."""
@@ -455,9 +469,7 @@ def login():
         record("sign-in.failed", {"name": name[:64]}, actor=name[:64] or "?")
         return _reply("auth/login.html", {"error": "The name or the password is wrong."}, 401,
                       next_url=next_url, name=name)
-    session.clear()  # nothing from before the sign-in carries over
-    session.permanent = True
-    login_user(Principal(row, "session"))
+    _sign_in(row)
     record("sign-in", actor=row["name"], role=row["role"], via="session")
     if _wants_json():
         return jsonify({"signed_in": row["name"], "role": row["role"]})
@@ -466,8 +478,11 @@ def login():
 
 @bp.post("/logout")
 def logout():
-    """Sign out (of all three servers: they share the session cookie)."""
+    """Sign out (of all three servers: they share the session cookie). This session ends on the server,
+    so a copy of the cookie stops working too; the user's other sign-ins go on."""
     record("sign-out")
+    if principal() is not None and principal().via == "session":
+        accounts().end_session(principal().row["session_key"])
     logout_user()
     session.clear()
     return redirect(url_for("auth.login"), 303)
@@ -484,9 +499,7 @@ def setup():
     if password != (request.form.get("password2") or ""):
         raise UserError("The two passwords differ: type the same password twice.", 400)
     row = accounts().create_user(name, password, "admin", created_by="first run", first_admin=True)
-    session.clear()
-    session.permanent = True
-    login_user(Principal(row, "session"))
+    _sign_in(row)
     record("user.create", {"name": row["name"], "role": "admin", "first_run": True}, actor=row["name"],
            role="admin", via="session")
     return redirect(url_for("auth.users"), 303)
@@ -524,8 +537,7 @@ def change_password():
         return _account_page(p, 401, "The current password is wrong.")
     if (form.get("new_password") or "") != (form.get("new_password2") or ""):
         raise UserError("The two new passwords differ.", 400)
-    accounts().set_password(p.row["id"], form.get("new_password"))
-    login_user(Principal(accounts().user(p.row["id"]), "session"))  # the new session key
+    accounts().set_password(p.row["id"], form.get("new_password"), keep_session=p.row["session_key"])
     record("password.change")
     if _wants_json():
         return jsonify({"name": p.name, "password_changed": True})

@@ -60,7 +60,8 @@ DEFAULTS = {
     "ALIGN_CHUNK": 12,
     # Sign-in (shared/auth.py): how long a sign-in lasts, proxies trusted for X-Forwarded-*,
     # failed sign-ins allowed per address and per account, and where the limiter counts them.
-    "SESSION_HOURS": 12,
+    "SESSION_HOURS": 12,  # a sign-in ends this many hours after it began, however much it is used
+    "SESSION_IDLE_MINUTES": 120,  # ...and after this many minutes without a request (0: no idle limit)
     "PROXY_FIX": 0,
     "LOGIN_LIMIT": "10 per minute",
     "RATELIMIT_STORAGE_URI": "",  # empty: REDIS_URL (one count for every process), memory while it is down

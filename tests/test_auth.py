@@ -8,6 +8,7 @@ import io
 import re
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from fnmatch import fnmatchcase
 from urllib.parse import parse_qs, urlsplit
 
@@ -48,9 +49,15 @@ def is_open(section, endpoint):
 
 
 @pytest.fixture
-def apps(data_dir, redis_url, queue_workers):
-    """The three apps on one data folder (the job queue with a real worker), with the admin ``boss``
-    (so it is not the first run)."""
+def apps(three_apps, queue_workers):
+    """:func:`three_apps` with the job queue's real worker."""
+    return three_apps
+
+
+@pytest.fixture
+def three_apps(data_dir, redis_url):
+    """The three apps on one data folder (sharing one accounts database), with the admin ``boss``
+    (so it is not the first run); no queue worker."""
     from main_server import create_app as main_app
     from process_server import create_app as process_app
     from video_server import create_app as video_app
@@ -464,6 +471,53 @@ def test_audit_page_pages_and_csv(apps):
     lines = r.get_data(as_text=True).lstrip("\ufeff").splitlines()
     assert len(lines) == 121 and lines[0].startswith("id,at,actor") and "delete==cmd0" in lines[1]
     assert apps["main"].test_client(role="member").get("/admin/audit.csv").status_code == 403
+
+
+# -- sessions end server-side; tokens expire and follow their maker (issue 20) ------------------------
+def ago(minutes):
+    """The UTC time ``minutes`` ago, as the accounts database writes times."""
+    return (datetime.now(timezone.utc) - timedelta(minutes=minutes)).replace(microsecond=0).isoformat()
+
+
+def session_id(app, client):
+    """The server-side session id in ``client``'s signed session cookie (read as Flask reads it)."""
+    cookie = client.get_cookie("session").value
+    return app.session_interface.get_signing_serializer(app).loads(cookie)["_user_id"].partition(":")[2]
+
+
+def test_a_copied_cookie_is_refused_on_all_three_after_sign_out(three_apps):
+    apps = three_apps
+    mine, other = sign_in(apps), sign_in(apps)  # the same user in two browsers
+    copied = mine["main"].get_cookie("session").value
+    token = csrf_token(mine["main"].get("/account").get_data(as_text=True))
+    assert mine["main"].post("/logout", data={"csrf_token": token}).status_code == 303
+    for s in SECTIONS:
+        thief = apps[s].test_client(role=None)
+        thief.set_cookie("session", copied)
+        assert thief.get("/", headers=JSON).status_code == 401, s
+        r = thief.get("/", headers=HTML)
+        assert r.status_code == 302 and urlsplit(r.headers["Location"]).path == "/login", s
+        assert other[s].get("/", headers=JSON).status_code == 200, s  # signing out ends only that sign-in
+
+
+def test_a_session_ends_when_idle_and_after_its_absolute_lifetime(three_apps):
+    apps = three_apps
+    acc, config = apps["main"].extensions["accounts"], apps["main"].config
+    idle, hours = config["SESSION_IDLE_MINUTES"], config["SESSION_HOURS"]
+    clients = sign_in(apps)
+    assert clients["video"].get("/", headers=JSON).status_code == 200
+    acc._run("UPDATE sessions SET last_seen_at = ?", (ago(idle + 1),))  # unused for longer than the idle limit
+    for s in SECTIONS:
+        assert clients[s].get("/", headers=JSON).status_code == 401, s
+    clients = sign_in(apps)
+    key = session_id(apps["main"], clients["main"])
+    acc._run("UPDATE sessions SET last_seen_at = ? WHERE id = ?", (ago(idle - 2), key))
+    assert clients["process"].get("/", headers=JSON).status_code == 200  # used in time: it goes on
+    assert acc._one("SELECT last_seen_at FROM sessions WHERE id = ?", (key,))["last_seen_at"] >= ago(1)
+    # used all along, but signed in longer ago than SESSION_HOURS: over
+    acc._run("UPDATE sessions SET created_at = ? WHERE id = ?", (ago(hours * 60 + 1), key))
+    for s in SECTIONS:
+        assert clients[s].get("/", headers=JSON).status_code == 401, s
 
 
 def test_the_audit_and_account_pages_show_every_kind_of_detail(data_dir):
