@@ -12,6 +12,9 @@ nothing is shared between threads or processes.
   a copied cookie stops working too; it also ends after an absolute lifetime from the sign-in
   and after a time without use (both given by the caller, from ``SESSION_HOURS`` and
   ``SESSION_IDLE_MINUTES``).
+- API tokens expire (``expires_at``) and follow their maker (``maker_id``, the user who made
+  one on the Users page; ``NULL`` from the command line): removing the maker revokes them, and a
+  token never acts with more rights than its maker has now.
 - Times are UTC ISO-8601 strings with seconds (``2026-11-24T01:02:03+00:00``), so comparing
   the strings compares the times.
 """
@@ -31,6 +34,8 @@ ROLES = ("admin", "member")
 TOKEN_PREFIX = "kol_"
 NAME_MAX = 64
 PASSWORD_MIN = 8
+#: Days a new API token lasts when its maker does not say (the app's ``TOKEN_DAYS`` setting).
+TOKEN_DAYS = 90
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -50,7 +55,9 @@ CREATE TABLE IF NOT EXISTS tokens (
     created_at TEXT NOT NULL,
     created_by TEXT,
     last_used_at TEXT,
-    revoked_at TEXT
+    revoked_at TEXT,
+    expires_at TEXT,
+    maker_id INTEGER
 );
 CREATE TABLE IF NOT EXISTS sessions (
     id TEXT PRIMARY KEY,
@@ -99,6 +106,20 @@ def check_role(role):
     return role
 
 
+def check_token_days(days, max_days):
+    """``days`` (a number or its text) as a whole number of days from 1 to ``max_days``, or a 400."""
+    text = str(days).strip()
+    if not text.isdigit() or not 1 <= int(text) <= max_days:
+        raise UserError(f"A token lasts 1 to {max_days} days: give a whole number of days (got '{text[:20]}').",
+                        400)
+    return int(text)
+
+
+def acts_as(role, maker_role):
+    """The role a token acts with: its own, but never more than its maker's now (``None``: no user maker)."""
+    return "member" if maker_role == "member" else role
+
+
 def check_name(name, what="name"):
     name = (name or "").strip()
     if not name or len(name) > NAME_MAX or any(ord(c) < 32 for c in name):
@@ -126,6 +147,21 @@ class Accounts:
         with closing(self._connect()) as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            dated = _has_token_expiry(db)
+        if not dated:
+            self._add_token_columns()
+
+    def _add_token_columns(self):
+        """Give a database made before tokens expired their ``expires_at`` and ``maker_id``: an old
+        token lasts :data:`TOKEN_DAYS` from now, and its maker is the user its ``created_by`` names."""
+        with self._transaction() as db:
+            if _has_token_expiry(db):  # another process did it meanwhile
+                return
+            db.execute("ALTER TABLE tokens ADD COLUMN expires_at TEXT")
+            db.execute("ALTER TABLE tokens ADD COLUMN maker_id INTEGER")
+            db.execute("UPDATE tokens SET expires_at = ?, maker_id = "
+                       "(SELECT users.id FROM users WHERE users.name = tokens.created_by)",
+                       (now(timedelta(days=TOKEN_DAYS)),))
 
     def _connect(self):
         db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
@@ -203,7 +239,9 @@ class Accounts:
         return row
 
     def set_role(self, user_id, role):
-        """Change a user's role; their sessions end. The last admin stays admin."""
+        """Change a user's role; their sessions end. The last admin stays admin.
+
+        Their tokens act with the new role at most (see :func:`acts_as`)."""
         check_role(role)
         if role != "admin":
             self._keep_an_admin(user_id)
@@ -219,11 +257,12 @@ class Accounts:
             _end_sessions(db, user_id, keep_session)
 
     def delete_user(self, user_id):
-        """Remove a user: their sessions end. The last admin cannot be removed."""
+        """Remove a user: their sessions end and the tokens they made are revoked. The last admin stays."""
         self._keep_an_admin(user_id)
         with self._transaction() as db:
             db.execute("DELETE FROM users WHERE id = ?", (user_id,))
             _end_sessions(db, user_id)
+            db.execute("UPDATE tokens SET revoked_at = ? WHERE maker_id = ? AND revoked_at IS NULL", (now(), user_id))
 
     def _keep_an_admin(self, user_id):
         admins = [u["id"] for u in self._all("SELECT id FROM users WHERE role = 'admin'")]
@@ -268,30 +307,47 @@ class Accounts:
             self._run(f"UPDATE {table} SET {column} = ? WHERE id = ?", (stamp, row_id))
 
     # -- tokens -----------------------------------------------------------------------------
-    def create_token(self, name, role, created_by=None):
-        """A new API token: returns ``(token, row)``; the token text is not stored anywhere."""
+    def create_token(self, name, role, created_by=None, days=TOKEN_DAYS, maker_id=None):
+        """A new API token lasting ``days`` days: returns ``(token, row)``; the token text is not stored anywhere.
+
+        ``maker_id``: the user who made it (its rights never exceed theirs; removing them revokes it);
+        ``None`` for the command line."""
         name, role = check_name(name, "token name"), check_role(role)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         token_id, _ = self._run(
-            "INSERT INTO tokens (name, role, token_hash, created_at, created_by) VALUES (?, ?, ?, ?, ?)",
-            (name, role, token_hash(token), now(), created_by))
+            "INSERT INTO tokens (name, role, token_hash, created_at, created_by, expires_at, maker_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (name, role, token_hash(token), now(), created_by, now(timedelta(days=int(days))), maker_id))
         return token, self.token(token_id)
 
     def token(self, token_id):
-        return self._one("SELECT id, name, role, created_at, created_by, last_used_at, revoked_at FROM tokens "
-                         "WHERE id = ?", (token_id,))
+        rows = self._tokens("WHERE t.id = ?", (token_id,))
+        return rows[0] if rows else None
 
     def tokens(self):
-        return self._all("SELECT id, name, role, created_at, created_by, last_used_at, revoked_at FROM tokens "
-                         "ORDER BY revoked_at IS NOT NULL, id DESC")
+        """Every token, live ones first, newest first; ``acts_as``: the role it has now (see :func:`acts_as`)."""
+        return self._tokens("ORDER BY t.revoked_at IS NOT NULL, t.id DESC")
+
+    def _tokens(self, where, args=()):
+        rows = self._all("SELECT t.id, t.name, t.role, t.created_at, t.created_by, t.last_used_at, t.revoked_at, "
+                         "t.expires_at, t.maker_id, u.role AS maker_role "
+                         f"FROM tokens t LEFT JOIN users u ON u.id = t.maker_id {where}", args)
+        for row in rows:
+            row["acts_as"] = acts_as(row["role"], row.pop("maker_role"))
+        return rows
 
     def check_token(self, token):
-        """The token's row if ``token`` is a live (not revoked) token, else ``None``."""
+        """The token's row if ``token`` is live (not revoked, not expired, its maker still a user), else ``None``.
+
+        ``role`` is the role it acts with now (see :func:`acts_as`)."""
         if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
             return None
-        row = self._one("SELECT id, name, role, last_used_at FROM tokens WHERE token_hash = ? AND revoked_at IS NULL",
-                        (token_hash(token),))
+        row = self._one("SELECT t.id, t.name, t.role, t.last_used_at, u.role AS maker_role "
+                        "FROM tokens t LEFT JOIN users u ON u.id = t.maker_id "
+                        "WHERE t.token_hash = ? AND t.revoked_at IS NULL AND t.expires_at > ? "
+                        "AND (t.maker_id IS NULL OR u.id IS NOT NULL)", (token_hash(token), now()))
         if row is not None:
+            row["role"] = acts_as(row["role"], row.pop("maker_role"))
             self._touch("tokens", "last_used_at", row["last_used_at"], row["id"])
         return row
 
@@ -313,7 +369,7 @@ class Accounts:
     def audit(self, offset=0, limit=50, actor=None):
         """Audit rows, newest first: ``(rows, total)``; each row's ``detail`` is a dict.
 
-        actor: only the rows of this actor (``alice``, ``token:deploy-script``); ``None``: everyone's.
+        actor: only the rows of this actor (``alice``, ``token:7:deploy-script``); ``None``: everyone's.
         """
         where, args = ("WHERE actor = ?", (actor,)) if actor is not None else ("", ())
         rows = self._all(f"SELECT * FROM audit {where} ORDER BY id DESC LIMIT ? OFFSET ?",
@@ -334,6 +390,11 @@ class Accounts:
         """Totals per actor and kind: ``[{"actor", "kind", "count", "last_day"}]``, busiest first."""
         return self._all("SELECT actor, kind, SUM(count) AS count, MAX(day) AS last_day FROM prediction_counts "
                          "GROUP BY actor, kind ORDER BY count DESC, actor, kind")
+
+
+def _has_token_expiry(db):
+    """True when the tokens table of connection ``db`` has its ``expires_at`` column."""
+    return "expires_at" in {r["name"] for r in db.execute("PRAGMA table_info(tokens)")}
 
 
 def _end_sessions(db, user_id, keep=None):

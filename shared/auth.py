@@ -40,7 +40,10 @@ Settings (in ``shared/web.py``'s ``DEFAULTS``, set from the environment as ``KOL
 ``SESSION_IDLE_MINUTES`` (120): it ends after this long without a request (0: no idle limit).
 Both are checked on the server (:meth:`shared.accounts.Accounts.session_user`), not only by the
 cookie's expiry; signing out, a password or role change and removing the user end sessions there
-too, so a copied cookie stops working. ``PROXY_FIX`` (0): number of proxies in front
+too, so a copied cookie stops working. ``TOKEN_DAYS`` (90) / ``TOKEN_MAX_DAYS`` (365): how long a new
+API token lasts unless its maker says (field ``days``, ``create-token --days``), and the most it
+may. A token made on the Users page never acts with more rights than its maker has now, and is
+revoked when the maker is removed; tokens cannot make tokens. ``PROXY_FIX`` (0): number of proxies in front
 whose ``X-Forwarded-For/Proto/Host`` are trusted. ``SESSION_COOKIE_SECURE`` (Flask's own; on
 anyway when ``MAIN_URL`` is https). ``RATELIMIT_STORAGE_URI`` (empty: the job queue's ``REDIS_URL``,
 shared by every server process and machine, with this process's memory as the fallback while it
@@ -67,7 +70,7 @@ from markupsafe import Markup
 from werkzeug.local import LocalProxy
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from .accounts import PASSWORD_MIN, ROLES, for_data_dir
+from .accounts import PASSWORD_MIN, ROLES, check_token_days, for_data_dir
 from .errors import UserError
 
 #: Endpoints anyone may reach, signed in or not.
@@ -150,8 +153,9 @@ class Principal(UserMixin):
 
     @property
     def actor(self):
-        """How the audit trail names this principal: ``alice`` or ``token:deploy-script``."""
-        return self.name if self.via == "session" else f"token:{self.name}"
+        """How the audit trail names this principal: ``alice``, or ``token:7:deploy-script`` (token id
+        and name: two tokens may share a name)."""
+        return self.name if self.via == "session" else f"token:{self.row['id']}:{self.name}"
 
     @property
     def is_admin(self):
@@ -273,7 +277,7 @@ def _gate():
     token_request = _bearer_request()
     if token_request and (who is None or who.via != "token"):
         if who is None:
-            return _deny(401, "This API token is not valid: it was revoked or mistyped. "
+            return _deny(401, "This API token is not valid: it was revoked, has expired or is mistyped. "
                               "Send 'Authorization: Bearer <token>' with a live token.")
     if needed == "open":
         if request.method in UNSAFE and not (who and who.via == "token"):
@@ -365,6 +369,9 @@ def init_app(app):
         # HTTPS Referer check refuses; the token plus SameSite=Lax cookies guard cross-site posts.
         WTF_CSRF_SSL_STRICT=False,
     )
+    if not 1 <= app.config["TOKEN_DAYS"] <= app.config["TOKEN_MAX_DAYS"]:
+        raise ValueError("Setting TOKEN_DAYS must be 1 to TOKEN_MAX_DAYS (set KOL_TOKEN_DAYS, KOL_TOKEN_MAX_DAYS), "
+                         f"not {app.config['TOKEN_DAYS']} and {app.config['TOKEN_MAX_DAYS']}.")
     if app.config["PROXY_FIX"]:
         n = int(app.config["PROXY_FIX"])
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)
@@ -548,8 +555,15 @@ def change_password():
 @bp.get("/admin/users")
 def users():
     """Users and API tokens, with the forms to add, change and revoke them."""
-    return _reply("auth/users.html", {"users": accounts().users(), "tokens": accounts().tokens()},
-                  roles=ROLES, new_token=None, me=principal().row.get("id") if principal().via == "session" else None)
+    return _users_page()
+
+
+def _users_page(made=None, new_token=None):
+    """The Users page (JSON: ``users`` and ``tokens``); ``made``: the new token's fields, shown once."""
+    config = current_app.config
+    return _reply("auth/users.html", {**(made or {}), "users": accounts().users(), "tokens": accounts().tokens()},
+                  roles=ROLES, new_token=new_token, me=principal().row["id"] if principal().via == "session" else None,
+                  token_days=config["TOKEN_DAYS"], token_max_days=config["TOKEN_MAX_DAYS"])
 
 
 def _int_field(name):
@@ -591,15 +605,22 @@ def user_action():
 
 @bp.post("/admin/tokens")
 def token_action():
-    """``action`` = create (name, role): shows the new token once | revoke (token id)."""
+    """``action`` = create (name, role, days): shows the new token once | revoke (token id).
+
+    A token made here belongs to the signed-in admin who made it (``maker_id``); a token cannot make tokens."""
     action = request.form.get("action", "create")
     if action == "create":
+        if principal().via != "session":
+            raise UserError("An API token cannot make tokens: sign in as an admin, "
+                            "or use 'flask --app main_server create-token'.", 403)
+        days = check_token_days(request.form.get("days") or current_app.config["TOKEN_DAYS"],
+                                current_app.config["TOKEN_MAX_DAYS"])
         token, row = accounts().create_token(request.form.get("name"), request.form.get("role"),
-                                             created_by=principal().actor)
-        record("token.create", {"name": row["name"], "role": row["role"], "token_id": row["id"]})
-        return _reply("auth/users.html", {"token": token, "id": row["id"], "name": row["name"], "role": row["role"],
-                                          "users": accounts().users(), "tokens": accounts().tokens()},
-                      roles=ROLES, new_token=token, me=None)
+                                             created_by=principal().actor, days=days, maker_id=principal().row["id"])
+        record("token.create", {"name": row["name"], "role": row["role"], "token_id": row["id"],
+                                "expires_at": row["expires_at"]})
+        made = {"token": token, **{k: row[k] for k in ("id", "name", "role", "expires_at")}}
+        return _users_page(made, new_token=token)
     if action == "revoke":
         token_id = _int_field("token")
         row = accounts().token(token_id)
@@ -665,13 +686,20 @@ def _install_cli(app):
     @app.cli.command("create-token")
     @click.argument("name")
     @role_option
-    def create_token(name, role):
-        """Make an API token NAME with ROLE; prints the token alone on the last line."""
+    @click.option("--days", default=app.config["TOKEN_DAYS"], show_default=True,
+                  help=f"how long it lasts (1 to TOKEN_MAX_DAYS, {app.config['TOKEN_MAX_DAYS']})")
+    def create_token(name, role, days):
+        """Make an API token NAME with ROLE lasting DAYS; prints the token alone on the last line."""
         store = app.extensions["accounts"]
-        token, row = store.create_token(name, role, created_by="command line")
-        store.record("command line", "token.create", {"name": row["name"], "role": role, "token_id": row["id"]},
-                     via="cli", server="main")
-        click.echo(f"Token {row['id']} '{row['name']}' ({role}); it is shown only now:", err=True)
+        try:
+            days = check_token_days(days, app.config["TOKEN_MAX_DAYS"])
+            token, row = store.create_token(name, role, created_by="command line", days=days)
+        except UserError as exc:
+            raise click.ClickException(exc.message)
+        store.record("command line", "token.create", {"name": row["name"], "role": role, "token_id": row["id"],
+                                                      "expires_at": row["expires_at"]}, via="cli", server="main")
+        click.echo(f"Token {row['id']} '{row['name']}' ({role}, until {row['expires_at']}); it is shown only now:",
+                   err=True)
         click.echo(token)
 
     @app.cli.command("create-user")

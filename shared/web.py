@@ -62,6 +62,9 @@ DEFAULTS = {
     # failed sign-ins allowed per address and per account, and where the limiter counts them.
     "SESSION_HOURS": 12,  # a sign-in ends this many hours after it began, however much it is used
     "SESSION_IDLE_MINUTES": 120,  # ...and after this many minutes without a request (0: no idle limit)
+    # API tokens: days a new one lasts unless its maker says, and the most it may (both >= 1).
+    "TOKEN_DAYS": 90,
+    "TOKEN_MAX_DAYS": 365,
     "PROXY_FIX": 0,
     "LOGIN_LIMIT": "10 per minute",
     "RATELIMIT_STORAGE_URI": "",  # empty: REDIS_URL (one count for every process), memory while it is down
