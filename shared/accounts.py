@@ -7,7 +7,16 @@ nothing is shared between threads or processes.
 - Passwords are stored only as ``werkzeug.security`` hashes.
 - API tokens are ``kol_`` + 32 random bytes (URL-safe base64); only their SHA-256 is stored,
   so a token is shown once, when it is made, and never again.
-- Times are UTC ISO-8601 strings with seconds (``2026-11-24T01:02:03+00:00``).
+- A browser sign-in is a row of ``sessions`` (its random id is in the signed session cookie):
+  signing out, a password or role change and removing the user end it here, on the server, so
+  a copied cookie stops working too; it also ends after an absolute lifetime from the sign-in
+  and after a time without use (both given by the caller, from ``SESSION_HOURS`` and
+  ``SESSION_IDLE_MINUTES``).
+- API tokens expire (``expires_at``) and follow their maker (``maker_id``, the user who made
+  one on the Users page; ``NULL`` from the command line): removing the maker revokes them, and a
+  token never acts with more rights than its maker has now.
+- Times are UTC ISO-8601 strings with seconds (``2026-11-24T01:02:03+00:00``), so comparing
+  the strings compares the times.
 - User and token names follow the rule of KOL names (:mod:`shared.names`, :func:`check_name`);
   passwords the rule of :func:`check_password`.
 """
@@ -16,8 +25,8 @@ import json
 import secrets
 import sqlite3
 import unicodedata
-from contextlib import closing
-from datetime import datetime, timezone
+from contextlib import closing, contextmanager
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -49,6 +58,8 @@ COMMON_PASSWORDS = frozenset("""
     admin123 admin1234 welcome1 welcome123 letmein1 iloveyou1 trustno1 monkey123 dragon123
     changeme1 changeme123 test1234 test12345 hello123 qwertyuiop123 1qazxsw2 123qweasd 123qweasdzxc
 """.split())
+#: Days a new API token lasts when its maker does not say (the app's ``TOKEN_DAYS`` setting).
+TOKEN_DAYS = 90
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -56,7 +67,7 @@ CREATE TABLE IF NOT EXISTS users (
     name TEXT NOT NULL UNIQUE COLLATE NOCASE,
     password_hash TEXT NOT NULL,
     role TEXT NOT NULL,
-    session_key TEXT NOT NULL,
+    session_key TEXT NOT NULL,  -- unused since the sessions table (older databases have it NOT NULL)
     created_at TEXT NOT NULL,
     created_by TEXT
 );
@@ -68,8 +79,18 @@ CREATE TABLE IF NOT EXISTS tokens (
     created_at TEXT NOT NULL,
     created_by TEXT,
     last_used_at TEXT,
-    revoked_at TEXT
+    revoked_at TEXT,
+    expires_at TEXT,
+    maker_id INTEGER
 );
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    last_seen_at TEXT NOT NULL,
+    ended_at TEXT
+);
+CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user_id);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY,
     at TEXT NOT NULL,
@@ -93,9 +114,9 @@ CREATE TABLE IF NOT EXISTS prediction_counts (
 """
 
 
-def now():
-    """The current UTC time as an ISO-8601 string with seconds."""
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+def now(shift=timedelta(0)):
+    """The current UTC time plus ``shift`` (a ``timedelta``) as an ISO-8601 string with seconds."""
+    return (datetime.now(timezone.utc) + shift).replace(microsecond=0).isoformat()
 
 
 def token_hash(token):
@@ -107,6 +128,20 @@ def check_role(role):
     if role not in ROLES:
         raise UserError(f"The role must be one of {', '.join(ROLES)} (got '{str(role)[:20]}').", 400)
     return role
+
+
+def check_token_days(days, max_days):
+    """``days`` (a number or its text) as a whole number of days from 1 to ``max_days``, or a 400."""
+    text = str(days).strip()
+    if not text.isdigit() or not 1 <= int(text) <= max_days:
+        raise UserError(f"A token lasts 1 to {max_days} days: give a whole number of days (got '{text[:20]}').",
+                        400)
+    return int(text)
+
+
+def acts_as(role, maker_role):
+    """The role a token acts with: its own, but never more than its maker's now (``None``: no user maker)."""
+    return "member" if maker_role == "member" else role
 
 
 def check_name(name, what="name"):
@@ -182,6 +217,21 @@ class Accounts:
         with closing(self._connect()) as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            dated = _has_token_expiry(db)
+        if not dated:
+            self._add_token_columns()
+
+    def _add_token_columns(self):
+        """Give a database made before tokens expired their ``expires_at`` and ``maker_id``: an old
+        token lasts :data:`TOKEN_DAYS` from now, and its maker is the user its ``created_by`` names."""
+        with self._transaction() as db:
+            if _has_token_expiry(db):  # another process did it meanwhile
+                return
+            db.execute("ALTER TABLE tokens ADD COLUMN expires_at TEXT")
+            db.execute("ALTER TABLE tokens ADD COLUMN maker_id INTEGER")
+            db.execute("UPDATE tokens SET expires_at = ?, maker_id = "
+                       "(SELECT users.id FROM users WHERE users.name = tokens.created_by)",
+                       (now(timedelta(days=TOKEN_DAYS)),))
 
     def _connect(self):
         db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
@@ -202,37 +252,46 @@ class Accounts:
         rows = self._all(sql, args)
         return rows[0] if rows else None
 
-    # -- users ------------------------------------------------------------------------------
-    def has_users(self):
-        return self._one("SELECT 1 AS x FROM users LIMIT 1") is not None
-
-    def create_user(self, name, password, role, created_by=None, first_admin=False):
-        """Add a user; returns its row (without the hash). 409 if the name is taken.
-
-        ``first_admin``: only succeed while there are no users at all (the first-run page;
-        the check and the insert are one transaction, so two racing first visits make one admin).
-        """
-        name, role = check_name(name, "user name"), check_role(role)
-        check_password(password, name)
-        pw_hash = generate_password_hash(password)
+    @contextmanager
+    def _transaction(self):
+        """A connection whose statements in the block are one transaction (all or none)."""
         with closing(self._connect()) as db:
             db.execute("BEGIN IMMEDIATE")
             try:
-                if first_admin and db.execute("SELECT 1 FROM users LIMIT 1").fetchone():
-                    raise UserError("The first admin already exists: sign in instead.", 409)
-                _name_free(db, name)
-                cur = db.execute(
-                    "INSERT INTO users (name, password_hash, role, session_key, created_at, created_by) "
-                    "VALUES (?, ?, ?, ?, ?, ?)", (name, pw_hash, role, secrets.token_hex(8), now(), created_by))
+                yield db
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+
+    # -- users ------------------------------------------------------------------------------
+    def has_users(self):
+        return self._one("SELECT 1 AS x FROM users LIMIT 1") is not None
+
+    def has_accounts(self):
+        """True once any user or API token (even a revoked one) exists: the first run is over."""
+        return self._one(ANY_ACCOUNT) is not None
+
+    def create_user(self, name, password, role, created_by=None, first_admin=False):
+        """Add a user; returns its row (without the hash). 409 if the name is taken.
+
+        ``first_admin``: only succeed while there are no users and no tokens at all (the first-run
+        page; the check and the insert are one transaction, so two racing first visits make one admin).
+        """
+        name, role = check_name(name, "user name"), check_role(role)
+        check_password(password, name)
+        pw_hash = generate_password_hash(password)
+        with self._transaction() as db:
+            if first_admin and db.execute(ANY_ACCOUNT).fetchone():
+                raise UserError("The first admin already exists: sign in instead.", 409)
+            _name_free(db, name)
+            cur = db.execute(
+                "INSERT INTO users (name, password_hash, role, session_key, created_at, created_by) "
+                "VALUES (?, ?, ?, ?, ?, ?)", (name, pw_hash, role, secrets.token_hex(8), now(), created_by))
         return self.user(cur.lastrowid)
 
     def user(self, user_id):
-        return self._one("SELECT id, name, role, session_key, created_at, created_by FROM users WHERE id = ?",
-                         (user_id,))
+        return self._one("SELECT id, name, role, created_at, created_by FROM users WHERE id = ?", (user_id,))
 
     def users(self):
         return self._all("SELECT id, name, role, created_at, created_by FROM users ORDER BY name")
@@ -249,56 +308,116 @@ class Accounts:
         return row
 
     def set_role(self, user_id, role):
-        """Change a user's role; their sessions end (new session key). The last admin stays admin."""
+        """Change a user's role; their sessions end. The last admin stays admin.
+
+        Their tokens act with the new role at most (see :func:`acts_as`)."""
         check_role(role)
         if role != "admin":
             self._keep_an_admin(user_id)
-        self._run("UPDATE users SET role = ?, session_key = ? WHERE id = ?", (role, secrets.token_hex(8), user_id))
+        with self._transaction() as db:
+            db.execute("UPDATE users SET role = ? WHERE id = ?", (role, user_id))
+            _end_sessions(db, user_id)
 
-    def set_password(self, user_id, password):
-        """Set a new password; the user's other sessions end."""
+    def set_password(self, user_id, password, keep_session=None):
+        """Set a new password; the user's sessions end, except ``keep_session`` (a session id)."""
         check_password(password, (self.user(user_id) or {}).get("name"))
-        self._run("UPDATE users SET password_hash = ?, session_key = ? WHERE id = ?",
-                  (generate_password_hash(password), secrets.token_hex(8), user_id))
+        with self._transaction() as db:
+            db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (generate_password_hash(password), user_id))
+            _end_sessions(db, user_id, keep_session)
 
     def delete_user(self, user_id):
-        """Remove a user (their sessions end with it). The last admin cannot be removed."""
+        """Remove a user: their sessions end and the tokens they made are revoked. The last admin stays."""
         self._keep_an_admin(user_id)
-        self._run("DELETE FROM users WHERE id = ?", (user_id,))
+        with self._transaction() as db:
+            db.execute("DELETE FROM users WHERE id = ?", (user_id,))
+            _end_sessions(db, user_id)
+            db.execute("UPDATE tokens SET revoked_at = ? WHERE maker_id = ? AND revoked_at IS NULL", (now(), user_id))
 
     def _keep_an_admin(self, user_id):
         admins = [u["id"] for u in self._all("SELECT id FROM users WHERE role = 'admin'")]
         if admins == [user_id]:
             raise UserError("This is the last admin: make another user admin first.", 409)
 
+    # -- sessions (browser sign-ins) ----------------------------------------------------------
+    def start_session(self, user_id, hours):
+        """A new session of the user; returns its id (random, kept in the signed cookie).
+
+        Sessions begun more than ``hours`` ago (the absolute lifetime) are forgotten here."""
+        key, stamp = secrets.token_urlsafe(24), now()
+        with self._transaction() as db:
+            db.execute("DELETE FROM sessions WHERE created_at < ?", (now(-timedelta(hours=hours)),))
+            db.execute("INSERT INTO sessions (id, user_id, created_at, last_seen_at) VALUES (?, ?, ?, ?)",
+                       (key, user_id, stamp, stamp))
+        return key
+
+    def session_user(self, user_id, key, hours, idle_minutes):
+        """The user row (with ``session_key`` = ``key``) if session ``key`` of ``user_id`` is live, else ``None``.
+
+        Live: not ended, begun less than ``hours`` ago and used less than ``idle_minutes`` ago
+        (0: no idle limit). Using it counts, to the minute (at most one write a minute)."""
+        idle = now(-timedelta(minutes=idle_minutes)) if idle_minutes else ""
+        row = self._one(
+            "SELECT u.id, u.name, u.role, u.created_at, u.created_by, s.id AS session_key, s.last_seen_at "
+            "FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = ? AND s.user_id = ? "
+            "AND s.ended_at IS NULL AND s.created_at > ? AND s.last_seen_at > ?",
+            (key, user_id, now(-timedelta(hours=hours)), idle))
+        if row is not None:
+            self._touch("sessions", "last_seen_at", row.pop("last_seen_at"), key)
+        return row
+
+    def end_session(self, key):
+        """End the session ``key`` (signing out): its cookie, copied or not, no longer signs in."""
+        self._run("UPDATE sessions SET ended_at = ? WHERE id = ? AND ended_at IS NULL", (now(), key))
+
+    def _touch(self, table, column, last, row_id):
+        """Set ``column`` of row ``row_id`` to now, unless ``last`` is already this minute (one write a minute)."""
+        stamp = now()
+        if (last or "")[:16] != stamp[:16]:
+            self._run(f"UPDATE {table} SET {column} = ? WHERE id = ?", (stamp, row_id))
+
     # -- tokens -----------------------------------------------------------------------------
-    def create_token(self, name, role, created_by=None):
-        """A new API token: returns ``(token, row)``; the token text is not stored anywhere."""
+    def create_token(self, name, role, created_by=None, days=TOKEN_DAYS, maker_id=None):
+        """A new API token lasting ``days`` days: returns ``(token, row)``; the token text is not stored anywhere.
+
+        ``maker_id``: the user who made it (its rights never exceed theirs; removing them revokes it);
+        ``None`` for the command line."""
         name, role = check_name(name, "token name"), check_role(role)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         token_id, _ = self._run(
-            "INSERT INTO tokens (name, role, token_hash, created_at, created_by) VALUES (?, ?, ?, ?, ?)",
-            (name, role, token_hash(token), now(), created_by))
+            "INSERT INTO tokens (name, role, token_hash, created_at, created_by, expires_at, maker_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (name, role, token_hash(token), now(), created_by, now(timedelta(days=int(days))), maker_id))
         return token, self.token(token_id)
 
     def token(self, token_id):
-        return self._one("SELECT id, name, role, created_at, created_by, last_used_at, revoked_at FROM tokens "
-                         "WHERE id = ?", (token_id,))
+        rows = self._tokens("WHERE t.id = ?", (token_id,))
+        return rows[0] if rows else None
 
     def tokens(self):
-        return self._all("SELECT id, name, role, created_at, created_by, last_used_at, revoked_at FROM tokens "
-                         "ORDER BY revoked_at IS NOT NULL, id DESC")
+        """Every token, live ones first, newest first; ``acts_as``: the role it has now (see :func:`acts_as`)."""
+        return self._tokens("ORDER BY t.revoked_at IS NOT NULL, t.id DESC")
+
+    def _tokens(self, where, args=()):
+        rows = self._all("SELECT t.id, t.name, t.role, t.created_at, t.created_by, t.last_used_at, t.revoked_at, "
+                         "t.expires_at, t.maker_id, u.role AS maker_role "
+                         f"FROM tokens t LEFT JOIN users u ON u.id = t.maker_id {where}", args)
+        for row in rows:
+            row["acts_as"] = acts_as(row["role"], row.pop("maker_role"))
+        return rows
 
     def check_token(self, token):
-        """The token's row if ``token`` is a live (not revoked) token, else ``None``."""
+        """The token's row if ``token`` is live (not revoked, not expired, its maker still a user), else ``None``.
+
+        ``role`` is the role it acts with now (see :func:`acts_as`)."""
         if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
             return None
-        row = self._one("SELECT id, name, role, last_used_at FROM tokens WHERE token_hash = ? AND revoked_at IS NULL",
-                        (token_hash(token),))
+        row = self._one("SELECT t.id, t.name, t.role, t.last_used_at, u.role AS maker_role "
+                        "FROM tokens t LEFT JOIN users u ON u.id = t.maker_id "
+                        "WHERE t.token_hash = ? AND t.revoked_at IS NULL AND t.expires_at > ? "
+                        "AND (t.maker_id IS NULL OR u.id IS NOT NULL)", (token_hash(token), now()))
         if row is not None:
-            stamp = now()
-            if (row["last_used_at"] or "")[:16] != stamp[:16]:  # at most one write a minute per token
-                self._run("UPDATE tokens SET last_used_at = ? WHERE id = ?", (stamp, row["id"]))
+            row["role"] = acts_as(row["role"], row.pop("maker_role"))
+            self._touch("tokens", "last_used_at", row["last_used_at"], row["id"])
         return row
 
     def revoke_token(self, token_id):
@@ -319,7 +438,7 @@ class Accounts:
     def audit(self, offset=0, limit=50, actor=None):
         """Audit rows, newest first: ``(rows, total)``; each row's ``detail`` is a dict.
 
-        actor: only the rows of this actor (``alice``, ``token:deploy-script``); ``None``: everyone's.
+        actor: only the rows of this actor (``alice``, ``token:7:deploy-script``); ``None``: everyone's.
         """
         where, args = ("WHERE actor = ?", (actor,)) if actor is not None else ("", ())
         rows = self._all(f"SELECT * FROM audit {where} ORDER BY id DESC LIMIT ? OFFSET ?",
@@ -350,5 +469,19 @@ class Accounts:
         return self._all("SELECT actor, kind, SUM(count) AS count, MAX(day) AS last_day FROM prediction_counts "
                          "GROUP BY actor, kind ORDER BY count DESC, actor, kind")
 
+
+def _has_token_expiry(db):
+    """True when the tokens table of connection ``db`` has its ``expires_at`` column."""
+    return "expires_at" in {r["name"] for r in db.execute("PRAGMA table_info(tokens)")}
+
+
+def _end_sessions(db, user_id, keep=None):
+    """End every session of ``user_id`` but ``keep`` (a session id or ``None``), on connection ``db``."""
+    db.execute("UPDATE sessions SET ended_at = ? WHERE user_id = ? AND ended_at IS NULL AND id IS NOT ?",
+               (now(), user_id, keep))
+
+
+#: A row exists once there is any user or token (the first run is over).
+ANY_ACCOUNT = "SELECT 1 FROM users UNION ALL SELECT 1 FROM tokens LIMIT 1"
 
 _DUMMY_HASH = generate_password_hash(secrets.token_hex(8))

@@ -36,7 +36,14 @@ Pages and forms (for every template)
 
 Settings (in ``shared/web.py``'s ``DEFAULTS``, set from the environment as ``KOL_<NAME>``)
 ------------------------------------------------------------------------------------------
-``SESSION_HOURS`` (12): a sign-in lasts this long. ``PROXY_FIX`` (0): number of proxies in front
+``SESSION_HOURS`` (12): a sign-in lasts this long at most, however much it is used;
+``SESSION_IDLE_MINUTES`` (120): it ends after this long without a request (0: no idle limit).
+Both are checked on the server (:meth:`shared.accounts.Accounts.session_user`), not only by the
+cookie's expiry; signing out, a password or role change and removing the user end sessions there
+too, so a copied cookie stops working. ``TOKEN_DAYS`` (90) / ``TOKEN_MAX_DAYS`` (365): how long a new
+API token lasts unless its maker says (field ``days``, ``create-token --days``), and the most it
+may. A token made on the Users page never acts with more rights than its maker has now, and is
+revoked when the maker is removed; tokens cannot make tokens. ``PROXY_FIX`` (0): number of proxies in front
 whose ``X-Forwarded-For/Proto/Host`` are trusted. ``SESSION_COOKIE_SECURE`` (Flask's own; on
 anyway when ``MAIN_URL`` is https). ``RATELIMIT_STORAGE_URI`` (empty: the job queue's ``REDIS_URL``,
 shared by every server process and machine, with this process's memory as the fallback while it
@@ -66,7 +73,7 @@ from werkzeug.local import LocalProxy
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import csvsafe
-from .accounts import PASSWORD_MIN, ROLES, for_data_dir
+from .accounts import PASSWORD_MIN, ROLES, check_token_days, for_data_dir
 from .errors import UserError
 from .names import name_key
 
@@ -145,13 +152,14 @@ class Principal(UserMixin):
         self.row, self.via = row, via
         self.name, self.role = row["name"], row["role"]
 
-    def get_id(self):  # the session remembers the user AND its session key: a new key ends old sessions
+    def get_id(self):  # the cookie holds the user AND the session's id (a row of the sessions table)
         return f"{self.row['id']}:{self.row['session_key']}"
 
     @property
     def actor(self):
-        """How the audit trail names this principal: ``alice`` or ``token:deploy-script``."""
-        return self.name if self.via == "session" else f"token:{self.name}"
+        """How the audit trail names this principal: ``alice``, or ``token:7:deploy-script`` (token id
+        and name: two tokens may share a name)."""
+        return self.name if self.via == "session" else f"token:{self.row['id']}:{self.name}"
 
     @property
     def is_admin(self):
@@ -273,14 +281,14 @@ def _gate():
     token_request = _bearer_request()
     if token_request and (who is None or who.via != "token"):
         if who is None:
-            return _deny(401, "This API token is not valid: it was revoked or mistyped. "
+            return _deny(401, "This API token is not valid: it was revoked, has expired or is mistyped. "
                               "Send 'Authorization: Bearer <token>' with a live token.")
     if needed == "open":
         if request.method in UNSAFE and not (who and who.via == "token"):
             csrf.protect()
         return None
     if who is None:
-        if not accounts().has_users():
+        if not accounts().has_accounts():
             message = ("No account exists yet: open the main server in a browser and create the first admin, "
                        "or make a token with 'flask --app main_server create-token NAME --role admin'.")
             return _deny(401, message, _main("/setup"))
@@ -365,6 +373,9 @@ def init_app(app):
         # HTTPS Referer check refuses; the token plus SameSite=Lax cookies guard cross-site posts.
         WTF_CSRF_SSL_STRICT=False,
     )
+    if not 1 <= app.config["TOKEN_DAYS"] <= app.config["TOKEN_MAX_DAYS"]:
+        raise ValueError("Setting TOKEN_DAYS must be 1 to TOKEN_MAX_DAYS (set KOL_TOKEN_DAYS, KOL_TOKEN_MAX_DAYS), "
+                         f"not {app.config['TOKEN_DAYS']} and {app.config['TOKEN_MAX_DAYS']}.")
     if app.config["PROXY_FIX"]:
         n = int(app.config["PROXY_FIX"])
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)
@@ -378,8 +389,10 @@ def init_app(app):
     @login.user_loader
     def load_user(user_id):
         ident, _, key = str(user_id).partition(":")
-        row = accounts().user(int(ident)) if ident.isdigit() else None
-        return Principal(row, "session") if row and secrets.compare_digest(row["session_key"], key) else None
+        if not ident.isdigit() or not key:
+            return None
+        row = accounts().session_user(int(ident), key, app.config["SESSION_HOURS"], app.config["SESSION_IDLE_MINUTES"])
+        return Principal(row, "session") if row else None
 
     @login.request_loader
     def load_token(req):
@@ -462,25 +475,31 @@ def _reply(template, payload, status=200, **context):
     return reply(template, payload, status, **context)
 
 
+def _sign_in(row):
+    """Sign the user ``row`` in: a fresh cookie holding a new server-side session (nothing carries over)."""
+    session.clear()
+    session.permanent = True
+    key = accounts().start_session(row["id"], current_app.config["SESSION_HOURS"])
+    login_user(Principal({**row, "session_key": key}, "session"))
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     """Sign in with name and password; ``next`` (one of the three servers) is where to go afterwards."""
-    if not accounts().has_users():
+    if not accounts().has_accounts():
         return redirect(url_for("auth.setup"))
     next_url = safe_next(request.values.get("next")) or _main("/")
     if request.method == "GET":
         if principal() is not None and principal().via == "session":
             return redirect(next_url)
-        return _reply("auth/login.html", {"signed_in": False}, next_url=next_url)
+        return _reply("auth/login.html", {"signed_in": False}, next_url=next_url, no_users=not accounts().has_users())
     name = (request.form.get("name") or "").strip()
     row = accounts().authenticate(name, request.form.get("password") or "")
     if row is None:
         record("sign-in.failed", {"name": name[:64]}, actor=name[:64] or "?")
         return _reply("auth/login.html", {"error": "The name or the password is wrong."}, 401,
                       next_url=next_url, name=name)
-    session.clear()  # nothing from before the sign-in carries over
-    session.permanent = True
-    login_user(Principal(row, "session"))
+    _sign_in(row)
     record("sign-in", actor=row["name"], role=row["role"], via="session")
     if _wants_json():
         return jsonify({"signed_in": row["name"], "role": row["role"]})
@@ -489,8 +508,11 @@ def login():
 
 @bp.post("/logout")
 def logout():
-    """Sign out (of all three servers: they share the session cookie)."""
+    """Sign out (of all three servers: they share the session cookie). This session ends on the server,
+    so a copy of the cookie stops working too; the user's other sign-ins go on."""
     record("sign-out")
+    if principal() is not None and principal().via == "session":
+        accounts().end_session(principal().row["session_key"])
     logout_user()
     session.clear()
     return redirect(url_for("auth.login"), 303)
@@ -498,8 +520,8 @@ def logout():
 
 @bp.route("/setup", methods=["GET", "POST"])
 def setup():
-    """First run only: create the first admin. Gone (404) once any user exists."""
-    if accounts().has_users():
+    """First run only: create the first admin. Gone (404) once any user or API token exists."""
+    if accounts().has_accounts():
         abort(404)
     if request.method == "GET":
         return _reply("auth/setup.html", {"setup": True})
@@ -507,9 +529,7 @@ def setup():
     if password != (request.form.get("password2") or ""):
         raise UserError("The two passwords differ: type the same password twice.", 400)
     row = accounts().create_user(name, password, "admin", created_by="first run", first_admin=True)
-    session.clear()
-    session.permanent = True
-    login_user(Principal(row, "session"))
+    _sign_in(row)
     record("user.create", {"name": row["name"], "role": "admin", "first_run": True}, actor=row["name"],
            role="admin", via="session")
     return redirect(url_for("auth.users"), 303)
@@ -547,8 +567,7 @@ def change_password():
         return _account_page(p, 401, "The current password is wrong.")
     if (form.get("new_password") or "") != (form.get("new_password2") or ""):
         raise UserError("The two new passwords differ.", 400)
-    accounts().set_password(p.row["id"], form.get("new_password"))
-    login_user(Principal(accounts().user(p.row["id"]), "session"))  # the new session key
+    accounts().set_password(p.row["id"], form.get("new_password"), keep_session=p.row["session_key"])
     record("password.change")
     if _wants_json():
         return jsonify({"name": p.name, "password_changed": True})
@@ -559,8 +578,15 @@ def change_password():
 @bp.get("/admin/users")
 def users():
     """Users and API tokens, with the forms to add, change and revoke them."""
-    return _reply("auth/users.html", {"users": accounts().users(), "tokens": accounts().tokens()},
-                  roles=ROLES, new_token=None, me=principal().row.get("id") if principal().via == "session" else None)
+    return _users_page()
+
+
+def _users_page(made=None, new_token=None):
+    """The Users page (JSON: ``users`` and ``tokens``); ``made``: the new token's fields, shown once."""
+    config = current_app.config
+    return _reply("auth/users.html", {**(made or {}), "users": accounts().users(), "tokens": accounts().tokens()},
+                  roles=ROLES, new_token=new_token, me=principal().row["id"] if principal().via == "session" else None,
+                  token_days=config["TOKEN_DAYS"], token_max_days=config["TOKEN_MAX_DAYS"])
 
 
 def _int_field(name):
@@ -602,15 +628,22 @@ def user_action():
 
 @bp.post("/admin/tokens")
 def token_action():
-    """``action`` = create (name, role): shows the new token once | revoke (token id)."""
+    """``action`` = create (name, role, days): shows the new token once | revoke (token id).
+
+    A token made here belongs to the signed-in admin who made it (``maker_id``); a token cannot make tokens."""
     action = request.form.get("action", "create")
     if action == "create":
+        if principal().via != "session":
+            raise UserError("An API token cannot make tokens: sign in as an admin, "
+                            "or use 'flask --app main_server create-token'.", 403)
+        days = check_token_days(request.form.get("days") or current_app.config["TOKEN_DAYS"],
+                                current_app.config["TOKEN_MAX_DAYS"])
         token, row = accounts().create_token(request.form.get("name"), request.form.get("role"),
-                                             created_by=principal().actor)
-        record("token.create", {"name": row["name"], "role": row["role"], "token_id": row["id"]})
-        return _reply("auth/users.html", {"token": token, "id": row["id"], "name": row["name"], "role": row["role"],
-                                          "users": accounts().users(), "tokens": accounts().tokens()},
-                      roles=ROLES, new_token=token, me=None)
+                                             created_by=principal().actor, days=days, maker_id=principal().row["id"])
+        record("token.create", {"name": row["name"], "role": row["role"], "token_id": row["id"],
+                                "expires_at": row["expires_at"]})
+        made = {"token": token, **{k: row[k] for k in ("id", "name", "role", "expires_at")}}
+        return _users_page(made, new_token=token)
     if action == "revoke":
         token_id = _int_field("token")
         row = accounts().token(token_id)
@@ -669,13 +702,20 @@ def _install_cli(app):
     @app.cli.command("create-token")
     @click.argument("name")
     @role_option
-    def create_token(name, role):
-        """Make an API token NAME with ROLE; prints the token alone on the last line."""
+    @click.option("--days", default=app.config["TOKEN_DAYS"], show_default=True,
+                  help=f"how long it lasts (1 to TOKEN_MAX_DAYS, {app.config['TOKEN_MAX_DAYS']})")
+    def create_token(name, role, days):
+        """Make an API token NAME with ROLE lasting DAYS; prints the token alone on the last line."""
         store = app.extensions["accounts"]
-        token, row = store.create_token(name, role, created_by="command line")
-        store.record("command line", "token.create", {"name": row["name"], "role": role, "token_id": row["id"]},
-                     via="cli", server="main")
-        click.echo(f"Token {row['id']} '{row['name']}' ({role}); it is shown only now:", err=True)
+        try:
+            days = check_token_days(days, app.config["TOKEN_MAX_DAYS"])
+            token, row = store.create_token(name, role, created_by="command line", days=days)
+        except UserError as exc:
+            raise click.ClickException(exc.message)
+        store.record("command line", "token.create", {"name": row["name"], "role": role, "token_id": row["id"],
+                                                      "expires_at": row["expires_at"]}, via="cli", server="main")
+        click.echo(f"Token {row['id']} '{row['name']}' ({role}, until {row['expires_at']}); it is shown only now:",
+                   err=True)
         click.echo(token)
 
     @app.cli.command("create-user")

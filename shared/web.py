@@ -63,7 +63,11 @@ DEFAULTS = {
     # failed sign-ins allowed (Flask-Limiter's "N per minute|hour|day") per address and account
     # together, per account from any address, and per address for all accounts (high, so an office
     # behind one address is not locked out by one person), and where the limiter counts them.
-    "SESSION_HOURS": 12,
+    "SESSION_HOURS": 12,  # a sign-in ends this many hours after it began, however much it is used
+    "SESSION_IDLE_MINUTES": 120,  # ...and after this many minutes without a request (0: no idle limit)
+    # API tokens: days a new one lasts unless its maker says, and the most it may (both >= 1).
+    "TOKEN_DAYS": 90,
+    "TOKEN_MAX_DAYS": 365,
     "PROXY_FIX": 0,
     "LOGIN_LIMIT": "10 per minute",
     "LOGIN_ACCOUNT_LIMIT": "30 per hour",

@@ -8,6 +8,7 @@ import io
 import re
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from fnmatch import fnmatchcase
 from urllib.parse import parse_qs, urlsplit
 
@@ -48,9 +49,15 @@ def is_open(section, endpoint):
 
 
 @pytest.fixture
-def apps(data_dir, redis_url, queue_workers):
-    """The three apps on one data folder (the job queue with a real worker), with the admin ``boss``
-    (so it is not the first run)."""
+def apps(three_apps, queue_workers):
+    """:func:`three_apps` with the job queue's real worker."""
+    return three_apps
+
+
+@pytest.fixture
+def three_apps(data_dir, redis_url):
+    """The three apps on one data folder (sharing one accounts database), with the admin ``boss``
+    (so it is not the first run); no queue worker."""
     from main_server import create_app as main_app
     from process_server import create_app as process_app
     from video_server import create_app as video_app
@@ -429,7 +436,8 @@ def test_each_audited_action_writes_its_row(apps, data_dir):
     assert by_action["model.train"][0]["detail"] == {"job": job}
     assert len(by_action["kol.delete"]) == 1
     for row in rows:
-        assert row["actor"] == "token:tests-admin" and row["role"] == "admin" and row["via"] == "token"
+        assert re.fullmatch(r"token:\d+:tests-admin", row["actor"])  # the token's id and name
+        assert row["role"] == "admin" and row["via"] == "token"
         assert row["remote"] == "127.0.0.1" and row["at"].endswith("+00:00")
     assert {r["server"] for r in rows} == {"main", "process"}
 
@@ -445,7 +453,9 @@ def test_predictions_are_counted_not_logged(apps, data_dir):
                       content_type="multipart/form-data", headers=JSON)
         assert r.status_code == 200
     counts = apps["main"].extensions["accounts"].prediction_counts()
-    assert counts == [{"actor": "token:tests-member", "kind": "batch", "count": 2, "last_day": counts[0]["last_day"]}]
+    member_id = apps["main"].extensions["accounts"].check_token(main.environ_base["HTTP_AUTHORIZATION"][7:])["id"]
+    assert counts == [{"actor": f"token:{member_id}:tests-member", "kind": "batch", "count": 2,
+                       "last_day": counts[0]["last_day"]}]
     assert audit_rows(apps["main"]) == []  # predictions never enter the trail
 
 
@@ -464,6 +474,221 @@ def test_audit_page_pages_and_csv(apps):
     lines = r.get_data(as_text=True).lstrip("\ufeff").splitlines()
     assert len(lines) == 121 and lines[0].startswith("id,at,actor") and "delete==cmd0" in lines[1]
     assert apps["main"].test_client(role="member").get("/admin/audit.csv").status_code == 403
+
+
+# -- sessions end server-side; tokens expire and follow their maker (issue 20) ------------------------
+def ago(minutes):
+    """The UTC time ``minutes`` ago, as the accounts database writes times."""
+    return (datetime.now(timezone.utc) - timedelta(minutes=minutes)).replace(microsecond=0).isoformat()
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}", **JSON}
+
+
+#: A page of each server that a member may open.
+MEMBER_PAGE = {"main": "/", "process": "/import_result", "video": "/"}
+
+
+def session_id(app, client):
+    """The server-side session id in ``client``'s signed session cookie (read as Flask reads it)."""
+    cookie = client.get_cookie("session").value
+    return app.session_interface.get_signing_serializer(app).loads(cookie)["_user_id"].partition(":")[2]
+
+
+def test_a_copied_cookie_is_refused_on_all_three_after_sign_out(three_apps):
+    apps = three_apps
+    mine, other = sign_in(apps), sign_in(apps)  # the same user in two browsers
+    copied = mine["main"].get_cookie("session").value
+    token = csrf_token(mine["main"].get("/account").get_data(as_text=True))
+    assert mine["main"].post("/logout", data={"csrf_token": token}).status_code == 303
+    for s in SECTIONS:
+        thief = apps[s].test_client(role=None)
+        thief.set_cookie("session", copied)
+        assert thief.get("/", headers=JSON).status_code == 401, s
+        r = thief.get("/", headers=HTML)
+        assert r.status_code == 302 and urlsplit(r.headers["Location"]).path == "/login", s
+        assert other[s].get("/", headers=JSON).status_code == 200, s  # signing out ends only that sign-in
+
+
+def test_a_session_ends_when_idle_and_after_its_absolute_lifetime(three_apps):
+    apps = three_apps
+    acc, config = apps["main"].extensions["accounts"], apps["main"].config
+    idle, hours = config["SESSION_IDLE_MINUTES"], config["SESSION_HOURS"]
+    clients = sign_in(apps)
+    assert clients["video"].get("/", headers=JSON).status_code == 200
+    acc._run("UPDATE sessions SET last_seen_at = ?", (ago(idle + 1),))  # unused for longer than the idle limit
+    for s in SECTIONS:
+        assert clients[s].get("/", headers=JSON).status_code == 401, s
+    clients = sign_in(apps)
+    key = session_id(apps["main"], clients["main"])
+    acc._run("UPDATE sessions SET last_seen_at = ? WHERE id = ?", (ago(idle - 2), key))
+    assert clients["process"].get("/", headers=JSON).status_code == 200  # used in time: it goes on
+    assert acc._one("SELECT last_seen_at FROM sessions WHERE id = ?", (key,))["last_seen_at"] >= ago(1)
+    # used all along, but signed in longer ago than SESSION_HOURS: over
+    acc._run("UPDATE sessions SET created_at = ? WHERE id = ?", (ago(hours * 60 + 1), key))
+    for s in SECTIONS:
+        assert clients[s].get("/", headers=JSON).status_code == 401, s
+
+
+def test_tokens_expire_after_the_days_they_were_given(three_apps, data_dir):
+    apps = three_apps
+    acc, config = apps["main"].extensions["accounts"], apps["main"].config
+    main = sign_in(apps)["main"]
+    token = csrf_token(main.get("/admin/users").get_data(as_text=True))
+
+    def make(**fields):
+        return main.post("/admin/tokens", data={"action": "create", "name": "ci", "role": "member",
+                                                "csrf_token": token, **fields}, headers=JSON)
+
+    for bad in (str(config["TOKEN_MAX_DAYS"] + 1), "0", "soon"):
+        r = make(days=bad)
+        assert r.status_code == 400 and f"1 to {config['TOKEN_MAX_DAYS']} days" in r.get_json()["error"], bad
+    for days, fields in ((config["TOKEN_DAYS"], {}), (2, {"days": "2"})):
+        made = make(**fields).get_json()
+        row = acc.token(made["id"])
+        lasts = datetime.fromisoformat(made["expires_at"]) - datetime.fromisoformat(row["created_at"])
+        assert lasts == timedelta(days=days) and row["expires_at"] == made["expires_at"]
+    listed = main.get("/admin/users", headers=JSON).get_json()["tokens"]
+    assert listed[0]["expires_at"] == made["expires_at"]
+    assert made["expires_at"][:10] in main.get("/admin/users").get_data(as_text=True)
+    for s in SECTIONS:
+        assert apps[s].test_client(role=None).get(MEMBER_PAGE[s], headers=bearer(made["token"])).status_code == 200, s
+    acc._run("UPDATE tokens SET expires_at = ? WHERE id = ?", (ago(1), made["id"]))
+    for s in SECTIONS:
+        r = apps[s].test_client(role=None).get(MEMBER_PAGE[s], headers=bearer(made["token"]))
+        assert r.status_code == 401 and "expired" in r.get_json()["error"], s
+    # the command line: --days, within the same limit
+    out = flask_cli(data_dir, "create-token", "nightly", "--days", "3")
+    assert out.returncode == 0, out.stderr
+    row = next(t for t in acc.tokens() if t["name"] == "nightly")
+    assert datetime.fromisoformat(row["expires_at"]) - datetime.fromisoformat(row["created_at"]) == timedelta(days=3)
+    out = flask_cli(data_dir, "create-token", "forever", "--days", "100000")
+    assert out.returncode != 0 and "1 to 365 days" in out.stderr
+
+
+def test_a_token_never_has_more_rights_than_its_maker(three_apps):
+    apps = three_apps
+    acc = apps["main"].extensions["accounts"]
+    acc.create_user("ann", PASSWORD, "admin")
+    ann = sign_in(apps, "ann")["main"]
+    token = csrf_token(ann.get("/admin/users").get_data(as_text=True))
+    made = ann.post("/admin/tokens", data={"action": "create", "name": "ann-script", "role": "admin",
+                                           "csrf_token": token}, headers=JSON).get_json()
+
+    def make_admin(name):
+        return apps["main"].test_client(role=None).post(
+            "/admin/users", data={"action": "create", "name": name, "password": PASSWORD, "role": "admin"},
+            headers=bearer(made["token"]))
+
+    assert make_admin("by-script").status_code == 200  # ann is an admin: so is her token
+    boss = sign_in(apps)["main"]
+    token = csrf_token(boss.get("/admin/users").get_data(as_text=True))
+    ann_id = next(u["id"] for u in acc.users() if u["name"] == "ann")
+    assert boss.post("/admin/users", data={"action": "role", "user": str(ann_id), "role": "member",
+                                           "csrf_token": token}).status_code == 303
+    r = make_admin("by-script-2")
+    assert r.status_code == 403 and "only an admin may do this" in r.get_json()["error"]
+    assert apps["video"].test_client(role=None).get("/", headers=bearer(made["token"])).status_code == 200
+    assert boss.post("/admin/users", data={"action": "delete", "user": str(ann_id),
+                                           "csrf_token": token}).status_code == 303
+    for s in SECTIONS:
+        assert apps[s].test_client(role=None).get("/", headers=bearer(made["token"])).status_code == 401, s
+    assert acc.token(made["id"])["revoked_at"]  # revoked with her account, as the Users page shows
+    # a token cannot make tokens (its own maker's rights could not be followed); the command line's can be used
+    r = apps["main"].test_client().post("/admin/tokens", data={"action": "create", "name": "x", "role": "admin"},
+                                        headers=JSON)
+    assert r.status_code == 403 and "cannot make tokens" in r.get_json()["error"]
+    assert apps["main"].test_client().get("/admin/users", headers=JSON).status_code == 200
+
+
+def test_tokens_of_an_older_database_get_an_expiry_and_their_maker(tmp_path):
+    """A database made before tokens expired: its tokens last TOKEN_DAYS from the upgrade, and one
+    made on the Users page follows the user its created_by names."""
+    import sqlite3
+
+    from shared.accounts import TOKEN_DAYS, Accounts
+
+    path = tmp_path / "accounts.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+            password_hash TEXT NOT NULL, role TEXT NOT NULL, session_key TEXT NOT NULL, created_at TEXT NOT NULL,
+            created_by TEXT);
+        CREATE TABLE tokens (id INTEGER PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL,
+            token_hash TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL, created_by TEXT, last_used_at TEXT,
+            revoked_at TEXT);
+        INSERT INTO users VALUES (1, 'ann', 'x', 'member', 'k', '2026-01-01T00:00:00+00:00', NULL);
+        INSERT INTO tokens VALUES (1, 'by-ann', 'admin', 'h1', '2026-01-01T00:00:00+00:00', 'ann', NULL, NULL);
+        INSERT INTO tokens VALUES (2, 'by-cli', 'admin', 'h2', '2026-01-01T00:00:00+00:00', 'command line', NULL, NULL);
+    """)
+    old.close()
+    before = ago(-TOKEN_DAYS * 24 * 60)
+    tokens = {t["name"]: t for t in Accounts(path).tokens()}
+    assert before <= tokens["by-ann"]["expires_at"] <= ago(-TOKEN_DAYS * 24 * 60 - 1)
+    assert (tokens["by-ann"]["maker_id"], tokens["by-ann"]["acts_as"]) == (1, "member")  # ann is a member now
+    assert (tokens["by-cli"]["maker_id"], tokens["by-cli"]["acts_as"]) == (None, "admin")
+    assert Accounts(path).tokens() == list(tokens.values())  # opened again: nothing changes
+
+
+def test_two_tokens_of_one_name_are_told_apart_in_the_audit_trail(three_apps):
+    apps = three_apps
+    acc = apps["main"].extensions["accounts"]
+    made = [acc.create_token("deploy", "admin", created_by="tests") for _ in range(2)]
+    for i, (tok, _) in enumerate(made):
+        r = apps["main"].test_client(role=None).post(
+            "/admin/users", data={"action": "create", "name": f"u{i}", "password": PASSWORD, "role": "member"},
+            headers=bearer(tok))
+        assert r.status_code == 200
+    actors = [row["actor"] for row in audit_rows(apps["main"]) if row["action"] == "user.create"]
+    assert actors == [f"token:{row['id']}:deploy" for _, row in reversed(made)]
+
+
+def test_the_audit_and_account_pages_show_every_kind_of_detail(data_dir):
+    """After /setup (detail first_run: true) and a token made on the page (token_id: a number)."""
+    from main_server import create_app
+
+    app = create_app({"TESTING": True, "DATA_DIR": str(data_dir), "SECRET_KEY": "test", "MAIN_URL": MAIN_URL})
+    main = app.test_client(role=None)
+    token = csrf_token(main.get("/setup").get_data(as_text=True))
+    assert main.post("/setup", data={"name": "root", "password": PASSWORD, "password2": PASSWORD,
+                                     "csrf_token": token}).status_code == 303
+    token = csrf_token(main.get("/admin/users").get_data(as_text=True))  # the signed-in session's own
+    assert main.post("/admin/tokens", data={"action": "create", "name": "ci", "role": "member",
+                                            "csrf_token": token}).status_code == 200
+    r = main.get("/account", headers=HTML)
+    assert r.status_code == 200 and "first_run" in r.get_data(as_text=True)
+    app.extensions["accounts"].record("root", "test.values", {"none": None, "list": ["a", 2], "map": {"k": 1.5}})
+    r = main.get("/admin/audit", headers=HTML)
+    page = r.get_data(as_text=True)
+    assert r.status_code == 200, page[:300]
+    assert re.search(r"first_run</span> true", page) and re.search(r"token_id</span> \d+", page)
+    assert "a, 2" in page and "k=1.5" in page and "none</span> null" in page
+
+
+def test_setup_is_closed_once_a_token_exists(data_dir):
+    """An install made with ``create-token`` alone: nobody may make themselves the first admin."""
+    from main_server import create_app as main_app
+    from process_server import create_app as process_app
+
+    cfg = {"TESTING": True, "DATA_DIR": str(data_dir), "SECRET_KEY": "test", "MAIN_URL": MAIN_URL,
+           "PROCESS_URL": PROCESS_URL, "VIDEO_URL": VIDEO_URL}
+    app = main_app(cfg)
+    app.extensions["accounts"].create_token("script", "admin", created_by="command line")
+    main, proc = app.test_client(role=None), process_app(cfg).test_client(role=None)
+    login = main.get("/login")
+    assert login.status_code == 200 and "Sign in" in login.get_data(as_text=True)
+    assert "/setup" not in login.get_data(as_text=True) and "create-user" in login.get_data(as_text=True)
+    assert main.get("/setup").status_code == 404
+    token = csrf_token(login.get_data(as_text=True))
+    assert main.post("/setup", data={"name": "me", "password": PASSWORD, "password2": PASSWORD,
+                                     "csrf_token": token}).status_code == 404
+    assert app.extensions["accounts"].users() == []
+    for client in (main, proc):
+        r = client.get("/")
+        assert r.status_code == 302 and urlsplit(r.headers["Location"]).path == "/login"
+        r = client.get("/", headers=JSON)
+        assert r.status_code == 401 and "setup" not in r.get_json()["error"] and "Sign in" in r.get_json()["error"]
 
 
 # -- headers ------------------------------------------------------------------------------------------------
@@ -522,9 +747,10 @@ def flask_cli(data_dir, *args, stdin=None):
 
 @pytest.fixture(scope="module")
 def fresh_stack(tmp_path_factory):
-    """Live servers of their own (no user yet: the first run)."""
+    """Live servers of their own (no user and no token yet: the first run)."""
     base = tmp_path_factory.mktemp("live-auth")
     stack = LiveServers(base / "data", base)
+    stack.accounts._run("DELETE FROM tokens")  # LiveServers' own token would end the first run
     yield stack
     stack.stop()
 
