@@ -20,7 +20,7 @@ from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from .errors import UserError
-from .storage import DISK_FULL, atomic_write_bytes, is_disk_full
+from .storage import DISK_FULL, create_once, is_disk_full, private_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,7 +97,7 @@ def make_app(import_name, section, test_config=None, defaults=None):
     data_dir = Path(app.config["DATA_DIR"]).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     app.config["DATA_DIR"] = str(data_dir)
-    app.instance_path = str(data_dir / "instance")
+    app.instance_path = str(private_folder(data_dir / "instance"))
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _instance_secret(Path(app.instance_path))
 
@@ -183,21 +183,17 @@ def data_path(*parts):
 
 
 def _instance_secret(folder):
-    """The secret key kept in ``data/instance/secret_key``, generated on first start."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "secret_key"
-    if not path.exists():
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_hex(32))
-        except FileExistsError:  # another server created it at the same moment
-            pass
-    key = path.read_text().strip()
-    if not key:  # an interrupted first start: make a fresh one
-        key = secrets.token_hex(32)
-        atomic_write_bytes(path, key.encode())
-    return key
+    """The secret key kept in ``data/instance/secret_key`` (64 hex digits), generated on first start.
+
+    The three servers often start at the same moment on an empty data folder: the file is
+    created once (:func:`shared.storage.create_once`), so they all sign with the same key.
+    """
+    return _instance_token(private_folder(folder) / "secret_key")
+
+
+def _instance_token(path):
+    """A random 64-hex-digit text kept in the file ``path``, made once for every process that asks."""
+    return create_once(path, lambda: secrets.token_hex(32).encode()).decode().strip()
 
 
 def upload_name(raw, fallback):

@@ -1,7 +1,12 @@
-"""The three app factories, /healthz, / and the shared error handling."""
-import pytest
+"""The three app factories, /healthz, / and the shared error handling; the instance's secret key
+(made once, however many processes start at the same moment)."""
+import multiprocessing
+import re
 
-from .conftest import ROOT
+import pytest
+import requests
+
+from .conftest import ROOT, LiveServers
 
 APPS = ["main_app", "process_app", "video_app"]
 
@@ -73,3 +78,70 @@ def test_too_many_parts_says_so_not_too_large(tmp_path):
                                headers={"Accept": "application/json"})
     assert r.status_code == 413
     assert "too many files" in r.get_json()["error"] and "10 at most" in r.get_json()["error"]
+
+
+# -- made once: the secret key, with many processes starting at once ---------------------------------
+PROCESSES, ROUNDS = 8, 20
+
+
+def _secret_in_child(folder, barrier, answers):
+    """One "server start": wait until all are ready, then read or make the instance's secret key."""
+    from shared.web import _instance_secret
+
+    barrier.wait(timeout=60)
+    answers.put(_instance_secret(folder))
+
+
+def _keys_made_at_once(folder):
+    """The secret keys that :data:`PROCESSES` processes, released together, got from ``folder``."""
+    ctx = multiprocessing.get_context("fork")
+    barrier, answers = ctx.Barrier(PROCESSES), ctx.Queue()
+    procs = [ctx.Process(target=_secret_in_child, args=(folder, barrier, answers)) for _ in range(PROCESSES)]
+    for proc in procs:
+        proc.start()
+    keys = [answers.get(timeout=60) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+        assert proc.exitcode == 0
+    return keys
+
+
+@pytest.mark.parametrize("left_empty", [False, True], ids=["missing", "left-empty-by-a-crash"])
+def test_processes_starting_at_once_all_get_the_same_secret_key(tmp_path, left_empty):
+    for round_ in range(ROUNDS):
+        folder = tmp_path / f"r{round_}" / "instance"
+        if left_empty:
+            folder.mkdir(parents=True)
+            (folder / "secret_key").write_bytes(b"")
+        keys = _keys_made_at_once(folder)
+        assert len(set(keys)) == 1, f"round {round_}: {len(set(keys))} different keys"
+        assert re.fullmatch(r"[0-9a-f]{64}", keys[0]) and (folder / "secret_key").read_text() == keys[0]
+        assert (folder / "secret_key").stat().st_mode & 0o777 == 0o600
+        assert sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock")) == ["secret_key"]
+
+
+def test_the_three_servers_started_together_on_an_empty_folder_accept_one_sign_in(tmp_path, redis_url,
+                                                                                monkeypatch):
+    """Issue 20: on a fresh start the three servers raced to create the secret key, and the training
+    wizard then bounced every signed-in browser back to the sign-in page."""
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    monkeypatch.delenv("KOL_SECRET_KEY", raising=False)
+    for round_ in range(5):
+        base = tmp_path / f"r{round_}"
+        servers = LiveServers(base / "data", base, redis_url=redis_url, workers=0)
+        try:
+            name, password = servers.user("admin")
+            browser = requests.Session()
+            page = browser.get(servers.urls["main"] + "/login", timeout=30).text
+            token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+            r = browser.post(servers.urls["main"] + "/login", timeout=30, allow_redirects=False,
+                             data={"name": name, "password": password, "csrf_token": token})
+            assert r.status_code in (302, 303) and "/login" not in r.headers["Location"]
+            for section in ("main", "process", "video"):
+                r = browser.get(servers.urls[section] + "/", timeout=30, allow_redirects=False)
+                assert r.status_code == 200, f"round {round_}: {section} answered {r.status_code} " \
+                                             f"{r.headers.get('Location')}"
+        finally:
+            servers.stop()
+        key = (base / "data" / "instance" / "secret_key").read_text()
+        assert re.fullmatch(r"[0-9a-f]{64}", key)
