@@ -1,12 +1,16 @@
 """The three app factories, /healthz, / and the shared error handling; the instance's secret key
-(made once, however many processes start at the same moment)."""
+and the local Redis's password (made once, however many processes start at the same moment)."""
 import multiprocessing
+import os
 import re
+import subprocess
 
 import pytest
+import redis
 import requests
 
-from .conftest import ROOT, LiveServers
+from .conftest import REDIS_SERVER, ROOT, LiveServers
+from .servers import free_port, kill_tree, wait_for_redis
 
 APPS = ["main_app", "process_app", "video_app"]
 
@@ -145,3 +149,37 @@ def test_the_three_servers_started_together_on_an_empty_folder_accept_one_sign_i
             servers.stop()
         key = (base / "data" / "instance" / "secret_key").read_text()
         assert re.fullmatch(r"[0-9a-f]{64}", key)
+
+
+# -- the local Redis: nobody without its password (queue jobs are pickles a worker runs) ------------
+@pytest.mark.skipif(not os.path.exists(REDIS_SERVER), reason="redis-server not installed (bin/install)")
+def test_bin_redis_requires_the_generated_password_and_the_apps_carry_it(tmp_path, monkeypatch):
+    from main_server import create_app
+    from shared.web import redis_password
+
+    data = tmp_path / "data"
+    port = free_port()
+    for name in ("REDIS_URL", "KOL_REDIS_URL", "KOL_DATA_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REDIS_PORT", str(port))
+    env = dict(os.environ, DATA_DIR=str(data))
+    with open(tmp_path / "redis.log", "wb") as log:
+        proc = subprocess.Popen([str(ROOT / "bin" / "redis")], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        password = redis_password(data)  # made by bin/redis, or here first: the same file either way
+        wait_for_redis(f"redis://:{password}@127.0.0.1:{port}/0", proc, 30, tmp_path / "redis.log")
+        for url in (f"redis://127.0.0.1:{port}/0", f"redis://:wrong@127.0.0.1:{port}/0",
+                    f"unix://{data / 'redis' / 'redis.sock'}"):
+            with pytest.raises(redis.exceptions.AuthenticationError):
+                redis.Redis.from_url(url, socket_timeout=5).set("x", "1")
+        url = create_app({"TESTING": True, "DATA_DIR": str(data)}).config["REDIS_URL"]
+        assert url == f"redis://:{password}@127.0.0.1:{port}/0"
+        assert redis.Redis.from_url(url, socket_timeout=5).ping()
+        for folder, mode in ((data / "instance", 0o700), (data / "redis", 0o700),
+                             (data / "instance" / "redis_password", 0o600)):
+            assert folder.stat().st_mode & 0o777 == mode, folder
+        with open(f"/proc/{proc.pid}/cmdline", "rb") as fh:
+            assert password.encode() not in fh.read()  # what `ps` shows every user
+        assert password.encode() not in (tmp_path / "redis.log").read_bytes()
+    finally:
+        kill_tree(proc)
