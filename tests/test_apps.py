@@ -50,7 +50,9 @@ def test_config_layers_and_secret_key(tmp_path, monkeypatch):
     key_file = tmp_path / "d" / "instance" / "secret_key"
     assert key_file.read_text() == app.config["SECRET_KEY"] and len(app.config["SECRET_KEY"]) == 64
     assert create_app({"DATA_DIR": str(tmp_path / "d")}).config["SECRET_KEY"] == app.config["SECRET_KEY"]
-    assert "proc.example:9/trainModel" not in app.test_client().get("/").get_data(as_text=True)
+    home = app.test_client().get("/")
+    # the link to the training wizard comes from PROCESS_URL, without the slash given at its end
+    assert home.status_code == 200 and 'href="http://proc.example:9/"' in home.get_data(as_text=True)
     assert create_app({"DATA_DIR": str(tmp_path / "d"), "PROCESS_URL": "http://x"}).config["PROCESS_URL"] == "http://x"
 
 
