@@ -7,8 +7,11 @@ environment, see :func:`process_server.create_app`) and runs N RQ workers
 SIGTERM or Ctrl-C stops them all (a job in progress is finished first by RQ's warm
 shutdown, or retried elsewhere if the worker is killed).
 
-On a second machine: the same command with ``REDIS_URL`` pointing at the first
-machine's Redis and ``DATA_DIR`` at the same data folder (mounted, e.g. over NFS).
+Without ``REDIS_URL`` it connects to the Redis that ``bin/redis`` starts on this machine
+(127.0.0.1:``REDIS_PORT``), with the password kept in ``DATA_DIR/instance/redis_password``
+(:func:`shared.web.local_redis_url`). On a second machine: the same command with ``REDIS_URL``
+pointing at the first machine's Redis, its password included, and ``DATA_DIR`` at the same
+data folder (mounted, e.g. over NFS).
 """
 import argparse
 import os

@@ -3,8 +3,9 @@
 The process server's views check a request (:mod:`shared.wizard`), then
 :func:`start_step` records the step in the job's ``state.json`` and puts its work
 on a queue; workers (:func:`work`, started by ``python -m process_server.worker``,
-one process per core, on this machine or any other with the same ``REDIS_URL``
-and the same ``DATA_DIR`` mounted) take it. Queues, in the order workers serve them:
+one process per core, on this machine or any other with the same ``REDIS_URL``,
+password included (the local Redis's is in ``DATA_DIR/instance/redis_password``, see
+:func:`shared.web.local_redis_url`), and the same ``DATA_DIR`` mounted) take it. Queues, in the order workers serve them:
 
 - ``quick``: clean, import, and putting an alignment's parts together;
 - ``train``: training (one at a time: a second one gets a 409 before it is queued);

@@ -5,6 +5,9 @@ the same folder, fsync, ``os.replace``), so a crash leaves either the old file o
 the new one, never half of one. A writer killed mid-write (SIGKILL, power cut) leaves its
 temporary file, named ``.tmp-<8 letters><suffix>`` (:data:`TEMP_PREFIX`), which housekeeping
 deletes once it is an hour old (:func:`shared.housekeeping.sweep_temp_files`).
+Files made once and then only read (the instance's secret
+key, the local Redis's password) go through :func:`create_once`, which is safe when several
+processes start at the same moment.
 """
 import contextlib
 import errno
@@ -38,10 +41,10 @@ def is_disk_full(exc):
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
-def atomic_write(path, write, suffix=""):
-    """Write ``path`` atomically: ``write(fh)`` fills a temporary file beside it (binary mode),
-    which is flushed, fsynced and renamed over ``path``; on any error it is removed and
-    ``path`` is left as it was. The folder must exist."""
+def _publish(path, write, put, suffix=""):
+    """Fill a temporary file beside ``path`` with ``write(fh)`` (binary mode, mode 0600), flush and
+    fsync it, then ``put(tmp, path)``; the temporary file is always removed afterwards (``put``
+    renames or links it). On any error ``path`` is left as it was. The folder must exist."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=suffix, dir=path.parent)
     try:
@@ -49,11 +52,17 @@ def atomic_write(path, write, suffix=""):
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        put(tmp, path)
+    finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
+
+
+def atomic_write(path, write, suffix=""):
+    """Write ``path`` atomically: ``write(fh)`` fills a temporary file beside it (binary mode),
+    which is flushed, fsynced and renamed over ``path``; on any error it is removed and
+    ``path`` is left as it was. The folder must exist."""
+    _publish(path, write, os.replace, suffix)
 
 
 def atomic_write_bytes(path, data):
@@ -64,6 +73,49 @@ def atomic_write_bytes(path, data):
 def atomic_write_json(path, obj):
     """Write ``obj`` as UTF-8 JSON to ``path`` atomically."""
     atomic_write_bytes(path, json.dumps(obj, ensure_ascii=False, indent=1).encode("utf-8"))
+
+
+def create_once(path, make_bytes):
+    """The contents of ``path``, which is created with ``make_bytes()`` (non-empty bytes) if it is missing.
+
+    Any number of processes may call this at the same moment (three servers starting on an
+    empty data folder): each writes its candidate to a temporary file beside ``path`` and
+    publishes it with ``os.link``, which fails when ``path`` exists, so ``path`` appears once,
+    complete (mode 0600), and every caller returns the same bytes, the winner's. An empty
+    ``path`` (left by a crash of an older version, which created the file before writing it) is
+    replaced under a lock, so that callers meeting it at once agree too. The folder must exist.
+    """
+    path = Path(path)
+    while True:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            data = None
+        if data:
+            return data
+        if data is None:
+            with contextlib.suppress(FileExistsError):  # another process won: read its file
+                _publish(path, lambda fh: fh.write(_non_empty(make_bytes())), os.link)
+            continue
+        with locked(path.parent / f".{path.name}.lock"):  # empty: repaired by one caller at a time
+            if path.exists() and not path.read_bytes():
+                atomic_write_bytes(path, _non_empty(make_bytes()))
+
+
+def _non_empty(data):
+    """``data`` (bytes), refusing empty bytes, which :func:`create_once` reads as "not written yet"."""
+    if not data:
+        raise ValueError("create_once: make_bytes() returned nothing")
+    return data
+
+
+def private_folder(path):
+    """Create the folder ``path`` (and its parents) if needed and make it 0700 (its owner only); returns it."""
+    path = Path(path)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o777 != 0o700:
+        path.chmod(0o700)
+    return path
 
 
 def read_json(path, default=None):

@@ -54,20 +54,23 @@ REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 class RedisServer:
     """A real ``redis-server`` on a free port of 127.0.0.1, its data in ``folder`` (for tests and benchmarks).
 
-    :meth:`stop` shuts it down saving its data (like a stopped service), :meth:`start` brings it
-    back on the same port with that data; ``url(db)`` is the URL of one of its databases.
+    Like the one ``bin/redis`` starts, it requires a password (:attr:`password`, random, given to
+    redis-server on its stdin). :meth:`stop` shuts it down saving its data (like a stopped service),
+    :meth:`start` brings it back on the same port with that data; ``url(db)`` is the URL of one of
+    its databases, password included.
     """
 
     def __init__(self, folder, databases=4096):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
+        self.password = secrets.token_hex(16)
         self.databases = databases
         self.proc = None
         self.start()
 
     def url(self, db=0):
-        return f"redis://127.0.0.1:{self.port}/{db}"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/{db}"
 
     def start(self, timeout=20):
         if not Path(REDIS_SERVER).exists():
@@ -76,20 +79,11 @@ class RedisServer:
             self.proc = subprocess.Popen(
                 [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.folder),
                  "--databases", str(self.databases), "--appendonly", "yes", "--appendfsync", "everysec",
-                 "--save", "", "--daemonize", "no", "--logfile", "", "--loglevel", "warning"],
-                stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(64).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start (see {self.folder / 'redis.log'})")
-            time.sleep(0.05)
+                 "--save", "", "--daemonize", "no", "--logfile", "", "--loglevel", "warning", "-"],
+                stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
+        self.proc.stdin.write(f"requirepass {self.password}\n".encode())
+        self.proc.stdin.close()
+        wait_for_redis(self.url(0), self.proc, timeout, self.folder / "redis.log")
 
     def stop(self):
         """Shut down (SIGTERM: Redis writes its data first), waiting until it is gone."""
@@ -100,6 +94,29 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def wait_for_redis(url, proc, timeout, log_path):
+    """Wait until the Redis at ``url`` (started as ``proc``) answers PING; RuntimeError naming
+    ``log_path`` when it exits or ``timeout`` seconds pass first."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                if client.ping():
+                    return
+            except redis.exceptions.AuthenticationError:  # a wrong password: waiting will not help
+                raise
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):  # not up, or loading
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start (see {log_path})")
+            time.sleep(0.05)
+    finally:
+        client.close()
 
 
 class Workers:

@@ -1,7 +1,16 @@
-"""The three app factories, /healthz, / and the shared error handling."""
-import pytest
+"""The three app factories, /healthz, / and the shared error handling; the instance's secret key
+and the local Redis's password (made once, however many processes start at the same moment)."""
+import multiprocessing
+import os
+import re
+import subprocess
 
-from .conftest import ROOT
+import pytest
+import redis
+import requests
+
+from .conftest import REDIS_SERVER, ROOT, LiveServers
+from .servers import free_port, kill_tree, wait_for_redis
 
 APPS = ["main_app", "process_app", "video_app"]
 
@@ -41,7 +50,9 @@ def test_config_layers_and_secret_key(tmp_path, monkeypatch):
     key_file = tmp_path / "d" / "instance" / "secret_key"
     assert key_file.read_text() == app.config["SECRET_KEY"] and len(app.config["SECRET_KEY"]) == 64
     assert create_app({"DATA_DIR": str(tmp_path / "d")}).config["SECRET_KEY"] == app.config["SECRET_KEY"]
-    assert "proc.example:9/trainModel" not in app.test_client().get("/").get_data(as_text=True)
+    home = app.test_client().get("/")
+    # the link to the training wizard comes from PROCESS_URL, without the slash given at its end
+    assert home.status_code == 200 and 'href="http://proc.example:9/"' in home.get_data(as_text=True)
     assert create_app({"DATA_DIR": str(tmp_path / "d"), "PROCESS_URL": "http://x"}).config["PROCESS_URL"] == "http://x"
 
 
@@ -73,3 +84,104 @@ def test_too_many_parts_says_so_not_too_large(tmp_path):
                                headers={"Accept": "application/json"})
     assert r.status_code == 413
     assert "too many files" in r.get_json()["error"] and "10 at most" in r.get_json()["error"]
+
+
+# -- made once: the secret key, with many processes starting at once ---------------------------------
+PROCESSES, ROUNDS = 8, 20
+
+
+def _secret_in_child(folder, barrier, answers):
+    """One "server start": wait until all are ready, then read or make the instance's secret key."""
+    from shared.web import _instance_secret
+
+    barrier.wait(timeout=60)
+    answers.put(_instance_secret(folder))
+
+
+def _keys_made_at_once(folder):
+    """The secret keys that :data:`PROCESSES` processes, released together, got from ``folder``."""
+    ctx = multiprocessing.get_context("fork")
+    barrier, answers = ctx.Barrier(PROCESSES), ctx.Queue()
+    procs = [ctx.Process(target=_secret_in_child, args=(folder, barrier, answers)) for _ in range(PROCESSES)]
+    for proc in procs:
+        proc.start()
+    keys = [answers.get(timeout=60) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+        assert proc.exitcode == 0
+    return keys
+
+
+@pytest.mark.parametrize("left_empty", [False, True], ids=["missing", "left-empty-by-a-crash"])
+def test_processes_starting_at_once_all_get_the_same_secret_key(tmp_path, left_empty):
+    for round_ in range(ROUNDS):
+        folder = tmp_path / f"r{round_}" / "instance"
+        if left_empty:
+            folder.mkdir(parents=True)
+            (folder / "secret_key").write_bytes(b"")
+        keys = _keys_made_at_once(folder)
+        assert len(set(keys)) == 1, f"round {round_}: {len(set(keys))} different keys"
+        assert re.fullmatch(r"[0-9a-f]{64}", keys[0]) and (folder / "secret_key").read_text() == keys[0]
+        assert (folder / "secret_key").stat().st_mode & 0o777 == 0o600
+        assert sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock")) == ["secret_key"]
+
+
+def test_the_three_servers_started_together_on_an_empty_folder_accept_one_sign_in(tmp_path, redis_url,
+                                                                                monkeypatch):
+    """Issue 20: on a fresh start the three servers raced to create the secret key, and the training
+    wizard then bounced every signed-in browser back to the sign-in page."""
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    monkeypatch.delenv("KOL_SECRET_KEY", raising=False)
+    for round_ in range(5):
+        base = tmp_path / f"r{round_}"
+        servers = LiveServers(base / "data", base, redis_url=redis_url, workers=0)
+        try:
+            name, password = servers.user("admin")
+            browser = requests.Session()
+            page = browser.get(servers.urls["main"] + "/login", timeout=30).text
+            token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+            r = browser.post(servers.urls["main"] + "/login", timeout=30, allow_redirects=False,
+                             data={"name": name, "password": password, "csrf_token": token})
+            assert r.status_code in (302, 303) and "/login" not in r.headers["Location"]
+            for section in ("main", "process", "video"):
+                r = browser.get(servers.urls[section] + "/", timeout=30, allow_redirects=False)
+                assert r.status_code == 200, f"round {round_}: {section} answered {r.status_code} " \
+                                             f"{r.headers.get('Location')}"
+        finally:
+            servers.stop()
+        key = (base / "data" / "instance" / "secret_key").read_text()
+        assert re.fullmatch(r"[0-9a-f]{64}", key)
+
+
+# -- the local Redis: nobody without its password (queue jobs are pickles a worker runs) ------------
+@pytest.mark.skipif(not os.path.exists(REDIS_SERVER), reason="redis-server not installed (bin/install)")
+def test_bin_redis_requires_the_generated_password_and_the_apps_carry_it(tmp_path, monkeypatch):
+    from main_server import create_app
+    from shared.web import redis_password
+
+    data = tmp_path / "data"
+    port = free_port()
+    for name in ("REDIS_URL", "KOL_REDIS_URL", "KOL_DATA_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REDIS_PORT", str(port))
+    env = dict(os.environ, DATA_DIR=str(data))
+    with open(tmp_path / "redis.log", "wb") as log:
+        proc = subprocess.Popen([str(ROOT / "bin" / "redis")], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        password = redis_password(data)  # made by bin/redis, or here first: the same file either way
+        wait_for_redis(f"redis://:{password}@127.0.0.1:{port}/0", proc, 30, tmp_path / "redis.log")
+        for url in (f"redis://127.0.0.1:{port}/0", f"redis://:wrong@127.0.0.1:{port}/0",
+                    f"unix://{data / 'redis' / 'redis.sock'}"):
+            with pytest.raises(redis.exceptions.AuthenticationError):
+                redis.Redis.from_url(url, socket_timeout=5).set("x", "1")
+        url = create_app({"TESTING": True, "DATA_DIR": str(data)}).config["REDIS_URL"]
+        assert url == f"redis://:{password}@127.0.0.1:{port}/0"
+        assert redis.Redis.from_url(url, socket_timeout=5).ping()
+        for folder, mode in ((data / "instance", 0o700), (data / "redis", 0o700),
+                             (data / "instance" / "redis_password", 0o600)):
+            assert folder.stat().st_mode & 0o777 == mode, folder
+        with open(f"/proc/{proc.pid}/cmdline", "rb") as fh:
+            assert password.encode() not in fh.read()  # what `ps` shows every user
+        assert password.encode() not in (tmp_path / "redis.log").read_bytes()
+    finally:
+        kill_tree(proc)
