@@ -21,7 +21,7 @@ from flask import Flask, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from .errors import UserError
-from .storage import DISK_FULL, create_once, is_disk_full, private_folder
+from .storage import DISK_FULL, atomic_write_bytes, create_once, is_disk_full, private_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 
