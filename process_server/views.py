@@ -203,6 +203,8 @@ def import_clean():
     kols = pool().kols()
     # same name up to case/spaces/accents, or faces that match a pool KOL's (shared.roster)
     warnings = roster.import_warnings(pool(), result["kols"], store.path(job, "chips"))
+    for i, split in wizard.split_warnings(store, job, result).items():  # two people in one folder
+        warnings.setdefault(i, {}).update(split)
     payload = {"kols": {k["name"]: {"crops": len(k["kept"]), **warnings.get(i, {})}
                         for i, k in enumerate(result["kols"])}}
     rows = [{"name": k["name"], "crops": len(k["kept"]), "few": len(k["kept"]) < cleaning.FEW_CROPS,
