@@ -243,7 +243,11 @@ def _layout(entries, kind):
             f"'Jane Doe/1.jpg') and zip those folders.")
     # wrappers: the folders all KOL folders share (but the KOL folder itself when there is only one)
     prefix = len(_common_prefix(named)) - (len(named) == 1)
-    shown = lambda parts: "/".join(parts[min(prefix, len(parts) - 1):])  # noqa: E731 - as the person sees them
+
+    def shown(parts):
+        """A member's name below the wrappers, as the person sees it."""
+        return "/".join(parts[min(prefix, len(parts) - 1):])
+
     kols = {kol for kol in named if len(kol) > prefix}
     outer = {kol: min((k for k in kols if kol[:len(k)] == k), key=len) for kol in kols}
     depths = sorted({len(k) for k in outer.values()})
@@ -266,7 +270,8 @@ def _layout(entries, kind):
 
 def _copy_member(zf, info, target, budget, max_ratio, budget_error):
     """Stream one member to ``target``; returns bytes written. Stops at the size and ratio caps:
-    over ``budget`` bytes it raises ``budget_error.too_much(bytes over)`` (an :class:`Allowance`)."""
+    over ``budget`` bytes it raises ``budget_error.too_much(the upload's bytes so far)``
+    (``budget_error``: the upload's :class:`Allowance`)."""
     limit = info.file_size
     if info.file_size > RATIO_MIN_SIZE and info.file_size > max_ratio * max(info.compress_size, 1):
         raise ArchiveError(f"'{_member_name(info)}' expands {info.file_size // max(info.compress_size, 1)} "
@@ -338,11 +343,13 @@ def _copy_checked(zf, info, target, budget, max_ratio, kind, parts, allowance):
 
 def _checked_infos(zf, zip_size, allowance, max_ratio):
     """The zip's members, after the checks made before anything is read, from the zip's directory:
-    how many files and how many bytes they declare against ``allowance`` (:meth:`Allowance.check`),
-    and how much the whole zip expands (at most ``max_ratio`` times its ``zip_size`` in bytes)."""
+    how many files (junk such as ``__MACOSX/`` not counted) and how many bytes they declare against
+    ``allowance`` (:meth:`Allowance.check`), and how much the whole zip expands (at most
+    ``max_ratio`` times its ``zip_size`` in bytes)."""
     infos = zf.infolist()
     declared = sum(i.file_size for i in infos)
-    allowance.check(sum(1 for i in infos if not i.is_dir()), declared)
+    files = [i for i in infos if not i.is_dir() and not _is_junk(i.filename.replace("\\", "/").split("/"))]
+    allowance.check(len(files), declared)
     if declared > RATIO_MIN_SIZE and declared > max_ratio * max(zip_size, 1):
         raise ArchiveError(f"The zip expands {declared // max(zip_size, 1)} times when unzipped "
                            f"({human_size(zip_size)} to {human_size(declared)}): it looks like a zip bomb "
