@@ -189,7 +189,7 @@ def clean():
         return reply("process/clean.html", {"kols": None}, align_done=align_done, result=None,
                      **_page_context(job, state))
     return reply("process/clean.html", cleaning.contract_view(result), result=result, few=cleaning.FEW_CROPS,
-                 **_page_context(job, state))
+                 splits=wizard.split_warnings(store, job, result), **_page_context(job, state))
 
 
 # -- R5: choose what to import ------------------------------------------------------------

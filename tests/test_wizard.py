@@ -490,3 +490,5 @@ def test_a_folder_holding_two_people_is_flagged_before_import(client, data_dir, 
     assert "looks like two different people" in page and "Campaign 2024" in page
     for crop in split["chips"][0] + split["chips"][1]:
         assert crop in page
+    page = proc.get("/clean", query_string={"job": job}).data.decode()  # and where faces can be removed
+    assert page.count("looks like two different people") == 1 and f"{split['groups'][0]} and" in page
