@@ -8,7 +8,7 @@ extract it safely into a new job (:class:`shared.jobs.JobStore`) and answer
 
 from flask import Blueprint, current_app, redirect, request
 
-from shared import archive, cleaning, frames, images
+from shared import cleaning, frames, images
 from shared.errors import UserError
 from shared.jobs import JobStore
 from shared.web import data_path, reply, upload_name
@@ -25,7 +25,8 @@ KIND_INFO = {
 
 def _limits():
     return {"max_upload_mib": current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024),
-            "max_total_mib": archive.MAX_TOTAL // (1024 * 1024), "max_members": archive.MAX_MEMBERS,
+            "max_total_mib": current_app.config["UPLOAD_MAX_UNPACKED_BYTES"] // (1024 * 1024),
+            "max_members": current_app.config["UPLOAD_MAX_FILES"],
             "few": cleaning.FEW_CROPS}
 
 

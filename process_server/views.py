@@ -190,7 +190,7 @@ def clean():
         return reply("process/clean.html", {"kols": None}, align_done=align_done, result=None,
                      **_page_context(job, state))
     return reply("process/clean.html", cleaning.contract_view(result), result=result, few=cleaning.FEW_CROPS,
-                 **_page_context(job, state))
+                 splits=wizard.split_warnings(store, job, result), **_page_context(job, state))
 
 
 # -- R5: choose what to import ------------------------------------------------------------
@@ -204,6 +204,8 @@ def import_clean():
     kols = pool().kols()
     # same name up to case/spaces/accents, or faces that match a pool KOL's (shared.roster)
     warnings = roster.import_warnings(pool(), result["kols"], store.path(job, "chips"))
+    for i, split in wizard.split_warnings(store, job, result).items():  # two people in one folder
+        warnings.setdefault(i, {}).update(split)
     payload = {"kols": {k["name"]: {"crops": len(k["kept"]), **warnings.get(i, {})}
                         for i, k in enumerate(result["kols"])}}
     rows = [{"name": k["name"], "crops": len(k["kept"]), "few": len(k["kept"]) < cleaning.FEW_CROPS,

@@ -10,21 +10,28 @@ what is wrong and how to fix it, and the destination is left empty (removed):
 
 - not a zip at all (or damaged), an empty zip, a zip with no usable file;
 - members with absolute paths, drive letters or ``..`` parts, symbolic links;
-- zip bombs: more than ``max_members`` members, more than ``max_total`` bytes
-  once uncompressed (counted while decompressing, headers are not trusted), or a
-  member that expands more than ``max_ratio`` times;
+- zip bombs and zips that would fill the disk: more files than the setting
+  ``UPLOAD_MAX_FILES``, more bytes once uncompressed than ``UPLOAD_MAX_UNPACKED_BYTES``
+  (both from the zip's directory first, then the bytes counted again while decompressing,
+  since the directory can lie; all zips of one request count together, :func:`upload_allowance`),
+  a member or a whole zip that expands more than ``max_ratio`` times;
 - nested archives (a zip inside the zip).
 
 Junk (``__MACOSX/``, ``.DS_Store``, ``Thumbs.db``, hidden ``._`` files) is ignored
 silently; other files that are not photos/videos are skipped and listed.
 
-Layouts understood: ``KOL/photo.jpg`` (the normal one, deeper sub-folders of a
-KOL folder belong to that KOL), and the same inside one wrapper folder
-(``set/KOL/photo.jpg``). A zip with only loose photos (or one folder of photos
-with no sub-folders) is taken as a single KOL only when that KOL's name is
-clear from a folder; loose photos at the top level are refused with a sentence
-saying how to lay the zip out.
+Layout of a training zip (:func:`_layout`): a photo's KOL is the folder holding it
+(``Name of KOL/photo.jpg``), or the folder above when that one has a container name
+such as ``photos`` (:data:`CONTAINER_NAMES`: ``Jane Doe/photos/1.jpg`` is Jane Doe's).
+Folders that every KOL folder sits in are wrappers (``Export/2024/Jane Doe/1.jpg``);
+sub-folders of a KOL folder that holds photos itself belong to that KOL
+(``Jane Doe/stage/2.jpg``). One folder of photos is a single KOL. Refused with a
+sentence showing the expected layout: only loose photos (no KOL name), KOL folders at
+different depths (``A/1.jpg`` beside ``Actors/B/2.jpg``), and two folders in different
+places that would give the same KOL name (``Jane/2024/`` and ``Bob/2024/``). Loose
+photos beside KOL folders are skipped and listed.
 """
+import os
 import shutil
 import stat
 import zipfile
@@ -35,17 +42,19 @@ from pathlib import Path, PurePosixPath
 from . import frames, images
 from .errors import UserError
 from .pool import display_name
+from .web import DEFAULTS, human_size
 
-#: Most members a training zip may hold.
-MAX_MEMBERS = 20_000
-#: Most bytes a training zip may expand to.
-MAX_TOTAL = 4 * 1024 ** 3
-#: Most a single member may expand, relative to its compressed size (for members over 1 MiB).
+#: Most a single member, and the whole zip, may expand relative to its compressed size
+#: (for members and zips that expand to over 1 MiB).
 MAX_RATIO = 100
 RATIO_MIN_SIZE = 1024 * 1024
 #: Photos narrower or lower than this (pixels) cannot hold a face that detection would find.
 MIN_PHOTO_SIDE = 20
 
+#: Folder names that hold a KOL's photos without naming the KOL (compared in lower case): a
+#: photo in ``Jane Doe/photos/`` belongs to "Jane Doe". Kept small: a real name never equals one.
+CONTAINER_NAMES = {"photos", "photo", "pictures", "pics", "images", "image", "img", "imgs", "videos", "video",
+                   "照片", "图片", "相片", "写真", "사진"}
 JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
 ARCHIVE_EXTENSIONS = (".zip", ".rar", ".7z", ".tar", ".gz", ".tgz", ".bz2", ".xz")
 
@@ -57,6 +66,75 @@ KINDS = {
 
 class ArchiveError(UserError):
     """The zip cannot be used; the message says why and how to fix it."""
+
+
+@dataclass
+class Allowance:
+    """What one upload may still unpack: the settings ``UPLOAD_MAX_FILES`` and ``UPLOAD_MAX_UNPACKED_BYTES``.
+
+    max_files: most files; max_bytes: most bytes once uncompressed; files, bytes: what the
+    upload's zips extracted so far (a batch may send several zips in one request).
+    """
+
+    max_files: int
+    max_bytes: int
+    files: int = 0
+    bytes: int = 0
+
+    def bytes_left(self):
+        """Bytes the next zip may still unpack to."""
+        return self.max_bytes - self.bytes
+
+    def check(self, files, size):
+        """413 when ``files`` more files or ``size`` more bytes (as a zip's directory declares them)
+        would go over a limit; the sentence names the limit, the setting and the upload's number."""
+        earlier = " with the zips before it in this upload" if self.files or self.bytes else ""
+        if self.files + files > self.max_files:
+            raise ArchiveError(f"The zip holds too many files: at most {self.max_files} are accepted in one upload "
+                               f"(setting UPLOAD_MAX_FILES), yours has {self.files + files}{earlier}. "
+                               "Split it into several zips.", 413)
+        if self.bytes + size > self.max_bytes:
+            raise self.too_much(self.bytes + size, earlier)
+
+    def too_much(self, total, earlier=""):
+        """The 413 for an upload that unpacks to ``total`` bytes, over ``UPLOAD_MAX_UNPACKED_BYTES``
+        (also raised while extracting, when a zip expands to more than its directory said)."""
+        shown = human_size(total)
+        if shown == human_size(self.max_bytes):
+            shown = f"{total:,} bytes"
+        return ArchiveError(f"The zip unpacks to too much data: at most {human_size(self.max_bytes)} are accepted "
+                            f"in one upload (setting UPLOAD_MAX_UNPACKED_BYTES), yours is {shown}{earlier}. "
+                            "Split it into several zips.", 413)
+
+    def take(self, files, size):
+        """Count a zip's extracted ``files`` (and their ``size`` in bytes) against the upload."""
+        self.files += files
+        self.bytes += size
+
+
+def upload_allowance(max_files=None, max_bytes=None):
+    """The :class:`Allowance` for the next zip of the current upload.
+
+    The limits not given come from the current app's settings ``UPLOAD_MAX_FILES`` and
+    ``UPLOAD_MAX_UNPACKED_BYTES`` (shared/web.py's ``DEFAULTS`` outside an app). With no limit
+    given, inside a request, all zips of that request share one allowance (kept in ``flask.g``),
+    so a batch of several zips stays under the limits together.
+    """
+    from flask import current_app, g, has_app_context, has_request_context
+
+    config = current_app.config if has_app_context() else DEFAULTS
+    limits = (config["UPLOAD_MAX_FILES"] if max_files is None else max_files,
+              config["UPLOAD_MAX_UNPACKED_BYTES"] if max_bytes is None else max_bytes)
+    if max_files is not None or max_bytes is not None or not has_request_context():
+        return Allowance(*limits)
+    if "upload_allowance" not in g:
+        g.upload_allowance = Allowance(*limits)
+    return g.upload_allowance
+
+
+def _size_of(folder):
+    """Bytes of the files under ``folder``."""
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
 
 
 @dataclass
@@ -114,45 +192,86 @@ def _open_zip(path):
         raise ArchiveError(f"The zip could not be read ({exc}).", 400) from None
 
 
+def _kol_path(folders):
+    """The folders up to and including the one that names the KOL of a photo in ``folders``:
+    the folder directly holding it, or the nearest one above it whose name is not a
+    :data:`CONTAINER_NAMES` one (``Al Gore/photos/1.jpg`` -> ``("Al Gore",)``). Empty when none."""
+    folders = tuple(folders)
+    while folders and folders[-1].strip().lower() in CONTAINER_NAMES:
+        folders = folders[:-1]
+    return folders
+
+
+def _common_prefix(paths):
+    """The leading folders that every path of ``paths`` (tuples of folder names) shares."""
+    first = min(paths, key=len)
+    for n, name in enumerate(first):
+        if any(p[n] != name for p in paths):
+            return first[:n]
+    return first
+
+
+def _ambiguous(sentence):
+    """The refusal for a zip whose folders do not say which KOL each photo belongs to."""
+    return ArchiveError(f"{sentence} Lay the zip out as one folder per KOL, named after the KOL and holding that "
+                        "KOL's photos: 'Name of KOL/photo.jpg' (for example 'Jane Doe/1.jpg' and 'John Roe/1.jpg'), "
+                        "then zip those folders.")
+
+
 def _layout(entries, kind):
-    """Group usable entries ``(parts, info)`` into ``{kol folder name: [(parts, info)]}``; list skipped ones."""
-    exts, _, plural = KINDS[kind]
-    skipped = []
-    tops = {parts[0] for parts, _ in entries if len(parts) > 1}
-    loose = [(p, i) for p, i in entries if len(p) == 1]
-    depth = 0
-    # One wrapper folder around the KOL folders: look inside it.
-    if len(tops) == 1 and not loose:
-        inner = [(p[1:], i) for p, i in entries]
-        if any(len(p) > 1 for p, _ in inner):
-            entries, depth = inner, 1
-            loose = [(p, i) for p, i in entries if len(p) == 1]
+    """Group usable entries ``(parts, info)`` into ``{kol folder path: [(parts, info)]}`` and list skipped ones.
+
+    A photo's KOL folder is the folder holding it (:func:`_kol_path`); folders shared by all
+    photos (wrappers such as ``Export/2024/``) are never KOL names unless every photo is in the
+    same one, and a KOL folder inside another KOL folder belongs to the outer one. Returns
+    ``(groups, skipped, prefix)``: the group keys and skipped names are relative to ``prefix``,
+    the count of wrapper folders. Raises :class:`ArchiveError` when the layout is ambiguous
+    (KOL folders at different depths).
+    """
+    exts, singular, plural = KINDS[kind]
     media = [(p, i) for p, i in entries if p[-1].lower().endswith(exts)]
-    groups = {}
-    for parts, info in entries:
-        if not parts[-1].lower().endswith(exts):
-            skipped.append({"name": "/".join(parts), "reason": f"not a {KINDS[kind][1]} ({', '.join(exts)})"})
-            continue
-        if len(parts) == 1:
-            continue
-        groups.setdefault(parts[0], []).append((parts, info))
-    loose_media = [(p, i) for p, i in loose if p[-1].lower().endswith(exts)]
-    if loose_media and not groups and depth == 0:
+    if not media:
+        raise ArchiveError(f"The zip holds no {singular} this tool can use "
+                           f"({', '.join(exts)}). See the instructions page for the layout."
+                           + other_kind_hint([p[-1] for p, _ in entries], kind))
+    found = [(_kol_path(p[:-1]), p, i) for p, i in media]
+    named = {kol for kol, _, _ in found if kol}
+    if not named:
         raise ArchiveError(
             f"The {plural} are at the top level of the zip, so there is no KOL name for them. "
             f"Put each KOL's {plural} in a folder named after the KOL (for example "
             f"'Jane Doe/1.jpg') and zip those folders.")
-    for parts, _ in loose_media:
-        skipped.append({"name": "/".join(parts), "reason": "not inside a KOL folder"})
-    if not media:
-        raise ArchiveError(f"The zip holds no {KINDS[kind][1]} this tool can use "
-                           f"({', '.join(exts)}). See the instructions page for the layout."
-                           + other_kind_hint([p[-1] for p, _ in entries], kind))
-    return groups, skipped
+    # wrappers: the folders all KOL folders share (but the KOL folder itself when there is only one)
+    prefix = len(_common_prefix(named)) - (len(named) == 1)
+
+    def shown(parts):
+        """A member's name below the wrappers, as the person sees it."""
+        return "/".join(parts[min(prefix, len(parts) - 1):])
+
+    kols = {kol for kol in named if len(kol) > prefix}
+    outer = {kol: min((k for k in kols if kol[:len(k)] == k), key=len) for kol in kols}
+    depths = sorted({len(k) for k in outer.values()})
+    if len(depths) > 1:
+        deep = next(k for k in outer.values() if len(k) == depths[-1])
+        high = next(k for k in outer.values() if len(k) == depths[0])
+        raise _ambiguous(f"The {plural} lie at different depths of the zip ('{'/'.join(high[prefix:])}/' "
+                         f"and '{'/'.join(deep[prefix:])}/'), so it is not clear which folders are the KOLs.")
+    groups, skipped = {}, []
+    for parts, _ in entries:
+        if not parts[-1].lower().endswith(exts):
+            skipped.append({"name": shown(parts), "reason": f"not a {singular} ({', '.join(exts)})"})
+    for kol, parts, info in found:
+        if len(kol) <= prefix:
+            skipped.append({"name": shown(parts), "reason": "not inside a KOL folder"})
+        else:
+            groups.setdefault(outer[kol], []).append((parts, info))
+    return groups, skipped, prefix
 
 
-def _copy_member(zf, info, target, budget, max_ratio):
-    """Stream one member to ``target``; returns bytes written. Stops at the size and ratio caps."""
+def _copy_member(zf, info, target, budget, max_ratio, budget_error):
+    """Stream one member to ``target``; returns bytes written. Stops at the size and ratio caps:
+    over ``budget`` bytes it raises ``budget_error.too_much(the upload's bytes so far)``
+    (``budget_error``: the upload's :class:`Allowance`)."""
     limit = info.file_size
     if info.file_size > RATIO_MIN_SIZE and info.file_size > max_ratio * max(info.compress_size, 1):
         raise ArchiveError(f"'{_member_name(info)}' expands {info.file_size // max(info.compress_size, 1)} "
@@ -164,9 +283,11 @@ def _copy_member(zf, info, target, budget, max_ratio):
             if not chunk:
                 break
             written += len(chunk)
-            if written > limit or written > budget:
-                raise ArchiveError("The zip expands to more data than it declares or than this tool "
-                                   "accepts: it was refused as a possible zip bomb.", 413)
+            if written > limit:
+                raise ArchiveError("The zip expands to more data than it declares: it was refused as "
+                                   "a possible zip bomb.", 413)
+            if written > budget:
+                raise budget_error.too_much(budget_error.max_bytes + written - budget)
             if written > RATIO_MIN_SIZE and written > max_ratio * max(info.compress_size, 1):
                 raise ArchiveError(f"'{_member_name(info)}' expands too much when unzipped: "
                                    "the zip looks like a zip bomb and was refused.", 413)
@@ -174,13 +295,13 @@ def _copy_member(zf, info, target, budget, max_ratio):
     return written
 
 
-def extract_training_zip(zip_path, dest, kind="image", max_members=MAX_MEMBERS, max_total=MAX_TOTAL,
-                         max_ratio=MAX_RATIO):
+def extract_training_zip(zip_path, dest, kind="image", max_members=None, max_total=None, max_ratio=MAX_RATIO):
     """Check a training zip and extract its usable files under ``dest``.
 
     zip_path: the uploaded file. dest: a folder that must not exist yet; it is
         created, and removed again when anything is refused.
-    kind: ``"image"`` (photos) or ``"video"``.
+    kind: ``"image"`` (photos) or ``"video"``. max_members, max_total: most files and bytes
+        it may unpack to; ``None``: the upload's settings (:func:`upload_allowance`).
 
     Returns :class:`Extracted`. Raises :class:`ArchiveError` (4xx) with a sentence
     for anything unusable; nothing is left behind in that case.
@@ -192,21 +313,25 @@ def extract_training_zip(zip_path, dest, kind="image", max_members=MAX_MEMBERS, 
     dest = Path(dest)
     dest.mkdir(parents=True)
     try:
-        return _extract(zip_path, dest, kind, max_members, max_total, max_ratio)
+        allowance = upload_allowance(max_members, max_total)
+        out = _extract(zip_path, dest, kind, allowance, max_ratio)
+        allowance.take(sum(len(k["files"]) for k in out.kols), _size_of(dest))
+        return out
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
         raise
 
 
-def _copy_checked(zf, info, target, budget, max_ratio, kind, parts):
-    """Copy one member to ``target`` (at most ``budget`` bytes, :func:`_copy_member`) and check it is
-    a readable file of ``kind``. ``parts``: the member's path in the zip, for messages.
+def _copy_checked(zf, info, target, budget, max_ratio, kind, parts, allowance):
+    """Copy one member to ``target`` (at most ``budget`` bytes, :func:`_copy_member`; ``allowance``
+    words the refusal) and check it is a readable file of ``kind``. ``parts``: the member's path
+    in the zip, for messages.
 
     Returns ``(bytes written, problem)``: ``problem`` is a sentence (the file is then removed) or
     ``None``. A member the zip cannot give back is a 400 for the whole upload.
     """
     try:
-        used = _copy_member(zf, info, target, budget, max_ratio)
+        used = _copy_member(zf, info, target, budget, max_ratio, allowance)
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
         raise ArchiveError(f"The zip is damaged or uses an unsupported format at "
                            f"'{'/'.join(parts)}' ({exc}). Create it again and upload it.", 400) from None
@@ -216,24 +341,26 @@ def _copy_checked(zf, info, target, budget, max_ratio, kind, parts):
     return used, problem
 
 
-def _checked_infos(zf, max_members, max_total):
-    """The zip's members, after the two checks made before anything is read: how many entries and
-    how much data they declare (413 with the limit and the zip's own number when over)."""
+def _checked_infos(zf, zip_size, allowance, max_ratio):
+    """The zip's members, after the checks made before anything is read, from the zip's directory:
+    how many files (junk such as ``__MACOSX/`` not counted) and how many bytes they declare against
+    ``allowance`` (:meth:`Allowance.check`), and how much the whole zip expands (at most
+    ``max_ratio`` times its ``zip_size`` in bytes)."""
     infos = zf.infolist()
-    if len(infos) > max_members:
-        raise ArchiveError(f"The zip holds too many entries: at most {max_members} are accepted, yours has "
-                           f"{len(infos)}. Split it into several zips.", 413)
     declared = sum(i.file_size for i in infos)
-    if declared > max_total:
-        raise ArchiveError(f"The zip expands to too much data: at most {max_total // 1024 ** 2} MiB are "
-                           f"accepted, yours is {declared // 1024 ** 2} MiB. Split it into several zips.", 413)
+    files = [i for i in infos if not i.is_dir() and not _is_junk(i.filename.replace("\\", "/").split("/"))]
+    allowance.check(len(files), declared)
+    if declared > RATIO_MIN_SIZE and declared > max_ratio * max(zip_size, 1):
+        raise ArchiveError(f"The zip expands {declared // max(zip_size, 1)} times when unzipped "
+                           f"({human_size(zip_size)} to {human_size(declared)}): it looks like a zip bomb "
+                           "and was refused.", 413)
     return infos
 
 
-def _extract(zip_path, dest, kind, max_members, max_total, max_ratio):
+def _extract(zip_path, dest, kind, allowance, max_ratio):
     _, singular, plural = KINDS[kind]
     with _open_zip(zip_path) as zf:
-        infos = _checked_infos(zf, max_members, max_total)
+        infos = _checked_infos(zf, os.path.getsize(zip_path), allowance, max_ratio)
         entries = []
         for info in infos:
             name = _member_name(info)
@@ -254,34 +381,39 @@ def _extract(zip_path, dest, kind, max_members, max_total, max_ratio):
             entries.append((parts, info))
         if not entries:
             raise ArchiveError("The zip is empty.")
-        groups, skipped = _layout(entries, kind)
+        groups, skipped, prefix = _layout(entries, kind)
         out = Extracted(skipped=skipped)
-        budget = max_total
-        names = {}
-        for folder in sorted(groups):
+        budget = allowance.bytes_left()
+        names = {}  # display name -> (kol, its folder path)
+        for folder in sorted(groups, key=lambda path: (path[-1], path)):
             try:
-                name = display_name(folder)
+                name = display_name(folder[-1])
             except UserError:
                 for parts, _ in groups[folder]:
-                    skipped.append({"name": "/".join(parts), "reason": "the folder name is not usable as a KOL name"})
+                    skipped.append({"name": "/".join(parts[prefix:]),
+                                    "reason": "the folder name is not usable as a KOL name"})
                 continue
-            if name in names:  # two folders that differ only in invisible characters
-                kol = names[name]
+            if name in names and names[name][1][:-1] != folder[:-1]:
+                raise _ambiguous(f"The folders '{'/'.join(names[name][1][prefix:])}/' and "
+                                 f"'{'/'.join(folder[prefix:])}/' would both be the KOL '{name}', "
+                                 "so it is not clear which folders are the KOLs.")
+            if name in names:  # two sibling folders that differ only in invisible characters
+                kol = names[name][0]
             else:
                 kol = {"name": name, "files": []}
-                names[name] = kol
+                names[name] = (kol, folder)
                 out.kols.append(kol)
             folder_dir = dest / str(out.kols.index(kol))
             folder_dir.mkdir(exist_ok=True)
             for parts, info in groups[folder]:
                 ext = Path(parts[-1]).suffix.lower()
                 target = folder_dir / f"{len(kol['files']):05d}{ext}"
-                used, problem = _copy_checked(zf, info, target, budget, max_ratio, kind, parts)
+                used, problem = _copy_checked(zf, info, target, budget, max_ratio, kind, parts, allowance)
                 budget -= used
                 if problem:
-                    skipped.append({"name": "/".join(parts), "reason": problem})
+                    skipped.append({"name": "/".join(parts[prefix:]), "reason": problem})
                     continue
-                kol["files"].append({"path": str(target), "name": "/".join(parts[1:]) or parts[-1]})
+                kol["files"].append({"path": str(target), "name": "/".join(parts[len(folder):])})
         out.kols = [k for k in out.kols if k["files"]]
         if not out.kols:
             raise ArchiveError(f"No {singular} in the zip could be read, so there is nothing to train on"
@@ -332,13 +464,13 @@ def other_kind_hint(names, kind):
     return ""
 
 
-def extract_media_zip(zip_path, dest, kind="image", max_members=MAX_MEMBERS, max_total=MAX_TOTAL,
-                      max_ratio=MAX_RATIO):
+def extract_media_zip(zip_path, dest, kind="image", max_members=None, max_total=None, max_ratio=MAX_RATIO):
     """Extract every photo (or video) of a zip, whatever its folders, under ``dest``.
 
     For uploads where the folders carry no KOL names: a batch of photos to recognise,
     or more photos for one KOL. The same refusals as :func:`extract_training_zip`
-    (unsafe paths, links, bombs, nested archives, passwords); ``dest`` must not exist
+    (unsafe paths, links, bombs, nested archives, passwords) and the same limits
+    (``max_members``, ``max_total``: :func:`extract_training_zip`); ``dest`` must not exist
     and is removed again when the zip is refused.
 
     Returns ``(files, skipped)``: ``files`` ``[{"path": str on disk, "name": path inside the zip}]``
@@ -354,8 +486,9 @@ def extract_media_zip(zip_path, dest, kind="image", max_members=MAX_MEMBERS, max
     try:
         files, skipped = [], []
         with _open_zip(zip_path) as zf:
-            infos = _checked_infos(zf, max_members, max_total)
-            budget, names = max_total, []
+            allowance = upload_allowance(max_members, max_total)
+            infos = _checked_infos(zf, os.path.getsize(zip_path), allowance, max_ratio)
+            budget, names = allowance.bytes_left(), []
             for info in infos:
                 name = _member_name(info)
                 parts = _parts(name)
@@ -375,7 +508,7 @@ def extract_media_zip(zip_path, dest, kind="image", max_members=MAX_MEMBERS, max
                     skipped.append({"name": shown, "reason": f"not a {singular} ({', '.join(exts)})"})
                     continue
                 target = dest / f"{len(files):05d}{Path(parts[-1]).suffix.lower()}"
-                used, problem = _copy_checked(zf, info, target, budget, max_ratio, kind, parts)
+                used, problem = _copy_checked(zf, info, target, budget, max_ratio, kind, parts, allowance)
                 budget -= used
                 if problem:
                     skipped.append({"name": shown, "reason": problem})
@@ -384,6 +517,7 @@ def extract_media_zip(zip_path, dest, kind="image", max_members=MAX_MEMBERS, max
         if not files:
             raise ArchiveError(f"The zip holds no {singular} this tool can use ({', '.join(exts)})."
                                + other_kind_hint(names, kind), 415 if names else 400)
+        allowance.take(len(files), _size_of(dest))
         return files, skipped
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)

@@ -16,6 +16,9 @@ KOL, which crops to keep. A crop is removed when:
   leave-one-out median of the KOL's crops over :data:`OUTLIER_DISTANCE`), or
   nearer another KOL of the job than its own.
 
+Before import, :func:`two_people` flags a KOL folder whose faces form two clear groups
+(two people in one folder: nothing is removed, the person decides).
+
 Photos with no face (or unreadable) are reported too, under the photo's id.
 The person can override both ways: ``remove`` (crop ids) and ``keep`` (crop ids).
 Distances are Euclidean between dlib 128-d embeddings; thresholds were set on
@@ -36,6 +39,11 @@ OTHER_KOL_MARGIN = 0.03
 OUTLIER_MIN_CROPS = 4
 #: KOLs with fewer kept crops than this get a warning before import.
 FEW_CROPS = 5
+#: Two groups of a KOL's kept faces this far apart (average distance between their faces, where
+#: dlib's same-person tolerance is 0.6) make :func:`two_people` warn that the folder holds two people.
+SPLIT_DISTANCE = 0.7
+#: ... when each group holds at least this many faces (a lone odd face is the outlier check's job).
+SPLIT_MIN_FACES = 3
 
 
 def _vec(rec):
@@ -183,3 +191,27 @@ def contract_view(result):
     return {"kols": {k["name"]: {"kept": len(k["kept"]),
                                  "removed": [{"crop": r["crop"], "reason": r["reason"]} for r in k["removed"]]}
                      for k in result["kols"]}}
+
+
+def two_people(X):
+    """Whether one KOL's face embeddings ``X`` (n x 128) split into two clearly different people.
+
+    Average-linkage clustering that stops merging groups whose faces are on average
+    :data:`SPLIT_DISTANCE` or more apart; when two of the groups left hold at least
+    :data:`SPLIT_MIN_FACES` faces each, returns ``(a, b, distance)``: the row indices of
+    the two largest groups and their average distance between faces (dlib units). Else ``None``.
+    """
+    X = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
+    if len(X) < 2 * SPLIT_MIN_FACES:
+        return None
+    from sklearn.cluster import AgglomerativeClustering
+    from sklearn.metrics.pairwise import euclidean_distances
+
+    labels = AgglomerativeClustering(n_clusters=None, distance_threshold=SPLIT_DISTANCE,
+                                     linkage="average").fit_predict(X)
+    groups = sorted((np.flatnonzero(labels == label) for label in set(labels)), key=len, reverse=True)
+    if len(groups) < 2 or len(groups[1]) < SPLIT_MIN_FACES:
+        return None
+    a, b = groups[0].tolist(), groups[1].tolist()
+    distance = float(euclidean_distances(X[a], X[b]).mean())
+    return a, b, distance

@@ -76,6 +76,10 @@ DEFAULTS = {
     "LOGIN_ADDRESS_LIMIT": "100 per minute",
     "RATELIMIT_STORAGE_URI": "",  # empty: REDIS_URL (one count for every process), memory while it is down
     "SESSION_COOKIE_SECURE": False,
+    # Zips (shared/archive.py: training zips, and zips in a batch or a KOL's "add photos"): most
+    # files one upload may unpack, and most bytes once uncompressed (counted while unzipping too).
+    "UPLOAD_MAX_FILES": 5000,
+    "UPLOAD_MAX_UNPACKED_BYTES": 4 * 1024 ** 3,
 }
 #: The documented names that also work without the ``KOL_`` prefix (the prefixed name wins).
 PLAIN_ENV = ("DATA_DIR", "MAIN_URL", "PROCESS_URL", "VIDEO_URL", "MAX_CONTENT_LENGTH", "SECRET_KEY", "REDIS_URL")

@@ -255,6 +255,33 @@ def check_import(store, job_id, chosen=(), replace_all=False, replace=(), modes=
     return {"kols": plan, "empty": empty}
 
 
+def split_warnings(store, job_id, result, shown=6):
+    """The job's KOL folders whose faces look like two people (:func:`shared.cleaning.two_people`).
+
+    The faces looked at are the folder's own, before cleaning's verdicts (in a folder of two
+    people the fewer one's faces are removed as outliers, which would hide the mix): every face
+    of a photo with one face (every sampled face of a video). result: the job's cleaning result
+    (``clean.json``, for the KOL order); the faces come from its ``align.json``.
+    Returns ``{kol index: {"two_people": {"groups": [faces in group 1, faces in group 2],
+    "distance": average distance between the groups (dlib units), "chips": [[crop ids], [crop ids]]
+    (up to ``shown`` of each group), "sources": [[file names], [file names]] (those faces' photos)}}}``
+    for the KOLs with a warning only.
+    """
+    align_result = store.read(job_id, "align") or {"kols": []}
+    video = align_result.get("kind") == "video"
+    out = {}
+    for i, (_, aligned) in enumerate(zip(result["kols"], align_result["kols"])):
+        found = [(src["name"], rec) for src in aligned["sources"] for rec in src["crops"]
+                 if video or len(src["crops"]) == 1]
+        split = cleaning.two_people([rec["embedding"] for _, rec in found]) if found else None
+        if split:
+            a, b, distance = split
+            out[i] = {"two_people": {"groups": [len(a), len(b)], "distance": round(distance, 2),
+                                     "chips": [[found[j][1]["crop"] for j in g[:shown]] for g in (a, b)],
+                                     "sources": [[found[j][0] for j in g[:shown]] for g in (a, b)]}}
+    return out
+
+
 def import_kols(store, pool, job_id, plan, progress=None):
     """Import the planned KOLs' kept crops into the pool, all of them or none (:meth:`Pool.add_many`).
 

@@ -5,9 +5,13 @@ from pathlib import Path
 
 import pytest
 
+from shared import archive
 from shared.archive import ArchiveError, extract_training_zip
 
-from .conftest import FIVE, VIDEO, needs_data, needs_video
+from .conftest import FACES, FIVE, VIDEO, needs_data, needs_video
+
+LFW = FACES / "lfw_dev"
+needs_lfw = pytest.mark.skipif(not LFW.is_dir(), reason=f"real LFW photos not found at {LFW}")
 
 
 def make_zip(path, members, compression=zipfile.ZIP_DEFLATED):
@@ -123,14 +127,104 @@ def test_total_size_cap(tmp_path, photo):
 
 
 def test_member_count_cap(tmp_path, photo):
-    refused(tmp_path, {f"kol/{i}.jpg": b"x" for i in range(30)}, "entries", status=413, max_members=20)
+    refused(tmp_path, {f"kol/{i}.jpg": b"x" for i in range(30)}, "too many files", status=413, max_members=20)
+    # a Mac's zip holds a junk twin of every file: only the files count
+    out = extract(tmp_path, {**{f"kol/{i}.jpg": photo for i in range(3)},
+                             **{f"__MACOSX/kol/._{i}.jpg": b"junk" for i in range(3)}}, max_members=3)
+    assert len(out.kols[0]["files"]) == 3
 
 
 def test_member_count_cap_default(tmp_path):
-    from shared import archive
+    from shared.web import DEFAULTS
 
-    members = {f"k/{i}.txt": b"" for i in range(archive.MAX_MEMBERS + 1)}
-    refused(tmp_path, members, "entries", status=413)
+    members = {f"k/{i}.txt": b"" for i in range(DEFAULTS["UPLOAD_MAX_FILES"] + 1)}
+    err = refused(tmp_path, members, "at most 5000 are accepted", status=413)
+    assert "UPLOAD_MAX_FILES" in err.message and "5001" in err.message
+    # folders are not files: a real zip of 5000 photos in 250 KOL folders fits
+    members = {f"k{i % 250}/{i}.txt": b"" for i in range(DEFAULTS["UPLOAD_MAX_FILES"])}
+    members.update({f"k{i}/": b"" for i in range(250)})
+    refused(tmp_path, members, "no photo")
+
+
+def _bmp(width=600, height=580):
+    """A real BMP of one colour: about 1 MB that deflates to about 1 KB."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 180, 160)).save(buf, "BMP")
+    return buf.getvalue()
+
+
+def test_small_zip_that_unpacks_to_a_lot_is_refused(tmp_path):
+    """Issue 20: a few hundred KB holding BMPs of just under 1 MiB each unpacked to 200 MB
+    (each member under the per-member ratio check's 1 MiB); the whole zip's ratio is checked."""
+    bmp = _bmp()
+    assert len(bmp) < 1024 * 1024
+    for extract_fn in (extract_training_zip, archive.extract_media_zip):
+        zp = make_zip(tmp_path / "in.zip", {f"kol/{i}.bmp": bmp for i in range(40)})
+        assert zp.stat().st_size < 100_000
+        with pytest.raises(ArchiveError) as err:
+            extract_fn(zp, tmp_path / "out", "image")
+        assert err.value.status == 413 and "zip bomb" in err.value.message, err.value.message
+        assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("fn", ["extract_training_zip", "extract_media_zip"])
+def test_upload_limits_come_from_the_settings_and_count_every_zip_of_a_request(tmp_path, main_app, photo, fn):
+    """UPLOAD_MAX_FILES / UPLOAD_MAX_UNPACKED_BYTES of the app apply to training and batch zips;
+    the zips of one request (a batch) count together; a refused zip leaves nothing."""
+    extract_fn = getattr(archive, fn)
+    zp = make_zip(tmp_path / "in.zip", {f"kol/{i}.jpg": photo for i in range(3)})
+    main_app.config.update(UPLOAD_MAX_FILES=5, UPLOAD_MAX_UNPACKED_BYTES=100 * len(photo))
+    with main_app.test_request_context():
+        extract_fn(zp, tmp_path / "a", "image")
+        with pytest.raises(ArchiveError) as err:
+            extract_fn(zp, tmp_path / "b", "image")
+    assert err.value.status == 413 and not (tmp_path / "b").exists()
+    assert err.value.message.startswith("The zip holds too many files: at most 5 are accepted in one upload "
+                                        "(setting UPLOAD_MAX_FILES), yours has 6 with the zips before it"), err.value.message
+    main_app.config.update(UPLOAD_MAX_FILES=5000, UPLOAD_MAX_UNPACKED_BYTES=2 * len(photo))
+    with main_app.test_request_context():
+        with pytest.raises(ArchiveError) as err:
+            extract_fn(zp, tmp_path / "c", "image")
+    assert err.value.status == 413 and not (tmp_path / "c").exists()
+    assert "setting UPLOAD_MAX_UNPACKED_BYTES" in err.value.message and "at most" in err.value.message
+
+
+# -- which folder is the KOL (issue 20: nested export folders merged two people under "2024") --------
+def _lfw(person, n=6):
+    return sorted((LFW / person).glob("*.jpg"))[:n]
+
+
+@needs_lfw
+def test_nested_export_folders_name_the_kol_holding_the_photos(tmp_path):
+    members = {f"Export/2024/Campaign/{person.replace('_', ' ')}/photos/{p.name}": p.read_bytes()
+               for person in ("Al_Gore", "Amelie_Mauresmo") for p in _lfw(person)}
+    members["Export/2024/Campaign/brief.txt"] = b"notes"
+    out = extract(tmp_path, members)
+    assert [(k["name"], len(k["files"])) for k in out.kols] == [("Al Gore", 6), ("Amelie Mauresmo", 6)]
+    assert out.kols[0]["files"][0]["name"] == "photos/Al_Gore_0001.jpg"
+    assert [s["name"] for s in out.skipped] == ["brief.txt"]
+
+
+@needs_lfw
+def test_one_kol_deep_inside_wrappers(tmp_path):
+    out = extract(tmp_path, {f"Export/2024/Al Gore/photos/{p.name}": p.read_bytes() for p in _lfw("Al_Gore", 3)})
+    assert [(k["name"], len(k["files"])) for k in out.kols] == [("Al Gore", 3)]
+
+
+def test_categories_above_the_kol_folders(tmp_path, photo):
+    out = extract(tmp_path, {"Actors/Jane Doe/1.jpg": photo, "Singers/John Roe/images/2.jpg": photo})
+    assert [k["name"] for k in out.kols] == ["Jane Doe", "John Roe"]
+
+
+@pytest.mark.parametrize("members, words", [
+    ({"Jane Doe/1.jpg": b"", "Actors/John Roe/2.jpg": b""}, "different depths of the zip ('Jane Doe/' and 'Actors/John Roe/')"),
+    ({"Jane/2024/1.jpg": b"", "Bob/2024/2.jpg": b""}, "'Bob/2024/' and 'Jane/2024/' would both be the KOL '2024'"),
+])
+def test_ambiguous_layouts_are_refused_with_the_expected_layout(tmp_path, photo, members, words):
+    err = refused(tmp_path, {name: photo for name in members}, words)
+    assert "'Name of KOL/photo.jpg'" in err.message
 
 
 def test_lying_header_is_caught_while_decompressing(tmp_path, photo):

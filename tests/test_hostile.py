@@ -466,3 +466,20 @@ def test_oversized_uploads_over_http(tmp_path, monkeypatch):
         assert not (tmp_path / "data" / "jobs").exists() or not list((tmp_path / "data" / "jobs").iterdir())
     finally:
         servers.stop()
+
+
+def test_batch_zips_share_the_upload_limits(clients):
+    """Issue 20: UPLOAD_MAX_FILES counts the zips of one batch together; the zip that goes over
+    gets the 413 sentence in its own row, the photos before it are still predicted."""
+    clients["main"].application.config["UPLOAD_MAX_FILES"] = 3
+    data = _synth.build_zip({f"set/{i}.jpg": _synth.jpeg() for i in range(2)})
+    files = [(io.BytesIO(data), "first.zip"), (io.BytesIO(data), "second.zip")]
+    r = clients["main"].post("/predictBatchImage", data={"file": files}, content_type="multipart/form-data",
+                             headers=JSON)
+    assert r.status_code == 200, r.get_data(as_text=True)[:500]
+    rows = r.get_json()["results"]
+    assert [row["path"] for row in rows] == ["first.zip/set/0.jpg", "first.zip/set/1.jpg", "second.zip"], rows
+    assert all("UPLOAD_MAX_FILES" not in (row["error"] or "") for row in rows[:2]), rows  # predicted (noise: no face)
+    assert "at most 3 are accepted in one upload (setting UPLOAD_MAX_FILES)" in rows[2]["error"], rows
+    assert not list(clients["data_dir"].glob("predictions/*/uploads"))
+    alive(clients)

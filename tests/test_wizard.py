@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import FIVE, VIDEO, five_celebs_photos, needs_data, needs_video
+from .conftest import FACES, FIVE, VIDEO, five_celebs_photos, needs_data, needs_video
 
 JSON = {"Accept": "application/json"}
 #: Training photos per KOL sent in the zip (a subset keeps the suite fast on 2 cores).
@@ -412,3 +412,83 @@ def test_steps_out_of_order_are_409_with_a_sentence(client, process_app):
     # the HTML pages for steps not reached yet still render, with the way forward
     assert b"Find and align the faces" in proc.get("/align", query_string={"job": job}).data
     assert b"Align the faces first" in proc.get("/clean", query_string={"job": job}).data
+
+
+@needs_data
+def test_zip_over_the_upload_limits_is_413_naming_the_setting(tmp_path):
+    from main_server import create_app
+
+    photo = FIVE / "ben_afflek" / "train_1.jpg"
+    data = build_zip({f"kol/{i}.jpg": photo for i in range(4)})
+    for setting, value, words in (("UPLOAD_MAX_FILES", 3, "at most 3 are accepted"),
+                                  ("UPLOAD_MAX_UNPACKED_BYTES", 2 * photo.stat().st_size, "at most")):
+        app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "d"), "SECRET_KEY": "t", setting: value})
+        r = app.test_client().post("/trainByImage", data={"zip": (io.BytesIO(data), "kols.zip")},
+                                   content_type="multipart/form-data", headers=JSON)
+        assert r.status_code == 413, r.get_json()
+        assert words in r.get_json()["error"] and f"(setting {setting})" in r.get_json()["error"], r.get_json()
+        assert _jobs_left(tmp_path / "d") == []
+        assert not list((tmp_path / "d").rglob("*.jpg"))
+
+
+# -- two people in one KOL folder (issue 20) --------------------------------------------------------
+LFW = FACES / "lfw_dev"
+needs_lfw = pytest.mark.skipif(not LFW.is_dir(), reason=f"real LFW photos not found at {LFW}")
+
+
+def _lfw(person, n=6):
+    return sorted((LFW / person).glob("*.jpg"))[:n]
+
+
+@needs_data
+def test_two_people_on_real_faces(celeb_faces):
+    """Each five_celebs person's folder is one group (Madonna's two 1980s photos are too few to
+    count as a group); two people in one folder are two groups."""
+    from shared import cleaning
+
+    for person, found in celeb_faces.items():
+        assert cleaning.two_people([face.embedding for _, face in found]) is None, person
+    found = celeb_faces["ben_afflek"][:6] + celeb_faces["madonna"][:6]
+    split = cleaning.two_people([face.embedding for _, face in found])
+    assert split is not None and split[2] > cleaning.SPLIT_DISTANCE
+    people = sorted(sorted({found[i][0].parent.name for i in group}) for group in split[:2])
+    assert people == [["ben_afflek"], ["madonna"]] and len(split[0]) + len(split[1]) >= 10, split
+
+
+@needs_lfw
+def test_a_folder_holding_two_people_is_flagged_before_import(client, data_dir, redis_url):
+    """Issue 20: Al Gore's and Amelie Mauresmo's photos in one folder were imported as one KOL
+    without a word; the import page now names the folder and the two groups, with their photos."""
+    from process_server import create_app
+    from shared import cleaning, wizard
+    from shared.jobs import JobStore
+
+    members = {f"Campaign 2024/{p.name}": p for person in ("Al_Gore", "Amelie_Mauresmo") for p in _lfw(person)}
+    members.update({f"Madonna/{p.name}": p for p in five_celebs_photos()["madonna"][:6]})
+    r = client.post("/trainByImage", data={"zip": (io.BytesIO(build_zip(members)), "kols.zip")},
+                    content_type="multipart/form-data")
+    assert r.status_code == 303
+    job = r.headers["Location"].rsplit("=", 1)[1]
+    store = JobStore(data_dir / "jobs")
+    plan = wizard.align_plan(store, job, chunk_size=100)  # the queue's align and clean work, in this process
+    for chunk, items in enumerate(plan["chunks"]):
+        wizard.align_chunk(store, job, chunk, items)
+    wizard.align_finish(store, job, len(plan["chunks"]))
+    store.finish_sync(job, "align")
+    wizard.clean(store, job)
+    store.finish_sync(job, "clean")
+    proc = create_app({"TESTING": True, "DATA_DIR": str(data_dir), "SECRET_KEY": "test",
+                       "REDIS_URL": redis_url}).test_client()
+    body = proc.get("/import_clean", query_string={"job": job}, headers=JSON).get_json()
+    assert "two_people" not in body["kols"]["Madonna"], body
+    split = body["kols"]["Campaign 2024"]["two_people"]
+    assert min(split["groups"]) >= 4, split
+    people = [{name.rsplit("_", 1)[0] for name in group} for group in split["sources"]]
+    assert sorted(map(sorted, people)) == [["Al_Gore"], ["Amelie_Mauresmo"]], split
+    assert split["distance"] > cleaning.SPLIT_DISTANCE and all(len(c) == len(s) for c, s in zip(split["chips"], split["sources"]))
+    page = proc.get("/import_clean", query_string={"job": job}).data.decode()
+    assert "looks like two different people" in page and "Campaign 2024" in page
+    for crop in split["chips"][0] + split["chips"][1]:
+        assert crop in page
+    page = proc.get("/clean", query_string={"job": job}).data.decode()  # and where faces can be removed
+    assert page.count("looks like two different people") == 1 and f"{split['groups'][0]} and" in page
