@@ -51,6 +51,12 @@ DEFAULTS = {
     "JOB_MAX_AGE_DAYS": 30,
     "MODEL_VERSIONS_KEEP": 5,
     "HOUSEKEEPING_EVERY_S": 3600,
+    # Photo batches (shared/batch.py): most batches one user (or API token) may have running at
+    # once (0: no limit; one more gets a 429), and seconds without a heartbeat from the server
+    # process running a batch after which it is shown as stopped (0: never; the heartbeat comes
+    # every 5 s, or every quarter of this when that is shorter).
+    "BATCH_CONCURRENT_PER_USER": 2,
+    "BATCH_STALE_S": 60,
     # The job queue (shared/queue.py): the Redis it lives in (the Procfile starts one on
     # 127.0.0.1:REDIS_PORT, 6479), seconds a POST /clean or /import_result waits for its queued
     # work before answering with the progress page (202 in JSON), photos per align chunk (a job
