@@ -108,11 +108,12 @@ def test_one_user_runs_at_most_two_batches_at_once(main_app, data_dir, children)
     results = ResultFolders(data_dir / "predictions")
     held = []
     for _ in range(2):  # two running batches of the member, in processes of their own
-        _, folder = results.new()
-        held.append((children("hold", folder, MEMBER), folder / "progress.json"))
-    for proc, progress in held:
+        run, folder = results.new()
+        held.append((children("hold", folder, MEMBER), folder / "progress.json", run))
+    for proc, progress, run in held:
         wait_for("a held batch to start", lambda: progress.is_file() or proc.poll() is not None)
         assert proc.poll() is None, proc.log_path.read_text()[-2000:]
+        assert member.get(f"/predictBatch/{run}/progress").get_json()["state"] == "running"  # alive
 
     before = sorted(os.listdir(results.root))
     r = member.post("/predictBatchImage", data=notes(), headers=JSON)
@@ -122,10 +123,25 @@ def test_one_user_runs_at_most_two_batches_at_once(main_app, data_dir, children)
     assert sorted(os.listdir(results.root)) == before  # nothing of the refused batches was kept
     assert admin.post("/predictBatchImage", data=notes(), headers=JSON).status_code == 200  # per user
 
-    for proc, _ in held:
+    for proc, _, _ in held:
         kill_tree(proc)
     main_app.config["BATCH_STALE_S"] = 1  # batches without a heartbeat for 1 s are no longer running
     r = wait_for("the dead batches to stop counting",
                  lambda: (x := member.post("/predictBatchImage", data=notes(), headers=JSON)).status_code != 429 and x,
                  60)
     assert r.status_code == 200 and r.get_json()["results"][0]["filename"] == "notes.txt"
+
+
+def test_a_batch_left_running_by_an_older_version_is_shown_as_stopped(main_app, data_dir):
+    """progress.json as the thread of the version before heartbeats left it when its process died."""
+    run, folder = ResultFolders(data_dir / "predictions").new()
+    progress = folder / "progress.json"
+    progress.write_text('{"state": "running", "done": 3, "total": 30, "error": null}')
+    client = main_app.test_client()
+    assert client.get(f"/predictBatch/{run}/progress").get_json()["state"] == "running"  # written just now
+    an_hour_ago = time.time() - 3600
+    os.utime(progress, (an_hour_ago, an_hour_ago))
+    state = client.get(f"/predictBatch/{run}/progress").get_json()
+    assert state == {"state": "failed", "done": 3, "total": 30, "error": STOPPED}
+    page = client.get(f"/predictBatch/{run}", headers=HTML)
+    assert page.status_code == 200 and STOPPED in page.get_data(True)
