@@ -2,7 +2,8 @@
 
 The batch work runs in a real child process (tests/_batch_child.py: the same staging and
 background run as the batch route), which the tests SIGKILL as a gunicorn worker dies; the
-pages and the progress route are the real main server app on the same data folder. The
+pages and the progress route are the real main server app on the same data folder (and, for
+the progress page's own polling, the main server under gunicorn in a real Chromium). The
 staleness is made short with the ``BATCH_STALE_S`` setting instead of waiting the real minute.
 """
 import io
@@ -17,8 +18,8 @@ from shared.predict import ResultFolders
 from shared.storage import read_json
 
 from . import _synth
-from .conftest import FIVE, needs_data
-from .servers import ROOT, kill_tree
+from .conftest import FIVE, needs_data, screenshot
+from .servers import ROOT, LiveServers, kill_tree
 
 JSON = {"Accept": "application/json"}
 HTML = {"Accept": "text/html"}
@@ -62,6 +63,16 @@ def children(tmp_path):
     for proc in procs:
         if proc.poll() is None:
             kill_tree(proc)
+
+
+@pytest.fixture
+def stale_servers(tmp_path, redis_url, monkeypatch):
+    """The main server under gunicorn with ``KOL_BATCH_STALE_S=20``: a batch whose process is
+    gone is shown as stopped after 20 s, while a live one (a heartbeat every 5 s) never is."""
+    monkeypatch.setenv("KOL_BATCH_STALE_S", "20")
+    servers = LiveServers(tmp_path / "data", tmp_path, names=("main",), redis_url=redis_url)
+    yield servers
+    servers.stop()
 
 
 def notes():
@@ -145,3 +156,27 @@ def test_a_batch_left_running_by_an_older_version_is_shown_as_stopped(main_app, 
     assert state == {"state": "failed", "done": 3, "total": 30, "error": STOPPED}
     page = client.get(f"/predictBatch/{run}", headers=HTML)
     assert page.status_code == 200 and STOPPED in page.get_data(True)
+
+
+@needs_data
+def test_the_progress_page_says_when_a_batch_stopped_and_leads_to_what_it_named(stale_servers, page, children):
+    data_dir, main = stale_servers.data_dir, stale_servers.urls["main"]
+    _synth.synthetic_model(data_dir)
+    run, folder = ResultFolders(data_dir / "predictions").new()
+    child = children("photos", folder, data_dir, FIVE / "elton_john" / "val_1.jpg")
+    wait_for("the first photo to be named",
+             lambda: (read_json(folder / "progress.json") or {}).get("done") == 1 or child.poll() is not None)
+    assert child.poll() is None, child.log_path.read_text()[-2000:]
+    page.goto(f"{main}/predictBatch/{run}")
+    assert "1 of 2 photos" in page.inner_text("#progress")
+    link = page.locator("#progress a", has_text="See the photos it named")
+    assert not link.is_visible()
+    kill_tree(child)
+    link.wait_for(state="visible", timeout=120_000)  # the page polls; 20 s without a heartbeat
+    assert STOPPED in page.inner_text("#progress") and not page.locator("#progress .hint").is_visible()
+    screenshot(page, "batch-stopped-progress")
+    with page.expect_navigation():
+        link.click()
+    assert STOPPED in page.inner_text("#batch-error")
+    assert page.locator("img.batch-thumb").count() == 1 and NOT_REACHED in page.inner_text("main")
+    assert page.errors == []
