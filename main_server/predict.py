@@ -10,12 +10,15 @@ admins): every route that reads one answers anyone else 404, as for an unknown i
 A batch (:mod:`shared.batch`) sent from a browser runs in the background: the browser is
 sent to ``/predictBatch/<run>``, which shows a progress bar until the results are ready and
 then the results. A script (``Accept: application/json``) gets the results in the answer.
+One user has at most ``BATCH_CONCURRENT_PER_USER`` batches running (429 beyond); a batch
+whose server process ended (no heartbeat for ``BATCH_STALE_S`` seconds) is shown as failed,
+with the photos it had named.
 """
 import io
 import re
 import time
 
-from flask import Blueprint, current_app, redirect, request, send_from_directory, url_for
+from flask import Blueprint, current_app, jsonify, redirect, request, send_from_directory, url_for
 
 from shared import batch, faces, images
 from shared import predict as engine
@@ -133,37 +136,48 @@ def batch_image():
         raise UserError("Choose one or more photos to upload (form field 'file', repeated).", 400)
     model = _model()
     run, folder = _new_result()
-    rows, files = batch.stage(uploads, folder)
+    who = principal()
+    tracker = batch.begin(folder, who.actor if who else None, current_app.config["BATCH_CONCURRENT_PER_USER"],
+                          _stale_s())
+    try:
+        rows, files = batch.stage(uploads, folder)
+    except Exception:
+        tracker.fail(batch.FAILED)
+        raise
     names, root = pool().display_names(), str(models().root)
     if wants_json() or len(files) < BACKGROUND_FROM:
-        batch.run(rows, files, folder, model, root, names)
+        batch.run_tracked(rows, files, folder, model, root, names, tracker)
         return batch_result(run)
-    batch.run_in_background(rows, files, folder, model, root, names)
+    batch.run_in_background(rows, files, folder, model, root, names, tracker)
     return redirect(url_for("predict.batch_result", run=run), 303)
+
+
+def _stale_s():
+    """Seconds without a heartbeat after which a running batch counts as stopped (``BATCH_STALE_S``)."""
+    return current_app.config["BATCH_STALE_S"]
 
 
 @bp.get("/predictBatch/<run>/progress")
 def batch_progress(run):
     """``{"state": "running"|"done"|"failed", "done", "total", "error"}`` of a batch."""
-    folder = _result(run)
-    state = read_json(folder / "progress.json") or {"state": "done", "done": 0, "total": 0, "error": None}
-    from flask import jsonify
-
-    return jsonify(state)
+    state = batch.status(_result(run), _stale_s()) or {"state": "done", "done": 0, "total": 0}
+    return jsonify(batch.public(state))
 
 
 @bp.get("/predictBatch/<run>")
 def batch_result(run):
-    """The results of a batch, or its progress bar while it runs."""
+    """The results of a batch (with the sentence saying why, for one that did not finish), or its
+    progress bar while it runs."""
     folder = _result(run)
+    state = batch.status(folder, _stale_s()) or {"state": "running", "done": 0, "total": 0}
     stored = read_json(folder / "results.json")
     if stored is None:
-        state = read_json(folder / "progress.json") or {"state": "running", "done": 0, "total": 0, "error": None}
         if wants_json():
-            return reply("main/predict_batch_progress.html", state, status=202)
-        return reply("main/predict_batch_progress.html", state, run=run)
+            return reply("main/predict_batch_progress.html", batch.public(state), status=202)
+        return reply("main/predict_batch_progress.html", batch.public(state), run=run)
     thumbs = {int(k): _file_url(run, v) for k, v in stored["thumbs"].items()}
-    return reply("main/predict_batch_result.html", stored["payload"], thumbs=thumbs, summary=stored["summary"],
+    payload = dict(stored["payload"], error=stored["error"]) if stored.get("error") else stored["payload"]
+    return reply("main/predict_batch_result.html", payload, thumbs=thumbs, summary=stored["summary"],
                  csv_url=_file_url(run, "results.csv"))
 
 

@@ -2,17 +2,31 @@
 
 A batch lives in its result folder ``DATA_DIR/predictions/<run>/`` (:class:`shared.predict.ResultFolders`):
 
+- :func:`begin` (before anything is saved) refuses a batch from someone who already has
+  ``BATCH_CONCURRENT_PER_USER`` batches running (429), and starts its :class:`Tracker`;
 - :func:`stage` saves the uploaded photos (and the photos of uploaded zips) under ``uploads/``
   and makes one row per photo; rows are numbered from 1 in upload order (a zip's photos in
   the zip's order), and a file that cannot be predicted gets its error in its row;
 - :func:`run` predicts the staged photos through the process pool (:func:`predict_files`),
   fills the rows, deletes ``uploads/`` and writes ``thumb-<i>.jpg``, ``results.csv`` and
-  ``results.json`` (``{"payload", "summary", "thumbs"}``, the result page's data);
-- :func:`run_in_background` does the same in a thread and keeps ``progress.json``
-  (``{"state": "running"|"done"|"failed", "done", "total", "error"}``) for the page that polls it.
+  ``results.json`` (``{"payload", "summary", "thumbs"}``, the result page's data, plus
+  ``"error"`` for a batch that did not finish);
+- :func:`run_tracked` runs it in the request, :func:`run_in_background` in a thread; both keep
+  ``progress.json`` (:class:`Tracker`: ``{"state": "running"|"done"|"failed", "done", "total",
+  "error"}``, the page's progress object, plus who started it, the process and its heartbeat)
+  and ``rows.json`` (the rows so far and which of them are named).
+
+Liveness. The process running a batch rewrites ``progress.json`` every few seconds
+(:func:`beat_every`). A batch still "running" whose heartbeat is older than
+``BATCH_STALE_S`` seconds lost its process (a gunicorn worker killed, out of memory, a
+restart): :func:`status` then ends it with :data:`STOPPED`, keeping the photos already named
+(:func:`stop`), and it no longer counts as running.
 """
+import contextlib
 import logging
+import os
 import shutil
+import socket
 import threading
 import time
 from concurrent.futures import as_completed
@@ -24,12 +38,27 @@ from werkzeug.utils import secure_filename
 from . import archive, images, parallel
 from . import predict as engine
 from .errors import UserError
-from .storage import atomic_write_bytes, atomic_write_json
+from .storage import atomic_write_bytes, atomic_write_json, locked, read_json
 from .web import upload_name
 
 log = logging.getLogger(__name__)
 
 EXTENSIONS = ", ".join(images.IMAGE_EXTENSIONS)
+
+#: Files of a batch in its result folder: the progress object (with the heartbeat), the rows so far.
+PROGRESS, ROWS = "progress.json", "rows.json"
+#: Lock file (in the predictions folder) under which a new batch is counted and started.
+LOCK = ".batches.lock"
+#: Longest pause in seconds between two heartbeats of a running batch (shorter when
+#: ``BATCH_STALE_S`` is small: see :func:`beat_every`).
+HEARTBEAT_S = 5.0
+#: The keys of ``progress.json`` a page or script sees (the rest is for the server).
+PUBLIC = ("state", "done", "total", "error")
+
+FAILED = "The batch could not be processed; the error was logged."
+STOPPED = ("This batch stopped because the server process running it ended; the photos already named "
+           "are below; run the rest again.")
+NOT_REACHED = "Not named: the batch stopped before this photo; run it again."
 
 
 def not_a_photo(name):
@@ -92,7 +121,8 @@ def run(rows, files, folder, model, models_root, names, progress=None):
 
     model: the :class:`shared.classifier.Model` to use (its version is loaded by the pool's
     workers from ``models_root``); names: ``{slug: display name}``; progress: ``progress(done,
-    total)`` after each photo. Returns the payload ``{"results": rows, "model_version"}``.
+    total, position)`` after each photo (``position``: the row just filled). Returns the payload
+    ``{"results": rows, "model_version"}``.
     """
     folder = Path(folder)
     started = time.perf_counter()
@@ -107,41 +137,237 @@ def run(rows, files, folder, model, models_root, names, progress=None):
             if outcome["thumb"]:
                 thumbs[outcome["index"]] = f"thumb-{outcome['index']}.jpg"
             if progress:
-                progress(done, len(tasks))
+                progress(done, len(tasks), outcome["index"])
     finally:
         shutil.rmtree(folder / "uploads", ignore_errors=True)
     atomic_write_bytes(folder / "results.csv", engine.batch_csv(rows))
     payload = {"results": rows, "model_version": model.version}
-    summary = {
+    atomic_write_json(folder / "results.json", {"payload": payload, "thumbs": thumbs,
+                                                "summary": _summary(rows, time.perf_counter() - started)})
+    return payload
+
+
+def _summary(rows, elapsed_s):
+    """The result page's counts: photos, photos with a problem, faces, named faces, seconds taken."""
+    return {
         "photos": len(rows),
         "failed": sum(1 for r in rows if r["error"]),
         "faces": sum(len(r["faces"]) for r in rows),
         "known": sum(f["known"] for r in rows for f in r["faces"]),
-        "elapsed_s": round(time.perf_counter() - started, 2),
+        "elapsed_s": round(elapsed_s, 2),
     }
-    atomic_write_json(folder / "results.json", {"payload": payload, "summary": summary, "thumbs": thumbs})
+
+
+def run_tracked(rows, files, folder, model, models_root, names, tracker):
+    """:func:`run` with ``tracker`` (:func:`begin`'s) kept up to date; ends it done, or failed on an error.
+
+    On an error the photos already named are kept as results (:func:`stop` with
+    :data:`FAILED`) and the error is raised again. Returns :func:`run`'s payload.
+    """
+    tracker.staged(rows, len(files), model.version)
+    return _tracked(rows, files, folder, model, models_root, names, tracker)
+
+
+def run_in_background(rows, files, folder, model, models_root, names, tracker=None):
+    """:func:`run_tracked` in a daemon thread; returns at once (the page polls ``progress.json``,
+    which already has the batch's total).
+
+    tracker: :func:`begin`'s; without one the batch is tracked from here, counted for nobody.
+    """
+    tracker = tracker or begin(folder, None, 0, 0)
+    tracker.staged(rows, len(files), model.version)
+
+    def work():
+        with contextlib.suppress(Exception):  # logged and recorded by _tracked
+            _tracked(rows, files, folder, model, models_root, names, tracker)
+
+    threading.Thread(target=work, name=f"batch-{Path(folder).name[:8]}", daemon=True).start()
+
+
+def _tracked(rows, files, folder, model, models_root, names, tracker):
+    """:func:`run` on staged rows, ending ``tracker`` done, or failed (and raising) on an error."""
+    try:
+        payload = run(rows, files, folder, model, models_root, names, tracker.named)
+    except Exception:
+        log.exception("batch %s failed", Path(folder).name)
+        tracker.fail(FAILED)
+        raise
+    tracker.finish()
     return payload
 
 
-def run_in_background(rows, files, folder, model, models_root, names):
-    """:func:`run` in a daemon thread, keeping ``folder/progress.json`` up to date; returns at once."""
-    progress_path = Path(folder) / "progress.json"
-    total = len(files)
+# -- liveness: progress.json with a heartbeat -----------------------------------------------------
+def beat_every(stale_s):
+    """Seconds between heartbeats for a staleness of ``stale_s`` s: :data:`HEARTBEAT_S`, or a
+    quarter of ``stale_s`` when that is shorter, so a live batch never looks stale."""
+    return min(HEARTBEAT_S, stale_s / 4) if stale_s else HEARTBEAT_S
 
-    def progress(done, _total):
-        atomic_write_json(progress_path, {"state": "running", "done": done, "total": total, "error": None})
 
-    def work():
+class Tracker:
+    """``progress.json`` of one batch, rewritten by the process working on it.
+
+    The file holds the progress object (``state``, ``done``, ``total``, ``error``) and
+    ``actor`` (who started it, :attr:`shared.auth.Principal.actor`), ``pid`` and ``host``
+    (the process), ``started`` and ``heartbeat`` (Unix time in seconds). A daemon thread
+    rewrites it every ``every_s`` seconds until :meth:`finish` or :meth:`fail`.
+    """
+
+    def __init__(self, folder, actor, every_s=HEARTBEAT_S):
+        self.folder, self.every_s = Path(folder), every_s
+        self.state = {"state": "running", "done": 0, "total": 0, "error": None, "actor": actor,
+                      "pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "heartbeat": None}
+        self.rows, self.named_rows, self.model_version = [], [], None
+        self._lock, self._over = threading.Lock(), threading.Event()
+
+    def start(self):
+        """Write the first heartbeat and start the thread that keeps beating."""
+        self._write()
+        threading.Thread(target=self._beat, name=f"beat-{self.folder.name[:8]}", daemon=True).start()
+
+    def _beat(self):
+        while not self._over.wait(self.every_s):
+            try:
+                self._write()
+            except OSError as exc:  # a full disk: the next beat tries again
+                log.warning("batch %s: heartbeat not written: %s", self.folder.name, exc)
+
+    def _write(self, **changes):
+        with self._lock:
+            self.state.update(changes, heartbeat=time.time())
+            atomic_write_json(self.folder / PROGRESS, self.state)
+
+    def _save_rows(self):
+        atomic_write_json(self.folder / ROWS, {"rows": self.rows, "named": self.named_rows,
+                                               "model_version": self.model_version})
+
+    def staged(self, rows, total, model_version):
+        """The batch's rows (filled in place by :func:`run`) and ``total`` photos to predict."""
+        self.rows, self.model_version = rows, model_version
+        self._save_rows()
+        self._write(total=total)
+
+    def named(self, done, _total, position):
+        """:func:`run`'s progress: the row at ``position`` is filled, ``done`` photos so far."""
+        self.named_rows.append(position)
+        self._save_rows()
+        self._write(done=done)
+
+    def finish(self):
+        """The batch is done: stop beating, record it."""
+        self._over.set()
+        self._write(state="done", done=self.state["total"])
+        (self.folder / ROWS).unlink(missing_ok=True)
+
+    def fail(self, sentence):
+        """The batch ended without finishing: stop beating, keep what is named (:func:`stop`)."""
+        self._over.set()
+        with self._lock:
+            try:
+                self.state = stop(self.folder, sentence, self.state)
+            except OSError as exc:  # a full disk: the batch goes stale and a reader ends it
+                log.error("batch %s: could not record its end: %s", self.folder.name, exc)
+
+
+def stop(folder, sentence, state):
+    """End a batch that did not finish: results of the photos named so far, ``failed`` with ``sentence``.
+
+    Writes ``results.json`` and ``results.csv`` from ``rows.json`` (the rows not named yet get
+    :data:`NOT_REACHED`), deletes what is left of ``uploads/``, and writes ``state`` (the batch's
+    ``progress.json`` as read) as failed. Returns the new progress.
+    """
+    folder = Path(folder)
+    saved = read_json(folder / ROWS) or {"rows": [], "named": [], "model_version": None}
+    named = set(saved["named"])
+    rows = saved["rows"]
+    for position, row in enumerate(rows):
+        if position not in named and not row["error"]:
+            row["error"] = NOT_REACHED
+    shutil.rmtree(folder / "uploads", ignore_errors=True)
+    thumbs = {p: f"thumb-{p}.jpg" for p in sorted(named) if (folder / f"thumb-{p}.jpg").is_file()}
+    elapsed = (state.get("heartbeat") or state.get("started") or 0) - (state.get("started") or 0)
+    atomic_write_bytes(folder / "results.csv", engine.batch_csv(rows))
+    atomic_write_json(folder / "results.json", {
+        "payload": {"results": rows, "model_version": saved["model_version"]},
+        "summary": _summary(rows, elapsed), "thumbs": thumbs, "error": sentence})
+    state = dict(state, state="failed", error=sentence)
+    atomic_write_json(folder / PROGRESS, state)
+    return state
+
+
+def _heartbeat(state, path):
+    """When a batch last showed life (Unix time): its heartbeat, else (older batches) the file's time."""
+    if state.get("heartbeat"):
+        return state["heartbeat"]
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def is_stale(state, path, stale_s, now=None):
+    """True for a ``running`` batch whose heartbeat is older than ``stale_s`` seconds (0: never)."""
+    now = time.time() if now is None else now
+    return bool(stale_s) and state.get("state") == "running" and now - _heartbeat(state, path) > stale_s
+
+
+def status(folder, stale_s):
+    """The batch's ``progress.json``, or ``None`` when it has none (not a batch, or a finished old one).
+
+    A running batch whose process is gone (:func:`is_stale`) is ended here with :data:`STOPPED`.
+    """
+    path = Path(folder) / PROGRESS
+    state = read_json(path)
+    if state is not None and is_stale(state, path, stale_s):
+        log.warning("batch %s: no heartbeat from pid %s on %s for %s s; stopped", Path(folder).name,
+                    state.get("pid"), state.get("host"), stale_s)
+        state = stop(folder, STOPPED, state)
+    return state
+
+
+def public(state):
+    """The progress object a page or script sees (:data:`PUBLIC` keys only)."""
+    return {k: state.get(k) for k in PUBLIC}
+
+
+# -- how many batches one user runs at once ----------------------------------------------------------
+def running(root, actor, stale_s):
+    """How many batches of ``actor`` under ``root`` (the predictions folder) are running and alive."""
+    count = 0
+    for folder in Path(root).iterdir() if Path(root).is_dir() else ():
+        path = folder / PROGRESS
         try:
-            run(rows, files, folder, model, models_root, names, progress)
-            atomic_write_json(progress_path, {"state": "done", "done": total, "total": total, "error": None})
-        except Exception:  # noqa: BLE001 - shown on the progress page
-            log.exception("batch %s failed", Path(folder).name)
-            atomic_write_json(progress_path, {"state": "failed", "done": 0, "total": total,
-                                              "error": "The batch could not be processed; the error was logged."})
+            state = read_json(path)
+        except (OSError, ValueError):  # not a folder, or being swept away
+            continue
+        if state and state.get("actor") == actor and state.get("state") == "running" \
+                and not is_stale(state, path, stale_s):
+            count += 1
+    return count
 
-    progress(0, total)
-    threading.Thread(target=work, name=f"batch-{Path(folder).name[:8]}", daemon=True).start()
+
+def too_many(count):
+    """The sentence for someone who already has ``count`` batches running (the limit)."""
+    plural = "batch" if count == 1 else "batches"
+    return f"You already have {count} {plural} running; wait for one to finish, then send this one again."
+
+
+def begin(folder, actor, limit, stale_s):
+    """Start the :class:`Tracker` of a new batch in ``folder`` (a fresh result folder) for ``actor``.
+
+    limit: most batches one actor may have running at once (``BATCH_CONCURRENT_PER_USER``,
+    0: no limit); stale_s: ``BATCH_STALE_S``. The count and the start happen under one lock,
+    so two batches sent at once cannot both take the last place. Over the limit: the folder
+    is removed and a 429 :class:`UserError` says so.
+    """
+    folder = Path(folder)
+    with locked(folder.parent / LOCK):
+        count = running(folder.parent, actor, stale_s) if limit and actor is not None else 0
+        if count >= limit > 0:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise UserError(too_many(count), 429)
+        tracker = Tracker(folder, actor, beat_every(stale_s))
+        tracker.start()
+    return tracker
 
 
 def predict_files(tasks):

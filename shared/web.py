@@ -52,6 +52,12 @@ DEFAULTS = {
     "JOB_MAX_AGE_DAYS": 30,
     "MODEL_VERSIONS_KEEP": 5,
     "HOUSEKEEPING_EVERY_S": 3600,
+    # Photo batches (shared/batch.py): most batches one user (or API token) may have running at
+    # once (0: no limit; one more gets a 429), and seconds without a heartbeat from the server
+    # process running a batch after which it is shown as stopped (0: never; the heartbeat comes
+    # every 5 s, or every quarter of this when that is shorter).
+    "BATCH_CONCURRENT_PER_USER": 2,
+    "BATCH_STALE_S": 60,
     # The job queue (shared/queue.py): the Redis it lives in (empty: the one bin/redis starts,
     # redis://:PASSWORD@127.0.0.1:REDIS_PORT/0 with REDIS_PORT 6479 and the password generated
     # into DATA_DIR/instance/redis_password, see local_redis_url; a URL set by the user is used
