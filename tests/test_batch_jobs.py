@@ -15,7 +15,8 @@ import time
 import pytest
 
 from shared.predict import ResultFolders
-from shared.storage import read_json
+from shared import owners
+from shared.storage import atomic_write_json, read_json
 
 from . import _synth
 from .conftest import FIVE, needs_data, screenshot
@@ -25,7 +26,6 @@ JSON = {"Accept": "application/json"}
 HTML = {"Accept": "text/html"}
 #: How the audit trail (and so a batch's progress.json) names ``app.test_client(role="member")``:
 #: the API token conftest.app_token makes, called "tests-member".
-MEMBER = "token:tests-member"
 STOPPED = ("This batch stopped because the server process running it ended; the photos already named "
            "are below; run the rest again.")
 NOT_REACHED = "Not named: the batch stopped before this photo; run it again."
@@ -117,10 +117,12 @@ def test_one_user_runs_at_most_two_batches_at_once(main_app, data_dir, children)
     for _ in range(2):  # finished batches do not count
         assert member.post("/predictBatchImage", data=notes(), headers=JSON).status_code == 200
     results = ResultFolders(data_dir / "predictions")
+    owner = owners.read(next(results.root.iterdir()))  # the member, as its finished batches recorded it
     held = []
     for _ in range(2):  # two running batches of the member, in processes of their own
         run, folder = results.new()
-        held.append((children("hold", folder, MEMBER), folder / "progress.json", run))
+        atomic_write_json(folder / owners.OWNER_FILE, owner)
+        held.append((children("hold", folder, owner["actor"]), folder / "progress.json", run))
     for proc, progress, run in held:
         wait_for("a held batch to start", lambda: progress.is_file() or proc.poll() is not None)
         assert proc.poll() is None, proc.log_path.read_text()[-2000:]
