@@ -42,7 +42,7 @@ import numpy as np
 
 import lfw_cache
 from common import ROOT  # noqa: F401  (puts the repository on sys.path)
-from shared import classifier
+from shared.recognition import classifier
 
 TARGET = 0.98
 SHOTS = (5, 1, 2, 3)
@@ -105,7 +105,7 @@ def scenario(faces, kols, people, shots, seed):
 
 
 def dev_data(faces, people, shot_list=(1, 2, 3, 5), draws=3):
-    """Features and outcomes for :func:`shared.classifier.fit_rule` on ``people``."""
+    """Features and outcomes for :func:`shared.recognition.classifier.fit_rule` on ``people``."""
     F, right, stranger = [], [], []
     for shots in shot_list:
         for draw in range(draws):
@@ -143,7 +143,7 @@ def inner_rates(faces, fit_people, test_people, odds_list, seed):
 
 
 def choose_odds(faces, people, seed=0):
-    """The stream odds (:data:`shared.classifier.KOL_ODDS`) that these ``people`` alone pick: split them
+    """The stream odds (:data:`shared.recognition.classifier.KOL_ODDS`) that these ``people`` alone pick: split them
     in two halves, fit on one and measure on the other (both ways, two draws), and keep the odds
     whose lower share (KOL named right or strangers unknown) is the highest."""
     score = np.zeros((len(ODDS_CHOICES), 2))

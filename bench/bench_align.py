@@ -3,15 +3,15 @@
     .venv/bin/python bench/bench_align.py [--repeat N]
 
 1. Ours: every five_celebs photo through the process server's code path
-   (``shared.sampling.align_photos``: decode, HOG detect, 5-point align, embed,
-   write the chip PNG + .npy) on the worker processes of ``shared.parallel``
+   (``shared.training.sampling.align_photos``: decode, HOG detect, 5-point align, embed,
+   write the chip PNG + .npy) on the worker processes of ``shared.faces.parallel``
    (one per core; the pool is started and warm before timing, as it is in a
    running server after its first job).
 2. Library, used as well as it can be: the way its own ``face_recognition --cpus N``
    command runs (a ``multiprocessing`` pool with as many processes as ours, the
    models loaded once per process before timing), each photo through
    ``load_image_file``, scaled to the same size ours detects on (longer side at most
-   ``shared.sampling.DETECT_MAX_SIDE``), ``face_locations(upsample 0)`` and
+   ``shared.training.sampling.DETECT_MAX_SIDE``), ``face_locations(upsample 0)`` and
    ``face_encodings(model="small")`` (the 5-point landmarks ours uses too).
 
 The two sides differ in what they do for photos where the plain pass finds no face:
@@ -21,7 +21,7 @@ so both sides' faces found are printed beside their speed.
 Prints photos/second for both and the ratio (ours photos/s divided by the library's
 photos/s on the same photos in the same run), then
 imports the chips into a fresh pool, imports a second batch, and retrains twice,
-counting calls to ``shared.faces.embed``: retraining must re-embed nothing.
+counting calls to ``shared.faces.engine.embed``: retraining must re-embed nothing.
 """
 import argparse
 import os
@@ -35,8 +35,10 @@ from common import FIVE, require_data
 
 require_data()
 
-from shared import classifier, faces, parallel, sampling  # noqa: E402
-from shared.pool import Pool  # noqa: E402
+from shared.recognition import classifier  # noqa: E402
+from shared.faces import engine, parallel
+from shared.training import sampling
+from shared.training.pool import Pool  # noqa: E402
 
 
 def ours(paths, out):
@@ -83,7 +85,7 @@ def library(paths, processes):
 def _limit_blas():
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(limits=1)  # one BLAS thread per process, as ours (shared.parallel)
+    threadpool_limits(limits=1)  # one BLAS thread per process, as ours (shared.faces.parallel)
 
 
 def main():
@@ -120,15 +122,15 @@ def main():
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
               "(other work on the machine lowers the ratio)")
 
-        # Retraining after an import re-embeds nothing: count every call to faces.embed.
+        # Retraining after an import re-embeds nothing: count every call to engine.embed.
         calls = {"n": 0}
-        real_embed = faces.embed
+        real_embed = engine.embed
 
         def counting_embed(chips):
             calls["n"] += len(chips)
             return real_embed(chips)
 
-        faces.embed = counting_embed
+        engine.embed = counting_embed
         try:
             pool = Pool(Path(tmp) / "pool")
             kols = sorted({p.parent.name for p in paths})
@@ -145,7 +147,7 @@ def main():
             model = classifier.train(X, slugs, pool.names())
             second = time.perf_counter() - t
         finally:
-            faces.embed = real_embed
+            engine.embed = real_embed
         print(f"train on {len(kols) - 1} KOLs: {first:.2f} s; import 1 more KOL and retrain on "
               f"{model.meta['identities']} KOLs / {model.meta['samples']} chips: {second:.2f} s "
               f"(reading cached embeddings {read * 1000:.0f} ms)")
@@ -155,7 +157,7 @@ def main():
 
 
 def _warm(_):
-    return faces.models() is not None
+    return engine.models() is not None
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ three crops are made:
 - ``aligned112``: a 112x112 aligned crop (dlib 5-point alignment, padding 0.1: eyebrows to chin);
 - ``aligned160``: a 160x160 aligned crop (padding 0.3, the usual "face with a little margin").
 
-For each crop: "one face" = :func:`shared.faces.analyze` finds exactly one face / crops;
+For each crop: "one face" = :func:`shared.faces.engine.analyze` finds exactly one face / crops;
 "recognised" = that face's embedding is within 0.6 of the embedding of the same face in the
 full photo / crops. As a check that faceless photos stay faceless, the top-left 110x110
 corner of each photo (background) is searched too. Beside it, in the same run, the plain library call:
@@ -22,7 +22,7 @@ import numpy as np
 
 import lfw_cache
 from common import ROOT  # noqa: F401
-from shared import faces, images
+from shared.faces import engine, images
 
 VARIANTS = ("box", "aligned112", "aligned160")
 
@@ -30,8 +30,8 @@ VARIANTS = ("box", "aligned112", "aligned160")
 def crops(rgb, box):
     top, right, bottom, left = box
     out = {"box": np.ascontiguousarray(rgb[top:bottom + 1, left:right + 1])}
-    shape = faces.landmarks(rgb, box)
-    m = faces.models()
+    shape = engine.landmarks(rgb, box)
+    m = engine.models()
     out["aligned112"] = np.ascontiguousarray(m.dlib.get_face_chip(rgb, shape, size=112, padding=0.1))
     out["aligned160"] = np.ascontiguousarray(m.dlib.get_face_chip(rgb, shape, size=160, padding=0.3))
     return out
@@ -60,13 +60,13 @@ def main():
         rgb = images.load_image(path)
         corner = np.ascontiguousarray(rgb[:110, :110])
         background[0] += 1
-        background[1] += len(faces.analyze(corner)) > 0
+        background[1] += len(engine.analyze(corner)) > 0
         background[2] += len(face_recognition.face_locations(corner)) > 0
         for variant, crop in crops(rgb, tuple(int(v) for v in boxes[j])).items():
             c = counts[variant]
             c["n"] += 1
             t = time.perf_counter()
-            found = faces.analyze(crop)
+            found = engine.analyze(crop)
             c["ms"].append((time.perf_counter() - t) * 1000)
             t = time.perf_counter()
             c["lib_one"] += len(face_recognition.face_locations(crop)) == 1

@@ -31,8 +31,8 @@ require_data()
 
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from shared import faces  # noqa: E402
-from shared.images import load_image  # noqa: E402
+from shared.faces import engine  # noqa: E402
+from shared.faces.images import load_image  # noqa: E402
 
 
 def timed(work, n_threads, calls):
@@ -60,7 +60,7 @@ class Detect:
         self.rgb = rgb
 
     def setup(self):
-        return faces.models().dlib.get_frontal_face_detector()
+        return engine.models().dlib.get_frontal_face_detector()
 
     def __call__(self, detector):
         detector(self.rgb, 1)
@@ -73,13 +73,13 @@ class Encode:
     def setup(self):
         import dlib
 
-        folder = faces._model_dir()
+        folder = engine._model_dir()
         return (dlib.shape_predictor(os.path.join(folder, "shape_predictor_5_face_landmarks.dat")),
                 dlib.face_recognition_model_v1(os.path.join(folder, "dlib_face_recognition_resnet_model_v1.dat")))
 
     def __call__(self, state):
         shape5, encoder = state
-        shape = shape5(self.rgb, faces._rect(self.box))
+        shape = shape5(self.rgb, engine._rect(self.box))
         encoder.compute_face_descriptor(self.rgb, shape)
 
 
@@ -140,7 +140,7 @@ def main():
     parser.add_argument("--calls", type=int, default=20, help="calls per measurement (split over the threads)")
     args = parser.parse_args()
     rgb = load_image(KNN / "test" / "obama1.jpg", max_side=853)
-    box = faces.detect(rgb)[0]
+    box = engine.detect(rgb)[0]
     print(f"photo {rgb.shape[1]}x{rgb.shape[0]}, {len(os.sched_getaffinity(0))} CPUs, "
           f"load average {os.getloadavg()[0]:.2f}, {args.calls} calls per measurement")
     print(f"{'work':34s} {'1 thread s':>10s} {'2 threads s':>11s} {'speed-up':>9s}")

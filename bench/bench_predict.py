@@ -13,9 +13,9 @@ a batch of 100 photos on one worker against the process pool (both cores), in on
    photo and on a larger portrait. Target: ratio <= 1.3. The CPU time of this thread
    (the test client runs the view in it) is printed too: unlike wall time it does not
    grow when other processes share the cores.
-2. Batch. 100 five_celebs photos through ``shared.predict.predict_file`` (the batch
+2. Batch. 100 five_celebs photos through ``shared.recognition.predict.predict_file`` (the batch
    worker: decode, detect, embed, predict, annotated thumbnail): serially in this
-   process, then through ``shared.parallel.pool()`` (alternated twice, best of two);
+   process, then through ``shared.faces.parallel.pool()`` (alternated twice, best of two);
    then the whole ``/predictBatchImage`` route with the same 100 photos in one upload
    (twice, best of two).
 """
@@ -32,16 +32,16 @@ require_data()
 
 import face_recognition  # noqa: E402
 
-from shared import faces, images, parallel  # noqa: E402
-from shared import predict as engine  # noqa: E402
-from shared.classifier import ModelStore, train  # noqa: E402
+from shared.faces import engine, images, parallel  # noqa: E402
+from shared.recognition import predict  # noqa: E402
+from shared.recognition.classifier import ModelStore, train  # noqa: E402
 
 
 def build_model(data_dir):
     X, slugs = [], []
     for folder in sorted(p for p in FIVE.iterdir() if p.is_dir()):
         for path in sorted(folder.glob("train_*.jpg")):
-            found = faces.analyze(images.load_image(path))
+            found = engine.analyze(images.load_image(path))
             if len(found) == 1:
                 X.append(found[0].embedding)
                 slugs.append(folder.name)
@@ -56,7 +56,7 @@ def typical_photos():
     candidates = []
     for p in sorted(FIVE.rglob("*.jpg")):
         rgb = images.load_image(p)
-        if len(faces.detect(rgb)) == 1:
+        if len(engine.detect(rgb)) == 1:
             candidates.append((rgb.shape[0] * rgb.shape[1], p))
     candidates.sort()
     return [candidates[len(candidates) // 2][1], KNN / "train" / "obama" / "obama.jpg"]
@@ -93,15 +93,15 @@ def batch(store, photos, out_dir):
     version = store.current_version()
     tasks = [(i, str(p), p.name, str(store.root), version, str(Path(out_dir) / f"thumb-{i}.jpg"))
              for i, p in enumerate(photos)]
-    engine.predict_file(tasks[0])  # load the model and the networks here first
-    list(parallel.pool().map(engine.predict_file, tasks[: 2 * parallel.workers()]))  # start the workers
+    predict.predict_file(tasks[0])  # load the model and the networks here first
+    list(parallel.pool().map(predict.predict_file, tasks[: 2 * parallel.workers()]))  # start the workers
     serial_s = pooled_s = float("inf")
     for _ in range(2):  # alternate, keep the best of two: other processes on the machine add noise
         t = time.perf_counter()
-        serial = [engine.predict_file(task) for task in tasks]
+        serial = [predict.predict_file(task) for task in tasks]
         serial_s = min(serial_s, time.perf_counter() - t)
         t = time.perf_counter()
-        pooled = list(parallel.pool().map(engine.predict_file, tasks, chunksize=max(1, len(tasks) // 64)))
+        pooled = list(parallel.pool().map(predict.predict_file, tasks, chunksize=max(1, len(tasks) // 64)))
         pooled_s = min(pooled_s, time.perf_counter() - t)
     assert [r["faces"] for r in serial] == [r["faces"] for r in pooled]
     per_worker = {}

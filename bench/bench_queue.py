@@ -38,25 +38,25 @@ def make_job(store, paths, folder):
 
 
 def run(n_workers, paths, chunk, base, redis):
-    from shared import queue, wizard
-    from shared.jobs import JobStore
+    from shared.training import jobqueue, wizard
+    from shared.training.jobs import JobStore
 
     data = base / f"data{n_workers}"
     data.mkdir()
     store = JobStore(data / "jobs")
     job = make_job(store, paths, base)
     url = redis.url(n_workers)
-    conn = queue.connect(url)
+    conn = jobqueue.connect(url)
     workers = Workers(data, url, base / f"workers{n_workers}.log", count=n_workers, preload=True)
     try:
         deadline = time.monotonic() + 120
-        while sum(w["alive"] for w in queue.overview(conn)["workers"]) < n_workers:  # dlib loaded, listening
+        while sum(w["alive"] for w in jobqueue.overview(conn)["workers"]) < n_workers:  # dlib loaded, listening
             assert time.monotonic() < deadline, "workers did not start"
             time.sleep(0.2)
         plan = wizard.align_plan(store, job, chunk)
         t = time.perf_counter()
-        queue.start_step(conn, store, job, "align", plan=plan)
-        p = queue.wait(conn, store, job, "align", timeout=1800)
+        jobqueue.start_step(conn, store, job, "align", plan=plan)
+        p = jobqueue.wait(conn, store, job, "align", timeout=1800)
         elapsed = time.perf_counter() - t
         assert p["state"] == "done", p
         from rq.job import Job

@@ -7,13 +7,13 @@ Embeddings are synthetic, drawn like dlib's (each KOL a random centre with per-c
 spread 0.06, each photo that centre plus spread 0.025: same-KOL distances ~0.4, different
 KOLs ~1.0). For each roster size it prints:
 
-- train: :func:`shared.classifier.train` (centroids + training metrics incl. confused pairs);
+- train: :func:`shared.recognition.classifier.train` (centroids + training metrics incl. confused pairs);
 - save: :meth:`ModelStore.save` (``.npz``, arrays only) and the file size;
 - load: :meth:`ModelStore.load` in a fresh Python process (``load`` alone, and ``cold`` = the
-  process's imports of numpy + shared.classifier + load), and that process's peak RSS;
+  process's imports of numpy + shared.recognition.classifier + load), and that process's peak RSS;
 - identify: :meth:`Model.predict` of one face (median over 200 faces), after the face is encoded;
 - top-5: :meth:`Model.similar` with ``k=5`` (median over 200 faces);
-- retrain: :func:`shared.classifier.train` again after adding one KOL (what an import costs).
+- retrain: :func:`shared.recognition.classifier.train` again after adding one KOL (what an import costs).
 
 Bounds from issue 10 (2-core machine): 1,000 KOLs trained <= 30 s, 10,000 <= 300 s; load <= 1 s at
 10,000; identify <= 5 ms per face and top-5 <= 20 ms at 10,000.
@@ -28,14 +28,14 @@ from pathlib import Path
 import numpy as np
 
 from common import ROOT
-from shared import classifier
+from shared.recognition import classifier
 
 PER_KOL = 20
 LOADER = """
 import json, resource, sys, time
 t0 = time.perf_counter()
 import numpy as np
-from shared.classifier import ModelStore
+from shared.recognition.classifier import ModelStore
 t1 = time.perf_counter()
 m = ModelStore(sys.argv[1]).load(sys.argv[2])
 t2 = time.perf_counter()

@@ -20,7 +20,7 @@ Alex Lacamoire (one photo each); faces of other people in the clips are stranger
 For each clip, three ways, each including decode, naming, drawing and JPEG encoding (all three
 encode frames at the stream's size, ``--stream-side``, as the video server sends them):
 
-- **ours**: ``shared.streaming.stream`` exactly as ``/video_feed?pace=0`` runs it,
+- **ours**: ``shared.video.streaming.stream`` exactly as ``/video_feed?pace=0`` runs it,
   with the server's process pool (every core);
 - **plain**: ``face_recognition.face_locations`` + ``face_encodings`` on every frame
   (the library's defaults), timed on the first ``--plain-frames`` frames;
@@ -57,13 +57,14 @@ import video_scenes
 def train_model(kols):
     import numpy as np
 
-    from shared import classifier, faces, images
-    from shared.pool import kol_slug
+    from shared.recognition import classifier
+    from shared.faces import engine, images
+    from shared.training.pool import kol_slug
 
     X, slugs, names = video_scenes.enrolment(kols)
     X = list(X)
     for name, photo in [("Lin-Manuel Miranda", "lin-manuel-miranda.png"), ("Alex Lacamoire", "alex-lacamoire.png")]:
-        found = faces.analyze(images.load_image(VIDEO / photo))
+        found = engine.analyze(images.load_image(VIDEO / photo))
         X.append(found[0].embedding)
         slugs.append(kol_slug(name))
         names[kol_slug(name)] = name
@@ -71,8 +72,8 @@ def train_model(kols):
 
 
 def video_folder(root, path):
-    """A folder laid out like an uploaded video (``shared.videos``), for ``streaming.stream``."""
-    from shared import frames
+    """A folder laid out like an uploaded video (``shared.video.videos``), for ``streaming.stream``."""
+    from shared.faces import frames
 
     info = frames.probe(path)
     folder = Path(root) / "0123456789abcdef"
@@ -96,7 +97,7 @@ def cpu_seconds(executor=None):
 
 
 def ours(folder, model, executor, max_side):
-    from shared import streaming
+    from shared.video import streaming
 
     shown = {}
 
@@ -124,7 +125,7 @@ def before(path, model, executor):
 
     target = video_scenes.OUT / f"tracking_{BEFORE}.py"
     if not target.is_file():
-        target.write_text(subprocess.run(["git", "show", f"{BEFORE}:shared/tracking.py"], cwd=ROOT, check=True,
+        target.write_text(subprocess.run(["git", "show", f"{BEFORE}:shared/video/tracking.py"], cwd=ROOT, check=True,
                                          capture_output=True, text=True).stdout)
     spec = importlib.util.spec_from_file_location("shared.tracking_before", target)
     old = importlib.util.module_from_spec(spec)
@@ -156,7 +157,7 @@ def plain(path, model, limit, side):
     """face_locations + face_encodings on every frame, named by the same model."""
     import face_recognition
 
-    from shared import frames
+    from shared.faces import frames
 
     shown = {}
     cpu = time.process_time()
@@ -175,7 +176,7 @@ def fast(path, model, limit, side):
     import cv2
     import face_recognition
 
-    from shared import frames
+    from shared.faces import frames
 
     shown, last = {}, []
     cpu = time.process_time()
@@ -214,7 +215,8 @@ def main():
     parser.add_argument("--seed", type=int, default=video_scenes.SEED, help="seed of the composite clips")
     args = parser.parse_args()
     require_data()
-    from shared import overlay, parallel, streaming
+    from shared.faces import overlay, parallel
+    from shared.video import streaming
 
     side = overlay.STREAM_SIDE if args.stream_side is None else args.stream_side
 

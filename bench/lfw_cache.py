@@ -4,7 +4,7 @@
 
 Each photo is keyed by the SHA-1 of its bytes: ``bench/out/lfw_cache/<sha1>.npz`` holds
 ``boxes`` ``(F, 4)`` (top, right, bottom, left) and ``embeddings`` ``(F, 128)`` of every face
-found by the app's own path (:func:`shared.faces.analyze`, HOG with one upsampling step;
+found by the app's own path (:func:`shared.faces.engine.analyze`, HOG with one upsampling step;
 a second pass with two steps when the first finds nothing). LFW photos are 250x250 with the
 photo's subject centred, so :func:`subject` picks the face nearest the centre.
 """
@@ -36,11 +36,11 @@ def _compute(path):
     sys.path.insert(0, str(ROOT))
     from threadpoolctl import threadpool_limits
 
-    from shared import faces, images
+    from shared.faces import engine, images
 
     threadpool_limits(limits=1)
     rgb = images.load_image(path)
-    found = faces.analyze(rgb, upsample=1) or faces.analyze(rgb, upsample=2)
+    found = engine.analyze(rgb, upsample=1) or engine.analyze(rgb, upsample=2)
     boxes = np.array([f.box for f in found], dtype=np.int64).reshape(-1, 4)
     emb = np.array([f.embedding for f in found], dtype=np.float64).reshape(-1, 128)
     buf = io.BytesIO()

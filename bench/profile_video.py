@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/profile_video.py [--clips tv720,crowd1080,hamilton1080] [--no-pool] [--cv-threads N] [--seed 14]
 
-Runs ``shared.streaming.stream`` on ``bench_video.py``'s clips and model with the
+Runs ``shared.video.streaming.stream`` on ``bench_video.py``'s clips and model with the
 *inline* executor (every pass runs in this process, so every stage can be timed
 here; the pool only moves the same work to other processes, plus the pickling
 reported at the end). Each stage is timed with the CPU clock of the thread it runs
@@ -78,25 +78,27 @@ def instrument():
     """Wrap the stages of the loop (module attributes, so every caller gets the timed version)."""
     import cv2  # noqa: F401
 
-    from shared import classifier, faces, frames, overlay, streaming, tracking, tracks
+    from shared.recognition import classifier
+    from shared.faces import engine, frames, overlay
+    from shared.video import streaming, tracking, tracks
 
     frames.iter_frames = timed_iter("decode (read + BGR->RGB)", frames.iter_frames)
-    orig_detect = faces.detect
+    orig_detect = engine.detect
 
     def detect(rgb, upsample=1, scale=1.0):
         kind = getattr(_local, "kind", "other")
         counts[f"HOG pixels: {kind}"] += rgb.shape[0] * rgb.shape[1]
         return timed(f"HOG detect: {kind}", orig_detect)(rgb, upsample, scale)
-    faces.detect = detect
-    faces.landmarks = timed("landmarks (5 points)", faces.landmarks)
-    faces.align = timed("align (face chips)", faces.align)
-    orig_embed = faces.embed
+    engine.detect = detect
+    engine.landmarks = timed("landmarks (5 points)", engine.landmarks)
+    engine.align = timed("align (face chips)", engine.align)
+    orig_embed = engine.embed
 
     def embed(chips):
         counts["encodings"] += len(chips)
         counts[f"encodings: {getattr(_local, 'kind', 'other')}"] += len(chips)
         return orig_embed(chips)
-    faces.embed = timed("ResNet embed", embed)
+    engine.embed = timed("ResNet embed", embed)
     tracking._resize = timed("resize for passes (full/discover/region)", tracking._resize)
     orig_full = tracking.FullPass.__init__
 
@@ -139,7 +141,7 @@ def instrument():
     overlay.draw = timed("draw overlay (boxes, labels, panel)", overlay.draw)
 
     class TimedCV:
-        """``cv2`` for :mod:`shared.overlay`, with the JPEG encoder's two steps timed."""
+        """``cv2`` for :mod:`shared.faces.overlay`, with the JPEG encoder's two steps timed."""
 
         cvtColor = staticmethod(timed("JPEG: RGB->BGR copy", cv2.cvtColor))
         imencode = staticmethod(timed("JPEG: imencode", cv2.imencode))
@@ -152,7 +154,7 @@ def instrument():
 
 def profile(folder, model, seconds):
     """Run the stream inline; print CPU seconds per second of video for each stage."""
-    from shared import streaming
+    from shared.video import streaming
 
     totals.clear()
     counts.clear()
@@ -176,7 +178,8 @@ def profile(folder, model, seconds):
 
 def pickling(folder, model, seconds):
     """Run the stream with the real pool; bytes and CPU of pickling the calls' arguments here."""
-    from shared import offload, parallel, streaming
+    from shared.faces import offload, parallel
+    from shared.video import streaming
 
     sent = collections.Counter()
     orig = offload.Call.__init__
@@ -207,15 +210,15 @@ def main():
     parser.add_argument("--cv-threads", type=int, default=None, help="cv2.setNumThreads for this process")
     parser.add_argument("--seed", type=int, default=video_scenes.SEED, help="seed of the composite clips")
     args = parser.parse_args()
-    from shared import faces, parallel
+    from shared.faces import engine, parallel
 
     if args.cv_threads is not None:
         import cv2
         cv2.setNumThreads(args.cv_threads)
     clips, kols, _ = video_scenes.build(args.seed)
     model = train_model(kols)
-    faces.models()
-    # As in the pool's workers (shared.parallel): one BLAS thread. Otherwise dlib's OpenBLAS threads
+    engine.models()
+    # As in the pool's workers (shared.faces.parallel): one BLAS thread. Otherwise dlib's OpenBLAS threads
     # spin between the encoder's calls and, inline, add about 0.6 CPU s per video s that the
     # server never spends (measured on tv720: 1.84 in all against 1.28).
     from threadpoolctl import threadpool_limits

@@ -47,7 +47,7 @@ def cast():
 
 def enrolment(kols):
     """``(X (N,128), slugs, names)`` from the first :data:`ENROL` photos of each KOL (cached in ``bench/out``)."""
-    from shared import faces, images
+    from shared.faces import engine, images
 
     cache = OUT / f"enrol-v{VERSION}.npz"
     if cache.is_file():
@@ -57,7 +57,7 @@ def enrolment(kols):
     X, slugs, names = [], [], {}
     for slug, paths in kols.items():
         for path in paths[:ENROL]:
-            found = faces.analyze(images.load_image(path))
+            found = engine.analyze(images.load_image(path))
             if found:
                 X.append(found[0].embedding)
                 slugs.append(slug)
@@ -69,10 +69,10 @@ def enrolment(kols):
 
 def _sprite(path):
     """A face cut out of a photo: ``(rgba, box)`` with the detected box inside the cut-out, or ``None``."""
-    from shared import faces, images
+    from shared.faces import engine, images
 
     rgb = images.load_image(path)
-    boxes = faces.detect(rgb, upsample=1)
+    boxes = engine.detect(rgb, upsample=1)
     if len(boxes) != 1:
         return None
     top, right, bottom, left = boxes[0]
@@ -227,7 +227,7 @@ def _ellipse_box(box):
 
 def upscale(src, path, size):
     """Write ``src`` resized to ``size`` ``(width, height)`` (mp4v); returns the frame count."""
-    from shared import frames
+    from shared.faces import frames
 
     info = frames.probe(src)
     out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), info.fps, size)
@@ -283,7 +283,7 @@ def score(truth, shown, min_visible=0.7, frames=None):
     """
     import bisect
 
-    from shared.tracking import match
+    from shared.video.tracking import match
 
     c = dict.fromkeys(("face_frames", "found", "right", "kol_frames", "kol_right", "stranger_frames",
                        "strangers_named", "wrong_kol", "faces", "changes"), 0)
@@ -322,13 +322,13 @@ def score(truth, shown, min_visible=0.7, frames=None):
 
 def old_detect_job(small, upsample):
     """The "before" loop's detection job (``bench_video --before``), importable by pool workers."""
-    from shared import faces
+    from shared.faces import engine
 
-    return faces.detect(small, upsample=upsample)
+    return engine.detect(small, upsample=upsample)
 
 
 def old_embed_job(crop, boxes):
     """The "before" loop's embedding job (``bench_video --before``), importable by pool workers."""
-    from shared import faces
+    from shared.faces import engine
 
-    return faces.embed(faces.align(crop, boxes))
+    return engine.embed(engine.align(crop, boxes))

@@ -3,8 +3,8 @@
 Views live in blueprints by concern: ``views`` (home), ``training`` (R2-R5),
 ``predict`` (R8-R13), ``video`` (R6-R7).
 """
-from shared import housekeeping
-from shared.web import make_app, warm_up
+from shared.web import housekeeping
+from shared.web.factory import make_app, warm_up
 
 
 def create_app(test_config=None):

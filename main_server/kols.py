@@ -4,7 +4,7 @@
 ``/kols/<slug>/rename`` (``name``), ``/kols/<slug>/merge`` (``into`` = the slug of the
 KOL that keeps the photos), ``/kols/<slug>/delete``, ``/kols/<slug>/photos`` (``file``
 repeated: photos or zips of photos to add), ``/kols/<slug>/photos/<chip>/remove``.
-The rules are in :mod:`shared.pool` and :mod:`shared.roster`; every page answers JSON
+The rules are in :mod:`shared.training.pool` and :mod:`shared.training.roster`; every page answers JSON
 with ``Accept: application/json``. Renames need no retraining (predictions show the
 pool's names); the other changes show a "Retrain now" button.
 """
@@ -15,11 +15,12 @@ from pathlib import Path
 from flask import Blueprint, current_app, redirect, request, url_for
 from werkzeug.utils import secure_filename
 
-from shared import archive, images, roster
-from shared.errors import UserError
-from shared.jobs import JobStore
-from shared.pool import SLUG_RE, name_key
-from shared.web import data_path, models, pool, reply, upload_name, wants_json
+from shared.training import archive, roster
+from shared.faces import images
+from shared.core.errors import UserError
+from shared.training.jobs import JobStore
+from shared.training.pool import SLUG_RE, name_key
+from shared.web.factory import data_path, models, pool, reply, upload_name, wants_json
 
 bp = Blueprint("kols", __name__)
 

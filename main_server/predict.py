@@ -2,12 +2,12 @@
 
 Every result is kept in its own folder ``DATA_DIR/predictions/<run id>/`` (the
 annotated photo, batch thumbnails, CSV), served only through :func:`prediction_file`
-with strict names; :class:`shared.predict.ResultFolders` sweeps away folders older
+with strict names; :class:`shared.recognition.predict.ResultFolders` sweeps away folders older
 than the ``PREDICTION_MAX_AGE_S`` setting (a day). A result is for the one who made it (and
 admins): every route that reads one answers anyone else 404, as for an unknown id
-(:mod:`shared.owners`). Boxes are in the pixels of the photo as uploaded (see shared.predict).
+(:mod:`shared.core.owners`). Boxes are in the pixels of the photo as uploaded (see shared.recognition.predict).
 
-A batch (:mod:`shared.batch`) sent from a browser runs in the background: the browser is
+A batch (:mod:`shared.recognition.batch`) sent from a browser runs in the background: the browser is
 sent to ``/predictBatch/<run>``, which shows a progress bar until the results are ready and
 then the results. A script (``Accept: application/json``) gets the results in the answer.
 One user has at most ``BATCH_CONCURRENT_PER_USER`` batches running (429 beyond); a batch
@@ -20,12 +20,13 @@ import time
 
 from flask import Blueprint, current_app, jsonify, redirect, request, send_from_directory, url_for
 
-from shared import batch, faces, images
-from shared import predict as engine
-from shared.auth import principal
-from shared.errors import UserError
-from shared.storage import atomic_write_bytes, read_json
-from shared.web import data_path, models, pool, reply, upload_name, wants_json
+from shared.recognition import batch
+from shared.faces import engine, images
+from shared.recognition import predict
+from shared.web.auth import principal
+from shared.core.errors import UserError
+from shared.core.storage import atomic_write_bytes, read_json
+from shared.web.factory import data_path, models, pool, reply, upload_name, wants_json
 
 bp = Blueprint("predict", __name__)
 
@@ -48,7 +49,7 @@ def _model():
 
 def _results():
     """The result folders, swept of runs older than the ``PREDICTION_MAX_AGE_S`` setting (0: kept)."""
-    return engine.ResultFolders(data_path("predictions"), keep_s=current_app.config["PREDICTION_MAX_AGE_S"])
+    return predict.ResultFolders(data_path("predictions"), keep_s=current_app.config["PREDICTION_MAX_AGE_S"])
 
 
 def _new_result():
@@ -105,12 +106,12 @@ def single_image():
     stream, name = _single_upload()
     model = _model()
     rgb, size = images.load_photo(stream, name=name)
-    objects, found = engine.predict_faces(rgb, model, original_size=size, names=pool().display_names())
+    objects, found = predict.predict_faces(rgb, model, original_size=size, names=pool().display_names())
     if not objects:
         raise UserError(f"No face was found in '{name}'. Try a photo where the face is larger, "
                         "sharper and turned towards the camera.", 422)
     run, folder = _new_result()
-    atomic_write_bytes(folder / "annotated.jpg", images.encode_jpeg(engine.annotated(rgb, objects, found)))
+    atomic_write_bytes(folder / "annotated.jpg", images.encode_jpeg(predict.annotated(rgb, objects, found)))
     elapsed = round((time.perf_counter() - started) * 1000, 1)
     payload = {"faces": objects, "model_version": model.version, "elapsed_ms": elapsed,
                "width": size[0], "height": size[1]}
@@ -206,20 +207,20 @@ def similar_result():
     stream, name = _single_upload()
     model = _model()
     rgb, size = images.load_photo(stream, name=name)
-    found = faces.analyze(rgb)
+    found = engine.analyze(rgb)
     if not found:
         raise UserError(f"No face was found in '{name}'. Try a photo where the face is larger, "
                         "sharper and turned towards the camera.", 422)
     face = found[0]  # largest first
     names = pool().display_names()
-    objects, _ = engine.predict_faces(rgb, model, found=[face], original_size=size, names=names)
+    objects, _ = predict.predict_faces(rgb, model, found=[face], original_size=size, names=names)
     matches, photos = [], []
     for slug, similarity, _distance in model.similar(face.embedding, k):
         matches.append({"identity": names.get(slug, model.names.get(slug, slug)), "similarity": similarity})
-        cid = engine.representative_chip(pool(), slug, face.embedding)
+        cid = predict.representative_chip(pool(), slug, face.embedding)
         photos.append(url_for("predict.pool_photo", slug=slug, cid=cid) if cid else None)
     run, folder = _new_result()
-    atomic_write_bytes(folder / "annotated.jpg", images.encode_jpeg(engine.annotated(rgb, objects, [face])))
+    atomic_write_bytes(folder / "annotated.jpg", images.encode_jpeg(predict.annotated(rgb, objects, [face])))
     payload = {"face": objects[0], "matches": matches}
     return reply("main/similar_result.html", payload, filename=name, faces_found=len(found), k=k,
                  photos=photos, image_url=_file_url(run, "annotated.jpg"))
@@ -242,6 +243,6 @@ def prediction_file(run, name):
 
 @bp.get("/similar/photo/<slug>/<cid>.png")
 def pool_photo(slug, cid):
-    """A chip of the training pool (ids validated by :meth:`shared.pool.Pool.chip_path`)."""
+    """A chip of the training pool (ids validated by :meth:`shared.training.pool.Pool.chip_path`)."""
     path = pool().chip_path(slug, cid)
     return send_from_directory(path.parent, path.name, max_age=3600)

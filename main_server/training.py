@@ -1,17 +1,18 @@
 """Main server R2-R5: upload a training zip (photos or videos) and hand it to the process server.
 
 ``POST /trainByImage`` / ``POST /trainByVideo`` (field ``zip``) check the upload,
-extract it safely into a new job (:class:`shared.jobs.JobStore`) and answer
+extract it safely into a new job (:class:`shared.training.jobs.JobStore`) and answer
 ``303`` to ``{PROCESS_URL}/?job=<id>``. A zip that cannot be used gets a 4xx page
 (or ``{"error": ...}``) and leaves nothing on disk.
 """
 
 from flask import Blueprint, current_app, redirect, request
 
-from shared import cleaning, frames, images
-from shared.errors import UserError
-from shared.jobs import JobStore
-from shared.web import data_path, reply, upload_name
+from shared.training import cleaning
+from shared.faces import frames, images
+from shared.core.errors import UserError
+from shared.training.jobs import JobStore
+from shared.web.factory import data_path, reply, upload_name
 
 bp = Blueprint("training", __name__)
 

@@ -1,7 +1,7 @@
 """Main server R6-R7: upload a video and hand it to the video server.
 
 ``GET /uploadVideoPage`` shows the form; ``POST /predictVideoResult`` (field
-``file``) stores the video under a new id (:func:`shared.videos.store`: extension
+``file``) stores the video under a new id (:func:`shared.video.videos.store`: extension
 checked, probed with OpenCV, the uploader recorded as its owner, old videos swept by
 the cleanup rule) and answers ``303`` to ``{VIDEO_URL}/?video=<id>``, which only the
 uploader (and admins) may watch. ``GET /predictVideoResult`` explains what
@@ -10,9 +10,10 @@ and leaves nothing on disk.
 """
 from flask import Blueprint, current_app, redirect, request
 
-from shared import frames, videos
-from shared.auth import principal
-from shared.web import data_path, models, reply
+from shared.faces import frames
+from shared.video import videos
+from shared.web.auth import principal
+from shared.web.factory import data_path, models, reply
 
 bp = Blueprint("video", __name__)
 

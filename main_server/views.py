@@ -1,7 +1,7 @@
 """R1: the home page: pick a mode, see the state of the pool and the model."""
 from flask import Blueprint
 
-from shared.web import models, pool, reply
+from shared.web.factory import models, pool, reply
 
 bp = Blueprint("home", __name__)
 

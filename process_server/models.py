@@ -1,12 +1,12 @@
 """The kept model versions: a list with plain-words comparisons, and a switch back to any of them.
 
-Admin only (shared/auth.py denies by default); the switch is audited as ``model.switch``.
+Admin only (shared/web/auth.py denies by default); the switch is audited as ``model.switch``.
 """
 from flask import Blueprint, jsonify, redirect, request, url_for
 
-from shared import classifier
-from shared.errors import UserError
-from shared.web import models, pool, reply, wants_json
+from shared.recognition import classifier
+from shared.core.errors import UserError
+from shared.web.factory import models, pool, reply, wants_json
 
 bp = Blueprint("models", __name__)
 

@@ -3,7 +3,7 @@
 align (queued, split over every worker) -> clean (automatic + overrides) -> import_clean
 (choose KOLs) -> import_result (into the pool; pool summary; delete a KOL) ->
 train_model (queued). ``/processingProgress`` reports the current step.
-The views parse, call :mod:`shared.wizard` (the rules) and :mod:`shared.queue`
+The views parse, call :mod:`shared.training.wizard` (the rules) and :mod:`shared.training.jobqueue`
 (the work), and render. Every page answers JSON with ``Accept: application/json``
 (see CONTRACT.md).
 """
@@ -11,10 +11,10 @@ import re
 
 from flask import Blueprint, current_app, redirect, request, send_from_directory, url_for
 
-from shared import cleaning, queue, roster, wizard
-from shared.errors import UserError
-from shared.jobs import ACTIVE, STEPS, JobStore
-from shared.web import data_path, models, pool, reply, wants_json
+from shared.training import cleaning, jobqueue, roster, wizard
+from shared.core.errors import UserError
+from shared.training.jobs import ACTIVE, STEPS, JobStore
+from shared.web.factory import data_path, models, pool, reply, wants_json
 
 bp = Blueprint("wizard", __name__)
 
@@ -33,7 +33,7 @@ def jobs():
 
 
 def redis():
-    return queue.connect(current_app.config["REDIS_URL"])
+    return jobqueue.connect(current_app.config["REDIS_URL"])
 
 
 def _job_id(required=True):
@@ -48,7 +48,7 @@ def _job_id(required=True):
 
 def _state(job):
     """The job's record with its active steps as the queue says now."""
-    return queue.live_state(redis(), jobs(), jobs().state(job))
+    return jobqueue.live_state(redis(), jobs(), jobs().state(job))
 
 
 def _page_context(job, state):
@@ -60,7 +60,7 @@ def _listing():
     conn, store = redis(), jobs()
     out = []
     for s in store.list():
-        s = queue.live_state(conn, store, s)
+        s = jobqueue.live_state(conn, store, s)
         out.append({"job": s["job"], "kind": s["kind"], "created": s["created"], "upload": s.get("upload"),
                     "kols": len(s["kols"]), "next": wizard.next_step(s),
                     "active": any(r.get("state") in ACTIVE for r in s["steps"].values())})
@@ -72,7 +72,7 @@ def _listing():
 def index():
     job = _job_id(required=False)
     if job is None:
-        payload = {"pool": pool().stats(), "jobs": _listing(), "queue": queue.overview(redis())}
+        payload = {"pool": pool().stats(), "jobs": _listing(), "queue": jobqueue.overview(redis())}
         return reply("process/index.html", payload, deleted=request.args.get("deleted"))
     state = _state(job)
     payload = {
@@ -89,7 +89,7 @@ def index():
 def delete_job():
     """Delete a job whose steps are over, with its folder (409 while a step runs)."""
     job = _job_id()
-    queue.delete_job(redis(), jobs(), job)
+    jobqueue.delete_job(redis(), jobs(), job)
     if wants_json():
         return reply("process/index.html", {"deleted": job})
     return redirect(url_for("wizard.index", deleted=job), 303)
@@ -99,7 +99,7 @@ def delete_job():
 @bp.route("/processingProgress", methods=["GET", "POST"])
 def processing_progress():
     job = _job_id()
-    progress = queue.step_progress(redis(), jobs(), job)
+    progress = jobqueue.step_progress(redis(), jobs(), job)
     state = jobs().state(job)
     next_url = url_for(RESULT_PAGE[progress["stage"]], job=job)
     unit = ("training stages" if progress["stage"] == "train" else
@@ -110,7 +110,7 @@ def processing_progress():
 def _started(job):
     """The answer to a POST that queued a step: 202 JSON or 303 to the progress page."""
     if wants_json():
-        return reply("process/progress.html", queue.step_progress(redis(), jobs(), job), status=202)
+        return reply("process/progress.html", jobqueue.step_progress(redis(), jobs(), job), status=202)
     return redirect(url_for("wizard.processing_progress", job=job), 303)
 
 
@@ -118,8 +118,8 @@ def _run_and_wait(job, step, options):
     """Queue a quick step and wait for it (up to STEP_WAIT_S): ``None`` when it is done,
     else the answer to send (the progress page / 202). A failure is raised as its sentence."""
     store = jobs()
-    queue.start_step(redis(), store, job, step, options)
-    progress = queue.wait(redis(), store, job, step, current_app.config["STEP_WAIT_S"])
+    jobqueue.start_step(redis(), store, job, step, options)
+    progress = jobqueue.wait(redis(), store, job, step, current_app.config["STEP_WAIT_S"])
     if progress["state"] == "failed":
         status = (store.state(job)["steps"].get(step) or {}).get("status") or 500
         raise UserError(progress["error"], status)
@@ -135,7 +135,7 @@ def align():
     store = jobs()
     if request.method == "POST":
         plan = wizard.align_plan(store, job, current_app.config["ALIGN_CHUNK"])
-        queue.start_step(redis(), store, job, "align", plan=plan)
+        jobqueue.start_step(redis(), store, job, "align", plan=plan)
         return _started(job)
     state = _state(job)
     record = state["steps"].get("align") or {}
@@ -202,7 +202,7 @@ def import_clean():
     wizard.require_done(state, "clean", "Clean the faces of this job first (the clean step).")
     result = store.read(job, "clean")
     kols = pool().kols()
-    # same name up to case/spaces/accents, or faces that match a pool KOL's (shared.roster)
+    # same name up to case/spaces/accents, or faces that match a pool KOL's (shared.training.roster)
     warnings = roster.import_warnings(pool(), result["kols"], store.path(job, "chips"))
     for i, split in wizard.split_warnings(store, job, result).items():  # two people in one folder
         warnings.setdefault(i, {}).update(split)
@@ -275,12 +275,12 @@ def train_model():
         job = _job_id(required=False)
         wizard.check_train(pool())
         if job is not None:
-            queue.start_step(redis(), store, job, "train", _train_options())
+            jobqueue.start_step(redis(), store, job, "train", _train_options())
             return _started(job)
         # "retrain now": a training of the pool as it is, as a job of its own with its own progress page
         job = store.create_pool_training()
         try:
-            queue.start_step(redis(), store, job, "train", _train_options())
+            jobqueue.start_step(redis(), store, job, "train", _train_options())
         except BaseException:
             store.delete(job)
             raise

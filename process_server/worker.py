@@ -2,14 +2,14 @@
 
 Reads the same settings as the servers (``DATA_DIR``, ``REDIS_URL``, ... from the
 environment, see :func:`process_server.create_app`) and runs N RQ workers
-(:func:`shared.queue.work`), one process each; N defaults to this machine's cores
+(:func:`shared.training.jobqueue.work`), one process each; N defaults to this machine's cores
 (setting ``WORKERS``). A worker that dies (killed, out of memory) is started again;
 SIGTERM or Ctrl-C stops them all (a job in progress is finished first by RQ's warm
 shutdown, or retried elsewhere if the worker is killed).
 
 Without ``REDIS_URL`` it connects to the Redis that ``bin/redis`` starts on this machine
 (127.0.0.1:``REDIS_PORT``), with the password kept in ``DATA_DIR/instance/redis_password``
-(:func:`shared.web.local_redis_url`). On a second machine: the same command with ``REDIS_URL``
+(:func:`shared.web.factory.local_redis_url`). On a second machine: the same command with ``REDIS_URL``
 pointing at the first machine's Redis, its password included, and ``DATA_DIR`` at the same
 data folder (mounted, e.g. over NFS).
 """
@@ -29,7 +29,8 @@ def _settings():
 
 
 def main(argv=None):
-    from shared import parallel, queue
+    from shared.faces import parallel
+    from shared.training import jobqueue
 
     parser = argparse.ArgumentParser(prog="python -m process_server.worker", description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS") or 0),
@@ -41,7 +42,7 @@ def main(argv=None):
     count = args.workers or parallel.workers()
     if count == 1:
         redis_url, data_dir = _settings()
-        queue.work(redis_url, data_dir, burst=args.burst, preload=not args.no_preload)
+        jobqueue.work(redis_url, data_dir, burst=args.burst, preload=not args.no_preload)
         return 0
     return supervise(count, args)
 

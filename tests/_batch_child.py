@@ -15,8 +15,8 @@ from pathlib import Path
 
 from werkzeug.datastructures import FileStorage
 
-from shared import batch
-from shared.classifier import ModelStore
+from shared.recognition import batch
+from shared.recognition.classifier import ModelStore
 
 
 def photos(folder, data_dir, photo):

@@ -2,8 +2,8 @@
 
 Nothing here fakes the code under test: the files are real (broken) JPEG/PNG/MP4/zip
 bytes, and the synthetic jobs, pools and models are written through the project's
-own storage code (:class:`shared.jobs.JobStore`, :func:`shared.pool.save_chip`,
-:class:`shared.classifier.ModelStore`) with made-up embeddings, so the wizard's
+own storage code (:class:`shared.training.jobs.JobStore`, :func:`shared.training.pool.save_chip`,
+:class:`shared.recognition.classifier.ModelStore`) with made-up embeddings, so the wizard's
 clean/import/train steps and the prediction routes run for real without dlib
 having to find faces in noise.
 """
@@ -188,7 +188,7 @@ def _embeddings(n_kols, per_kol, seed=0):
 
 def synthetic_model(data_dir, n_kols=3, per_kol=6, seed=0):
     """Train and save a real model on made-up embeddings; returns its version."""
-    from shared import classifier
+    from shared.recognition import classifier
 
     E = _embeddings(n_kols, per_kol, seed)
     X = np.array([e for kol in E for e in kol])
@@ -202,8 +202,8 @@ def aligned_job(data_dir, kols=("Ann", "Bob"), per_kol=8, seed=0, chip_px=150):
 
     Written with the project's own JobStore and save_chip; returns the job id.
     """
-    from shared.jobs import JobStore
-    from shared.pool import save_chip
+    from shared.training.jobs import JobStore
+    from shared.training.pool import save_chip
 
     store = JobStore(Path(data_dir) / "jobs")
     photo = jpeg(32, 32)

@@ -134,16 +134,16 @@ def client(main_app):
 def celeb_faces():
     """Faces of the five_celebs training photos with exactly one detected face.
 
-    ``{person: [(path, shared.faces.Face), ...]}``, computed once per test session.
+    ``{person: [(path, shared.faces.engine.Face), ...]}``, computed once per test session.
     """
     if not FIVE.is_dir():
         pytest.skip(f"real photos not found at {SHARED_DATA}")
-    from shared import faces, images
+    from shared.faces import engine, images
 
     out = {}
     for person, paths in five_celebs_photos().items():
         for path in paths:
-            found = faces.analyze(images.load_image(path))
+            found = engine.analyze(images.load_image(path))
             if len(found) == 1:
                 out.setdefault(person, []).append((path, found[0]))
     return out

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from shared.accounts import for_data_dir
+from shared.web.accounts import for_data_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""Sign-in, roles, API tokens, CSRF and the audit trail (shared/auth.py, shared/accounts.py).
+"""Sign-in, roles, API tokens, CSRF and the audit trail (shared/web/auth.py, shared/web/accounts.py).
 
 The route table walks EVERY rule of the three apps' ``url_map``, so a route added later is
 covered without editing this file: anonymous -> redirect to the sign-in page (pages) or 401
@@ -26,7 +26,7 @@ PROCESS_URL = "http://main.test:5001"
 VIDEO_URL = "http://main.test:5002"
 PASSWORD = "correct horse battery"
 
-#: What a member may use, written down here independently of shared/auth.py's table (the spec of
+#: What a member may use, written down here independently of shared/web/auth.py's table (the spec of
 #: issue 11): predictions, videos, the pool summary. (server, endpoint pattern, method or None, test).
 MEMBER_SPEC = [
     ("main", "home.index", None), ("main", "predict.*", None), ("main", "video.upload_video_page", None),
@@ -146,8 +146,8 @@ def test_route_table_anonymous_member_and_csrf(apps):
 
 
 def test_member_rules_match_the_spec(apps):
-    """shared/auth.py's table says "member" exactly where this file's spec does (no more, no less)."""
-    from shared import auth
+    """shared/web/auth.py's table says "member" exactly where this file's spec does (no more, no less)."""
+    from shared.web import auth
 
     for section, endpoint, method, url in all_routes(apps):
         with apps[section].test_request_context(url, method=method):
@@ -607,7 +607,7 @@ def test_tokens_of_an_older_database_get_an_expiry_and_their_maker(tmp_path):
     made on the Users page follows the user its created_by names."""
     import sqlite3
 
-    from shared.accounts import TOKEN_DAYS, Accounts
+    from shared.web.accounts import TOKEN_DAYS, Accounts
 
     path = tmp_path / "accounts.sqlite3"
     old = sqlite3.connect(path)

@@ -1,15 +1,15 @@
-"""Limits on guessing and the rules for names and passwords (shared/auth.py's limiter, shared/accounts.py).
+"""Limits on guessing and the rules for names and passwords (shared/web/auth.py's limiter, shared/web/accounts.py).
 
 - Failed sign-ins are counted per address and account together, per account and per address,
   in the real Redis of the job queue: one person's typos do not lock out an office behind one
   address, and guessing one account from many addresses still stops.
-- User and token names follow the rule of KOL names (shared/names.py): no hidden characters,
+- User and token names follow the rule of KOL names (shared/core/names.py): no hidden characters,
   look-alikes are one name.
 - Passwords: long enough, mixed when short, not the name, not a common one.
 """
 import pytest
 
-from shared.errors import UserError
+from shared.core.errors import UserError
 
 from ._synth import JSON
 from .test_auth import PASSWORD, csrf_token

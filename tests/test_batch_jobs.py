@@ -1,4 +1,4 @@
-"""Photo batches whose server process dies, and how many batches one user runs at once (shared/batch.py).
+"""Photo batches whose server process dies, and how many batches one user runs at once (shared/recognition/batch.py).
 
 The batch work runs in a real child process (tests/_batch_child.py: the same staging and
 background run as the batch route), which the tests SIGKILL as a gunicorn worker dies; the
@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from shared.predict import ResultFolders
-from shared import owners
-from shared.storage import atomic_write_json, read_json
+from shared.recognition.predict import ResultFolders
+from shared.core import owners
+from shared.core.storage import atomic_write_json, read_json
 
 from . import _synth
 from .conftest import FIVE, needs_data, screenshot

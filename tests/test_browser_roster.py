@@ -6,8 +6,8 @@ import io
 import pytest
 from PIL import Image
 
-from shared import faces, images
-from shared.pool import Pool, save_chip
+from shared.faces import engine, images
+from shared.training.pool import Pool, save_chip
 
 from .conftest import FIVE, LiveServers, needs_data, screenshot
 from .test_browser_flows import images_load, no_sideways_scroll
@@ -20,7 +20,7 @@ def roster_servers(tmp_path_factory):
     """Live servers on a pool of three KOLs (raw folder names) plus a duplicate "Mindy K." and a model."""
     if not FIVE.is_dir():
         pytest.skip("real photos not found")
-    from shared.classifier import ModelStore, train
+    from shared.recognition.classifier import ModelStore, train
 
     base = tmp_path_factory.mktemp("roster")
     pool = Pool(base / "data" / "pool")
@@ -29,7 +29,7 @@ def roster_servers(tmp_path_factory):
         photos = sorted((FIVE / person).glob("train_*.jpg"))[:6]
         pngs = []
         for path in photos:
-            found = faces.analyze(images.load_image(path))
+            found = engine.analyze(images.load_image(path))
             if len(found) == 1:
                 pngs.append(staging / f"{save_chip(staging, found[0].chip, found[0].embedding)}.png")
         if person == "mindy_kaling":
@@ -180,7 +180,7 @@ def test_heic_upload_and_8000x6000_boxes(roster_servers, page, tmp_path):
     assert left > 4200 and top > 3100 and w > 400  # in the big photo's pixels, not the 2000 px copy's
     crop = big.crop((left - w // 2, top - h // 2, right + w // 2, bottom + h // 2))
     scale = 400 / crop.width
-    found = faces.detect(images.load_image(_jpeg(crop.resize((400, round(crop.height * scale))))), upsample=1)
+    found = engine.detect(images.load_image(_jpeg(crop.resize((400, round(crop.height * scale))))), upsample=1)
     assert found, (top, right, bottom, left)
     t, r, b, lft = (v / scale for v in found[0])
     assert abs((t + b) / 2 - h) < 0.15 * h and abs((lft + r) / 2 - w) < 0.15 * w

@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared import classifier, faces
-from shared.classifier import ModelStore
-from shared.errors import UserError
-from shared.images import load_image
-from shared.pool import Pool, save_chip
+from shared.recognition import classifier
+from shared.faces import engine
+from shared.recognition.classifier import ModelStore
+from shared.core.errors import UserError
+from shared.faces.images import load_image
+from shared.training.pool import Pool, save_chip
 
 from .conftest import KNN, five_celebs_photos, needs_data
 
@@ -41,7 +42,7 @@ def test_trained_model_names_held_back_photos_and_refuses_strangers(celeb_faces,
     right = total = 0
     for person, paths in five_celebs_photos("val_").items():
         for path in paths:
-            found = faces.analyze(load_image(path))
+            found = engine.analyze(load_image(path))
             if len(found) != 1:
                 continue
             total += 1
@@ -49,7 +50,7 @@ def test_trained_model_names_held_back_photos_and_refuses_strangers(celeb_faces,
     assert total >= 20 and right / total >= 0.9
 
     strangers = [f for p in sorted((KNN / "train").rglob("*.jp*g"))
-                 for f in faces.analyze(load_image(p))[:1]]
+                 for f in engine.analyze(load_image(p))[:1]]
     answers = [model.predict([f.embedding])[0] for f in strangers]
     assert len(answers) >= 7
     assert sum(not a.known for a in answers) / len(answers) >= 0.85
@@ -235,7 +236,7 @@ def _pool(tmp_path, people):
     for name, (n, centre) in people.items():
         pngs = []
         for _ in range(n):
-            chip = rng.integers(0, 255, size=(faces.CHIP_SIZE, faces.CHIP_SIZE, 3), dtype=np.uint8)
+            chip = rng.integers(0, 255, size=(engine.CHIP_SIZE, engine.CHIP_SIZE, 3), dtype=np.uint8)
             cid = save_chip(tmp_path / "staging", chip, embedding=centre + rng.normal(0, 0.02, 128))
             pngs.append(tmp_path / "staging" / f"{cid}.png")
         items.append((name, pngs, False))
@@ -288,7 +289,7 @@ def test_two_trainings_at_once_one_gets_409(tmp_path):
     assert results["first"]["identities"] == 2
     # and across processes: a training held by another process refuses this one
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from shared.classifier import training_lock\n"
+        [sys.executable, "-c", "import sys, time; from shared.recognition.classifier import training_lock\n"
          "with training_lock(sys.argv[1]):\n print('held', flush=True); time.sleep(30)", str(store.root)],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:

@@ -3,8 +3,9 @@ import cv2
 import numpy as np
 import pytest
 
-from shared import cleaning, images, sampling
-from shared.pool import chip_embedding
+from shared.training import cleaning, sampling
+from shared.faces import images
+from shared.training.pool import chip_embedding
 
 from .conftest import FIVE, KNN, five_celebs_photos, needs_data
 

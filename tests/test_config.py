@@ -1,11 +1,11 @@
-"""Configuration (shared/web.py): every setting can be set from the environment as KOL_<NAME>, the
+"""Configuration (shared/web/factory.py): every setting can be set from the environment as KOL_<NAME>, the
 documented plain names still work, values get their setting's type, and the README lists them all."""
 import re
 
 import pytest
 
-from shared import parallel
-from shared.web import DEFAULTS, PLAIN_ENV
+from shared.faces import parallel
+from shared.web.factory import DEFAULTS, PLAIN_ENV
 
 from .conftest import ROOT
 

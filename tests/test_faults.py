@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 import requests
 
-from shared.storage import DISK_FULL
+from shared.core.storage import DISK_FULL
 
 from . import _synth
 from ._synth import JSON
@@ -54,8 +54,8 @@ def pool_state(data_dir):
     Every file the manifest lists must exist and be complete (the PNG decodes, the
     embedding loads with the right shape); a half-written pool fails here.
     """
-    from shared import images
-    from shared.pool import Pool
+    from shared.faces import images
+    from shared.training.pool import Pool
 
     out = {}
     pool = Pool(Path(data_dir) / "pool")
@@ -72,7 +72,7 @@ def pool_state(data_dir):
 
 def model_state(data_dir):
     """``(current version, identities)`` after loading the current model completely (``(None, 0)`` if none)."""
-    from shared.classifier import ModelStore
+    from shared.recognition.classifier import ModelStore
 
     store = ModelStore(Path(data_dir) / "models")
     version = store.current_version()
@@ -104,8 +104,8 @@ def wait_state(servers, job, stage, states, timeout=300):
 
 def _import_pool(data_dir, job, names=None):
     """Put a synthetic job's chips into the pool with the project's own Pool (setup, not under test)."""
-    from shared.jobs import JobStore
-    from shared.pool import Pool
+    from shared.training.jobs import JobStore
+    from shared.training.pool import Pool
 
     store = JobStore(Path(data_dir) / "jobs")
     state = store.state(job)
@@ -116,7 +116,7 @@ def _import_pool(data_dir, job, names=None):
 
 def _photo_job(data_dir, count=24):
     """A job of real photos (align needs faces)."""
-    from shared.jobs import JobStore
+    from shared.training.jobs import JobStore
 
     members = {}
     for person, paths in list(five_celebs_photos().items())[:2]:
@@ -138,8 +138,8 @@ def _prepare(data_dir, step):
         return _photo_job(data_dir)
     job = _synth.aligned_job(data_dir, kols=KOLS, per_kol=100 if step != "clean" else 150)
     if step in ("import", "train"):
-        from shared import cleaning
-        from shared.jobs import JobStore
+        from shared.training import cleaning
+        from shared.training.jobs import JobStore
 
         store = JobStore(Path(data_dir) / "jobs")
         store.write(job, "clean", cleaning.clean(store.read(job, "align")))
@@ -153,7 +153,7 @@ def _prepare(data_dir, step):
 
 
 def _queue_jobs(servers, job, step):
-    from shared.jobs import JobStore
+    from shared.training.jobs import JobStore
 
     return (JobStore(servers.data_dir / "jobs").state(job)["steps"].get(step) or {}).get("rq") or []
 
@@ -164,13 +164,13 @@ def _worker_running(servers, job, step, timeout=180):
     waits in RQ's intermediate queue and is retried after a minute; not what these tests look at.)"""
     from rq.job import Job
 
-    from shared import queue
+    from shared.training import jobqueue
 
-    conn = queue.connect(servers.redis_url)
+    conn = jobqueue.connect(servers.redis_url)
     deadline = time.monotonic() + timeout
     while True:
         ids = set(_queue_jobs(servers, job, step))
-        for w in queue.overview(conn)["workers"]:
+        for w in jobqueue.overview(conn)["workers"]:
             if w["alive"] and w["job"] in ids and Job.fetch(w["job"], connection=conn).get_status() == "started":
                 proc = next((p for p in servers.workers.procs if p.pid == w["pid"] and p.poll() is None), None)
                 if proc is not None:
@@ -182,9 +182,9 @@ def _worker_running(servers, job, step, timeout=180):
 def _retries_left(servers, rq_id):
     from rq.job import Job
 
-    from shared import queue
+    from shared.training import jobqueue
 
-    return Job.fetch(rq_id, connection=queue.connect(servers.redis_url)).retries_left
+    return Job.fetch(rq_id, connection=jobqueue.connect(servers.redis_url)).retries_left
 
 
 STEP_PATH = {"align": "/align", "clean": "/clean", "import": "/import_result", "train": "/train_model"}
@@ -497,7 +497,7 @@ def test_process_server_healthz_names_a_redis_that_does_not_answer(data_dir, red
 def test_model_store_switches_atomically(tmp_path):
     """Readers calling ModelStore.current() while versions are saved never see no model, a broken one,
     or an older one than they saw before."""
-    from shared.classifier import ModelStore
+    from shared.recognition.classifier import ModelStore
 
     first = _synth.synthetic_model(tmp_path, n_kols=2)
     store = ModelStore(tmp_path / "models")
@@ -533,8 +533,8 @@ def test_main_predicts_with_old_model_while_new_one_trains(servers):
     data_dir = servers.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     job = _synth.aligned_job(data_dir, kols=KOLS, per_kol=100)
-    from shared import cleaning
-    from shared.jobs import JobStore
+    from shared.training import cleaning
+    from shared.training.jobs import JobStore
 
     store = JobStore(data_dir / "jobs")
     store.write(job, "clean", cleaning.clean(store.read(job, "align")))
@@ -628,8 +628,8 @@ def test_concurrent_predictions_do_not_crash_a_worker(servers):
 def test_leftovers_of_killed_writes_are_swept(tmp_path):
     """A main server killed mid-upload leaves a job folder without state.json, and a kill mid-import
     a temporary manifest: the next upload / import removes them (a fresh upload in progress is kept)."""
-    from shared.jobs import JobStore
-    from shared.pool import Pool
+    from shared.training.jobs import JobStore
+    from shared.training.pool import Pool
 
     jobs = tmp_path / "jobs"
     old, fresh = jobs / ("a" * 16), jobs / ("b" * 16)

@@ -1,7 +1,7 @@
 import pytest
 
-from shared import frames
-from shared.frames import VideoError
+from shared.faces import frames
+from shared.faces.frames import VideoError
 
 from .conftest import VIDEO, needs_video
 

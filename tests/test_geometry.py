@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared import faces, images
-from shared import predict as engine
-from shared.boxes import iou
+from shared.faces import engine, images
+from shared.recognition import predict
+from shared.faces.boxes import iou
 
 from .conftest import FIVE, VIDEO, needs_data, needs_video
 
@@ -24,8 +24,8 @@ JSON = {"Accept": "application/json"}
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory, celeb_faces):
     """Pool + model of the five_celebs KOLs (train_ photos), in a data folder for the apps."""
-    from shared.classifier import ModelStore, train
-    from shared.pool import Pool, save_chip
+    from shared.recognition.classifier import ModelStore, train
+    from shared.training.pool import Pool, save_chip
 
     data = tmp_path_factory.mktemp("geo") / "data"
     pool = Pool(data / "pool")
@@ -54,7 +54,7 @@ def _jpeg(im, **kw):
 
 def _face_box_at_full_size(rgb):
     """The face box found on a full-size array with no shrinking at all (the reference)."""
-    boxes = faces.detect(rgb, upsample=0)
+    boxes = engine.detect(rgb, upsample=0)
     assert boxes, "no face at full size"
     return boxes[0]
 
@@ -91,7 +91,7 @@ def test_an_8000x6000_photo_gets_boxes_in_its_own_pixels(app_client, tmp_path):
     window = np.asarray(big.crop((x0, y0, min(8000, right + pad), min(6000, bottom + pad))))
     # detect on the window scaled to ~4x the face size, map back to full-size pixels
     scale = 400 / window.shape[0]
-    ref = faces.detect(window, upsample=0, scale=scale)[0]
+    ref = engine.detect(window, upsample=0, scale=scale)[0]
     ref = (ref[0] + y0, ref[1] + x0, ref[2] + y0, ref[3] + x0)
     assert iou(ref, (top, right, bottom, left)) > 0.8, (ref, (top, right, bottom, left))
     # the page says the original size and that the photo was analysed smaller
@@ -163,7 +163,7 @@ def test_batch_csv_has_index_path_and_face_numbers():
              "faces": [face], "error": None},
             {"index": 2, "path": "b.jpg", "filename": "b.jpg", "width": None, "height": None, "faces": [],
              "error": "No face"}]
-    out = list(csv.DictReader(io.StringIO(engine.batch_csv(rows).decode("utf-8-sig"))))
+    out = list(csv.DictReader(io.StringIO(predict.batch_csv(rows).decode("utf-8-sig"))))
     assert out[0]["index"] == "1" and out[0]["path"] == "a.zip/x/p.jpg" and out[0]["face"] == "2"
     assert (out[0]["width"], out[0]["height"], out[0]["identity"]) == ("8000", "6000", "unknown")
     assert out[1]["index"] == "2" and out[1]["error"] == "No face"
@@ -180,7 +180,7 @@ def test_a_photo_over_the_pixel_limit_says_the_limit_and_its_size(tmp_path):
 
 
 def test_a_zip_of_videos_sent_to_the_photo_form_points_to_the_video_form(tmp_path):
-    from shared import archive
+    from shared.training import archive
 
     zpath = tmp_path / "v.zip"
     with zipfile.ZipFile(zpath, "w") as zf:
@@ -205,7 +205,8 @@ def test_m4v_video_is_accepted(client, tmp_path):
     """An .m4v (Apple's name for MP4) is a video for the upload form, the zip check and the decoder."""
     import shutil
 
-    from shared import archive, frames
+    from shared.training import archive
+    from shared.faces import frames
 
     path = tmp_path / "holiday.M4V"
     shutil.copy(VIDEO / "short_hamilton_clip.mp4", path)

@@ -170,7 +170,7 @@ def test_path_ids(clients, server, template):
                 r = clients[server].get(template.format(a=a, b=b), headers=headers(json_mode))
                 check(r, json_mode, allowed=(404, 400))
     # a real traversal attempt through the static folder
-    for path in ("/static/../shared/web.py", "/static/%2e%2e/shared/web.py", "/static/..%2fshared%2fweb.py",
+    for path in ("/static/../shared/web/factory.py", "/static/%2e%2e/shared/web/factory.py", "/static/..%2fshared%2fweb.py",
                  "/static//etc/passwd", "/static/%2Fetc%2Fpasswd"):
         r = clients[server].get(path, headers=JSON, follow_redirects=True)
         assert r.status_code in (400, 404), (path, r.status_code)

@@ -1,4 +1,4 @@
-"""Housekeeping (shared/housekeeping.py): each rule deletes exactly what is past its limit, on real
+"""Housekeeping (shared/web/housekeeping.py): each rule deletes exactly what is past its limit, on real
 folders with real modification times; `flask housekeeping` reads its limits from the environment;
 the schedule runs the same rules."""
 import io
@@ -9,8 +9,8 @@ import zipfile
 
 from flask import Flask
 
-from shared import housekeeping
-from shared.web import DEFAULTS
+from shared.web import housekeeping
+from shared.web.factory import DEFAULTS
 
 from .conftest import VIDEO, needs_video
 
@@ -178,7 +178,7 @@ def _save_a_model(data_dir):
     """A model of three synthetic embeddings of one KOL (enough for the batch route to start)."""
     import numpy as np
 
-    from shared import classifier
+    from shared.recognition import classifier
 
     X = np.random.default_rng(3).normal(0, 0.06, size=(3, 128))
     classifier.ModelStore(data_dir / "models").save(classifier.train(X, ["ann"] * 3, {"ann": "Ann"}))
@@ -213,7 +213,7 @@ def test_a_new_training_upload_sweeps_cut_off_uploads_by_the_setting(tmp_path):
 
 
 def _jpeg():
-    from shared import images
+    from shared.faces import images
     import numpy as np
 
     return images.encode_jpeg(np.full((64, 64, 3), 128, np.uint8))
@@ -241,7 +241,7 @@ def test_a_video_upload_sweeps_old_videos_by_the_settings(tmp_path):
 KILLED_WRITE = """
 import os, signal, sys
 from pathlib import Path
-from shared.storage import atomic_write
+from shared.core.storage import atomic_write
 
 def write(fh):
     fh.write(b"half a model")
@@ -290,7 +290,7 @@ def test_temporary_files_of_killed_writes_go_once_an_hour_old(tmp_path):
 def test_pruning_after_a_training_removes_what_a_killed_training_left(tmp_path):
     import numpy as np
 
-    from shared import classifier
+    from shared.recognition import classifier
 
     store = classifier.ModelStore(tmp_path / "models")
     version = store.save(classifier.train(np.random.default_rng(5).normal(0, 0.06, (3, 128)), ["ann"] * 3, {}))

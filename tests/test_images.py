@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared import images
-from shared.images import ImageError, load_image
+from shared.faces import images
+from shared.faces.images import ImageError, load_image
 
 from .conftest import FIVE, needs_data
 

@@ -14,7 +14,7 @@ from .test_auth import PASSWORD, audit_rows, csrf_token
 def two_versions(data_dir):
     """Two real models on made-up embeddings: ``old`` knows kol-0..kol-2, ``new`` (current) only kol-0, kol-1
     with fewer photos each. Returns ``(old, new, embeddings)``."""
-    from shared import classifier
+    from shared.recognition import classifier
 
     E = _synth._embeddings(3, 6, seed=0)
     store = classifier.ModelStore(Path(data_dir) / "models")
@@ -112,8 +112,8 @@ def test_refusals(process_app, main_app, data_dir):
 
 def test_accuracy_words_follow_the_numbers(data_dir):
     """The comparison's accuracy words come from the two versions' cross-validated accuracies."""
-    from shared import classifier
-    from shared.storage import atomic_write_json
+    from shared.recognition import classifier
+    from shared.core.storage import atomic_write_json
 
     old, new, _ = two_versions(data_dir)
     store = classifier.ModelStore(Path(data_dir) / "models")

@@ -40,7 +40,7 @@ def people(data_dir, redis_url):
     """
     from main_server import create_app as main_app
     from video_server import create_app as video_app
-    from shared import parallel
+    from shared.faces import parallel
 
     config = _config(data_dir, redis_url)
     apps = {"main": main_app(config), "video": video_app(config)}
@@ -200,8 +200,9 @@ def _on_canvas(rgb, size=(360, 480)):
 def test_appearances_csv_escapes_kol_names_a_spreadsheet_would_run(people, tmp_path):
     """Four KOLs named "=...", "+...", "@...", "-..." in the pool and the model; a clip of their
     photos streamed by the video server; the CSV shows each name starting with ', the page as it is."""
-    from shared import classifier, faces, images
-    from shared.pool import Pool, save_chip
+    from shared.recognition import classifier
+    from shared.faces import engine, images
+    from shared.training.pool import Pool, save_chip
 
     data_dir = people["data_dir"]
     pool = Pool(data_dir / "pool")
@@ -209,7 +210,7 @@ def test_appearances_csv_escapes_kol_names_a_spreadsheet_would_run(people, tmp_p
     for person, name in FORMULA_NAMES.items():
         chips = []
         for photo in sorted((FIVE / person).glob("train_*.jpg"))[:3]:
-            found = faces.analyze(images.load_image(photo))
+            found = engine.analyze(images.load_image(photo))
             if len(found) == 1:
                 chips.append(tmp_path / person / f"{save_chip(tmp_path / person, found[0].chip, found[0].embedding)}.png")
         assert chips, person

@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared import faces, pool as pool_mod
-from shared.errors import UserError
-from shared.pool import Pool, display_name, kol_slug, save_chip
+from shared.faces import engine
+from shared.training import pool as pool_mod
+from shared.core.errors import UserError
+from shared.training.pool import Pool, display_name, kol_slug, save_chip
 
 from .conftest import ROOT
 
@@ -50,8 +51,8 @@ def test_embeddings_are_never_recomputed(tmp_path, monkeypatch):
     pool = Pool(tmp_path / "pool")
     pool.add("A", _staged(tmp_path, 4))
     calls = []
-    real = faces.embed
-    monkeypatch.setattr(faces, "embed", lambda chips: calls.append(len(chips)) or real(chips))
+    real = engine.embed
+    monkeypatch.setattr(engine, "embed", lambda chips: calls.append(len(chips)) or real(chips))
     X, _, _ = pool.embeddings()
     pool.add("A", _staged(tmp_path, 4))
     assert X.shape == (4, 128) and calls == []
@@ -71,7 +72,7 @@ CRASH = textwrap.dedent("""
     import os, sys
     import numpy as np
     sys.path.insert(0, {root!r})
-    from shared import pool as P
+    from shared.training import pool as P
     pool = P.Pool({pool!r})
     chips = [P.save_chip({staging!r}, np.full((150, 150, 3), i, np.uint8), np.full(128, i / 10)) for i in range(5)]
     if sys.argv[1] == "manifest":

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from shared import batch, parallel
-from shared import pool as pool_mod
-from shared.classifier import ModelStore, train
+from shared.recognition import batch
+from shared.faces import parallel
+from shared.training import pool as pool_mod
+from shared.recognition.classifier import ModelStore, train
 
 from .conftest import FIVE, KNN, five_celebs_photos, needs_data
 
@@ -359,7 +360,7 @@ def test_malformed_k_is_a_400(trained, k):
 @needs_data
 def test_enrolled_obama_and_biden_are_named_in_one_photo(trained, tmp_path):
     """With the knn_examples people enrolled too (1-2 photos each), the group photos name them."""
-    from shared import faces, images
+    from shared.faces import engine, images
 
     url, store, pool = trained["url"], trained["store"], trained["pool"]
     added = []
@@ -367,7 +368,7 @@ def test_enrolled_obama_and_biden_are_named_in_one_photo(trained, tmp_path):
         for folder in sorted((KNN / "train").iterdir()):
             chips = []
             for path in sorted(folder.iterdir()):
-                found = faces.analyze(images.load_image(path))
+                found = engine.analyze(images.load_image(path))
                 assert len(found) == 1
                 chips.append(tmp_path / f"{pool_mod.save_chip(tmp_path, found[0].chip, found[0].embedding)}.png")
             added.append(pool.add(display(folder.name), chips))
@@ -394,7 +395,7 @@ def test_enrolled_obama_and_biden_are_named_in_one_photo(trained, tmp_path):
 
 @pytest.fixture
 def one_worker():
-    """This process's face-work pool (:mod:`shared.parallel`, what batches run on) with ONE worker,
+    """This process's face-work pool (:mod:`shared.faces.parallel`, what batches run on) with ONE worker,
     so every photo of every batch goes to the worker that already holds the model in memory."""
     parallel.shutdown()
     parallel.limit(1)
@@ -413,7 +414,7 @@ def _pooled_model(celeb_faces, root):
 
 
 def _batch(store, version, photos, out):
-    """The face lists of ``photos`` (in order) as :func:`shared.batch.predict_files` answers them,
+    """The face lists of ``photos`` (in order) as :func:`shared.recognition.batch.predict_files` answers them,
     the path of ``/predictBatchImage``, with the pool's worker process ids."""
     tasks = [(i, str(p), p.name, str(store.root), version, str(out / f"thumb-{i}.jpg"), None)
              for i, p in enumerate(photos)]

@@ -1,5 +1,5 @@
 """Property tests (hypothesis): name and zip sanitising never escapes its folder, and form
-parsing never fails with anything but a readable 4xx / :class:`shared.errors.UserError`."""
+parsing never fails with anything but a readable 4xx / :class:`shared.core.errors.UserError`."""
 import io
 import posixpath
 import unicodedata
@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from shared import pool as pool_mod
-from shared.archive import ArchiveError, _parts, extract_training_zip
-from shared.errors import UserError
+from shared.training import pool as pool_mod
+from shared.training.archive import ArchiveError, _parts, extract_training_zip
+from shared.core.errors import UserError
 
 from . import _synth
 from ._synth import JSON
@@ -191,9 +191,9 @@ def test_any_k_is_refused_or_used(world, k):
 @settings(RELAXED)
 @given(TEXT, TEXT)
 def test_store_lookups_never_leave_their_folder(tmp_path_factory, a, b):
-    from shared.classifier import ModelStore
-    from shared.jobs import JobStore
-    from shared.videos import video_dir
+    from shared.recognition.classifier import ModelStore
+    from shared.training.jobs import JobStore
+    from shared.video.videos import video_dir
 
     root = tmp_path_factory.getbasetemp() / "lookups"
     for call in (lambda: JobStore(root / "jobs").folder(a), lambda: video_dir(root / "videos", a),
@@ -207,7 +207,7 @@ def test_store_lookups_never_leave_their_folder(tmp_path_factory, a, b):
 @example("../../etc/passwd.zip")
 @example("C:\\Users\\me\\kols.zip")
 def test_upload_names_are_display_text_only(raw):
-    from shared.web import upload_name
+    from shared.web.factory import upload_name
 
     shown = upload_name(raw, "upload.zip")
     assert shown and len(shown) <= 120 and "/" not in shown and "\\" not in shown

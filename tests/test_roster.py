@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from shared import roster
-from shared.errors import UserError
-from shared.pool import Pool, matching_kols, name_key, save_chip
+from shared.training import roster
+from shared.core.errors import UserError
+from shared.training.pool import Pool, matching_kols, name_key, save_chip
 
 from .conftest import FIVE, ROOT, needs_data
 
@@ -117,7 +117,7 @@ def test_merge_moves_every_photo_and_old_answers_show_the_new_name(tmp_path):
 CRASH = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, {root!r})
-    from shared import pool as P
+    from shared.training import pool as P
     pool = P.Pool({pool!r})
     real, calls = P.atomic_write_bytes, []
     def dying(path, data):
@@ -260,8 +260,8 @@ def test_kol_actions_rename_remove_merge_delete(roster_app):
 
 def test_delete_from_the_kol_page_removes_them_from_every_model_version(roster_app, data_dir):
     """The KOL page's delete reaches the models: no stored version keeps the KOL's embeddings."""
-    from shared import classifier
-    from shared.classifier import ModelStore
+    from shared.recognition import classifier
+    from shared.recognition.classifier import ModelStore
 
     client, pool, slugs = roster_app
     store = ModelStore(data_dir / "models")
@@ -280,8 +280,8 @@ def test_a_removed_photo_leaves_every_model_version_at_once(roster_app, data_dir
     the KOL's centroid to the mean of the photos left, without a retraining."""
     import numpy as np
 
-    from shared import classifier
-    from shared.classifier import ModelStore
+    from shared.recognition import classifier
+    from shared.recognition.classifier import ModelStore
 
     client, pool, slugs = roster_app
     store = ModelStore(data_dir / "models")
@@ -358,7 +358,7 @@ def test_import_warnings_same_name_and_same_faces(tmp_path, celeb_faces):
 def test_import_page_offers_merge_for_duplicates(process_app, data_dir, tmp_path):
     """The wizard's import page: a near-identical name is the same KOL (merge or replace); a new
     name with a pool KOL's faces is shown with both sets of photos and can be added to them."""
-    from shared.jobs import JobStore
+    from shared.training.jobs import JobStore
 
     from . import _synth
 

@@ -66,8 +66,8 @@ def test_every_served_file_is_under_data_dir(sendfile_apps):
     assert c["process"].post("/clean", data={"job": job}, headers=JSON).status_code == 200
     assert c["process"].post("/import_result", data={"job": job}, headers=JSON).status_code == 200
     _synth.synthetic_model(data_dir)
-    from shared.jobs import JobStore
-    from shared.pool import Pool
+    from shared.training.jobs import JobStore
+    from shared.training.pool import Pool
 
     align = JobStore(data_dir / "jobs").read(job, "align")
     crop = align["kols"][0]["sources"][0]["crops"][0]["crop"]
@@ -109,7 +109,7 @@ def test_servers_bind_to_loopback_by_default():
     conf = (ROOT / "gunicorn.conf.py").read_text()
     assert not re.search(r"^\s*bind\s*=", conf, re.M), "gunicorn.conf.py must not override the Procfile's bind"
     # the default public URLs (used for cross-server links) are loopback too
-    from shared.web import DEFAULTS
+    from shared.web.factory import DEFAULTS
 
     assert all(DEFAULTS[k].startswith("http://127.0.0.1:") for k in ("MAIN_URL", "PROCESS_URL", "VIDEO_URL"))
 
@@ -323,7 +323,7 @@ def clients_for_paths(tmp_path, redis_url, queue_workers):
     job = _synth.aligned_job(data_dir, kols=("Ann", "Bob"), per_kol=3)
     assert out["process"].post("/clean", data={"job": job}, headers=JSON).status_code == 200
     _synth.synthetic_model(data_dir)
-    from shared.jobs import JobStore
+    from shared.training.jobs import JobStore
 
     out["job"] = job
     out["crop"] = JobStore(data_dir / "jobs").read(job, "align")["kols"][0]["sources"][0]["crops"][0]["crop"]

@@ -1,6 +1,6 @@
-"""The video loop: voting (shared.tracks), boxes (shared.boxes), tracks that follow real faces and the
-determinism of shared.tracking, who appeared (shared.appearances), the paced stream (shared.streaming),
-and shared.videos: ids and cleanup. Every clip is written and decoded for real."""
+"""The video loop: voting (shared.video.tracks), boxes (shared.faces.boxes), tracks that follow real faces and the
+determinism of shared.video.tracking, who appeared (shared.video.appearances), the paced stream (shared.video.streaming),
+and shared.video.videos: ids and cleanup. Every clip is written and decoded for real."""
 import os
 import time
 
@@ -8,11 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
-from shared import appearances, faces, images, streaming, tracking, videos
-from shared.errors import UserError
-from shared.boxes import iou, iou_matrix, match
-from shared.tracking import Settings
-from shared.tracks import FaceView, Track, decide, merge_spans, percent
+from shared.video import appearances, streaming, tracking, videos
+from shared.faces import engine, images
+from shared.core.errors import UserError
+from shared.faces.boxes import iou, iou_matrix, match
+from shared.video.tracking import Settings
+from shared.video.tracks import FaceView, Track, decide, merge_spans, percent
 
 from .conftest import FIVE, VIDEO, needs_data, needs_video
 
@@ -97,13 +98,13 @@ def test_iou_and_greedy_matching():
 def _photo_with_one_face():
     for path in sorted((FIVE / "madonna").glob("train_*.jpg")):
         rgb = images.load_image(path)
-        found = faces.detect(rgb)
+        found = engine.detect(rgb)
         if len(found) == 1:
             top, right, bottom, left = found[0]
             m = (bottom - top) // 2
             crop = rgb[max(0, top - m):bottom + m, max(0, left - m):right + m]
             crop = cv2.resize(crop, (220, int(220 * crop.shape[0] / crop.shape[1])))
-            box = faces.detect(crop)
+            box = engine.detect(crop)
             if len(box) == 1:
                 return crop, box[0]
     pytest.skip("no single-face photo found")
@@ -192,7 +193,7 @@ def test_closing_the_generator_releases_the_video():
 
 def _celeb_rows(celeb_faces, name=str):
     """``(X, slugs, names)`` of the five celebrities, 8 photos each; ``name(folder)`` is the display name."""
-    from shared.pool import kol_slug
+    from shared.training.pool import kol_slug
 
     X, slugs, names = [], [], {}
     for person, items in celeb_faces.items():
@@ -205,10 +206,10 @@ def _celeb_rows(celeb_faces, name=str):
 
 def _hamilton_model(celeb_faces):
     """The five celebrities (8 photos each) and Lin-Manuel Miranda (slug ``lin``, one photo)."""
-    from shared import classifier
+    from shared.recognition import classifier
 
     X, slugs, names = _celeb_rows(celeb_faces)
-    lin = faces.analyze(images.load_image(VIDEO / "lin-manuel-miranda.png"))[0]
+    lin = engine.analyze(images.load_image(VIDEO / "lin-manuel-miranda.png"))[0]
     X.append(lin.embedding)
     slugs.append("lin")
     names["lin"] = "Lin-Manuel Miranda"
@@ -218,7 +219,7 @@ def _hamilton_model(celeb_faces):
 @needs_video
 def test_pool_and_inline_give_the_same_frames(celeb_faces):
     """Jobs on the process pool change the speed, never the result."""
-    from shared import parallel
+    from shared.faces import parallel
 
     model = _hamilton_model(celeb_faces)
 
@@ -297,7 +298,7 @@ def test_settled_tracks_reuse_their_embedding_and_keep_their_names(celeb_faces):
     assert same >= 0.95 * len(fresh), (same, len(fresh))
 
 
-# -- shared.videos: ids and the cleanup rule ----------------------------------------
+# -- shared.video.videos: ids and the cleanup rule ----------------------------------------
 
 def test_video_ids_are_checked_before_the_disk(tmp_path):
     for bad in ["", "../../etc/passwd", "0123456789ABCDEF", "0123456789abcde", "0123456789abcdef0",
@@ -351,7 +352,7 @@ needs_lfw = pytest.mark.skipif(not LFW.is_dir(), reason=f"lfw_dev photos not fou
 def _face_patch(path, side):
     """The face of a one-face photo, cut square around dlib's box and resized so that box is ``side`` px."""
     rgb = images.load_image(path)
-    found = faces.detect(rgb, upsample=1)
+    found = engine.detect(rgb, upsample=1)
     if len(found) != 1:
         return None
     top, right, bottom, left = found[0]
@@ -436,7 +437,7 @@ def _scene_clip(tmp_path, scenes, fps=25.0, size=(640, 360)):
 
 
 def _celeb_model(celeb_faces):
-    from shared import classifier
+    from shared.recognition import classifier
 
     X, slugs, names = _celeb_rows(celeb_faces, lambda p: p.replace("_", " ").title())
     return classifier.train(np.array(X), slugs, names)
@@ -479,10 +480,10 @@ def test_clustering_joins_only_tracks_whose_embeddings_are_all_close():
 
 
 def _stored(tmp_path, path):
-    """A video folder as shared.videos lays it out, around an existing clip."""
+    """A video folder as shared.video.videos lays it out, around an existing clip."""
     import json
 
-    from shared import frames
+    from shared.faces import frames
 
     info = frames.probe(path)
     folder = tmp_path / "videos" / "00000000000000aa"
@@ -496,7 +497,7 @@ def _stored(tmp_path, path):
 
 @needs_video
 def _slow_stage(fps, intervals=2):
-    """An ``observe`` hook for :func:`shared.streaming.stream` that makes recognising every frame
+    """An ``observe`` hook for :func:`shared.video.streaming.stream` that makes recognising every frame
     take at least ``intervals`` frame intervals (1 / ``fps`` s each): a machine too slow for the
     clip, whatever this machine's speed (a sleep lasts at least as long as asked)."""
     def observe(_index, _views):
@@ -507,7 +508,7 @@ def _slow_stage(fps, intervals=2):
 def test_a_paced_stream_drops_late_frames_to_stay_in_time_and_pace_0_sends_all(tmp_path):
     # the Hamilton clip at 240 fps, each frame made to take 2 frame intervals: so the stream falls
     # behind on every machine (a fast one kept up with 240 fps and dropped nothing, issue 20)
-    from shared import frames
+    from shared.faces import frames
 
     clip = [cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
             for _i, _t, rgb in frames.iter_frames(VIDEO / "short_hamilton_clip.mp4", max_frames=120)]
@@ -524,7 +525,7 @@ def test_a_paced_stream_drops_late_frames_to_stay_in_time_and_pace_0_sends_all(t
 
 
 def test_the_overlay_is_drawn_in_the_right_colours_on_the_jpeg_and_leaves_the_frame_alone():
-    from shared import annotate, overlay
+    from shared.faces import annotate, overlay
 
     frame = np.full((360, 640, 3), 120, np.uint8)
     before = frame.copy()
@@ -542,7 +543,7 @@ def test_the_overlay_is_drawn_in_the_right_colours_on_the_jpeg_and_leaves_the_fr
 def test_large_frames_are_streamed_scaled_down_with_their_boxes():
     """A 1080p frame goes out at the stream's longest side (1280 px), its boxes scaled with it;
     ``max_side=0`` keeps it as decoded, and smaller frames are never enlarged."""
-    from shared import annotate, overlay
+    from shared.faces import annotate, overlay
 
     frame = np.full((1080, 1920, 3), 120, np.uint8)
     items = [((300, 900, 600, 600), "Someone 90%", True)]

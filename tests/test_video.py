@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 import pytest
 
-from shared import annotate, faces, frames, images
-from shared.classifier import ModelStore, train
-from shared.pool import kol_slug
+from shared.faces import annotate, engine, frames, images
+from shared.recognition.classifier import ModelStore, train
+from shared.training.pool import kol_slug
 
 from .conftest import VIDEO, needs_data, needs_video
 
@@ -40,7 +40,7 @@ def servers(live_servers, celeb_faces):
         names[kol_slug(name)] = name
 
     for name, photo in [("Lin-Manuel Miranda", "lin-manuel-miranda.png"), ("Alex Lacamoire", "alex-lacamoire.png")]:
-        found = faces.analyze(images.load_image(VIDEO / photo))
+        found = engine.analyze(images.load_image(VIDEO / photo))
         assert len(found) == 1
         add(name, found[0])
     for person, items in celeb_faces.items():
@@ -351,7 +351,7 @@ def test_ids_come_only_from_the_upload_store(servers):
 
 
 def test_ten_uploads_in_a_row_and_the_cleanup_rule(servers, tmp_path):
-    from shared import videos
+    from shared.video import videos
 
     clip = _faceless_clip(tmp_path / "small.avi", n=5)
     ids = [upload_id(servers, clip, f"clip{i}.avi") for i in range(10)]
@@ -371,7 +371,7 @@ def test_ten_uploads_in_a_row_and_the_cleanup_rule(servers, tmp_path):
 
 
 def test_without_a_model_the_stream_still_plays_and_the_page_says_so(main_app, video_app):
-    from shared import parallel
+    from shared.faces import parallel
 
     main, video = main_app.test_client(), video_app.test_client()
     assert b"No model is trained yet" in main.get("/uploadVideoPage").data
@@ -435,12 +435,13 @@ def test_first_frame_is_quick_after_a_restart_and_after_a_new_model(servers, cel
 @needs_video
 def test_a_kol_renamed_after_training_shows_the_new_name_in_video(main_app, video_app, data_dir, tmp_path):
     """The pool is the source of display names: a rename needs no retraining, in video too."""
-    from shared import classifier, parallel
-    from shared.pool import Pool, save_chip
+    from shared.recognition import classifier
+    from shared.faces import parallel
+    from shared.training.pool import Pool, save_chip
 
     pool = Pool(data_dir / "pool")
     for name, photo in [("Lin-Manuel Miranda", "lin-manuel-miranda.png"), ("Alex Lacamoire", "alex-lacamoire.png")]:
-        face = faces.analyze(images.load_image(VIDEO / photo))[0]
+        face = engine.analyze(images.load_image(VIDEO / photo))[0]
         cid = save_chip(tmp_path / "staged", face.chip, face.embedding)
         pool.add(name, [tmp_path / "staged" / f"{cid}.png"])
     classifier.retrain(pool, ModelStore(data_dir / "models"))

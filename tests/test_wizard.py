@@ -153,14 +153,15 @@ def test_photo_wizard_end_to_end(live_servers, photo_zip):
     assert home["model"]["version"] == result["model_version"]
 
     # the trained model names the held-back val_ photos
-    from shared import classifier, faces, images
+    from shared.recognition import classifier
+    from shared.faces import engine, images
 
     model = classifier.ModelStore(s.data_dir / "models").current()
     assert model.version == result["model_version"]
     right = total = 0
     for person, paths in five_celebs_photos("val_").items():
         for path in paths:
-            found = faces.analyze(images.load_image(path))
+            found = engine.analyze(images.load_image(path))
             if len(found) != 1:
                 continue
             pred = model.predict([found[0].embedding])[0]
@@ -171,7 +172,7 @@ def test_photo_wizard_end_to_end(live_servers, photo_zip):
     # a KOL deleted from the pool is gone for good (pool files and job copies)
     summary = s.http.get(f"{s.urls['process']}/import_result", headers=JSON, timeout=10).json()
     assert summary["pool"]["madonna"] > 0
-    from shared.pool import kol_slug
+    from shared.training.pool import kol_slug
 
     slug = kol_slug("madonna")
     r = post(s, "/import_result", delete="madonna")  # the name as the pool lists it (the contract)
@@ -267,7 +268,7 @@ def test_video_wizard(live_servers):
              "Lin-Manuel Miranda/readme.txt": b"skipped"}
     job = start_job(s, build_zip(clips), kind="Video")
     run_step(s, "/align", job, "align")
-    from shared.pool import chip_embedding
+    from shared.training.pool import chip_embedding
 
     align = s.http.get(f"{s.urls['process']}/align", params={"job": job}, headers=JSON, timeout=10).json()
     for name, entry in align["kols"].items():
@@ -282,11 +283,12 @@ def test_video_wizard(live_servers):
     assert all(e["kept"] >= 5 for e in cleaned["kols"].values()), cleaned
     assert post(s, "/import_result", job=job).json()["imported"] == sorted(cleaned["kols"])
     run_step(s, "/train_model", job, "train")
-    from shared import classifier, faces, images
+    from shared.recognition import classifier
+    from shared.faces import engine, images
 
     model = classifier.ModelStore(s.data_dir / "models").current()
     for path, who in ((VIDEO / "lin-manuel-miranda.png", "Lin-Manuel Miranda"),):
-        found = faces.analyze(images.load_image(path))
+        found = engine.analyze(images.load_image(path))
         pred = model.predict([found[0].embedding])[0]
         assert pred.known and model.names[pred.identity] == who
 
@@ -378,7 +380,7 @@ def test_unicode_names_and_wrapper_folder_become_display_names(client, data_dir)
                     content_type="multipart/form-data")
     assert r.status_code == 303
     job = r.headers["Location"].rsplit("=", 1)[1]
-    from shared.jobs import JobStore
+    from shared.training.jobs import JobStore
 
     state = JobStore(data_dir / "jobs").state(job)
     assert sorted(k["name"] for k in state["kols"]) == sorted(["周杰伦", "Zoë Kravitz", "evilname"])
@@ -444,7 +446,7 @@ def _lfw(person, n=6):
 def test_two_people_on_real_faces(celeb_faces):
     """Each five_celebs person's folder is one group (Madonna's two 1980s photos are too few to
     count as a group); two people in one folder are two groups."""
-    from shared import cleaning
+    from shared.training import cleaning
 
     for person, found in celeb_faces.items():
         assert cleaning.two_people([face.embedding for _, face in found]) is None, person
@@ -460,8 +462,8 @@ def test_a_folder_holding_two_people_is_flagged_before_import(client, data_dir, 
     """Issue 20: Al Gore's and Amelie Mauresmo's photos in one folder were imported as one KOL
     without a word; the import page now names the folder and the two groups, with their photos."""
     from process_server import create_app
-    from shared import cleaning, wizard
-    from shared.jobs import JobStore
+    from shared.training import cleaning, wizard
+    from shared.training.jobs import JobStore
 
     members = {f"Campaign 2024/{p.name}": p for person in ("Al_Gore", "Amelie_Mauresmo") for p in _lfw(person)}
     members.update({f"Madonna/{p.name}": p for p in five_celebs_photos()["madonna"][:6]})

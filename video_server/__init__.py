@@ -4,7 +4,7 @@ import sys
 import threading
 import time
 
-from shared.web import make_app, warm_up
+from shared.web.factory import make_app, warm_up
 
 #: How often the server checks for a new model to load before anyone asks for it (seconds).
 MODEL_CHECK_S = 2.0
@@ -28,7 +28,8 @@ def _keep_warm(app):
     So the first frame after a start, or after a training, does not wait for dlib
     (~2 s per worker) or for the model to be read and fitted.
     """
-    from shared import parallel, streaming
+    from shared.faces import parallel
+    from shared.video import streaming
 
     log = logging.getLogger(app.import_name)
     try:

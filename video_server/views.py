@@ -9,25 +9,26 @@
 - ``GET|POST /video_feed?video=<id>``: the MJPEG stream
   (``multipart/x-mixed-replace; boundary=frame``), one annotated JPEG per frame
   of the video, paced to its frame rate (frames that are already late are dropped,
-  see :mod:`shared.streaming`); ``pace=0`` sends every frame as fast as it is made
+  see :mod:`shared.video.streaming`); ``pace=0`` sends every frame as fast as it is made
   (tests, benchmarks).
 - ``GET /appearances.csv?video=<id>``: who appeared when, one line per time range
-  (:func:`shared.appearances.to_csv`), from the latest status.
+  (:func:`shared.video.appearances.to_csv`), from the latest status.
 
-Only an id is taken from the URL (checked by :func:`shared.videos.video_dir`
+Only an id is taken from the URL (checked by :func:`shared.video.videos.video_dir`
 against a strict pattern before any disk access); the file is found inside
 ``DATA_DIR/videos``. Every route with an id answers only the video's uploader (and
-admins); anyone else gets the 404 of an unknown id (:func:`shared.videos.readable_dir`).
+admins); anyone else gets the 404 of an unknown id (:func:`shared.video.videos.readable_dir`).
 """
 import dataclasses
 
 from flask import Blueprint, Response, current_app, request
 from werkzeug.utils import secure_filename
 
-from shared import appearances, frames, parallel, streaming, tracking, videos
-from shared.auth import principal
-from shared.errors import UserError
-from shared.web import data_path, models, pool, reply
+from shared.video import appearances, streaming, tracking, videos
+from shared.faces import frames, parallel
+from shared.web.auth import principal
+from shared.core.errors import UserError
+from shared.web.factory import data_path, models, pool, reply
 
 bp = Blueprint("stream", __name__)
 

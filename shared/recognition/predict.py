@@ -1,0 +1,263 @@
+"""From a photo to named faces: detect, embed, ask the model, draw the answers.
+
+The app views and the video helper use these plain functions; the batch worker
+:func:`predict_file` runs in :mod:`shared.faces.parallel`'s worker processes.
+
+A *face object* is the dict of the JSON contract, plus its number::
+
+    {"number": int (1 = largest face; the number drawn on the annotated photo),
+     "box": {"top": int, "right": int, "bottom": int, "left": int},
+     "identity": display name or None, "confidence": float, "known": bool}
+
+``box`` is in pixels of the photo *as uploaded* (EXIF orientation applied), whatever
+size it was analysed at: :func:`shared.faces.images.load_photo` shrinks big photos to
+``images.MAX_SIDE`` for detection, and :func:`predict_faces` maps the boxes back
+with :func:`shared.faces.images.to_original`. ``confidence`` is the probability that the
+answer (the name, or "unknown") is right (see :mod:`shared.recognition.classifier`). Faces are
+listed largest first. ``identity`` is the display name the training pool has for
+the KOL *now* (:meth:`shared.training.pool.Pool.display_names`), so a rename needs no retraining.
+
+This module also keeps the prediction result folders (:class:`ResultFolders`), writes
+the batch CSV (:func:`batch_csv`) and finds a KOL's pool photo nearest a face
+(:func:`representative_chip`).
+"""
+import io
+import logging
+import os
+import re
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from shared.faces import annotate, engine, images
+from shared.core import csvsafe, owners
+from shared.core.errors import UserError
+
+#: Longest side in pixels of the annotated thumbnails written for batch results.
+THUMB_SIDE = 320
+
+log = logging.getLogger(__name__)
+
+
+def face_object(box, prediction, names, number=None):
+    """The contract's face dict for one ``box`` ``(top, right, bottom, left)`` and its
+    :class:`shared.recognition.classifier.Prediction`; ``names`` maps slug to display name;
+    ``number`` is the face's number (1-based) in its photo."""
+    top, right, bottom, left = (int(v) for v in box)
+    identity = None
+    if prediction.known and prediction.identity is not None:
+        identity = names.get(prediction.identity, prediction.identity)
+    obj = {"box": {"top": top, "right": right, "bottom": bottom, "left": left},
+           "identity": identity, "confidence": float(prediction.confidence), "known": bool(prediction.known)}
+    if number is not None:
+        obj = {"number": int(number), **obj}
+    return obj
+
+
+def predict_faces(rgb, model, found=None, original_size=None, names=None):
+    """Name every face in ``rgb`` (RGB ``uint8`` ``(h, w, 3)``) with ``model``.
+
+    found: the :class:`shared.faces.engine.Face` list if already computed (else detected here,
+        HOG with one upsampling step, the same as face_recognition's default).
+    original_size: ``(W, H)`` of the photo as uploaded when ``rgb`` is a shrunk copy
+        (from :func:`shared.faces.images.load_photo`); the face objects' boxes are then in
+        the photo's own pixels. ``None``: boxes in ``rgb``'s pixels.
+    names: ``{slug: display name}`` (the pool's names); default the model's own.
+    Returns ``(objects, found)``: face objects (largest face first, numbered 1...) and
+    the matching :class:`shared.faces.engine.Face` list, in the same order, boxes in ``rgb``'s pixels.
+    """
+    if found is None:
+        found = engine.analyze(rgb)
+    if not found:
+        return [], []
+    predictions = model.predict(np.array([f.embedding for f in found]))
+    shown = {**model.names, **(names or {})}
+    size = original_size or (rgb.shape[1], rgb.shape[0])
+    objects = [face_object(images.to_original(f.box, rgb.shape, size), p, shown, number=n)
+               for n, (f, p) in enumerate(zip(found, predictions), 1)]
+    return objects, found
+
+
+def label(obj):
+    """The text drawn beside a face: ``"1 Name 97%"`` or ``"2 unknown 88%"`` (number first when known)."""
+    text = f"{obj['identity'] if obj['known'] else 'unknown'} {obj['confidence'] * 100:.0f}%"
+    return f"{obj['number']} {text}" if obj.get("number") else text
+
+
+def annotated(rgb, objects, found=None):
+    """A new RGB array with a box and a :func:`label` drawn for each face object.
+
+    found: the :class:`shared.faces.engine.Face` list of ``rgb`` (boxes in its pixels), in the
+    order of ``objects``; without it the objects' own boxes are drawn (they must then
+    be in ``rgb``'s pixels).
+    """
+    boxes = ([f.box for f in found] if found is not None else
+             [(o["box"]["top"], o["box"]["right"], o["box"]["bottom"], o["box"]["left"]) for o in objects])
+    return annotate.draw_faces(rgb, [(b, label(o), o["known"]) for b, o in zip(boxes, objects)])
+
+
+def thumbnail(rgb, side=THUMB_SIDE):
+    """``rgb`` scaled down (aspect kept) so that its longest side is at most ``side`` pixels."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    scale = side / max(h, w)
+    if scale >= 1:
+        return rgb
+    return cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
+def representative_chip(pool, slug, embedding):
+    """The chip id of the KOL ``slug``'s pool photo nearest to ``embedding`` ``(128,)``,
+    or ``None`` when the KOL is no longer in the pool (or has no photo)."""
+    chips, X = pool.kol_embeddings(slug)
+    if not chips:
+        return None
+    return chips[int(np.argmin(engine.distances(X, embedding)))]
+
+
+# -- batch results --------------------------------------------------------------------
+
+CSV_COLUMNS = ["filename", "face", "identity", "known", "confidence", "top", "right", "bottom", "left", "error",
+               "index", "path", "width", "height"]
+
+
+def batch_csv(results):
+    """The batch results as CSV bytes (UTF-8 with BOM for spreadsheets), columns :data:`CSV_COLUMNS`.
+
+    results: rows ``{"index", "path", "filename", "width", "height", "faces", "error"}``.
+    One CSV row per face (``face`` = its number, as drawn on the photo), or one row per
+    photo without faces. ``index`` is the photo's 1-based place in the upload, ``path``
+    its name as uploaded (``zip name/path inside the zip`` for photos from a zip).
+    Boxes are in the pixels of the photo as uploaded (``width`` x ``height``).
+    """
+    out = io.StringIO()
+    writer = csvsafe.writer(out)  # text cells never read as formulas
+    writer.writerow(CSV_COLUMNS)
+    for row in results:
+        tail = [row.get("index", ""), row.get("path") or row["filename"], row.get("width") or "",
+                row.get("height") or ""]
+        if not row["faces"]:
+            writer.writerow([row["filename"], "", "", "", "", "", "", "", "", row["error"] or ""] + tail)
+        for n, face in enumerate(row["faces"], 1):
+            b = face["box"]
+            writer.writerow([row["filename"], face.get("number", n), face["identity"] or "unknown", face["known"],
+                             f"{face['confidence']:.4f}", b["top"], b["right"], b["bottom"], b["left"],
+                             row["error"] or ""] + tail)
+    return ("\ufeff" + out.getvalue()).encode("utf-8")
+
+
+class ResultFolders:
+    """The prediction result folders ``<root>/<run id>/`` (annotated photos, thumbnails, CSV).
+
+    :meth:`new` makes one, with the owner record of who made it (:mod:`shared.core.owners`);
+    :meth:`folder` gives it back only to a reader allowed to see it. Folders older than
+    ``keep_s`` seconds (the main server passes its ``PREDICTION_MAX_AGE_S`` setting; 0 keeps
+    them all) are swept away, at most once every ``sweep_every_s`` seconds per process, when
+    a new one is made.
+    """
+
+    RUN_RE = re.compile(r"^[0-9a-f]{32}$")
+
+    def __init__(self, root, keep_s=24 * 3600, sweep_every_s=600):
+        self.root, self.keep_s, self.sweep_every_s = Path(root), keep_s, sweep_every_s
+
+    _last_sweep = {}
+    _lock = threading.Lock()
+
+    def sweep(self, now=None):
+        """Delete run folders not modified for ``keep_s`` seconds (housekeeping's rule,
+        :func:`shared.web.housekeeping.sweep_predictions`; ``keep_s`` 0: none). Returns how many were removed."""
+        from shared.web.housekeeping import sweep_predictions
+
+        return len(sweep_predictions(self.root, self.keep_s, now=now))
+
+    def new(self, owner=None):
+        """A fresh result folder, recorded as made by ``owner`` (a :class:`shared.web.auth.Principal`;
+        ``None``: no record, so only admins may read it); returns ``(run id, path)``."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        now = time.time()
+        with self._lock:
+            due = now - self._last_sweep.get(str(self.root), 0.0) > self.sweep_every_s
+            if due:
+                self._last_sweep[str(self.root)] = now
+        if due:
+            self.sweep(now)
+        run = uuid.uuid4().hex
+        folder = self.root / run
+        folder.mkdir()
+        if owner is not None:
+            owners.write(folder, owner)
+        return run, folder
+
+    def folder(self, run, reader):
+        """The folder of run ``run`` if the principal ``reader`` may read it (:func:`shared.core.owners.may_read`).
+
+        :class:`UserError` 404 for malformed or expired ids and for someone else's result alike,
+        so nobody can tell whether an id exists.
+        """
+        if (not self.RUN_RE.match(str(run)) or not (self.root / run).is_dir()
+                or not owners.may_read(self.root / run, reader)):
+            raise UserError("There is no such result: results are kept for one day.", 404)
+        return self.root / run
+
+
+# -- batch worker (runs in shared.faces.parallel's processes) ------------------------------
+
+_stores = {}  # {models root: ModelStore} of this worker process
+_stores_lock = threading.Lock()
+
+
+def _model(models_root, version):
+    """The model ``version`` under ``models_root`` as its file is now, for this worker process.
+
+    :meth:`shared.recognition.classifier.ModelStore.cached` of one store per root: loaded once, and
+    reloaded on the next photo after the file was rewritten (a KOL or some photos deleted by
+    :meth:`~shared.recognition.classifier.ModelStore.forget` keep the version's name), so a deleted KOL is
+    never named by a batch that starts, or continues, after the delete.
+    """
+    from shared.recognition.classifier import ModelStore
+
+    with _stores_lock:
+        store = _stores.get(str(models_root))
+        if store is None:
+            _stores.clear()  # one root in practice: keep one model in memory, not one per root
+            store = _stores[str(models_root)] = ModelStore(models_root)
+    return store.cached(version)
+
+
+def predict_file(task):
+    """Predict the faces of one uploaded photo (a batch item).
+
+    task: ``(index, photo_path, display_name, models_root, version, thumb_path, names)``;
+        ``thumb_path`` is where the annotated thumbnail (JPEG) is written, ``names`` the
+        pool's ``{slug: display name}`` (may be ``None``).
+    Returns ``{"index", "faces": [face objects], "error": str|None, "thumb": bool,
+    "width", "height" (the photo's own size, 0 when unreadable), "worker": pid}``.
+    A bad photo gives an ``error`` sentence, never an exception.
+    """
+    index, photo, name, models_root, version, thumb_path = task[:6]
+    names = task[6] if len(task) > 6 else None
+    result = {"index": index, "faces": [], "error": None, "thumb": False, "width": 0, "height": 0,
+              "worker": os.getpid()}
+    try:
+        rgb, size = images.load_photo(photo, name=name)
+        result["width"], result["height"] = size
+        objects, found = predict_faces(rgb, _model(models_root, version), original_size=size, names=names)
+        result["faces"] = objects
+        if not objects:
+            result["error"] = "No face was found in this photo."
+        from shared.core.storage import atomic_write_bytes
+
+        atomic_write_bytes(Path(thumb_path),
+                           images.encode_jpeg(thumbnail(annotated(rgb, objects, found)), quality=82))
+        result["thumb"] = True
+    except UserError as exc:
+        result["error"] = exc.message
+    except Exception:  # noqa: BLE001 - one broken photo must not fail the batch
+        log.exception("batch photo %s failed", name)
+        result["error"] = "This photo could not be processed."
+    return result

@@ -1,0 +1,166 @@
+"""Looking after the roster of KOLs: rules behind the KOL pages (issue 12).
+
+The pool changes themselves (rename, merge, remove one chip, delete) are
+:class:`shared.training.pool.Pool` methods, each atomic under the pool lock; this module holds
+the steps around them that involve faces or other stores:
+
+- :func:`add_photos`: more photos for a KOL already taught (detect, align, embed,
+  pick the KOL's face in each photo, then one atomic :meth:`Pool.add`);
+- :func:`delete_kol`: a KOL out of the pool, the job folders and every model version;
+- :func:`import_warnings`: before an import, the job's KOLs that are already in the
+  pool under a slightly different name, or whose faces match a pool KOL's faces.
+"""
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from shared.faces import engine
+from shared.training import sampling
+from shared.core.errors import UserError
+from shared.training.pool import chip_embedding, kol_slug, matching_kols, name_key
+
+#: A face in a photo with several faces is taken as the KOL's when it is at most this far
+#: (embedding distance) from one of the KOL's pool faces (dlib's same-person threshold).
+SAME_PERSON_DISTANCE = 0.6
+
+
+def pick_faces(crops, known):
+    """Which crops of one photo are the KOL's: ``crops`` are the photo's crop records
+    (largest face first, each with an ``"embedding"``), ``known`` ``(n, 128)`` the KOL's
+    pool embeddings.
+
+    One face: that face. Several: the one nearest to the KOL's faces when it is within
+    :data:`SAME_PERSON_DISTANCE`, else none (the photo is skipped and says why).
+    Returns ``(chosen crops, reason or None)``.
+    """
+    if not crops:
+        return [], "no face found"
+    if len(crops) == 1:
+        return crops, None
+    if not len(known):
+        return [], f"{len(crops)} faces and none to compare with: use photos with one face"
+    nearest = [float(engine.distances(known, c["embedding"]).min()) for c in crops]
+    best = int(np.argmin(nearest))
+    if nearest[best] > SAME_PERSON_DISTANCE:
+        return [], f"{len(crops)} faces and none looks like this KOL"
+    return [crops[best]], None
+
+
+def add_photos(pool, slug, files, work, progress=None):
+    """Add the faces in ``files`` to the KOL ``slug`` of ``pool``.
+
+    files: ``[{"path": photo on disk, "name": name to show}]``. work: an empty scratch
+    folder (chips are written to ``work/chips`` first). progress: ``progress(done, total)``.
+    Every photo is decoded, its faces detected, aligned and embedded (on every core), the
+    KOL's face picked (:func:`pick_faces`), and all the chosen chips are added to the pool
+    in one atomic change (chips the KOL already has are not doubled).
+
+    Returns ``{"name", "added": int, "skipped": [{"name", "reason"}], "count": chips now}``.
+    Raises :class:`UserError` 404 for an unknown KOL, 422 when no photo gave a face.
+    """
+    info = pool.kols().get(slug)
+    if not info:
+        raise UserError("That KOL is not in the training pool.", 404)
+    _, known = pool.kol_embeddings(slug)
+    chips = Path(work) / "chips"
+    chips.mkdir(parents=True, exist_ok=True)
+    results = sampling.align_photos([(f["path"], str(chips)) for f in files], progress=progress)
+    pngs, skipped = [], []
+    for f, result in zip(files, results):
+        if result.get("error"):
+            skipped.append({"name": f["name"], "reason": result["error"]})
+            continue
+        chosen, reason = pick_faces(result["crops"], known)
+        if reason:
+            skipped.append({"name": f["name"], "reason": reason})
+        pngs += [chips / f"{c['crop']}.png" for c in chosen]
+    if not pngs:
+        why = f" ({skipped[0]['name']}: {skipped[0]['reason']})" if skipped else ""
+        raise UserError(f"No face could be taken from the photos{why}; nothing was added.", 422)
+    before = len(info["chips"])
+    pool.add(info["name"], pngs)
+    count = len(pool.kols()[slug]["chips"])
+    return {"name": info["name"], "added": count - before, "skipped": skipped, "count": count}
+
+
+def delete_kol(pool, slug, models=None, jobs=None):
+    """Delete the KOL ``slug`` for good: from the pool, from the job folders of ``jobs`` (a
+    :class:`shared.training.jobs.JobStore`; their copies of the photos) and from every model version of
+    ``models`` (a :class:`shared.recognition.classifier.ModelStore`), so the next prediction cannot name them.
+
+    Returns the KOL's display name. :class:`UserError` 404 for an unknown KOL.
+    """
+    info = pool.kols().get(str(slug))
+    if info is None:
+        raise UserError("That KOL is not in the training pool.", 404)
+    name = pool.remove(slug)
+    if jobs is not None:
+        key = name_key(name)
+        purge_kol(jobs, lambda n: kol_slug(n) == slug or name_key(n) == key)
+    if models is not None:
+        models.forget(slug)
+    return name
+
+
+def remove_photo(pool, slug, cid, models=None):
+    """Take one photo (chip ``cid``) out of the KOL ``slug``: from the pool and from every model
+    version of ``models`` (a :class:`shared.recognition.classifier.ModelStore`), so it no longer counts at once.
+
+    Returns the number of photos the KOL has left. 404 unknown photo, 409 the KOL's last photo.
+    """
+    left = pool.remove_chip(slug, cid)
+    if models is not None:
+        models.forget(slug, chips=[cid])
+    return left
+
+
+def purge_kol(store, matches):
+    """Delete, in every job of ``store`` (:class:`shared.training.jobs.JobStore`), the photos/videos and crops
+    of the KOLs whose display name ``matches(name)`` (a deletion request covers those copies too).
+
+    The job remembers the names in ``state["purged"]`` so they cannot be imported
+    again from it. Returns how many KOL folders were deleted.
+    """
+    count = 0
+    for state in store.list():
+        hits = [(k, kol["name"]) for k, kol in enumerate(state["kols"]) if matches(kol["name"])]
+        if not hits:
+            continue
+        folder = Path(store.root) / state["job"]
+        for k, _ in hits:
+            for sub in ("input", "chips"):
+                shutil.rmtree(folder / sub / str(k), ignore_errors=True)
+            count += 1
+        names = [name for _, name in hits]
+        store.update(state["job"], lambda s: s.__setitem__("purged", sorted(set(s.get("purged", [])) | set(names))))
+    return count
+
+
+def import_warnings(pool, kols, chip_folder):
+    """Duplicates a job would bring into the pool, found before import.
+
+    kols: the job's cleaned KOLs ``[{"name", "kept": [{"crop": chip id}]}]`` (index = folder
+    under ``chip_folder``, whose chips carry cached embeddings).
+    Returns ``{kol index: {"same_name": slug or None, "looks_like": [{"slug", "name", "share",
+    "distance", "chips": [pool chip ids]}]}}`` for the KOLs with a warning only:
+    ``same_name`` when a pool KOL has the same name up to case, spaces, underscores and
+    accents (:func:`shared.training.pool.name_key`); ``looks_like`` when, under a *different* name,
+    a pool KOL's faces match this KOL's faces (:func:`shared.training.pool.matching_kols`).
+    """
+    out = {}
+    pool_kols = pool.kols()
+    if not pool_kols:
+        return out
+    pool_X, pool_slugs, _ = pool.embeddings()
+    for i, kol in enumerate(kols):
+        same = pool.same_name(kol["name"])
+        X = [chip_embedding(Path(chip_folder) / str(i) / f"{c['crop']}.png") for c in kol["kept"]]
+        looks = []
+        for m in matching_kols(np.array(X).reshape(-1, engine.EMBEDDING_SIZE), pool_X, pool_slugs):
+            if m["slug"] != same:
+                info = pool_kols[m["slug"]]
+                looks.append({**m, "name": info["name"], "chips": info["chips"][:6]})
+        if same or looks:
+            out[i] = {"same_name": same, "looks_like": looks}
+    return out

@@ -1,0 +1,179 @@
+"""Playing a stored video: recognised frames as an MJPEG body, paced, with the status kept up to date.
+
+The recognition loop (:func:`shared.video.tracking.run`) runs in the caller's thread;
+drawing and JPEG encoding run in a helper thread, one frame behind (OpenCV releases
+the GIL while it encodes), so the loop never waits for the encoder.
+
+Pacing: with ``pace`` on, frame ``i`` leaves no earlier than ``i / fps`` seconds
+after frame 0. When the machine cannot keep up (several viewers, 4K), a frame that
+is already more than one frame interval late is *dropped* (recognised, so tracks and
+the summary stay whole, but neither drawn nor sent; at most :data:`MAX_DROP_RUN` in a
+row) and the status says how many were dropped, so the picture stays in time instead
+of falling further behind. With
+``pace`` off every frame is sent, as fast as it is made.
+"""
+import collections
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from shared.faces import overlay
+from shared.video import tracking
+from shared.core.storage import atomic_write_json, read_json
+from shared.video.videos import claim, read_meta, source_path, write_status
+
+
+#: At most this many frames in a row are dropped, so a machine far too slow still shows the video moving.
+MAX_DROP_RUN = 4
+#: The "seen most" panel drawn on the frames is refreshed every this many seconds of video
+#: (re-summarising and re-rendering its text on every frame cost about 2 ms a frame).
+PANEL_EVERY_S = 0.5
+
+
+def part(jpeg, index):
+    """One part of the ``multipart/x-mixed-replace; boundary=frame`` body (``X-Frame`` is the frame index)."""
+    return (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\nX-Frame: %d\r\n\r\n"
+            % (len(jpeg), index)) + jpeg + b"\r\n"
+
+
+def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0.5, settings=None, observe=None,
+           max_side=overlay.STREAM_SIDE):
+    """Recognise a stored video and yield it as MJPEG parts, one per frame sent.
+
+    folder: a folder returned by :func:`shared.video.videos.video_dir`. model: the current
+    :class:`shared.recognition.classifier.Model` or ``None``. pace: play at the video's speed,
+    dropping frames that are already late (module docstring); ``False`` sends every
+    frame as fast as it is made. executor: passed to :func:`shared.video.tracking.run` (a
+    process pool, or ``None`` for inline work). observe: called as
+    ``observe(index, views)`` for every frame recognised (benchmarks, tests). max_side: frames
+    are sent with their longer side at most this many pixels (0: as decoded; see
+    :func:`shared.faces.overlay.render`); recognition always sees the decoded frames.
+
+    Each part is ``--frame\\r\\nContent-Type: image/jpeg\\r\\nContent-Length: n\\r\\nX-Frame: i\\r\\n\\r\\n<jpeg>\\r\\n``;
+    a final ``--frame--`` closes the body. While it runs, ``status.json`` is rewritten
+    every ``status_every_s`` seconds (``streaming``), then ``done`` with the summary, or
+    ``failed`` with the error; the status also holds ``sent`` (parts sent) and
+    ``dropped`` (frames dropped to stay in time). When the viewer goes away (the
+    generator is closed) decoding and pending work stop at once, and the status goes
+    back to the last complete summary, else to ``pending``.
+    """
+    folder = Path(folder)
+    meta = read_meta(folder)
+    path = source_path(folder)
+    fps = float(meta["fps"]) or 25.0
+    token = claim(folder)
+    base = {"video": meta["video"], "fps": fps, "frames": int(meta["frames"]), "error": None}
+    counts = {"processed": 0, "sent": 0, "dropped": 0}
+    rec = None
+    outcome = None
+
+    def status(state, **extra):
+        body = dict(base, state=state, **counts,
+                    appearances=rec.appearances() if rec is not None else [], **extra)
+        write_status(folder, body, token)
+        return body
+
+    frames_iter = tracking.run(path, model, settings=settings, executor=executor, name=meta.get("filename"))
+    encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="video-encode")
+    pending = collections.deque()  # (frame index, future of jpeg bytes)
+    started = None
+    last_status = 0.0
+    interval = 1.0 / fps
+    run = 0  # frames dropped in a row
+    panel, panel_at = (), None  # the panel's lines and the frame they were made for
+
+    def send(item):
+        index, future = item
+        jpeg = future.result()
+        if pace and started is not None:
+            delay = started + index * interval - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        counts["sent"] += 1
+        return part(jpeg, index)
+
+    try:
+        status("streaming")
+        for index, _t, rgb, views, rec in frames_iter:
+            counts["processed"] = index + 1
+            if observe is not None:
+                observe(index, views)
+            late = pace and started is not None and time.monotonic() - (started + index * interval) > interval
+            if late and run < MAX_DROP_RUN and index + 1 < base["frames"]:
+                counts["dropped"] += 1
+                run += 1
+            else:
+                run = 0
+                if panel_at is None or index - panel_at >= PANEL_EVERY_S * fps:
+                    panel, panel_at = tuple(rec.panel_lines()), index
+                pending.append((index, encoder.submit(overlay.render, np.asarray(rgb), rec.labels(views), panel,
+                                                      quality, max_side)))
+            while len(pending) > (0 if started is None else 1):
+                out = send(pending.popleft())
+                if started is None:
+                    started = time.monotonic() - index * interval  # the clock starts with the first frame out
+                yield out
+            if time.monotonic() - last_status >= status_every_s:
+                last_status = time.monotonic()
+                status("streaming")
+        while pending:
+            yield send(pending.popleft())
+        outcome = "done"
+        if counts["processed"] == 0:
+            outcome = "failed"
+            status("failed", error="No frame of this video could be decoded.")
+        else:
+            body = status("done", frames=counts["processed"])
+            try:
+                atomic_write_json(folder / "summary.json", body)
+            except OSError:
+                pass
+        yield b"--frame--\r\n"
+    except GeneratorExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a broken video must not take the server down
+        logging.getLogger(__name__).exception("video %s failed after %d frames", meta["video"], counts["sent"])
+        outcome = "failed"
+        message = getattr(exc, "message", None) or "The video could not be decoded past this point."
+        status("failed", error=f"{message} ({counts['sent']} frames were shown).")
+    finally:
+        frames_iter.close()
+        for _, future in pending:
+            future.cancel()
+        encoder.shutdown(wait=True)
+        if outcome is None:  # the viewer left before the end
+            summary = read_json(folder / "summary.json")
+            if summary:
+                write_status(folder, summary, token)
+            else:
+                status("pending")
+
+
+_warmed = set()  # ids of executors already warmed in this process
+
+
+def is_warm(executor):
+    """True once :func:`warm` has finished for ``executor`` in this process."""
+    return id(executor) in _warmed
+
+
+def warm(executor, workers):
+    """Get everything the first frame needs ready: each worker's dlib networks, fonts, the encoder.
+
+    executor: the process pool (``None``: warm this process only); workers: how many
+    worker processes it has. Returns the seconds it took.
+    """
+    started = time.monotonic()
+    calls = [executor.submit(tracking.warm_job) for _ in range(workers)] if executor is not None else []
+    frame = np.zeros((360, 640, 3), np.uint8)
+    overlay.render(frame, [((10, 60, 60, 10), "unknown 50%", False), ((10, 160, 60, 110), "x 90%", True)],
+                   ("Seen most so far",))
+    if executor is None:
+        tracking.warm_job()
+    for c in calls:
+        c.result()
+    _warmed.add(id(executor))
+    return time.monotonic() - started

@@ -1,0 +1,148 @@
+"""Faces followed through a video: one :class:`Track` per face, its name decided by vote.
+
+A track collects *votes*: each time its face is recognised, the model's
+:class:`shared.recognition.classifier.Prediction` for it adds ``(identity or None, confidence)``.
+The name shown is the majority of the votes, "unknown" (``None``) being a candidate
+like any KOL, and changes only when another candidate has strictly more votes
+(:func:`decide`), so a single bad frame never renames a face.
+
+Boxes are ``(top, right, bottom, left)`` in frame pixels; frame indices count from 0.
+"""
+import collections
+from dataclasses import dataclass
+
+import numpy as np
+
+
+#: Votes a KOL needs before a track shows that name (before that it reads "unknown").
+MIN_VOTES = 2
+
+
+def decide(votes, current=None, has_current=False, min_votes=MIN_VOTES):
+    """The identity a track should show, given its ``votes``.
+
+    votes: ``[(identity or None, confidence), ...]`` in arrival order.
+    current / has_current: the identity shown so far (``None`` is "unknown", so
+        ``has_current`` says whether there is one at all).
+    min_votes: votes a KOL needs to be shown at all, so one chance match never puts
+        a KOL's name on a stranger (before that the track reads unknown).
+
+    Among "unknown" and the KOLs with at least ``min_votes`` votes, the one with the
+    most votes wins (ties: higher summed confidence); the current identity is kept
+    unless the winner has strictly more votes than it.
+    Returns the identity (``None`` for unknown); ``current`` when there are no votes.
+    """
+    if not votes:
+        return current
+    counts = collections.Counter(v[0] for v in votes)
+    weight = collections.defaultdict(float)
+    for identity, conf in votes:
+        weight[identity] += conf
+    eligible = [None] + [k for k in counts if k is not None and counts[k] >= min_votes]
+    leader = max(eligible, key=lambda k: (counts.get(k, 0), weight.get(k, 0.0)))
+    if has_current and current in eligible and counts.get(current, 0) >= counts.get(leader, 0):
+        return current
+    return leader
+
+
+class Track:
+    """One face followed from frame to frame.
+
+    box: float ``(top, right, bottom, left)`` in frame pixels. votes: ``[(slug or
+    None, confidence)]``. spans: ``[[first, last], ...]`` frame ranges where it was
+    drawn. embedding: the latest ``(128,)`` embedding of its face (``None`` before
+    the first recognition); embeddings: every one computed, in order; voted: the frame
+    index of the latest vote (set by the recognition loop; ``None`` before it).
+    """
+
+    def __init__(self, track_id, box, index):
+        self.id = track_id
+        self.box = np.asarray(box, dtype=np.float64)
+        self.votes = []
+        self.identity = None
+        self.has_identity = False
+        self.misses = 0
+        self.confirmed = index  # the last frame a detection confirmed the box
+        self.points = None
+        self.spans = []
+        self.born = index
+        self.embedding = None
+        self.embeddings = []
+        self.voted = None  # the frame of the latest vote
+        self.crossed = None  # the latest frame its box overlapped another track's (set by the recognition loop)
+
+    def vote(self, identity, confidence):
+        """Add one recognition and re-decide the identity (see :func:`decide`)."""
+        self.votes.append((identity, float(confidence)))
+        self.identity = decide(self.votes, self.identity, self.has_identity)
+        self.has_identity = True
+
+    def remember(self, embedding):
+        """Keep a freshly computed embedding of this track's face."""
+        self.embedding = np.asarray(embedding, dtype=np.float64)
+        self.embeddings.append(self.embedding)
+
+    @property
+    def confidence(self):
+        """Probability that the identity shown is right, in [0, 1] (0.0 without votes).
+
+        Each vote ``(answer, c)`` says the shown identity is right with probability
+        ``c`` when ``answer`` is the shown identity and at most ``1 - c`` when it is
+        another answer; this is the mean of those over the votes.
+        """
+        if not self.votes:
+            return 0.0
+        return float(np.mean([c if i == self.identity else 1.0 - c for i, c in self.votes]))
+
+    def shown(self, index):
+        """Record that the track was drawn on frame ``index``."""
+        if self.spans and self.spans[-1][1] == index - 1:
+            self.spans[-1][1] = index
+        else:
+            self.spans.append([index, index])
+
+    @property
+    def frames_shown(self):
+        return sum(b - a + 1 for a, b in self.spans)
+
+
+def percent(confidence):
+    """A confidence in [0, 1] as people read it everywhere in the app: ``"93%"``."""
+    return f"{round(100 * float(confidence))}%"
+
+
+@dataclass
+class FaceView:
+    """A face as drawn on one frame.
+
+    box: ``(top, right, bottom, left)`` ints; track: the track id; identity: slug or
+    ``None``; name: display name or ``None``; confidence: probability the shown
+    answer is right (see :attr:`Track.confidence`); known: a KOL is shown.
+    """
+
+    box: tuple
+    track: int
+    identity: object
+    name: object
+    confidence: float
+    known: bool
+
+    def label(self, has_model=True):
+        """The text drawn under the box: ``"<name> 93%"``, ``"unknown 80%"`` or ``"no model"``."""
+        if not has_model:
+            return "no model"
+        return f"{self.name if self.known else 'unknown'} {percent(self.confidence)}"
+
+
+def merge_spans(spans, gap=0):
+    """Union of inclusive ``[a, b]`` frame ranges, sorted: ``[[a, b], ...]``.
+
+    gap: ranges separated by at most this many missing frames are joined too.
+    """
+    out = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1] + 1 + gap:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return out
