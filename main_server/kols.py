@@ -15,12 +15,14 @@ from pathlib import Path
 from flask import Blueprint, current_app, redirect, request, url_for
 from werkzeug.utils import secure_filename
 
-from shared.training import archive, roster
-from shared.faces import images
 from shared.core.errors import UserError
+from shared.core.names import upload_name
+from shared.faces import archive, images
+from shared.training import roster
 from shared.training.jobs import JobStore
 from shared.training.pool import SLUG_RE, name_key
-from shared.web.factory import data_path, models, pool, reply, upload_name, wants_json
+from shared.web.factory import data_path, models, pool
+from shared.web.replies import reply, wants_json
 
 bp = Blueprint("kols", __name__)
 

@@ -20,13 +20,14 @@ import time
 
 from flask import Blueprint, current_app, jsonify, redirect, request, send_from_directory, url_for
 
-from shared.recognition import batch
-from shared.faces import engine, images
-from shared.recognition import predict
-from shared.web.auth import principal
 from shared.core.errors import UserError
+from shared.core.names import upload_name
 from shared.core.storage import atomic_write_bytes, read_json
-from shared.web.factory import data_path, models, pool, reply, upload_name, wants_json
+from shared.faces import engine, images
+from shared.recognition import batch, predict
+from shared.web.auth import principal
+from shared.web.factory import data_path, models, pool
+from shared.web.replies import reply, wants_json
 
 bp = Blueprint("predict", __name__)
 

@@ -8,11 +8,13 @@ extract it safely into a new job (:class:`shared.training.jobs.JobStore`) and an
 
 from flask import Blueprint, current_app, redirect, request
 
-from shared.training import cleaning
-from shared.faces import frames, images
 from shared.core.errors import UserError
+from shared.core.names import upload_name
+from shared.faces import frames, images
+from shared.training import cleaning
 from shared.training.jobs import JobStore
-from shared.web.factory import data_path, reply, upload_name
+from shared.web.factory import data_path
+from shared.web.replies import reply
 
 bp = Blueprint("training", __name__)
 

@@ -1,7 +1,8 @@
 """R1: the home page: pick a mode, see the state of the pool and the model."""
 from flask import Blueprint
 
-from shared.web.factory import models, pool, reply
+from shared.web.factory import models, pool
+from shared.web.replies import reply
 
 bp = Blueprint("home", __name__)
 

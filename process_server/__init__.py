@@ -3,7 +3,8 @@
 The wizard's work runs on the job queue (:mod:`shared.training.jobqueue`): workers started with
 ``python -m process_server.worker`` (the Procfile starts one per core).
 """
-from shared.web.factory import error_reply, make_app
+from shared.web.factory import make_app
+from shared.web.replies import error_reply
 
 
 def create_app(test_config=None):

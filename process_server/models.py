@@ -4,9 +4,10 @@ Admin only (shared/web/auth.py denies by default); the switch is audited as ``mo
 """
 from flask import Blueprint, jsonify, redirect, request, url_for
 
-from shared.recognition import classifier
 from shared.core.errors import UserError
-from shared.web.factory import models, pool, reply, wants_json
+from shared.recognition import classifier
+from shared.web.factory import models, pool
+from shared.web.replies import reply, wants_json
 
 bp = Blueprint("models", __name__)
 

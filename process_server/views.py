@@ -11,10 +11,11 @@ import re
 
 from flask import Blueprint, current_app, redirect, request, send_from_directory, url_for
 
-from shared.training import cleaning, jobqueue, roster, wizard
 from shared.core.errors import UserError
+from shared.training import cleaning, jobqueue, roster, wizard
 from shared.training.jobs import ACTIVE, STEPS, JobStore
-from shared.web.factory import data_path, models, pool, reply, wants_json
+from shared.web.factory import data_path, models, pool
+from shared.web.replies import reply, wants_json
 
 bp = Blueprint("wizard", __name__)
 

@@ -1,7 +1,7 @@
 """The queue's worker command: ``python -m process_server.worker [--workers N] [--burst]``.
 
 Reads the same settings as the servers (``DATA_DIR``, ``REDIS_URL``, ... from the
-environment, see :func:`process_server.create_app`) and runs N RQ workers
+environment, see :func:`shared.core.config.load`) and runs N RQ workers
 (:func:`shared.training.jobqueue.work`), one process each; N defaults to this machine's cores
 (setting ``WORKERS``). A worker that dies (killed, out of memory) is started again;
 SIGTERM or Ctrl-C stops them all (a job in progress is finished first by RQ's warm
@@ -9,7 +9,7 @@ shutdown, or retried elsewhere if the worker is killed).
 
 Without ``REDIS_URL`` it connects to the Redis that ``bin/redis`` starts on this machine
 (127.0.0.1:``REDIS_PORT``), with the password kept in ``DATA_DIR/instance/redis_password``
-(:func:`shared.web.factory.local_redis_url`). On a second machine: the same command with ``REDIS_URL``
+(:func:`shared.core.config.local_redis_url`). On a second machine: the same command with ``REDIS_URL``
 pointing at the first machine's Redis, its password included, and ``DATA_DIR`` at the same
 data folder (mounted, e.g. over NFS).
 """
@@ -22,10 +22,11 @@ import time
 
 
 def _settings():
-    from process_server import create_app
+    """``(REDIS_URL, DATA_DIR)`` as the servers read them (:func:`shared.core.config.load`; no app needed)."""
+    from shared.core import config
 
-    app = create_app()
-    return app.config["REDIS_URL"], app.config["DATA_DIR"]
+    settings = config.load()
+    return settings["REDIS_URL"], settings["DATA_DIR"]
 
 
 def main(argv=None):

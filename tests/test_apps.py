@@ -92,7 +92,7 @@ PROCESSES, ROUNDS = 8, 20
 
 def _secret_in_child(folder, barrier, answers):
     """One "server start": wait until all are ready, then read or make the instance's secret key."""
-    from shared.web.factory import _instance_secret
+    from shared.core.config import _instance_secret
 
     barrier.wait(timeout=60)
     answers.put(_instance_secret(folder))
@@ -157,7 +157,7 @@ def test_the_three_servers_started_together_on_an_empty_folder_accept_one_sign_i
 @pytest.mark.skipif(not os.path.exists(REDIS_SERVER), reason="redis-server not installed (bin/install)")
 def test_bin_redis_requires_the_generated_password_and_the_apps_carry_it(tmp_path, monkeypatch):
     from main_server import create_app
-    from shared.web.factory import redis_password
+    from shared.core.config import redis_password
 
     data = tmp_path / "data"
     port = free_port()

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.training import archive
-from shared.training.archive import ArchiveError, extract_training_zip
+from shared.faces import archive
+from shared.faces.archive import ArchiveError, extract_training_zip
 
 from .conftest import FACES, FIVE, VIDEO, needs_data, needs_video
 
@@ -135,7 +135,7 @@ def test_member_count_cap(tmp_path, photo):
 
 
 def test_member_count_cap_default(tmp_path):
-    from shared.web.factory import DEFAULTS
+    from shared.core.config import DEFAULTS
 
     members = {f"k/{i}.txt": b"" for i in range(DEFAULTS["UPLOAD_MAX_FILES"] + 1)}
     err = refused(tmp_path, members, "at most 5000 are accepted", status=413)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from shared.recognition import classifier
+from shared.training.train import retrain
 from shared.faces import engine
 from shared.recognition.classifier import ModelStore
 from shared.core.errors import UserError
@@ -249,19 +250,19 @@ def test_retrain_is_incremental_and_prunes(tmp_path):
     pool = _pool(tmp_path, {"Ann": (4, centres[0]), "Bob": (3, centres[1])})
     store = ModelStore(tmp_path / "models")
     steps = []
-    first = classifier.retrain(pool, store, progress=lambda d, t: steps.append((d, t)))
+    first = retrain(pool, store, progress=lambda d, t: steps.append((d, t)))
     assert steps[-1] == (3, 3) and first["identities"] == 2 and first["samples"] == 7
     assert first["metrics"]["incremental"] == {"reused": 0, "read": 7}
     staged = _pool(tmp_path / "more", {"Cy": (2, centres[2])})
     pool.add("Cy", [tmp_path / "more" / "pool" / s / f"{c}.png"
                     for s, info in staged.kols().items() for c in info["chips"]])
-    second = classifier.retrain(pool, store)
+    second = retrain(pool, store)
     assert second["identities"] == 3 and second["metrics"]["incremental"] == {"reused": 7, "read": 2}
     assert second["metrics"]["compared"]["added"] == [pool.slug_for("Cy")]
     assert store.current().predict([centres[2]])[0].identity == pool.slug_for("Cy")
-    assert classifier.retrain(pool, store, full=True)["metrics"]["incremental"]["reused"] == 0
+    assert retrain(pool, store, full=True)["metrics"]["incremental"]["reused"] == 0
     for _ in range(3):
-        classifier.retrain(pool, store, keep=2)
+        retrain(pool, store, keep=2)
     assert len(store.versions()) == 2
 
 
@@ -278,11 +279,11 @@ def test_two_trainings_at_once_one_gets_409(tmp_path):
             release.wait(10)
 
     results = {}
-    t = threading.Thread(target=lambda: results.setdefault("first", classifier.retrain(pool, store, slow)))
+    t = threading.Thread(target=lambda: results.setdefault("first", retrain(pool, store, slow)))
     t.start()
     assert inside.wait(10)
     with pytest.raises(UserError) as err:
-        classifier.retrain(pool, store)
+        retrain(pool, store)
     assert err.value.status == 409
     release.set()
     t.join(10)
@@ -295,19 +296,19 @@ def test_two_trainings_at_once_one_gets_409(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(UserError) as err:
-            classifier.retrain(pool, store)
+            retrain(pool, store)
         assert err.value.status == 409
     finally:
         holder.kill()
         holder.wait()
-    assert classifier.retrain(pool, store)["identities"] == 2  # free again once the holder is gone
+    assert retrain(pool, store)["identities"] == 2  # free again once the holder is gone
 
 
 def test_delete_and_import_during_a_training(tmp_path):
     centres = np.random.default_rng(13).normal(0, 0.06, size=(3, 128))
     pool = _pool(tmp_path, {"Ann": (3, centres[0]), "Bob": (3, centres[1])})
     store = ModelStore(tmp_path / "models")
-    classifier.retrain(pool, store)
+    retrain(pool, store)
     bob = pool.slug_for("Bob")
     staged = _pool(tmp_path / "more", {"Cy": (2, centres[2])})
     cy_pngs = [tmp_path / "more" / "pool" / s / f"{c}.png" for s, info in staged.kols().items() for c in info["chips"]]
@@ -318,14 +319,14 @@ def test_delete_and_import_during_a_training(tmp_path):
             store.forget(bob)
             pool.add("Cy", cy_pngs)
 
-    result = classifier.retrain(pool, store, meanwhile)
+    result = retrain(pool, store, meanwhile)
     assert bob not in store.meta(result["model_version"])["names"]
     for version in store.versions():
         with np.load(store.root / version / "model.npz", allow_pickle=False) as z:
             assert bob not in z["classes"].tolist()
     assert store.current().predict([centres[1]])[0].identity != bob
     assert result["identities"] == 1  # Cy came after the pool was read: the next training gets her
-    assert classifier.retrain(pool, store)["identities"] == 2
+    assert retrain(pool, store)["identities"] == 2
 
 
 def test_cross_validated_accuracy_counts_photos_closest_to_their_own_kol():
@@ -342,8 +343,8 @@ def test_deleting_a_kol_in_the_wizard_forgets_them_in_every_model(process_app, d
     centres = np.random.default_rng(14).normal(0, 0.06, size=(2, 128))
     pool = _pool(data_dir, {"Ann": (3, centres[0]), "Bob": (3, centres[1])})
     store = ModelStore(data_dir / "models")
-    classifier.retrain(pool, store)
-    classifier.retrain(pool, store, full=True)
+    retrain(pool, store)
+    retrain(pool, store, full=True)
     bob = pool.slug_for("Bob")
     assert store.current().predict([centres[1]])[0].identity == bob
     r = process_app.test_client().post("/import_result", data={"delete": bob},

@@ -1,11 +1,11 @@
-"""Configuration (shared/web/factory.py): every setting can be set from the environment as KOL_<NAME>, the
+"""Configuration (shared/core/config.py): every setting can be set from the environment as KOL_<NAME>, the
 documented plain names still work, values get their setting's type, and the README lists them all."""
 import re
 
 import pytest
 
 from shared.faces import parallel
-from shared.web.factory import DEFAULTS, PLAIN_ENV
+from shared.core.config import DEFAULTS, PLAIN_ENV
 
 from .conftest import ROOT
 

@@ -180,7 +180,7 @@ def test_a_photo_over_the_pixel_limit_says_the_limit_and_its_size(tmp_path):
 
 
 def test_a_zip_of_videos_sent_to_the_photo_form_points_to_the_video_form(tmp_path):
-    from shared.training import archive
+    from shared.faces import archive
 
     zpath = tmp_path / "v.zip"
     with zipfile.ZipFile(zpath, "w") as zf:
@@ -205,7 +205,7 @@ def test_m4v_video_is_accepted(client, tmp_path):
     """An .m4v (Apple's name for MP4) is a video for the upload form, the zip check and the decoder."""
     import shutil
 
-    from shared.training import archive
+    from shared.faces import archive
     from shared.faces import frames
 
     path = tmp_path / "holiday.M4V"

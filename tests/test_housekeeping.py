@@ -10,7 +10,7 @@ import zipfile
 from flask import Flask
 
 from shared.web import housekeeping
-from shared.web.factory import DEFAULTS
+from shared.core.config import DEFAULTS
 
 from .conftest import VIDEO, needs_video
 

@@ -12,7 +12,7 @@ import zipfile
 import pytest
 
 from shared.training import jobqueue, roster, wizard
-from shared.training.archive import ArchiveError
+from shared.faces.archive import ArchiveError
 from shared.core.errors import UserError
 from shared.training.jobs import JobStore
 

@@ -9,9 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.faces import engine
+from shared.core import names
 from shared.training import pool as pool_mod
 from shared.core.errors import UserError
-from shared.training.pool import Pool, display_name, kol_slug, save_chip
+from shared.core.names import display_name
+from shared.training.pool import Pool, kol_slug, save_chip
 
 from .conftest import ROOT
 
@@ -135,7 +137,7 @@ def test_any_name_gives_a_safe_slug_or_a_clear_refusal(raw):
         name = display_name(raw)
     except UserError:
         return
-    assert name and name == name.strip() and len(name) <= pool_mod.MAX_NAME_LENGTH
+    assert name and name == name.strip() and len(name) <= names.MAX_NAME_LENGTH
     assert not any(ord(c) < 32 or ord(c) == 127 for c in name)
     slug = kol_slug(raw)
     assert pool_mod.SLUG_RE.match(slug) and "/" not in slug and not slug.startswith(".")

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from shared.core import names
 from shared.training import pool as pool_mod
-from shared.training.archive import ArchiveError, _parts, extract_training_zip
+from shared.faces.archive import ArchiveError, _parts, extract_training_zip
 from shared.core.errors import UserError
 
 from . import _synth
@@ -33,20 +34,20 @@ RELAXED = settings(max_examples=150, deadline=None, suppress_health_check=[Healt
 @example("\u200b\u200b")
 def test_display_name_is_clean_or_refused(raw):
     try:
-        name = pool_mod.display_name(raw)
+        name = names.display_name(raw)
     except UserError as exc:
         assert exc.status == 400 and exc.message
         return
-    assert name and name == name.strip() and len(name) <= pool_mod.MAX_NAME_LENGTH
+    assert name and name == name.strip() and len(name) <= names.MAX_NAME_LENGTH
     assert not any(unicodedata.category(ch)[0] == "C" for ch in name)
     assert "  " not in name and unicodedata.is_normalized("NFC", name)
-    assert pool_mod.display_name(name) == name  # idempotent: a cleaned name stays the same
+    assert names.display_name(name) == name  # idempotent: a cleaned name stays the same
 
 
 @given(NAME)
 def test_kol_slug_is_a_safe_folder_name(raw):
     try:
-        name = pool_mod.display_name(raw)
+        name = names.display_name(raw)
     except UserError:
         with pytest.raises(UserError):
             pool_mod.kol_slug(raw)
@@ -97,7 +98,7 @@ def test_extraction_stays_inside_its_folder(tmp_path_factory, members):
         assert not dest.exists()  # refused: nothing left behind
     else:
         for kol in out.kols:
-            assert kol["name"] == pool_mod.display_name(kol["name"])
+            assert kol["name"] == names.display_name(kol["name"])
             for f in kol["files"]:
                 p = Path(f["path"])
                 assert dest in p.resolve().parents and p.read_bytes() == PHOTO and p.name.isascii()
@@ -207,7 +208,7 @@ def test_store_lookups_never_leave_their_folder(tmp_path_factory, a, b):
 @example("../../etc/passwd.zip")
 @example("C:\\Users\\me\\kols.zip")
 def test_upload_names_are_display_text_only(raw):
-    from shared.web.factory import upload_name
+    from shared.core.names import upload_name
 
     shown = upload_name(raw, "upload.zip")
     assert shown and len(shown) <= 120 and "/" not in shown and "\\" not in shown

@@ -260,14 +260,14 @@ def test_kol_actions_rename_remove_merge_delete(roster_app):
 
 def test_delete_from_the_kol_page_removes_them_from_every_model_version(roster_app, data_dir):
     """The KOL page's delete reaches the models: no stored version keeps the KOL's embeddings."""
-    from shared.recognition import classifier
+    from shared.training.train import retrain
     from shared.recognition.classifier import ModelStore
 
     client, pool, slugs = roster_app
     store = ModelStore(data_dir / "models")
-    classifier.retrain(pool, store)
+    retrain(pool, store)
     first = store.current_version()
-    classifier.retrain(pool, store, full=True)
+    retrain(pool, store, full=True)
     assert len(store.versions()) == 2 and slugs["zoe"] in store.current().classes
     assert client.post(f"/kols/{slugs['zoe']}/delete").status_code == 303
     for version in (first, store.current_version()):
@@ -280,14 +280,14 @@ def test_a_removed_photo_leaves_every_model_version_at_once(roster_app, data_dir
     the KOL's centroid to the mean of the photos left, without a retraining."""
     import numpy as np
 
-    from shared.recognition import classifier
+    from shared.training.train import retrain
     from shared.recognition.classifier import ModelStore
 
     client, pool, slugs = roster_app
     store = ModelStore(data_dir / "models")
-    classifier.retrain(pool, store)
+    retrain(pool, store)
     first = store.current_version()
-    classifier.retrain(pool, store, full=True)
+    retrain(pool, store, full=True)
     mindy = slugs["mindy"]
     cid, *rest = pool.kols()[mindy]["chips"]
     assert client.post(f"/kols/{mindy}/photos/{cid}/remove").status_code == 303

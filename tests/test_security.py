@@ -15,7 +15,7 @@ from ._synth import JSON
 from .conftest import FIVE, ROOT, VIDEO
 
 VIEW_MODULES = sorted([*ROOT.glob("main_server/*.py"), *ROOT.glob("process_server/*.py"),
-                       *ROOT.glob("video_server/*.py"), ROOT / "shared" / "web.py"])
+                       *ROOT.glob("video_server/*.py"), *ROOT.glob("shared/web/*.py")])
 #: Calls that turn a value into a file access; nothing from ``request`` may flow straight into them.
 PATH_SINKS = {"open", "Path", "PurePath", "send_file", "send_from_directory", "data_path", "joinpath", "join",
               "unlink", "rmtree", "read_bytes", "read_text", "write_bytes", "listdir", "scandir", "exists"}
@@ -109,7 +109,7 @@ def test_servers_bind_to_loopback_by_default():
     conf = (ROOT / "gunicorn.conf.py").read_text()
     assert not re.search(r"^\s*bind\s*=", conf, re.M), "gunicorn.conf.py must not override the Procfile's bind"
     # the default public URLs (used for cross-server links) are loopback too
-    from shared.web.factory import DEFAULTS
+    from shared.core.config import DEFAULTS
 
     assert all(DEFAULTS[k].startswith("http://127.0.0.1:") for k in ("MAIN_URL", "PROCESS_URL", "VIDEO_URL"))
 

@@ -435,7 +435,7 @@ def test_first_frame_is_quick_after_a_restart_and_after_a_new_model(servers, cel
 @needs_video
 def test_a_kol_renamed_after_training_shows_the_new_name_in_video(main_app, video_app, data_dir, tmp_path):
     """The pool is the source of display names: a rename needs no retraining, in video too."""
-    from shared.recognition import classifier
+    from shared.training.train import retrain
     from shared.faces import parallel
     from shared.training.pool import Pool, save_chip
 
@@ -444,7 +444,7 @@ def test_a_kol_renamed_after_training_shows_the_new_name_in_video(main_app, vide
         face = engine.analyze(images.load_image(VIDEO / photo))[0]
         cid = save_chip(tmp_path / "staged", face.chip, face.embedding)
         pool.add(name, [tmp_path / "staged" / f"{cid}.png"])
-    classifier.retrain(pool, ModelStore(data_dir / "models"))
+    retrain(pool, ModelStore(data_dir / "models"))
     lin = kol_slug("Lin-Manuel Miranda")
     pool.rename(lin, "Lin (stage name)")
 

@@ -24,11 +24,12 @@ import dataclasses
 from flask import Blueprint, Response, current_app, request
 from werkzeug.utils import secure_filename
 
-from shared.video import appearances, streaming, tracking, videos
-from shared.faces import frames, parallel
-from shared.web.auth import principal
 from shared.core.errors import UserError
-from shared.web.factory import data_path, models, pool, reply
+from shared.faces import frames, parallel
+from shared.video import appearances, streaming, tracking, videos
+from shared.web.auth import principal
+from shared.web.factory import data_path, models, pool
+from shared.web.replies import reply
 
 bp = Blueprint("stream", __name__)
 

@@ -4,7 +4,7 @@ Every file the servers write goes through :func:`atomic_write_bytes` (temp file 
 the same folder, fsync, ``os.replace``), so a crash leaves either the old file or
 the new one, never half of one. A writer killed mid-write (SIGKILL, power cut) leaves its
 temporary file, named ``.tmp-<8 letters><suffix>`` (:data:`TEMP_PREFIX`), which housekeeping
-deletes once it is an hour old (:func:`shared.web.housekeeping.sweep_temp_files`).
+deletes once it is an hour old (:func:`sweep_temp_files`).
 Files made once and then only read (the instance's secret
 key, the local Redis's password) go through :func:`create_once`, which is safe when several
 processes start at the same moment.
@@ -16,8 +16,8 @@ import json
 import os
 import sqlite3
 import tempfile
+import time
 from pathlib import Path
-
 
 #: The name of every temporary file :func:`atomic_write` makes starts with this.
 TEMP_PREFIX = ".tmp-"
@@ -142,3 +142,31 @@ def locked(lock_path):
             yield
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+#: A temporary file of an atomic write older than this (seconds) was left by a killed writer.
+TEMP_MAX_AGE_S = 3600
+
+
+def changed_at(path):
+    """When ``path`` last changed (seconds since the epoch), or ``None`` when it cannot be read."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def sweep_temp_files(root, max_age_s=TEMP_MAX_AGE_S, now=None):
+    """Delete the temporary files of atomic writes killed mid-write anywhere under ``root``: files
+    named ``.tmp-*`` (:data:`TEMP_PREFIX`) last changed more than ``max_age_s``
+    seconds ago (a write in progress is newer). Returns their paths relative to ``root``, sorted."""
+    root, now = Path(root), time.time() if now is None else now
+    deleted = []
+    for folder, _dirs, names in os.walk(root):
+        for name in names:
+            path = Path(folder) / name
+            mtime = changed_at(path) if name.startswith(TEMP_PREFIX) else None
+            if mtime is not None and now - mtime > max_age_s and path.is_file():
+                path.unlink(missing_ok=True)
+                deleted.append(str(path.relative_to(root)))
+    return sorted(deleted)

@@ -35,12 +35,11 @@ from pathlib import Path
 
 from werkzeug.utils import secure_filename
 
-from shared.training import archive
-from shared.faces import images, parallel
-from shared.recognition import predict
 from shared.core.errors import UserError
+from shared.core.names import upload_name
 from shared.core.storage import atomic_write_bytes, atomic_write_json, locked, read_json
-from shared.web.factory import upload_name
+from shared.faces import archive, images, parallel
+from shared.recognition import predict
 
 log = logging.getLogger(__name__)
 

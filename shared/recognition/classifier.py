@@ -35,7 +35,8 @@ comparable across models and retrains because the scale is a constant.
 Models are versioned folders ``data/models/<version>/`` holding ``model.npz`` (arrays
 only, loaded with ``allow_pickle=False``, nothing refitted on load) and ``meta.json``;
 the file ``data/models/current`` names the version in use and is replaced atomically.
-:func:`retrain` is the whole training step (one at a time, under a file lock).
+:func:`shared.training.train.retrain` is the whole training step (one at a time, under the
+:func:`training_lock`).
 """
 import contextlib
 import errno
@@ -50,9 +51,9 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.faces import engine
 from shared.core.errors import UserError
-from shared.core.storage import atomic_write, atomic_write_bytes, atomic_write_json, locked, read_json
+from shared.core.storage import atomic_write, atomic_write_bytes, atomic_write_json, locked, read_json, sweep_temp_files
+from shared.faces import engine
 
 VERSION_RE = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
 #: Distance at which find-similar's similarity is 0.5. On lfw_dev's photo pairs, 92.6 % of
@@ -737,10 +738,8 @@ class ModelStore:
         """Delete all but the ``keep`` newest versions; the current one is never deleted. Returns the deleted.
 
         Also deletes the temporary files that a training killed mid-write left here, once an hour
-        old (:func:`shared.web.housekeeping.sweep_temp_files`).
+        old (:func:`shared.core.storage.sweep_temp_files`).
         """
-        from shared.web.housekeeping import sweep_temp_files
-
         keep = max(1, int(keep))
         deleted = []
         with locked(self.lock_path):
@@ -784,53 +783,3 @@ def training_lock(root):
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def retrain(pool, store, progress=None, full=False, keep=None):
-    """The whole training step: lock, read the pool under its lock, train, save, prune.
-
-    pool: :class:`shared.training.pool.Pool`; store: :class:`ModelStore`; progress: optional
-    ``progress(done, total)``; full: re-read every embedding from the pool instead of
-    reusing the current model's rows for chips it already holds (the default, incremental:
-    only new chips are read); keep: versions kept by :meth:`ModelStore.prune`
-    (default :data:`KEEP_VERSIONS`; the servers pass their ``MODEL_VERSIONS_KEEP`` setting).
-
-    Returns ``{"model_version", "identities", "samples", "metrics"}``.
-    Raises :class:`UserError` 409 when another training is running or the pool is empty.
-    """
-    from shared.training.pool import chip_embedding
-
-    progress = progress or (lambda done, total: None)
-    keep = KEEP_VERSIONS if keep is None else keep
-    with training_lock(store.root):
-        progress(0, 3)
-        previous = None if full else store.current()
-        reuse = {}
-        if previous is not None:
-            reuse = {(s, c): r for s, lo, hi in zip(previous.classes, previous.offsets[:-1], previous.offsets[1:])
-                     for c, r in zip(previous.chips[lo:hi], range(lo, hi))}
-        with locked(pool.lock_path):
-            kols = pool.kols()
-            names = {slug: info["name"] for slug, info in kols.items()}
-            rows, slugs, chips, read = [], [], [], 0
-            for slug, info in kols.items():
-                for cid in info["chips"]:
-                    r = reuse.get((slug, cid))
-                    if r is not None:
-                        rows.append(previous.X[r])
-                    else:
-                        rows.append(chip_embedding(pool.root / slug / f"{cid}.png"))
-                        read += 1
-                    slugs.append(slug)
-                    chips.append(cid)
-        progress(1, 3)
-        if not rows:
-            raise UserError("The training pool is empty: import some KOLs first.", 409)
-        model = train(np.array(rows, dtype=np.float32), slugs, names, chips=chips)
-        model.meta["metrics"]["incremental"] = {"reused": len(rows) - read, "read": read}
-        model.meta["metrics"]["compared"] = compare(store.meta(), model)
-        progress(2, 3)
-        version = store.save(model, allowed=lambda: set(pool.kols()))
-        store.prune(keep)
-        progress(3, 3)
-        saved = store.meta(version) or model.meta
-        return {"model_version": version, "identities": saved["identities"],
-                "samples": saved["samples"], "metrics": saved["metrics"]}

@@ -25,6 +25,7 @@ import io
 import logging
 import os
 import re
+import shutil
 import threading
 import time
 import uuid
@@ -32,9 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.faces import annotate, engine, images
 from shared.core import csvsafe, owners
 from shared.core.errors import UserError
+from shared.core.storage import atomic_write_bytes, changed_at
+from shared.faces import annotate, engine, images
+from shared.recognition.classifier import ModelStore
 
 #: Longest side in pixels of the annotated thumbnails written for batch results.
 THUMB_SIDE = 320
@@ -150,6 +153,25 @@ def batch_csv(results):
     return ("\ufeff" + out.getvalue()).encode("utf-8")
 
 
+#: A prediction run folder's name (:meth:`ResultFolders.new`: ``uuid4().hex``).
+RUN_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+def sweep_predictions(root, max_age_s, now=None):
+    """Delete ``root/<run>/`` folders (``root`` is ``data/predictions``) last changed more than
+    ``max_age_s`` seconds ago. Returns the run ids deleted, sorted. ``max_age_s`` 0: keep all."""
+    root, now = Path(root), time.time() if now is None else now
+    if not max_age_s or not root.is_dir():
+        return []
+    deleted = []
+    for entry in root.iterdir():
+        mtime = changed_at(entry)
+        if RUN_RE.match(entry.name) and entry.is_dir() and mtime is not None and now - mtime > max_age_s:
+            shutil.rmtree(entry, ignore_errors=True)
+            deleted.append(entry.name)
+    return sorted(deleted)
+
+
 class ResultFolders:
     """The prediction result folders ``<root>/<run id>/`` (annotated photos, thumbnails, CSV).
 
@@ -160,7 +182,6 @@ class ResultFolders:
     a new one is made.
     """
 
-    RUN_RE = re.compile(r"^[0-9a-f]{32}$")
 
     def __init__(self, root, keep_s=24 * 3600, sweep_every_s=600):
         self.root, self.keep_s, self.sweep_every_s = Path(root), keep_s, sweep_every_s
@@ -170,9 +191,7 @@ class ResultFolders:
 
     def sweep(self, now=None):
         """Delete run folders not modified for ``keep_s`` seconds (housekeeping's rule,
-        :func:`shared.web.housekeeping.sweep_predictions`; ``keep_s`` 0: none). Returns how many were removed."""
-        from shared.web.housekeeping import sweep_predictions
-
+        :func:`sweep_predictions`; ``keep_s`` 0: none). Returns how many were removed."""
         return len(sweep_predictions(self.root, self.keep_s, now=now))
 
     def new(self, owner=None):
@@ -199,7 +218,7 @@ class ResultFolders:
         :class:`UserError` 404 for malformed or expired ids and for someone else's result alike,
         so nobody can tell whether an id exists.
         """
-        if (not self.RUN_RE.match(str(run)) or not (self.root / run).is_dir()
+        if (not RUN_RE.match(str(run)) or not (self.root / run).is_dir()
                 or not owners.may_read(self.root / run, reader)):
             raise UserError("There is no such result: results are kept for one day.", 404)
         return self.root / run
@@ -219,8 +238,6 @@ def _model(models_root, version):
     :meth:`~shared.recognition.classifier.ModelStore.forget` keep the version's name), so a deleted KOL is
     never named by a batch that starts, or continues, after the delete.
     """
-    from shared.recognition.classifier import ModelStore
-
     with _stores_lock:
         store = _stores.get(str(models_root))
         if store is None:
@@ -250,8 +267,6 @@ def predict_file(task):
         result["faces"] = objects
         if not objects:
             result["error"] = "No face was found in this photo."
-        from shared.core.storage import atomic_write_bytes
-
         atomic_write_bytes(Path(thumb_path),
                            images.encode_jpeg(thumbnail(annotated(rgb, objects, found)), quality=82))
         result["thumb"] = True

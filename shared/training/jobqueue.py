@@ -5,7 +5,7 @@ The process server's views check a request (:mod:`shared.training.wizard`), then
 on a queue; workers (:func:`work`, started by ``python -m process_server.worker``,
 one process per core, on this machine or any other with the same ``REDIS_URL``,
 password included (the local Redis's is in ``DATA_DIR/instance/redis_password``, see
-:func:`shared.web.factory.local_redis_url`), and the same ``DATA_DIR`` mounted) take it. Queues, in the order workers serve them:
+:func:`shared.core.config.local_redis_url`), and the same ``DATA_DIR`` mounted) take it. Queues, in the order workers serve them:
 
 - ``quick``: clean, import, and putting an alignment's parts together;
 - ``train``: training (one at a time: a second one gets a 409 before it is queued);
@@ -32,7 +32,6 @@ raises ``redis.ConnectionError`` or ``redis.TimeoutError`` within
 :data:`SOCKET_TIMEOUT_S`; the process server answers 503 with :data:`REDIS_DOWN`.
 """
 import logging
-import os
 import secrets
 import time
 from datetime import datetime, timezone
@@ -44,10 +43,11 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.worker import Worker as RQWorker
 
-from shared.training import wizard
+from shared.core import config
 from shared.core.errors import UserError
-from shared.training.jobs import ACTIVE, JobStore, now_iso
 from shared.core.storage import DISK_FULL, is_disk_full
+from shared.training import wizard
+from shared.training.jobs import ACTIVE, JobStore, now_iso
 
 log = logging.getLogger(__name__)
 
@@ -329,7 +329,7 @@ def _stores():
     from shared.recognition.classifier import ModelStore
     from shared.training.pool import Pool
 
-    root = Path(_context.get("data_dir") or os.environ.get("DATA_DIR") or Path(__file__).resolve().parent.parent.parent / "data")
+    root = Path(_context.get("data_dir") or config.load()["DATA_DIR"])
     return JobStore(root / "jobs"), Pool(root / "pool"), ModelStore(root / "models")
 
 

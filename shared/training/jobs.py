@@ -69,11 +69,11 @@ class JobStore:
             (e.g. ``FileStorage.save``).
         kind: ``"image"`` or ``"video"``. upload_name: the zip's (secured) file name.
 
-        Extracts the zip safely (:func:`shared.training.archive.extract_training_zip`),
+        Extracts the zip safely (:func:`shared.faces.archive.extract_training_zip`),
         deletes the zip, writes ``state.json`` and returns the new job id.
         On any error nothing is left on disk and the error is raised again.
         """
-        from shared.training.archive import extract_training_zip
+        from shared.faces.archive import extract_training_zip
 
         folder = self._new_folder()
         try:

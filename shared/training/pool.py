@@ -25,27 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.faces import engine, images
 from shared.core import names
 from shared.core.errors import UserError
+from shared.core.names import display_name
 from shared.core.storage import atomic_write_bytes, atomic_write_json, locked, read_json
+from shared.faces import engine, images
 
 SLUG_RE = re.compile(r"^[a-z0-9-]{1,64}$")
 CHIP_ID_RE = re.compile(r"^[0-9a-f]{16}$")
-MAX_NAME_LENGTH = 80
-
-
-def display_name(raw):
-    """Clean a KOL name as typed or as a zip folder name, for display.
-
-    :func:`shared.core.names.clean_name`: Unicode NFC, control and format characters dropped,
-    whitespace collapsed, at most :data:`MAX_NAME_LENGTH` characters. Slashes and dots are kept as text
-    (a name is never used as a path). Raises :class:`UserError` when nothing is left.
-    """
-    text = names.clean_name(raw, MAX_NAME_LENGTH)
-    if not text or set(text) <= {".", "/", "\\", " "}:
-        raise UserError(f"{raw!r} is not usable as a KOL name.")
-    return text
 
 
 def kol_slug(name):
@@ -142,17 +129,21 @@ class Pool:
             raise UserError("No such photo in the training pool.", 404)
         return self.root / slug / f"{cid}.png"
 
-    def embeddings(self):
+    def embeddings(self, known=None):
         """All pool embeddings for training.
 
         Returns ``(X, slugs, chip_ids)``: ``X`` is ``(N, 128)`` ``float64``, ``slugs``
         and ``chip_ids`` are lists of ``N`` strings, KOLs in slug order and each
-        KOL's chips in import order. Cached embeddings are read, never recomputed.
+        KOL's chips in import order. Cached embeddings are read, never recomputed;
+        known: optional ``{(slug, chip id): embedding}`` already at hand (a model's rows),
+        used instead of reading those chips.
         """
+        known = known or {}
         rows, slugs, ids = [], [], []
         for slug, info in self.kols().items():
             for cid in info["chips"]:
-                rows.append(chip_embedding(self.root / slug / f"{cid}.png"))
+                row = known.get((slug, cid))
+                rows.append(chip_embedding(self.root / slug / f"{cid}.png") if row is None else row)
                 slugs.append(slug)
                 ids.append(cid)
         X = np.array(rows, dtype=np.float64).reshape(-1, engine.EMBEDDING_SIZE)

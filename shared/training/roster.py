@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.core.errors import UserError
 from shared.faces import engine
 from shared.training import sampling
-from shared.core.errors import UserError
 from shared.training.pool import chip_embedding, kol_slug, matching_kols, name_key
 
 #: A face in a photo with several faces is taken as the KOL's when it is at most this far

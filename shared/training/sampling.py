@@ -28,8 +28,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from shared.faces import engine, frames, images, parallel
 from shared.core.errors import UserError
+from shared.faces import engine, frames, images, parallel
 
 #: Photos whose longer side exceeds this are detected on a scaled-down copy (chips still come from full size).
 DETECT_MAX_SIDE = 1000

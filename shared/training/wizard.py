@@ -14,12 +14,12 @@ import re
 import shutil
 from concurrent.futures import Future
 
-from shared.recognition import classifier
-from shared.training import cleaning, sampling
 from shared.core.errors import UserError
+from shared.core.storage import read_json
+from shared.training import cleaning, sampling
 from shared.training.jobs import KIND_STEPS
 from shared.training.pool import SLUG_RE
-from shared.core.storage import read_json
+from shared.training.train import retrain
 
 CROP_RE = re.compile(r"^[0-9a-f]{16}$")
 #: Photos per align chunk: a job of more photos is split so that every worker takes a part at once.
@@ -342,11 +342,11 @@ def check_train(pool):
 
 
 def train_pool(pool, models, progress=None, keep=None):
-    """Train a model on the whole pool as it is now and make it current (:func:`shared.recognition.classifier.retrain`:
+    """Train a model on the whole pool as it is now and make it current (:func:`shared.training.train.retrain`:
     one training at a time, the pool read under its lock, stored embeddings reused, old versions
     pruned to the newest ``keep``).
 
     Returns ``{"model_version", "identities", "samples", "metrics"}`` (the contract's train result).
     ``progress`` counts 3 stages: embeddings read, model fitted, model saved.
     """
-    return classifier.retrain(pool, models, progress, keep=keep)
+    return retrain(pool, models, progress, keep=keep)

@@ -16,7 +16,6 @@ import numpy as np
 from shared.core import csvsafe
 from shared.video.tracks import merge_spans
 
-
 #: Two unknown tracks are one stranger when all their embeddings are within this distance of each
 #: other: a little under dlib's same-person distance (0.6), so two look-alike strangers stay apart.
 SAME_STRANGER_DISTANCE = 0.55

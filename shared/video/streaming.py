@@ -20,11 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.core.storage import atomic_write_json, read_json
 from shared.faces import overlay
 from shared.video import tracking
-from shared.core.storage import atomic_write_json, read_json
 from shared.video.videos import claim, read_meta, source_path, write_status
-
 
 #: At most this many frames in a row are dropped, so a machine far too slow still shows the video moving.
 MAX_DROP_RUN = 4

@@ -66,10 +66,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from shared.video import appearances
 from shared.faces import engine, frames
 from shared.faces.boxes import clip_box, iou, iou_matrix, match, region, side
 from shared.faces.offload import Call
+from shared.video import appearances
 from shared.video.tracks import FaceView, Track
 
 #: The smallest face (side of the box dlib draws with one upsampling, pixels) that dlib's HOG

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
 #: Votes a KOL needs before a track shows that name (before that it reads "unknown").
 MIN_VOTES = 2
 

@@ -30,10 +30,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from shared.faces import frames
 from shared.core import owners
 from shared.core.errors import UserError
 from shared.core.storage import atomic_write_json, read_json
+from shared.faces import frames
 
 VIDEO_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 KEEP_NEWEST = 20

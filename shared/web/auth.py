@@ -34,7 +34,7 @@ Pages and forms (for every template)
   forbids them. Scripts go in ``static/`` or in ``<script nonce="{{ csp_nonce() }}">``; style
   attributes (``style="width: 40%"``) are allowed, ``<style>`` elements are not (use style.css).
 
-Settings (in ``shared/web/factory.py``'s ``DEFAULTS``, set from the environment as ``KOL_<NAME>``)
+Settings (in ``shared/core/config.py``'s ``DEFAULTS``, set from the environment as ``KOL_<NAME>``)
 ------------------------------------------------------------------------------------------
 ``SESSION_HOURS`` (12): a sign-in lasts this long at most, however much it is used;
 ``SESSION_IDLE_MINUTES`` (120): it ends after this long without a request (0: no idle limit).
@@ -62,8 +62,7 @@ from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import click
-from flask import (Blueprint, Response, abort, current_app, flash, g, jsonify, redirect, request,
-                   session, url_for)
+from flask import Blueprint, Response, abort, current_app, flash, g, jsonify, redirect, request, session, url_for
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
@@ -73,9 +72,10 @@ from werkzeug.local import LocalProxy
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shared.core import csvsafe
-from shared.web.accounts import PASSWORD_MIN, ROLES, check_token_days, for_data_dir
 from shared.core.errors import UserError
 from shared.core.names import name_key
+from shared.web.accounts import PASSWORD_MIN, ROLES, check_token_days, for_data_dir
+from shared.web.replies import error_reply, reply, wants_json
 
 #: Endpoints anyone may reach, signed in or not.
 OPEN = (
@@ -235,8 +235,6 @@ def _origin(url):
 
 
 def _wants_json():
-    from shared.web.factory import wants_json
-
     return wants_json() or _bearer_request()
 
 
@@ -304,8 +302,6 @@ def _gate():
 
 
 def _deny(status, message, location=None):
-    from shared.web.factory import error_reply
-
     if location and status == 401 and not _wants_json():
         return redirect(location, 303 if request.method in UNSAFE else 302)
     return error_reply(message, status)
@@ -408,8 +404,6 @@ def init_app(app):
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc):
-        from shared.web.factory import error_reply
-
         return error_reply(CSRF_SENTENCE, 400)
 
     app.jinja_env.globals.update(is_admin=LocalProxy(_is_admin), csrf_field=csrf_field, csp_nonce=csp_nonce,
@@ -469,12 +463,6 @@ def _failed_sign_ins(whom):
 
 
 # -- pages (main server) --------------------------------------------------------------------------
-def _reply(template, payload, status=200, **context):
-    from shared.web.factory import reply
-
-    return reply(template, payload, status, **context)
-
-
 def _sign_in(row):
     """Sign the user ``row`` in: a fresh cookie holding a new server-side session (nothing carries over)."""
     session.clear()
@@ -492,12 +480,12 @@ def login():
     if request.method == "GET":
         if principal() is not None and principal().via == "session":
             return redirect(next_url)
-        return _reply("auth/login.html", {"signed_in": False}, next_url=next_url, no_users=not accounts().has_users())
+        return reply("auth/login.html", {"signed_in": False}, next_url=next_url, no_users=not accounts().has_users())
     name = (request.form.get("name") or "").strip()
     row = accounts().authenticate(name, request.form.get("password") or "")
     if row is None:
         record("sign-in.failed", {"name": name[:64]}, actor=name[:64] or "?")
-        return _reply("auth/login.html", {"error": "The name or the password is wrong."}, 401,
+        return reply("auth/login.html", {"error": "The name or the password is wrong."}, 401,
                       next_url=next_url, name=name)
     _sign_in(row)
     record("sign-in", actor=row["name"], role=row["role"], via="session")
@@ -524,7 +512,7 @@ def setup():
     if accounts().has_accounts():
         abort(404)
     if request.method == "GET":
-        return _reply("auth/setup.html", {"setup": True})
+        return reply("auth/setup.html", {"setup": True})
     name, password = request.form.get("name") or "", request.form.get("password") or ""
     if password != (request.form.get("password2") or ""):
         raise UserError("The two passwords differ: type the same password twice.", 400)
@@ -549,7 +537,7 @@ def _account_page(p, status=200, error=None):
     payload = {"name": p.name, "role": p.role, "via": p.via, "activity": activity, "activity_total": total}
     if error:
         payload["error"] = error
-    return _reply("auth/account.html", payload, status, password_min=PASSWORD_MIN)
+    return reply("auth/account.html", payload, status, password_min=PASSWORD_MIN)
 
 
 @bp.post("/account")
@@ -584,7 +572,7 @@ def users():
 def _users_page(made=None, new_token=None):
     """The Users page (JSON: ``users`` and ``tokens``); ``made``: the new token's fields, shown once."""
     config = current_app.config
-    return _reply("auth/users.html", {**(made or {}), "users": accounts().users(), "tokens": accounts().tokens()},
+    return reply("auth/users.html", {**(made or {}), "users": accounts().users(), "tokens": accounts().tokens()},
                   roles=ROLES, new_token=new_token, me=principal().row["id"] if principal().via == "session" else None,
                   token_days=config["TOKEN_DAYS"], token_max_days=config["TOKEN_MAX_DAYS"])
 
@@ -669,7 +657,7 @@ def audit():
     page = int(raw) if raw.isdigit() and 0 < int(raw) < 10 ** 6 else 1
     rows, total = accounts().audit((page - 1) * PAGE_SIZE, PAGE_SIZE)
     pages = max(1, -(-total // PAGE_SIZE))
-    return _reply("auth/audit.html", {"rows": rows, "total": total, "page": page, "pages": pages},
+    return reply("auth/audit.html", {"rows": rows, "total": total, "page": page, "pages": pages},
                   counts=accounts().prediction_counts())
 
 

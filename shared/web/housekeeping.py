@@ -3,7 +3,7 @@
 One entry point, :func:`run`, used three ways: the ``flask housekeeping`` command
 (registered on all three apps by :func:`install`), a background thread of the main
 server every ``HOUSEKEEPING_EVERY_S`` seconds (:func:`start_schedule`), and the tests.
-Each rule takes its limit from the app's configuration (``shared.web.factory.DEFAULTS``;
+Each rule takes its limit from the app's configuration (``shared.core.config.DEFAULTS``;
 ``KOL_<NAME>`` in the environment):
 
 ============================  ====================================================================
@@ -31,61 +31,35 @@ Every rule only looks at folders (or, for temporary files, file names) that matc
 pattern, so nothing else under ``data/`` is ever touched, and a limit of 0 turns that limit off.
 """
 import logging
-import os
-import re
 import shutil
 import threading
 import time
 from pathlib import Path
 
-from shared.core.storage import TEMP_PREFIX, locked
+from shared.core.storage import changed_at, locked, sweep_temp_files
+from shared.recognition.classifier import ModelStore
+from shared.recognition.predict import sweep_predictions
+from shared.training.jobs import JOB_ID_RE, JobStore
+from shared.video import videos
 
-#: A prediction run folder (main_server/predict.py names them ``uuid4().hex``).
-RUN_RE = re.compile(r"^[0-9a-f]{32}$")
 #: Settings read by :func:`run`, in the order of the rules.
 SETTINGS = ("PREDICTION_MAX_AGE_S", "VIDEO_KEEP", "VIDEO_MAX_AGE_S", "JOB_INCOMPLETE_MAX_AGE_S",
             "JOB_MAX_AGE_DAYS", "MODEL_VERSIONS_KEEP")
-#: A temporary file of an atomic write older than this (seconds) was left by a killed writer.
-TEMP_MAX_AGE_S = 3600
 #: The folders of ``data/`` whose temporary files :func:`run` sweeps (not ``instance/``: accounts).
 TEMP_FOLDERS = ("models", "pool", "jobs", "predictions", "videos")
 
 log = logging.getLogger(__name__)
 
 
-def _mtime(path):
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return None
-
-
-def sweep_predictions(root, max_age_s, now=None):
-    """Delete ``root/<run>/`` folders (``root`` is ``data/predictions``) last changed more than
-    ``max_age_s`` seconds ago. Returns the run ids deleted, sorted. ``max_age_s`` 0: keep all."""
-    root, now = Path(root), time.time() if now is None else now
-    if not max_age_s or not root.is_dir():
-        return []
-    deleted = []
-    for entry in root.iterdir():
-        mtime = _mtime(entry)
-        if RUN_RE.match(entry.name) and entry.is_dir() and mtime is not None and now - mtime > max_age_s:
-            shutil.rmtree(entry, ignore_errors=True)
-            deleted.append(entry.name)
-    return sorted(deleted)
-
-
 def sweep_old_jobs(root, max_age_days, now=None):
     """Delete job folders under ``root`` (``data/jobs``) whose ``state.json`` was last written more
     than ``max_age_days`` days ago. Returns the job ids deleted, sorted. ``max_age_days`` 0: keep all."""
-    from shared.training.jobs import JOB_ID_RE
-
     root, now = Path(root), time.time() if now is None else now
     if not max_age_days or not root.is_dir():
         return []
     deleted = []
     for entry in root.iterdir():
-        mtime = _mtime(entry / "state.json")
+        mtime = changed_at(entry / "state.json")
         if JOB_ID_RE.match(entry.name) and mtime is not None and now - mtime > max_age_days * 86400:
             shutil.rmtree(entry, ignore_errors=True)
             deleted.append(entry.name)
@@ -96,36 +70,15 @@ def prune_models(root, keep):
     """Delete all model versions under ``root`` (``data/models``) but the newest ``keep``, never the
     current one (:meth:`shared.recognition.classifier.ModelStore.prune`). ``keep`` 0: none. Returns the versions
     deleted, oldest first."""
-    from shared.recognition.classifier import ModelStore
-
     if not keep or not Path(root).is_dir():
         return []
     return ModelStore(root).prune(keep)
-
-
-def sweep_temp_files(root, max_age_s=TEMP_MAX_AGE_S, now=None):
-    """Delete the temporary files of atomic writes killed mid-write anywhere under ``root``: files
-    named ``.tmp-*`` (:data:`shared.core.storage.TEMP_PREFIX`) last changed more than ``max_age_s``
-    seconds ago (a write in progress is newer). Returns their paths relative to ``root``, sorted."""
-    root, now = Path(root), time.time() if now is None else now
-    deleted = []
-    for folder, _dirs, names in os.walk(root):
-        for name in names:
-            path = Path(folder) / name
-            mtime = _mtime(path) if name.startswith(TEMP_PREFIX) else None
-            if mtime is not None and now - mtime > max_age_s and path.is_file():
-                path.unlink(missing_ok=True)
-                deleted.append(str(path.relative_to(root)))
-    return sorted(deleted)
 
 
 def run(data_dir, config, now=None):
     """Apply every rule to ``data_dir`` with the limits in ``config`` (a mapping holding
     :data:`SETTINGS`). Returns ``{rule: [ids deleted]}`` for the six rules (temporary files:
     their paths under ``data_dir``)."""
-    from shared.video import videos
-    from shared.training.jobs import JobStore
-
     data_dir = Path(data_dir)
     jobs = JobStore(data_dir / "jobs")
     predictions = sweep_predictions(data_dir / "predictions", config["PREDICTION_MAX_AGE_S"], now=now)

@@ -39,10 +39,10 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from shared.faces import frames, images
+from shared.core.config import DEFAULTS
 from shared.core.errors import UserError
-from shared.training.pool import display_name
-from shared.web.factory import DEFAULTS, human_size
+from shared.core.names import display_name, human_size
+from shared.faces import frames, images
 
 #: Most a single member, and the whole zip, may expand relative to its compressed size
 #: (for members and zips that expand to over 1 MiB).
@@ -116,7 +116,7 @@ def upload_allowance(max_files=None, max_bytes=None):
     """The :class:`Allowance` for the next zip of the current upload.
 
     The limits not given come from the current app's settings ``UPLOAD_MAX_FILES`` and
-    ``UPLOAD_MAX_UNPACKED_BYTES`` (shared/web/factory.py's ``DEFAULTS`` outside an app). With no limit
+    ``UPLOAD_MAX_UNPACKED_BYTES`` (shared/core/config.py's ``DEFAULTS`` outside an app). With no limit
     given, inside a request, all zips of that request share one allowance (kept in ``flask.g``),
     so a batch of several zips stays under the limits together.
     """
