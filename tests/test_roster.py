@@ -4,7 +4,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -77,14 +76,17 @@ def test_rename_keeps_the_slug_and_the_photos(tmp_path):
         pool.rename(slug, "  ")
 
 
-def test_rename_does_not_ask_for_retraining_but_other_changes_do(tmp_path):
+def test_rename_does_not_ask_for_retraining_but_other_changes_do(tmp_path, monkeypatch):
+    from shared.training import pool as pool_module
+
     pool = Pool(tmp_path / "pool")
+    monkeypatch.setattr(pool_module, "_now", lambda: "2026-01-01T10:00:00+00:00")  # the import's time
     a = pool.add("A", _staged(tmp_path, 3))
     b = pool.add("B", _staged(tmp_path, 2, seed=1))
-    created = max(info["updated"] for info in pool.kols().values())  # trained right after the import
-    meta = {"names": {a: "A", b: "B"}, "samples": 5, "created": created}
+    meta = {"names": {a: "A", b: "B"}, "samples": 5, "created": "2026-01-01T10:00:00+00:00"}  # trained then
     assert not pool.needs_training(meta)
-    time.sleep(1.05)  # times have one-second resolution
+    # every change from here on is an hour later (times have one-second resolution: set, not slept)
+    monkeypatch.setattr(pool_module, "_now", lambda: "2026-01-01T11:00:00+00:00")
     pool.rename(a, "Alpha")
     assert not pool.needs_training(meta)
     assert pool.needs_training(None)

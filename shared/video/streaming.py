@@ -39,7 +39,7 @@ def part(jpeg, index):
 
 
 def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0.5, settings=None, observe=None,
-           max_side=overlay.STREAM_SIDE):
+           max_side=overlay.STREAM_SIDE, clock=time):
     """Recognise a stored video and yield it as MJPEG parts, one per frame sent.
 
     folder: a folder returned by :func:`shared.video.videos.video_dir`. model: the current
@@ -49,7 +49,10 @@ def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0
     process pool, or ``None`` for inline work). observe: called as
     ``observe(index, views)`` for every frame recognised (benchmarks, tests). max_side: frames
     are sent with their longer side at most this many pixels (0: as decoded; see
-    :func:`shared.faces.overlay.render`); recognition always sees the decoded frames.
+    :func:`shared.faces.overlay.render`); recognition always sees the decoded frames. clock: what
+    pacing reads and waits on, with ``monotonic()`` and ``sleep(seconds)`` (seconds; the
+    :mod:`time` module, or a virtual clock in tests so that pacing is checked whatever
+    the machine's speed).
 
     Each part is ``--frame\\r\\nContent-Type: image/jpeg\\r\\nContent-Length: n\\r\\nX-Frame: i\\r\\n\\r\\n<jpeg>\\r\\n``;
     a final ``--frame--`` closes the body. While it runs, ``status.json`` is rewritten
@@ -88,9 +91,9 @@ def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0
         index, future = item
         jpeg = future.result()
         if pace and started is not None:
-            delay = started + index * interval - time.monotonic()
+            delay = started + index * interval - clock.monotonic()
             if delay > 0:
-                time.sleep(delay)
+                clock.sleep(delay)
         counts["sent"] += 1
         return part(jpeg, index)
 
@@ -100,7 +103,7 @@ def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0
             counts["processed"] = index + 1
             if observe is not None:
                 observe(index, views)
-            late = pace and started is not None and time.monotonic() - (started + index * interval) > interval
+            late = pace and started is not None and clock.monotonic() - (started + index * interval) > interval
             if late and run < MAX_DROP_RUN and index + 1 < base["frames"]:
                 counts["dropped"] += 1
                 run += 1
@@ -113,7 +116,7 @@ def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0
             while len(pending) > (0 if started is None else 1):
                 out = send(pending.popleft())
                 if started is None:
-                    started = time.monotonic() - index * interval  # the clock starts with the first frame out
+                    started = clock.monotonic() - index * interval  # the clock starts with the first frame out
                 yield out
             if time.monotonic() - last_status >= status_every_s:
                 last_status = time.monotonic()
