@@ -35,7 +35,7 @@ from common import FIVE, require_data
 
 require_data()
 
-from shared.recognition import classifier  # noqa: E402
+from shared.recognition.model import train  # noqa: E402
 from shared.faces import engine, parallel
 from shared.training import sampling
 from shared.training.pool import Pool  # noqa: E402
@@ -138,13 +138,13 @@ def main():
             for name in kols[:-1]:
                 pool.add(name, sorted((chip_dir / name).glob("*.png")))
             t = time.perf_counter()
-            model = classifier.train(*pool.embeddings()[:2], pool.names())
+            model = train(*pool.embeddings()[:2], pool.names())
             first = time.perf_counter() - t
             pool.add(kols[-1], sorted((chip_dir / kols[-1]).glob("*.png")))  # a later import
             t = time.perf_counter()
             X, slugs, _ = pool.embeddings()
             read = time.perf_counter() - t
-            model = classifier.train(X, slugs, pool.names())
+            model = train(X, slugs, pool.names())
             second = time.perf_counter() - t
         finally:
             engine.embed = real_embed

@@ -78,7 +78,7 @@ def instrument():
     """Wrap the stages of the loop (module attributes, so every caller gets the timed version)."""
     import cv2  # noqa: F401
 
-    from shared.recognition import classifier
+    from shared.recognition.model import Model
     from shared.faces import engine, frames, overlay
     from shared.video import streaming, tracking, tracks
 
@@ -129,7 +129,7 @@ def instrument():
     R.step = timed("step other (matching, views)", R.step)
     R.plan = timed("plan (region scheduling)", R.plan)
     R.appearances = timed("summary / panel text", R.appearances)
-    classifier.Model.predict = timed("model.predict", classifier.Model.predict)
+    Model.predict = timed("model.predict", Model.predict)
     orig_vote = tracks.Track.vote
 
     def vote(self, identity, confidence):

@@ -326,7 +326,7 @@ def configure(data_dir):
 
 
 def _stores():
-    from shared.recognition.classifier import ModelStore
+    from shared.recognition.store import ModelStore
     from shared.training.pool import Pool
 
     root = Path(_context.get("data_dir") or config.load()["DATA_DIR"])

@@ -87,7 +87,7 @@ def add_photos(pool, slug, files, work, progress=None):
 def delete_kol(pool, slug, models=None, jobs=None):
     """Delete the KOL ``slug`` for good: from the pool, from the job folders of ``jobs`` (a
     :class:`shared.training.jobs.JobStore`; their copies of the photos) and from every model version of
-    ``models`` (a :class:`shared.recognition.classifier.ModelStore`), so the next prediction cannot name them.
+    ``models`` (a :class:`shared.recognition.store.ModelStore`), so the next prediction cannot name them.
 
     Returns the KOL's display name. :class:`UserError` 404 for an unknown KOL.
     """
@@ -105,7 +105,7 @@ def delete_kol(pool, slug, models=None, jobs=None):
 
 def remove_photo(pool, slug, cid, models=None):
     """Take one photo (chip ``cid``) out of the KOL ``slug``: from the pool and from every model
-    version of ``models`` (a :class:`shared.recognition.classifier.ModelStore`), so it no longer counts at once.
+    version of ``models`` (a :class:`shared.recognition.store.ModelStore`), so it no longer counts at once.
 
     Returns the number of photos the KOL has left. 404 unknown photo, 409 the KOL's last photo.
     """

@@ -58,7 +58,7 @@ def summarize(tracks, fps, model=None, min_frames=3, gap_s=0.5):
     """The summary rows of a video.
 
     tracks: every :class:`shared.video.tracks.Track` so far; fps: the video's frame rate;
-    model: the :class:`shared.recognition.classifier.Model` used (``None``: no face is named).
+    model: the :class:`shared.recognition.model.Model` used (``None``: no face is named).
     Tracks drawn on fewer than ``min_frames`` frames are left out.
 
     Returns ``[{"identity", "label", "unknown", "first_s", "last_s", "frames",

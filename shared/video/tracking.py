@@ -287,7 +287,7 @@ class Prepared:
 class Recognizer:
     """The per-frame state of one video: tracks, pending passes, the summary so far.
 
-    model: a :class:`shared.recognition.classifier.Model` or ``None`` (faces are then boxed and
+    model: a :class:`shared.recognition.model.Model` or ``None`` (faces are then boxed and
     labelled "no model"). fps: the video's frame rate (for times in the summary).
     executor: something with ``submit(fn, *args)`` (a process pool) or ``None`` to
     run the work inline.

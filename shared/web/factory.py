@@ -39,7 +39,7 @@ def make_app(import_name, section, test_config=None, defaults=None):
     app.instance_path = str(data_dir / "instance")
 
     from shared.faces import parallel
-    from shared.recognition.classifier import ModelStore
+    from shared.recognition.store import ModelStore
     from shared.training.pool import Pool
 
     parallel.limit(app.config["FACE_WORKERS"])
@@ -81,7 +81,7 @@ def pool():
 
 
 def models():
-    """The model store of the current app (:class:`shared.recognition.classifier.ModelStore`)."""
+    """The model store of the current app (:class:`shared.recognition.store.ModelStore`)."""
     from flask import current_app
 
     return current_app.extensions["models"]
