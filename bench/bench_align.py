@@ -95,7 +95,7 @@ def main():
     paths = sorted(FIVE.rglob("*.jpg"))
     t = time.perf_counter()
     executor = parallel.pool()
-    list(executor.map(_warm, range(parallel.workers() * 2)))  # start + load models
+    list(executor.map(_warm, range(parallel.workers() * 2)))  # start + load the dlib networks
     print(f"{len(paths)} photos, {parallel.workers()} worker processes (cores available to this process); "
           f"starting the pool and loading the models took {time.perf_counter() - t:.2f} s (not timed below)")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -157,7 +157,7 @@ def main():
 
 
 def _warm(_):
-    return engine.models() is not None
+    return engine.networks() is not None
 
 
 if __name__ == "__main__":

@@ -31,9 +31,9 @@ def crops(rgb, box):
     top, right, bottom, left = box
     out = {"box": np.ascontiguousarray(rgb[top:bottom + 1, left:right + 1])}
     shape = engine.landmarks(rgb, box)
-    m = engine.models()
-    out["aligned112"] = np.ascontiguousarray(m.dlib.get_face_chip(rgb, shape, size=112, padding=0.1))
-    out["aligned160"] = np.ascontiguousarray(m.dlib.get_face_chip(rgb, shape, size=160, padding=0.3))
+    net = engine.networks()
+    out["aligned112"] = np.ascontiguousarray(net.dlib.get_face_chip(rgb, shape, size=112, padding=0.1))
+    out["aligned160"] = np.ascontiguousarray(net.dlib.get_face_chip(rgb, shape, size=160, padding=0.3))
     return out
 
 

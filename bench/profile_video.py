@@ -217,7 +217,7 @@ def main():
         cv2.setNumThreads(args.cv_threads)
     clips, kols, _ = video_scenes.build(args.seed)
     model = train_model(kols)
-    engine.models()
+    engine.networks()
     # As in the pool's workers (shared.faces.parallel): one BLAS thread. Otherwise dlib's OpenBLAS threads
     # spin between the encoder's calls and, inline, add about 0.6 CPU s per video s that the
     # server never spends (measured on tv720: 1.84 in all against 1.28).

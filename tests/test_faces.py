@@ -85,7 +85,7 @@ def test_tight_crops_give_one_face_of_the_same_person(person, path):
     rgb = load_image(path)
     original = engine.analyze(rgb)[0]
     shape = engine.landmarks(rgb, original.box)
-    dlib = engine.models().dlib
+    dlib = engine.networks().dlib
     top, right, bottom, left = original.box
     crops = {"box": rgb[top:bottom + 1, left:right + 1],
              "aligned112": dlib.get_face_chip(rgb, shape, size=112, padding=0.1),

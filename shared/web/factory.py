@@ -65,7 +65,7 @@ def warm_up(app):
         from shared.faces import engine
 
         try:
-            engine.models()
+            engine.networks()
             app.extensions["models"].current()
         except Exception:  # a broken model shows up on the first request, with its error page
             logging.getLogger(app.import_name).exception("warm-up failed")
