@@ -73,7 +73,7 @@ def main():
             c["lib_ms"].append((time.perf_counter() - t) * 1000)
             if len(found) == 1:
                 c["one"] += 1
-                c["right"] += np.linalg.norm(found[0].embedding - emb[j]) < 0.6
+                c["right"] += np.linalg.norm(found[0].embedding - emb[j]) < engine.SAME_PERSON_DISTANCE
             else:
                 misses.append(f"{variant} {person}/{path.name}: {len(found)} faces")
     print(f"{'crop':12s} {'crops':>6s} {'one face (ours)':>18s} {'recognised':>18s} {'one face (library)':>20s} "

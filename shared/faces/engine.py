@@ -10,7 +10,7 @@ Conventions (the same as ``face_recognition``):
   cut by dlib's 5-point alignment with padding ``CHIP_PADDING`` — exactly the crop
   dlib's face-recognition network expects, so a chip can be embedded on its own;
 - an embedding is a ``float64`` vector of 128 values (dlib ResNet); two photos of
-  one person are usually closer than 0.6 in Euclidean distance.
+  one person are usually closer than :data:`SAME_PERSON_DISTANCE` (0.6) in Euclidean distance.
 
 The dlib networks are loaded once per process, on first use (:func:`networks`); the
 HOG detector once per thread (:func:`detector`).
@@ -28,6 +28,10 @@ import numpy as np
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25
 EMBEDDING_SIZE = 128
+#: dlib's same-person distance: two embeddings (Euclidean) closer than this are usually one person.
+#: dlib's ResNet was validated at this threshold and it is face_recognition's default ``tolerance``;
+#: the one name for it (stricter or looser thresholds elsewhere have their own names).
+SAME_PERSON_DISTANCE = 0.6
 
 # dlib's HOG detector releases Python's GIL while it scans; its ResNet encoder holds it (measured by
 # bench/bench_gil.py). Neither object is safe to share between threads: the HOG detector crashed a

@@ -20,18 +20,14 @@ from shared.faces import engine
 from shared.training import sampling
 from shared.training.pool import chip_embedding, kol_slug, matching_kols, name_key
 
-#: A face in a photo with several faces is taken as the KOL's when it is at most this far
-#: (embedding distance) from one of the KOL's pool faces (dlib's same-person threshold).
-SAME_PERSON_DISTANCE = 0.6
-
-
 def pick_faces(crops, known):
     """Which crops of one photo are the KOL's: ``crops`` are the photo's crop records
     (largest face first, each with an ``"embedding"``), ``known`` ``(n, 128)`` the KOL's
     pool embeddings.
 
     One face: that face. Several: the one nearest to the KOL's faces when it is within
-    :data:`SAME_PERSON_DISTANCE`, else none (the photo is skipped and says why).
+    :data:`shared.faces.engine.SAME_PERSON_DISTANCE` (embedding distance), else none (the photo
+    is skipped and says why).
     Returns ``(chosen crops, reason or None)``.
     """
     if not crops:
@@ -42,7 +38,7 @@ def pick_faces(crops, known):
         return [], f"{len(crops)} faces and none to compare with: use photos with one face"
     nearest = [float(engine.distances(known, c["embedding"]).min()) for c in crops]
     best = int(np.argmin(nearest))
-    if nearest[best] > SAME_PERSON_DISTANCE:
+    if nearest[best] > engine.SAME_PERSON_DISTANCE:
         return [], f"{len(crops)} faces and none looks like this KOL"
     return [crops[best]], None
 

@@ -17,7 +17,8 @@ from shared.core import csvsafe
 from shared.video.tracks import merge_spans
 
 #: Two unknown tracks are one stranger when all their embeddings are within this distance of each
-#: other: a little under dlib's same-person distance (0.6), so two look-alike strangers stay apart.
+#: other: a little under dlib's same-person distance (0.6,
+#: :data:`shared.faces.engine.SAME_PERSON_DISTANCE`), so two look-alike strangers stay apart.
 SAME_STRANGER_DISTANCE = 0.55
 
 
