@@ -42,7 +42,8 @@ import numpy as np
 
 import lfw_cache
 from common import ROOT  # noqa: F401  (puts the repository on sys.path)
-from shared.recognition import classifier
+from shared.recognition.model import train
+from shared.recognition.rule import KOL_ODDS, fit_rule
 
 TARGET = 0.98
 SHOTS = (5, 1, 2, 3)
@@ -105,7 +106,7 @@ def scenario(faces, kols, people, shots, seed):
 
 
 def dev_data(faces, people, shot_list=(1, 2, 3, 5), draws=3):
-    """Features and outcomes for :func:`shared.recognition.classifier.fit_rule` on ``people``."""
+    """Features and outcomes for :func:`shared.recognition.rule.fit_rule` on ``people``."""
     F, right, stranger = [], [], []
     for shots in shot_list:
         for draw in range(draws):
@@ -113,7 +114,7 @@ def dev_data(faces, people, shot_list=(1, 2, 3, 5), draws=3):
             able = [p for p in people if len(faces[p]) > shots]
             kols = set(rng.choice(able, len(able) // 2, replace=False).tolist())
             X, slugs, tests = scenario(faces, kols, people, shots, seed=1000 + 10 * shots + draw)
-            model = classifier.train(X, slugs, {})
+            model = train(X, slugs, {})
             best, f = model.describe(np.array([t[0] for t in tests]))
             F.append(f)
             right += [model.classes[b] == t[1] for b, t in zip(best, tests)]
@@ -135,7 +136,7 @@ def inner_rates(faces, fit_people, test_people, odds_list, seed):
     X, slugs, tests = scenario(faces, kols, test_people, 5, seed=seed)
     out = []
     for odds in odds_list:
-        model = classifier.train(X, slugs, {}, rule=classifier.fit_rule(*dev, odds=odds))
+        model = train(X, slugs, {}, rule=fit_rule(*dev, odds=odds))
         tally = Tally()
         run_ours(model, tests, tally, [])
         out.append(np.array(tally.both()))
@@ -143,7 +144,7 @@ def inner_rates(faces, fit_people, test_people, odds_list, seed):
 
 
 def choose_odds(faces, people, seed=0):
-    """The stream odds (:data:`shared.recognition.classifier.KOL_ODDS`) that these ``people`` alone pick: split them
+    """The stream odds (:data:`shared.recognition.rule.KOL_ODDS`) that these ``people`` alone pick: split them
     in two halves, fit on one and measure on the other (both ways, two draws), and keep the odds
     whose lower share (KOL named right or strangers unknown) is the highest."""
     score = np.zeros((len(ODDS_CHOICES), 2))
@@ -157,7 +158,7 @@ def choose_odds(faces, people, seed=0):
 def fit_on(faces, people, seed=0):
     """``(odds, rule)`` fitted on ``people`` alone: the odds by :func:`choose_odds`, then the rule."""
     odds = choose_odds(faces, people, seed)
-    return odds, classifier.fit_rule(*dev_data(faces, people), odds=odds)
+    return odds, fit_rule(*dev_data(faces, people), odds=odds)
 
 
 class Tally:
@@ -190,7 +191,7 @@ class Tally:
         return self.kol_right / max(1, self.kol), self.stranger_unknown / max(1, self.stranger)
 
 
-def run_ours(model, tests, tally, reliability, odds=classifier.KOL_ODDS):
+def run_ours(model, tests, tally, reliability, odds=KOL_ODDS):
     for (e, person, is_kol) in tests:
         p = model.predict(e[None, :])[0]
         tally.add(p.identity, person, is_kol)
@@ -301,7 +302,7 @@ def main():
             mine = Tally()
             for f in range(2):
                 X, slugs, tests = scenario(faces, kols, parts[f], shots, seed=shots + 100 * seed)
-                model = classifier.train(X, slugs, {}, rule=rules[seed][f])
+                model = train(X, slugs, {}, rule=rules[seed][f])
                 ours, cf = Tally(), Tally()
                 run_ours(model, tests, ours, reliability if shots == 5 else [], odds_of[seed][f])
                 run_compare_faces(X, slugs, tests, cf)
@@ -328,7 +329,7 @@ def main():
     for seed, parts in enumerate(splits):
         for f in range(2):
             X, slugs, tests = scenario(faces, {p for p in parts[f] if len(faces[p]) >= 6}, parts[f], 5, seed=5 + 100 * seed)
-            run_ours(classifier.train(X, slugs, {}, rule=rules[seed][f]), tests, many, [])
+            run_ours(train(X, slugs, {}, rule=rules[seed][f]), tests, many, [])
             run_compare_faces(X, slugs, tests, cf)
     print("\nmany KOLs (everyone in the fold with >= 6 photos is a KOL, about 80 per fold, 5 photos each; "
           "their 1-4 other photos are harder tests):")

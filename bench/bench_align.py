@@ -35,7 +35,7 @@ from common import FIVE, require_data
 
 require_data()
 
-from shared.recognition import classifier  # noqa: E402
+from shared.recognition.model import train  # noqa: E402
 from shared.faces import engine, parallel
 from shared.training import sampling
 from shared.training.pool import Pool  # noqa: E402
@@ -95,7 +95,7 @@ def main():
     paths = sorted(FIVE.rglob("*.jpg"))
     t = time.perf_counter()
     executor = parallel.pool()
-    list(executor.map(_warm, range(parallel.workers() * 2)))  # start + load models
+    list(executor.map(_warm, range(parallel.workers() * 2)))  # start + load the dlib networks
     print(f"{len(paths)} photos, {parallel.workers()} worker processes (cores available to this process); "
           f"starting the pool and loading the models took {time.perf_counter() - t:.2f} s (not timed below)")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -138,13 +138,13 @@ def main():
             for name in kols[:-1]:
                 pool.add(name, sorted((chip_dir / name).glob("*.png")))
             t = time.perf_counter()
-            model = classifier.train(*pool.embeddings()[:2], pool.names())
+            model = train(*pool.embeddings()[:2], pool.names())
             first = time.perf_counter() - t
             pool.add(kols[-1], sorted((chip_dir / kols[-1]).glob("*.png")))  # a later import
             t = time.perf_counter()
             X, slugs, _ = pool.embeddings()
             read = time.perf_counter() - t
-            model = classifier.train(X, slugs, pool.names())
+            model = train(X, slugs, pool.names())
             second = time.perf_counter() - t
         finally:
             engine.embed = real_embed
@@ -157,7 +157,7 @@ def main():
 
 
 def _warm(_):
-    return engine.models() is not None
+    return engine.networks() is not None
 
 
 if __name__ == "__main__":

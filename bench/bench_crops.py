@@ -31,9 +31,9 @@ def crops(rgb, box):
     top, right, bottom, left = box
     out = {"box": np.ascontiguousarray(rgb[top:bottom + 1, left:right + 1])}
     shape = engine.landmarks(rgb, box)
-    m = engine.models()
-    out["aligned112"] = np.ascontiguousarray(m.dlib.get_face_chip(rgb, shape, size=112, padding=0.1))
-    out["aligned160"] = np.ascontiguousarray(m.dlib.get_face_chip(rgb, shape, size=160, padding=0.3))
+    net = engine.networks()
+    out["aligned112"] = np.ascontiguousarray(net.dlib.get_face_chip(rgb, shape, size=112, padding=0.1))
+    out["aligned160"] = np.ascontiguousarray(net.dlib.get_face_chip(rgb, shape, size=160, padding=0.3))
     return out
 
 
@@ -73,7 +73,7 @@ def main():
             c["lib_ms"].append((time.perf_counter() - t) * 1000)
             if len(found) == 1:
                 c["one"] += 1
-                c["right"] += np.linalg.norm(found[0].embedding - emb[j]) < 0.6
+                c["right"] += np.linalg.norm(found[0].embedding - emb[j]) < engine.SAME_PERSON_DISTANCE
             else:
                 misses.append(f"{variant} {person}/{path.name}: {len(found)} faces")
     print(f"{'crop':12s} {'crops':>6s} {'one face (ours)':>18s} {'recognised':>18s} {'one face (library)':>20s} "

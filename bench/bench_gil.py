@@ -60,7 +60,7 @@ class Detect:
         self.rgb = rgb
 
     def setup(self):
-        return engine.models().dlib.get_frontal_face_detector()
+        return engine.networks().dlib.get_frontal_face_detector()
 
     def __call__(self, detector):
         detector(self.rgb, 1)

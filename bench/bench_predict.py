@@ -34,7 +34,8 @@ import face_recognition  # noqa: E402
 
 from shared.faces import engine, images, parallel  # noqa: E402
 from shared.recognition import predict  # noqa: E402
-from shared.recognition.classifier import ModelStore, train  # noqa: E402
+from shared.recognition.model import train  # noqa: E402
+from shared.recognition.store import ModelStore  # noqa: E402
 
 
 def build_model(data_dir):

@@ -7,13 +7,13 @@ Embeddings are synthetic, drawn like dlib's (each KOL a random centre with per-c
 spread 0.06, each photo that centre plus spread 0.025: same-KOL distances ~0.4, different
 KOLs ~1.0). For each roster size it prints:
 
-- train: :func:`shared.recognition.classifier.train` (centroids + training metrics incl. confused pairs);
+- train: :func:`shared.recognition.model.train` (centroids + training metrics incl. confused pairs);
 - save: :meth:`ModelStore.save` (``.npz``, arrays only) and the file size;
 - load: :meth:`ModelStore.load` in a fresh Python process (``load`` alone, and ``cold`` = the
-  process's imports of numpy + shared.recognition.classifier + load), and that process's peak RSS;
+  process's imports of numpy + shared.recognition.store + load), and that process's peak RSS;
 - identify: :meth:`Model.predict` of one face (median over 200 faces), after the face is encoded;
 - top-5: :meth:`Model.similar` with ``k=5`` (median over 200 faces);
-- retrain: :func:`shared.recognition.classifier.train` again after adding one KOL (what an import costs).
+- retrain: :func:`shared.recognition.model.train` again after adding one KOL (what an import costs).
 
 Bounds from issue 10 (2-core machine): 1,000 KOLs trained <= 30 s, 10,000 <= 300 s; load <= 1 s at
 10,000; identify <= 5 ms per face and top-5 <= 20 ms at 10,000.
@@ -28,14 +28,15 @@ from pathlib import Path
 import numpy as np
 
 from common import ROOT
-from shared.recognition import classifier
+from shared.recognition.model import train
+from shared.recognition.store import ModelStore
 
 PER_KOL = 20
 LOADER = """
 import json, resource, sys, time
 t0 = time.perf_counter()
 import numpy as np
-from shared.recognition.classifier import ModelStore
+from shared.recognition.store import ModelStore
 t1 = time.perf_counter()
 m = ModelStore(sys.argv[1]).load(sys.argv[2])
 t2 = time.perf_counter()
@@ -66,9 +67,9 @@ def one(kols, folder):
     X, slugs, centres = synthetic(kols)
     names = {s: s for s in set(slugs)}
     t = time.perf_counter()
-    model = classifier.train(X, slugs, names)
+    model = train(X, slugs, names)
     train_s = time.perf_counter() - t
-    store = classifier.ModelStore(Path(folder) / f"models-{kols}")
+    store = ModelStore(Path(folder) / f"models-{kols}")
     t = time.perf_counter()
     version = store.save(model)
     save_s = time.perf_counter() - t
@@ -85,7 +86,7 @@ def one(kols, folder):
     identify = median_ms(lambda e: model.predict(e[None, :]), probes)
     top5 = median_ms(lambda e: model.similar(e, 5), probes)
     t = time.perf_counter()
-    classifier.train(np.concatenate([X, np.repeat(centres[:1] + 0.3, PER_KOL, 0)]),
+    train(np.concatenate([X, np.repeat(centres[:1] + 0.3, PER_KOL, 0)]),
                      slugs + ["new-kol"] * PER_KOL, names)
     retrain_s = time.perf_counter() - t
     return {"kols": kols, "train_s": train_s, "save_s": save_s, "size_mb": size_mb, "load_s": fresh["load"],

@@ -60,7 +60,7 @@ import video_scenes
 def train_model(kols):
     import numpy as np
 
-    from shared.recognition import classifier
+    from shared.recognition.model import train
     from shared.faces import engine, images
     from shared.training.pool import kol_slug
 
@@ -71,7 +71,7 @@ def train_model(kols):
         X.append(found[0].embedding)
         slugs.append(kol_slug(name))
         names[kol_slug(name)] = name
-    return classifier.train(np.array(X), slugs, names)
+    return train(np.array(X), slugs, names)
 
 
 def video_folder(root, path):

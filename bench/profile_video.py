@@ -78,7 +78,7 @@ def instrument():
     """Wrap the stages of the loop (module attributes, so every caller gets the timed version)."""
     import cv2  # noqa: F401
 
-    from shared.recognition import classifier
+    from shared.recognition.model import Model
     from shared.faces import engine, frames, overlay
     from shared.video import streaming, tracking, tracks
 
@@ -129,7 +129,7 @@ def instrument():
     R.step = timed("step other (matching, views)", R.step)
     R.plan = timed("plan (region scheduling)", R.plan)
     R.appearances = timed("summary / panel text", R.appearances)
-    classifier.Model.predict = timed("model.predict", classifier.Model.predict)
+    Model.predict = timed("model.predict", Model.predict)
     orig_vote = tracks.Track.vote
 
     def vote(self, identity, confidence):
@@ -217,7 +217,7 @@ def main():
         cv2.setNumThreads(args.cv_threads)
     clips, kols, _ = video_scenes.build(args.seed)
     model = train_model(kols)
-    engine.models()
+    engine.networks()
     # As in the pool's workers (shared.faces.parallel): one BLAS thread. Otherwise dlib's OpenBLAS threads
     # spin between the encoder's calls and, inline, add about 0.6 CPU s per video s that the
     # server never spends (measured on tv720: 1.84 in all against 1.28).

@@ -5,7 +5,7 @@ Admin only (shared/web/auth.py denies by default); the switch is audited as ``mo
 from flask import Blueprint, jsonify, redirect, request, url_for
 
 from shared.core.errors import UserError
-from shared.recognition import classifier
+from shared.recognition.report import version_history
 from shared.web.factory import models, pool
 from shared.web.replies import reply, wants_json
 
@@ -14,7 +14,7 @@ bp = Blueprint("models", __name__)
 
 @bp.get("/models")
 def index():
-    versions = classifier.version_history(models(), pool().display_names())
+    versions = version_history(models(), pool().display_names())
     payload = {"current": models().current_version(), "versions": versions}
     return reply("process/models.html", payload, switched=request.args.get("switched"))
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from werkzeug.datastructures import FileStorage
 
 from shared.recognition import batch
-from shared.recognition.classifier import ModelStore
+from shared.recognition.store import ModelStore
 
 
 def photos(folder, data_dir, photo):

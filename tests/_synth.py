@@ -3,7 +3,7 @@
 Nothing here fakes the code under test: the files are real (broken) JPEG/PNG/MP4/zip
 bytes, and the synthetic jobs, pools and models are written through the project's
 own storage code (:class:`shared.training.jobs.JobStore`, :func:`shared.training.pool.save_chip`,
-:class:`shared.recognition.classifier.ModelStore`) with made-up embeddings, so the wizard's
+:class:`shared.recognition.store.ModelStore`) with made-up embeddings, so the wizard's
 clean/import/train steps and the prediction routes run for real without dlib
 having to find faces in noise.
 """
@@ -188,13 +188,14 @@ def _embeddings(n_kols, per_kol, seed=0):
 
 def synthetic_model(data_dir, n_kols=3, per_kol=6, seed=0):
     """Train and save a real model on made-up embeddings; returns its version."""
-    from shared.recognition import classifier
+    from shared.recognition.model import train
+    from shared.recognition.store import ModelStore
 
     E = _embeddings(n_kols, per_kol, seed)
     X = np.array([e for kol in E for e in kol])
     slugs = [f"kol-{k}" for k in range(n_kols) for _ in range(per_kol)]
-    model = classifier.train(X, slugs, {f"kol-{k}": f"KOL {k}" for k in range(n_kols)})
-    return classifier.ModelStore(Path(data_dir) / "models").save(model)
+    model = train(X, slugs, {f"kol-{k}": f"KOL {k}" for k in range(n_kols)})
+    return ModelStore(Path(data_dir) / "models").save(model)
 
 
 def aligned_job(data_dir, kols=("Ann", "Bob"), per_kol=8, seed=0, chip_px=150):

@@ -20,7 +20,8 @@ def roster_servers(tmp_path_factory):
     """Live servers on a pool of three KOLs (raw folder names) plus a duplicate "Mindy K." and a model."""
     if not FIVE.is_dir():
         pytest.skip("real photos not found")
-    from shared.recognition.classifier import ModelStore, train
+    from shared.recognition.model import train
+    from shared.recognition.store import ModelStore
 
     base = tmp_path_factory.mktemp("roster")
     pool = Pool(base / "data" / "pool")

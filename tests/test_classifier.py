@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.recognition import classifier
+from shared.recognition.model import SIMILARITY_SCALE, train
 from shared.training.train import retrain
 from shared.faces import engine
-from shared.recognition.classifier import ModelStore
+from shared.recognition.store import ModelStore
 from shared.core.errors import UserError
 from shared.faces.images import load_image
 from shared.training.pool import Pool, save_chip
@@ -36,7 +36,7 @@ def _people(n_kols, per_kol, seed=0, spread=0.025):
 @needs_data
 def test_trained_model_names_held_back_photos_and_refuses_strangers(celeb_faces, tmp_path):
     X, slugs = _training_set(celeb_faces)
-    model = classifier.train(X, slugs, {s: s.replace("_", " ").title() for s in set(slugs)})
+    model = train(X, slugs, {s: s.replace("_", " ").title() for s in set(slugs)})
     assert model.meta["identities"] == 5 and model.meta["samples"] == len(X)
 
     right = total = 0
@@ -61,7 +61,7 @@ def test_save_load_round_trip_and_current_pointer(celeb_faces, tmp_path):
     X, slugs = _training_set(celeb_faces)
     store = ModelStore(tmp_path / "models")
     assert store.current_version() is None and store.current() is None
-    model = classifier.train(X, slugs, {})
+    model = train(X, slugs, {})
     version = store.save(model)
     assert store.current_version() == version
     loaded = store.current()
@@ -72,7 +72,7 @@ def test_save_load_round_trip_and_current_pointer(celeb_faces, tmp_path):
     assert not list((tmp_path / "models").rglob("*.pkl"))
     with np.load(tmp_path / "models" / version / "model.npz", allow_pickle=False) as z:
         assert all(z[k].dtype != object for k in z.files)
-    second = store.save(classifier.train(X[:40], slugs[:40], {}))
+    second = store.save(train(X[:40], slugs[:40], {}))
     assert store.current().version == second != version
 
 
@@ -80,7 +80,7 @@ def test_single_identity_and_similarity():
     rng = np.random.default_rng(0)
     centre = rng.normal(0, 0.06, size=128)
     X = centre + rng.normal(0, 0.02, size=(6, 128))
-    model = classifier.train(X, ["solo"] * 6, {"solo": "Solo"})
+    model = train(X, ["solo"] * 6, {"solo": "Solo"})
     near, far = model.predict([centre]), model.predict([centre + rng.normal(0, 0.08, size=128)])
     near, far = near[0], far[0]
     assert near.known and near.identity == "solo" and not far.known and far.identity is None
@@ -92,7 +92,7 @@ def test_single_identity_and_similarity():
 
 def test_empty_pool_is_a_clear_error():
     with pytest.raises(UserError):
-        classifier.train(np.zeros((0, 128)), [], {})
+        train(np.zeros((0, 128)), [], {})
 
 
 def test_malformed_versions_are_refused(tmp_path):
@@ -108,10 +108,10 @@ def test_malformed_versions_are_refused(tmp_path):
 
 def test_similarity_is_graded_fixed_and_half_at_the_scale():
     X, slugs, centres = _people(3, 8, seed=1)
-    model = classifier.train(X, slugs, {})
+    model = train(X, slugs, {})
     assert model.similarity(0.0) == 1.0
-    assert abs(model.similarity(classifier.SIMILARITY_SCALE) - 0.5) < 1e-9
-    assert model.similarity(2 * classifier.SIMILARITY_SCALE) < 0.1
+    assert abs(model.similarity(SIMILARITY_SCALE) - 0.5) < 1e-9
+    assert model.similarity(2 * SIMILARITY_SCALE) < 0.1
     rows = model.similar(centres[1], k=5)
     assert [r[0] for r in rows][0] == "k1" and len(rows) == 3
     sims = [r[1] for r in rows]
@@ -120,7 +120,7 @@ def test_similarity_is_graded_fixed_and_half_at_the_scale():
     assert model.similar(centres[1], k=1)[0][0] == "k1" and model.similar(centres[1], k=0) == []
     # comparable across retrains: the same face and KOL photos give the same similarity in a bigger model
     X2, slugs2, _ = _people(30, 8, seed=2)
-    bigger = classifier.train(np.concatenate([X, X2]), slugs + [s + "x" for s in slugs2], {})
+    bigger = train(np.concatenate([X, X2]), slugs + [s + "x" for s in slugs2], {})
     assert bigger.similar(centres[1], k=1)[0][:2] == rows[0][:2]
 
 
@@ -128,7 +128,7 @@ def test_confidence_follows_the_evidence():
     """Confidence is how sure the answer shown is: a face walked away from a KOL is named with less and
     less confidence, then answered "unknown" with more and more confidence."""
     X, slugs, centres = _people(2, 8, seed=2)
-    model = classifier.train(X, slugs, {})
+    model = train(X, slugs, {})
     direction = np.random.default_rng(9).normal(0, 1, 128)
     direction /= np.linalg.norm(direction)
     answers = [model.predict([centres[0] + d * direction])[0] for d in np.linspace(0, 1.2, 13)]
@@ -142,7 +142,7 @@ def test_confidence_follows_the_evidence():
 
 def test_threshold_depends_on_photo_count_and_is_explained():
     X, slugs, _ = _people(4, 5)
-    model = classifier.train(X, slugs, {})
+    model = train(X, slugs, {})
     m = model.meta["metrics"]
     t = m["thresholds_by_photos"]
     # distances to an average of many photos are shorter for everyone: the limit tightens with n
@@ -152,7 +152,7 @@ def test_threshold_depends_on_photo_count_and_is_explained():
 
 def test_one_kol_names_at_most_one_face_per_photo():
     X, slugs, centres = _people(3, 6, seed=3)
-    model = classifier.train(X, slugs, {})
+    model = train(X, slugs, {})
     rng = np.random.default_rng(4)
     twins = [centres[0] + rng.normal(0, 0.03, 128), centres[0] + rng.normal(0, 0.005, 128)]
     alone = [model.predict([t])[0] for t in twins]
@@ -168,7 +168,7 @@ def test_one_kol_names_at_most_one_face_per_photo():
 def test_confused_pairs_cover_kols_with_one_photo():
     X, slugs, centres = _people(5, 4, seed=5)
     twin = centres[0] + np.random.default_rng(6).normal(0, 0.02, 128)  # a look-alike with one photo
-    model = classifier.train(np.concatenate([X, twin[None, :]]), slugs + ["solo"], {})
+    model = train(np.concatenate([X, twin[None, :]]), slugs + ["solo"], {})
     pairs = model.meta["metrics"]["confused"]
     assert pairs and {pairs[0]["a"], pairs[0]["b"]} == {"k0", "solo"}
 
@@ -178,8 +178,8 @@ def _store_with_versions(tmp_path, n=3):
     store = ModelStore(tmp_path / "models")
     versions = []
     for i in range(n):
-        versions.append(store.save(classifier.train(X[: 10 + 5 * (i % 2)], slugs[: 10 + 5 * (i % 2)], {})))
-    full = store.save(classifier.train(X, slugs, {"k1": "Kay One"}))
+        versions.append(store.save(train(X[: 10 + 5 * (i % 2)], slugs[: 10 + 5 * (i % 2)], {})))
+    full = store.save(train(X, slugs, {"k1": "Kay One"}))
     versions.append(full)
     assert versions == sorted(set(versions))  # save names each version after it, in order: no wait needed
     return store, versions, X, slugs, centres
@@ -290,7 +290,7 @@ def test_two_trainings_at_once_one_gets_409(tmp_path):
     assert results["first"]["identities"] == 2
     # and across processes: a training held by another process refuses this one
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from shared.recognition.classifier import training_lock\n"
+        [sys.executable, "-c", "import sys, time; from shared.recognition.store import training_lock\n"
          "with training_lock(sys.argv[1]):\n print('held', flush=True); time.sleep(30)", str(store.root)],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
@@ -331,12 +331,12 @@ def test_delete_and_import_during_a_training(tmp_path):
 
 def test_cross_validated_accuracy_counts_photos_closest_to_their_own_kol():
     X, slugs, centres = _people(3, 4, seed=8)
-    model = classifier.train(X, slugs, {})
+    model = train(X, slugs, {})
     assert model.meta["metrics"]["cv_accuracy"] == 1.0
     # a photo of k0 filed under k1 is closer to k0's average face: one miss out of 13
-    wrong = classifier.train(np.concatenate([X, centres[:1]]), slugs + ["k1"], {})
+    wrong = train(np.concatenate([X, centres[:1]]), slugs + ["k1"], {})
     assert wrong.meta["metrics"]["cv_accuracy"] == round(12 / 13, 4)
-    assert classifier.train(X[:4], slugs[:4], {}).meta["metrics"]["cv_accuracy"] is None
+    assert train(X[:4], slugs[:4], {}).meta["metrics"]["cv_accuracy"] is None
 
 
 def test_deleting_a_kol_in_the_wizard_forgets_them_in_every_model(process_app, data_dir):

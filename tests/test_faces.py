@@ -55,7 +55,7 @@ def test_same_person_closer_than_different_people(celeb_faces):
     a, b = emb("ben_afflek"), emb("elton_john")
     same = [np.linalg.norm(x - y) for i, x in enumerate(a) for y in a[i + 1:]]
     diff = [np.linalg.norm(x - y) for x in a for y in b]
-    assert np.median(same) < 0.6 < np.median(diff)
+    assert np.median(same) < engine.SAME_PERSON_DISTANCE < np.median(diff)
     assert np.mean(same) < np.mean(diff) - 0.2
 
 
@@ -85,7 +85,7 @@ def test_tight_crops_give_one_face_of_the_same_person(person, path):
     rgb = load_image(path)
     original = engine.analyze(rgb)[0]
     shape = engine.landmarks(rgb, original.box)
-    dlib = engine.models().dlib
+    dlib = engine.networks().dlib
     top, right, bottom, left = original.box
     crops = {"box": rgb[top:bottom + 1, left:right + 1],
              "aligned112": dlib.get_face_chip(rgb, shape, size=112, padding=0.1),
@@ -97,7 +97,7 @@ def test_tight_crops_give_one_face_of_the_same_person(person, path):
         assert len(found) == 1, (person, name)
         t, r, b, l = found[0].box
         assert 0 <= t < b < crop.shape[0] and 0 <= l < r < crop.shape[1]
-        assert np.linalg.norm(found[0].embedding - original.embedding) < 0.6, (person, name)
+        assert np.linalg.norm(found[0].embedding - original.embedding) < engine.SAME_PERSON_DISTANCE, (person, name)
 
 
 def test_faceless_photos_stay_faceless_with_the_tight_fallback():

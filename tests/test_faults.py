@@ -72,7 +72,7 @@ def pool_state(data_dir):
 
 def model_state(data_dir):
     """``(current version, identities)`` after loading the current model completely (``(None, 0)`` if none)."""
-    from shared.recognition.classifier import ModelStore
+    from shared.recognition.store import ModelStore
 
     store = ModelStore(Path(data_dir) / "models")
     version = store.current_version()
@@ -509,7 +509,7 @@ def test_process_server_healthz_names_a_redis_that_does_not_answer(data_dir, red
 def test_model_store_switches_atomically(tmp_path):
     """Readers calling ModelStore.current() while versions are saved never see no model, a broken one,
     or an older one than they saw before."""
-    from shared.recognition.classifier import ModelStore
+    from shared.recognition.store import ModelStore
 
     first = _synth.synthetic_model(tmp_path, n_kols=2)
     store = ModelStore(tmp_path / "models")

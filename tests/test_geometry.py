@@ -24,7 +24,8 @@ JSON = {"Accept": "application/json"}
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory, celeb_faces):
     """Pool + model of the five_celebs KOLs (train_ photos), in a data folder for the apps."""
-    from shared.recognition.classifier import ModelStore, train
+    from shared.recognition.model import train
+    from shared.recognition.store import ModelStore
     from shared.training.pool import Pool, save_chip
 
     data = tmp_path_factory.mktemp("geo") / "data"

@@ -178,10 +178,11 @@ def _save_a_model(data_dir):
     """A model of three synthetic embeddings of one KOL (enough for the batch route to start)."""
     import numpy as np
 
-    from shared.recognition import classifier
+    from shared.recognition.model import train
+    from shared.recognition.store import ModelStore
 
     X = np.random.default_rng(3).normal(0, 0.06, size=(3, 128))
-    classifier.ModelStore(data_dir / "models").save(classifier.train(X, ["ann"] * 3, {"ann": "Ann"}))
+    ModelStore(data_dir / "models").save(train(X, ["ann"] * 3, {"ann": "Ann"}))
 
 
 def test_a_new_prediction_result_sweeps_old_ones_by_the_setting(tmp_path):
@@ -290,10 +291,11 @@ def test_temporary_files_of_killed_writes_go_once_an_hour_old(tmp_path):
 def test_pruning_after_a_training_removes_what_a_killed_training_left(tmp_path):
     import numpy as np
 
-    from shared.recognition import classifier
+    from shared.recognition.model import train
+    from shared.recognition.store import ModelStore
 
-    store = classifier.ModelStore(tmp_path / "models")
-    version = store.save(classifier.train(np.random.default_rng(5).normal(0, 0.06, (3, 128)), ["ann"] * 3, {}))
+    store = ModelStore(tmp_path / "models")
+    version = store.save(train(np.random.default_rng(5).normal(0, 0.06, (3, 128)), ["ann"] * 3, {}))
     left = aged(killed_write(store.root / version / "model.npz"), 2 * 3600)  # a rewrite (forget) killed
     fresh = killed_write(store.root / "current")  # a write that may still be running
     assert store.prune(5) == [] and not left.exists() and fresh.exists()

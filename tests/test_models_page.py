@@ -14,15 +14,16 @@ from .test_auth import PASSWORD, audit_rows, csrf_token
 def two_versions(data_dir):
     """Two real models on made-up embeddings: ``old`` knows kol-0..kol-2, ``new`` (current) only kol-0, kol-1
     with fewer photos each. Returns ``(old, new, embeddings)``."""
-    from shared.recognition import classifier
+    from shared.recognition.model import train
+    from shared.recognition.store import ModelStore
 
     E = _synth._embeddings(3, 6, seed=0)
-    store = classifier.ModelStore(Path(data_dir) / "models")
+    store = ModelStore(Path(data_dir) / "models")
     names = {f"kol-{k}": f"KOL {k}" for k in range(3)}
     X = np.array([e for kol in E for e in kol])
-    old = store.save(classifier.train(X, [f"kol-{k}" for k in range(3) for _ in range(6)], names))
+    old = store.save(train(X, [f"kol-{k}" for k in range(3) for _ in range(6)], names))
     X2 = np.array([e for kol in E[:2] for e in kol[:4]])
-    new = store.save(classifier.train(X2, [f"kol-{k}" for k in range(2) for _ in range(4)], names))
+    new = store.save(train(X2, [f"kol-{k}" for k in range(2) for _ in range(4)], names))
     assert old < new and store.current_version() == new
     return old, new, E
 
@@ -112,11 +113,12 @@ def test_refusals(process_app, main_app, data_dir):
 
 def test_accuracy_words_follow_the_numbers(data_dir):
     """The comparison's accuracy words come from the two versions' cross-validated accuracies."""
-    from shared.recognition import classifier
+    from shared.recognition.report import version_history
+    from shared.recognition.store import ModelStore
     from shared.core.storage import atomic_write_json
 
     old, new, _ = two_versions(data_dir)
-    store = classifier.ModelStore(Path(data_dir) / "models")
+    store = ModelStore(Path(data_dir) / "models")
 
     def set_accuracy(version, value):
         meta = store.meta(version)
@@ -129,6 +131,6 @@ def test_accuracy_words_follow_the_numbers(data_dir):
                                        (None, 0.9, "not comparable", "accuracy cannot be compared")]:
         set_accuracy(old, before)
         set_accuracy(new, after)
-        cmp = classifier.version_history(store, {"kol-2": "Zoe"})[0]["comparison"]
+        cmp = version_history(store, {"kol-2": "Zoe"})[0]["comparison"]
         assert cmp["accuracy"] == word and words in cmp["summary"], (before, after, cmp)
         assert cmp["summary"].startswith("1 KOL removed (Zoe); ")  # the pool's display name first

@@ -200,7 +200,7 @@ def _on_canvas(rgb, size=(360, 480)):
 def test_appearances_csv_escapes_kol_names_a_spreadsheet_would_run(people, tmp_path):
     """Four KOLs named "=...", "+...", "@...", "-..." in the pool and the model; a clip of their
     photos streamed by the video server; the CSV shows each name starting with ', the page as it is."""
-    from shared.recognition import classifier
+    from shared.recognition.store import ModelStore
     from shared.training.train import retrain
     from shared.faces import engine, images
     from shared.training.pool import Pool, save_chip
@@ -217,7 +217,7 @@ def test_appearances_csv_escapes_kol_names_a_spreadsheet_would_run(people, tmp_p
         assert chips, person
         pool.add(name, chips)
         frames += [_on_canvas(images.load_image(FIVE / person / "train_1.jpg"))] * 8
-    retrain(pool, classifier.ModelStore(data_dir / "models"))
+    retrain(pool, ModelStore(data_dir / "models"))
     boss = people["boss"]
     vid = _upload(boss["main"], _clip(tmp_path / "four.avi", frames, fps=8.0))
     body = boss["video"].get("/video_feed", query_string={"video": vid, "pace": "0"}).get_data()

@@ -15,7 +15,8 @@ import pytest
 from shared.recognition import batch
 from shared.faces import parallel
 from shared.training import pool as pool_mod
-from shared.recognition.classifier import ModelStore, train
+from shared.recognition.model import train
+from shared.recognition.store import ModelStore
 
 from .conftest import FIVE, KNN, five_celebs_photos, needs_data
 

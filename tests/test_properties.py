@@ -192,7 +192,7 @@ def test_any_k_is_refused_or_used(world, k):
 @settings(RELAXED)
 @given(TEXT, TEXT)
 def test_store_lookups_never_leave_their_folder(tmp_path_factory, a, b):
-    from shared.recognition.classifier import ModelStore
+    from shared.recognition.store import ModelStore
     from shared.training.jobs import JobStore
     from shared.video.videos import video_dir
 

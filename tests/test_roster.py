@@ -263,7 +263,7 @@ def test_kol_actions_rename_remove_merge_delete(roster_app):
 def test_delete_from_the_kol_page_removes_them_from_every_model_version(roster_app, data_dir):
     """The KOL page's delete reaches the models: no stored version keeps the KOL's embeddings."""
     from shared.training.train import retrain
-    from shared.recognition.classifier import ModelStore
+    from shared.recognition.store import ModelStore
 
     client, pool, slugs = roster_app
     store = ModelStore(data_dir / "models")
@@ -283,7 +283,7 @@ def test_a_removed_photo_leaves_every_model_version_at_once(roster_app, data_dir
     import numpy as np
 
     from shared.training.train import retrain
-    from shared.recognition.classifier import ModelStore
+    from shared.recognition.store import ModelStore
 
     client, pool, slugs = roster_app
     store = ModelStore(data_dir / "models")

@@ -206,14 +206,14 @@ def _celeb_rows(celeb_faces, name=str):
 
 def _hamilton_model(celeb_faces):
     """The five celebrities (8 photos each) and Lin-Manuel Miranda (slug ``lin``, one photo)."""
-    from shared.recognition import classifier
+    from shared.recognition.model import train
 
     X, slugs, names = _celeb_rows(celeb_faces)
     lin = engine.analyze(images.load_image(VIDEO / "lin-manuel-miranda.png"))[0]
     X.append(lin.embedding)
     slugs.append("lin")
     names["lin"] = "Lin-Manuel Miranda"
-    return classifier.train(np.array(X), slugs, names)
+    return train(np.array(X), slugs, names)
 
 
 @needs_video
@@ -437,10 +437,10 @@ def _scene_clip(tmp_path, scenes, fps=25.0, size=(640, 360)):
 
 
 def _celeb_model(celeb_faces):
-    from shared.recognition import classifier
+    from shared.recognition.model import train
 
     X, slugs, names = _celeb_rows(celeb_faces, lambda p: p.replace("_", " ").title())
-    return classifier.train(np.array(X), slugs, names)
+    return train(np.array(X), slugs, names)
 
 
 @needs_lfw

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from shared.faces import annotate, engine, frames, images
-from shared.recognition.classifier import ModelStore, train
+from shared.recognition.model import train
+from shared.recognition.store import ModelStore
 from shared.training.pool import kol_slug
 from shared.video import streaming
 

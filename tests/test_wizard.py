@@ -153,10 +153,10 @@ def test_photo_wizard_end_to_end(live_servers, photo_zip):
     assert home["model"]["version"] == result["model_version"]
 
     # the trained model names the held-back val_ photos
-    from shared.recognition import classifier
+    from shared.recognition.store import ModelStore
     from shared.faces import engine, images
 
-    model = classifier.ModelStore(s.data_dir / "models").current()
+    model = ModelStore(s.data_dir / "models").current()
     assert model.version == result["model_version"]
     right = total = 0
     for person, paths in five_celebs_photos("val_").items():
@@ -283,10 +283,10 @@ def test_video_wizard(live_servers):
     assert all(e["kept"] >= 5 for e in cleaned["kols"].values()), cleaned
     assert post(s, "/import_result", job=job).json()["imported"] == sorted(cleaned["kols"])
     run_step(s, "/train_model", job, "train")
-    from shared.recognition import classifier
+    from shared.recognition.store import ModelStore
     from shared.faces import engine, images
 
-    model = classifier.ModelStore(s.data_dir / "models").current()
+    model = ModelStore(s.data_dir / "models").current()
     for path, who in ((VIDEO / "lin-manuel-miranda.png", "Lin-Manuel Miranda"),):
         found = engine.analyze(images.load_image(path))
         pred = model.predict([found[0].embedding])[0]

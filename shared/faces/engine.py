@@ -10,9 +10,9 @@ Conventions (the same as ``face_recognition``):
   cut by dlib's 5-point alignment with padding ``CHIP_PADDING`` — exactly the crop
   dlib's face-recognition network expects, so a chip can be embedded on its own;
 - an embedding is a ``float64`` vector of 128 values (dlib ResNet); two photos of
-  one person are usually closer than 0.6 in Euclidean distance.
+  one person are usually closer than :data:`SAME_PERSON_DISTANCE` (0.6) in Euclidean distance.
 
-The dlib networks are loaded once per process, on first use (:func:`models`); the
+The dlib networks are loaded once per process, on first use (:func:`networks`); the
 HOG detector once per thread (:func:`detector`).
 """
 import functools
@@ -28,6 +28,10 @@ import numpy as np
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25
 EMBEDDING_SIZE = 128
+#: dlib's same-person distance: two embeddings (Euclidean) closer than this are usually one person.
+#: dlib's ResNet was validated at this threshold and it is face_recognition's default ``tolerance``;
+#: the one name for it (stricter or looser thresholds elsewhere have their own names).
+SAME_PERSON_DISTANCE = 0.6
 
 # dlib's HOG detector releases Python's GIL while it scans; its ResNet encoder holds it (measured by
 # bench/bench_gil.py). Neither object is safe to share between threads: the HOG detector crashed a
@@ -38,7 +42,7 @@ _encoder_lock = threading.Lock()
 _per_thread = threading.local()
 
 
-def _model_dir():
+def _networks_dir():
     # Found without importing face_recognition_models: its __init__ imports
     # pkg_resources, which recent setuptools releases no longer ship.
     spec = importlib.util.find_spec("face_recognition_models")
@@ -48,11 +52,11 @@ def _model_dir():
 
 
 @functools.lru_cache(maxsize=1)
-def models():
+def networks():
     """Load dlib's 5-point shape predictor and ResNet encoder (once per process)."""
     import dlib
 
-    folder = _model_dir()
+    folder = _networks_dir()
     return SimpleNamespace(
         dlib=dlib,
         shape5=dlib.shape_predictor(os.path.join(folder, "shape_predictor_5_face_landmarks.dat")),
@@ -65,7 +69,7 @@ def detector():
     """This thread's dlib HOG face detector (see the note on thread safety above)."""
     found = getattr(_per_thread, "detector", None)
     if found is None:
-        found = _per_thread.detector = models().dlib.get_frontal_face_detector()
+        found = _per_thread.detector = networks().dlib.get_frontal_face_detector()
     return found
 
 
@@ -119,12 +123,12 @@ def detect(rgb, upsample=1, scale=1.0):
 
 def _rect(box):
     top, right, bottom, left = box
-    return models().dlib.rectangle(int(left), int(top), int(right), int(bottom))
+    return networks().dlib.rectangle(int(left), int(top), int(right), int(bottom))
 
 
 def landmarks(rgb, box):
     """The 5 landmarks (eye corners and nose) of the face in ``box``, as a dlib shape."""
-    return models().shape5(rgb, _rect(box))
+    return networks().shape5(rgb, _rect(box))
 
 
 def align(rgb, boxes, size=CHIP_SIZE, padding=CHIP_PADDING):
@@ -132,8 +136,8 @@ def align(rgb, boxes, size=CHIP_SIZE, padding=CHIP_PADDING):
 
     Returns a list of ``(size, size, 3)`` RGB ``uint8`` arrays, in the order of ``boxes``.
     """
-    m = models()
-    return [np.ascontiguousarray(m.dlib.get_face_chip(rgb, landmarks(rgb, b), size=size, padding=padding))
+    net = networks()
+    return [np.ascontiguousarray(net.dlib.get_face_chip(rgb, landmarks(rgb, b), size=size, padding=padding))
             for b in boxes]
 
 
@@ -145,7 +149,7 @@ def embed(chips):
     if not len(chips):
         return np.zeros((0, EMBEDDING_SIZE))
     batch = [np.ascontiguousarray(c, dtype=np.uint8) for c in chips]
-    encoder = models().encoder
+    encoder = networks().encoder
     with _encoder_lock:
         vectors = encoder.compute_face_descriptor(batch)
     return np.array(vectors, dtype=np.float64)
@@ -220,7 +224,7 @@ def tight_faces(rgb):
     t, r, b, l = FULL_FRAME_BOX
     box = (int(t * height) + big_pad, int(r * width) + big_pad, int(b * height) + big_pad, int(l * width) + big_pad)
     shape = landmarks(padded, box)
-    dlib = models().dlib
+    dlib = networks().dlib
     for size, padding in ((200, 0.5), (150, 0.25), (200, 0.8)):
         check = np.ascontiguousarray(dlib.get_face_chip(padded, shape, size=size, padding=padding))
         _, scores, _ = detector().run(check, 0, FULL_FRAME_MIN_SCORE)

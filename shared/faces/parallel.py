@@ -49,7 +49,7 @@ def _warm_up(parent_pid):
 
     from shared.faces import engine
 
-    engine.models()  # load dlib, and with it its BLAS, first
+    engine.networks()  # load dlib, and with it its BLAS, first
     threadpool_limits(limits=1)
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
 

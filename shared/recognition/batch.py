@@ -119,7 +119,7 @@ def stage(uploads, folder):
 def run(rows, files, folder, model, models_root, names, progress=None):
     """Predict every staged photo; fills ``rows`` in place, writes the CSV and ``results.json``.
 
-    model: the :class:`shared.recognition.classifier.Model` to use (its version is loaded by the pool's
+    model: the :class:`shared.recognition.model.Model` to use (its version is loaded by the pool's
     workers from ``models_root``); names: ``{slug: display name}``; progress: ``progress(done,
     total, position)`` after each photo (``position``: the row just filled). Returns the payload
     ``{"results": rows, "model_version"}``.

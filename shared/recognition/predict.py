@@ -13,7 +13,7 @@ A *face object* is the dict of the JSON contract, plus its number::
 size it was analysed at: :func:`shared.faces.images.load_photo` shrinks big photos to
 ``images.MAX_SIDE`` for detection, and :func:`predict_faces` maps the boxes back
 with :func:`shared.faces.images.to_original`. ``confidence`` is the probability that the
-answer (the name, or "unknown") is right (see :mod:`shared.recognition.classifier`). Faces are
+answer (the name, or "unknown") is right (see :mod:`shared.recognition.rule`). Faces are
 listed largest first. ``identity`` is the display name the training pool has for
 the KOL *now* (:meth:`shared.training.pool.Pool.display_names`), so a rename needs no retraining.
 
@@ -37,7 +37,7 @@ from shared.core import csvsafe, owners
 from shared.core.errors import UserError
 from shared.core.storage import atomic_write_bytes, changed_at
 from shared.faces import annotate, engine, images
-from shared.recognition.classifier import ModelStore
+from shared.recognition.store import ModelStore
 
 #: Longest side in pixels of the annotated thumbnails written for batch results.
 THUMB_SIDE = 320
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 def face_object(box, prediction, names, number=None):
     """The contract's face dict for one ``box`` ``(top, right, bottom, left)`` and its
-    :class:`shared.recognition.classifier.Prediction`; ``names`` maps slug to display name;
+    :class:`shared.recognition.model.Prediction`; ``names`` maps slug to display name;
     ``number`` is the face's number (1-based) in its photo."""
     top, right, bottom, left = (int(v) for v in box)
     identity = None
@@ -233,9 +233,9 @@ _stores_lock = threading.Lock()
 def _model(models_root, version):
     """The model ``version`` under ``models_root`` as its file is now, for this worker process.
 
-    :meth:`shared.recognition.classifier.ModelStore.cached` of one store per root: loaded once, and
+    :meth:`shared.recognition.store.ModelStore.cached` of one store per root: loaded once, and
     reloaded on the next photo after the file was rewritten (a KOL or some photos deleted by
-    :meth:`~shared.recognition.classifier.ModelStore.forget` keep the version's name), so a deleted KOL is
+    :meth:`~shared.recognition.store.ModelStore.forget` keep the version's name), so a deleted KOL is
     never named by a batch that starts, or continues, after the delete.
     """
     with _stores_lock:

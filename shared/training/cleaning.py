@@ -6,7 +6,7 @@ KOL, which crops to keep. A crop is removed when:
 
 - its photo has **several faces and none is clearly the KOL**: the face nearest
   the KOL's reference (the mean of its single-face crops) is kept when it is
-  within :data:`MATCH_DISTANCE` and clearly nearer (by :data:`MATCH_MARGIN`)
+  within :data:`shared.faces.engine.SAME_PERSON_DISTANCE` and clearly nearer (by :data:`MATCH_MARGIN`)
   than the photo's other faces; the other faces are removed as other people;
 - the face is **too small** (shorter box side under :data:`MIN_FACE_PX` pixels);
 - it is **too blurry** (Laplacian variance of the chip under :data:`MIN_SHARPNESS`);
@@ -27,10 +27,11 @@ other person's centre: 0.57 and more).
 """
 import numpy as np
 
+from shared.faces import engine
+
 MIN_FACE_PX = 40
 MIN_SHARPNESS = 15.0
 DUPLICATE_DISTANCE = 0.1
-MATCH_DISTANCE = 0.6
 MATCH_MARGIN = 0.08
 OUTLIER_DISTANCE = 0.68
 #: Another KOL's centre must be nearer by this much for a crop to count as that KOL's.
@@ -40,7 +41,8 @@ OUTLIER_MIN_CROPS = 4
 #: KOLs with fewer kept crops than this get a warning before import.
 FEW_CROPS = 5
 #: Two groups of a KOL's kept faces this far apart (average distance between their faces, where
-#: dlib's same-person tolerance is 0.6) make :func:`two_people` warn that the folder holds two people.
+#: dlib's same-person distance is 0.6, :data:`shared.faces.engine.SAME_PERSON_DISTANCE`) make
+#: :func:`two_people` warn that the folder holds two people.
 SPLIT_DISTANCE = 0.7
 #: ... when each group holds at least this many faces (a lone odd face is the outlier check's job).
 SPLIT_MIN_FACES = 3
@@ -90,7 +92,7 @@ def _auto(align, crop_index):
             d = np.array([np.linalg.norm(_vec(r) - ref) for r in recs])
             order = np.argsort(d)
             best, second = order[0], order[1]
-            if d[best] <= MATCH_DISTANCE and d[second] - d[best] >= MATCH_MARGIN:
+            if d[best] <= engine.SAME_PERSON_DISTANCE and d[second] - d[best] >= MATCH_MARGIN:
                 for i, rec in enumerate(recs):
                     verdict[(k, rec["crop"])] = None if i == best else (
                         f"another person in a photo of {name} ('{src['name']}')")

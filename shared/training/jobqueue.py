@@ -326,7 +326,7 @@ def configure(data_dir):
 
 
 def _stores():
-    from shared.recognition.classifier import ModelStore
+    from shared.recognition.store import ModelStore
     from shared.training.pool import Pool
 
     root = Path(_context.get("data_dir") or config.load()["DATA_DIR"])
@@ -516,7 +516,7 @@ def work(redis_url, data_dir, burst=False, preload=True, name=None):
     if preload:
         from shared.faces import engine
 
-        engine.models()
+        engine.networks()
     threadpool_limits(limits=1)  # one worker per core: BLAS must not start a thread per core in each
     conn = redis.Redis.from_url(redis_url, socket_connect_timeout=SOCKET_TIMEOUT_S)
     worker = Worker([queue(conn, n) for n in QUEUES], connection=conn, name=name, worker_ttl=WORKER_TTL_S,

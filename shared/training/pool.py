@@ -403,15 +403,14 @@ def _existing_slug(kols, name):
 
 
 #: A new KOL is flagged as "looks like" a pool KOL when at least this share of its faces
-#: has that KOL's faces as nearest neighbours, at a median distance under MATCH_DISTANCE.
+#: has that KOL's faces as nearest neighbours, at a median distance under
+#: :data:`shared.faces.engine.SAME_PERSON_DISTANCE`. On the five_celebs photos (6 new faces
+#: against 6 pool faces per KOL) the same person's median is 0.38-0.54 and the nearest other
+#: KOL's, where it is nearest for half the faces, 0.67-0.76.
 MATCH_SHARE = 0.5
-#: Embedding distance under which two faces are likely the same person (dlib's 0.6 rule). On the
-#: five_celebs photos (6 new faces against 6 pool faces per KOL) the same person's median is
-#: 0.38-0.54 and the nearest other KOL's, where it is nearest for half the faces, 0.67-0.76.
-MATCH_DISTANCE = 0.6
 
 
-def matching_kols(X, pool_X, pool_slugs, share=MATCH_SHARE, distance=MATCH_DISTANCE):
+def matching_kols(X, pool_X, pool_slugs, share=MATCH_SHARE, distance=engine.SAME_PERSON_DISTANCE):
     """The pool KOLs whose faces match the faces ``X`` of a KOL about to be imported.
 
     X: ``(n, 128)`` embeddings of the new KOL's faces. pool_X: ``(N, 128)`` pool embeddings,

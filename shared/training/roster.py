@@ -20,18 +20,14 @@ from shared.faces import engine
 from shared.training import sampling
 from shared.training.pool import chip_embedding, kol_slug, matching_kols, name_key
 
-#: A face in a photo with several faces is taken as the KOL's when it is at most this far
-#: (embedding distance) from one of the KOL's pool faces (dlib's same-person threshold).
-SAME_PERSON_DISTANCE = 0.6
-
-
 def pick_faces(crops, known):
     """Which crops of one photo are the KOL's: ``crops`` are the photo's crop records
     (largest face first, each with an ``"embedding"``), ``known`` ``(n, 128)`` the KOL's
     pool embeddings.
 
     One face: that face. Several: the one nearest to the KOL's faces when it is within
-    :data:`SAME_PERSON_DISTANCE`, else none (the photo is skipped and says why).
+    :data:`shared.faces.engine.SAME_PERSON_DISTANCE` (embedding distance), else none (the photo
+    is skipped and says why).
     Returns ``(chosen crops, reason or None)``.
     """
     if not crops:
@@ -42,7 +38,7 @@ def pick_faces(crops, known):
         return [], f"{len(crops)} faces and none to compare with: use photos with one face"
     nearest = [float(engine.distances(known, c["embedding"]).min()) for c in crops]
     best = int(np.argmin(nearest))
-    if nearest[best] > SAME_PERSON_DISTANCE:
+    if nearest[best] > engine.SAME_PERSON_DISTANCE:
         return [], f"{len(crops)} faces and none looks like this KOL"
     return [crops[best]], None
 
@@ -87,7 +83,7 @@ def add_photos(pool, slug, files, work, progress=None):
 def delete_kol(pool, slug, models=None, jobs=None):
     """Delete the KOL ``slug`` for good: from the pool, from the job folders of ``jobs`` (a
     :class:`shared.training.jobs.JobStore`; their copies of the photos) and from every model version of
-    ``models`` (a :class:`shared.recognition.classifier.ModelStore`), so the next prediction cannot name them.
+    ``models`` (a :class:`shared.recognition.store.ModelStore`), so the next prediction cannot name them.
 
     Returns the KOL's display name. :class:`UserError` 404 for an unknown KOL.
     """
@@ -105,7 +101,7 @@ def delete_kol(pool, slug, models=None, jobs=None):
 
 def remove_photo(pool, slug, cid, models=None):
     """Take one photo (chip ``cid``) out of the KOL ``slug``: from the pool and from every model
-    version of ``models`` (a :class:`shared.recognition.classifier.ModelStore`), so it no longer counts at once.
+    version of ``models`` (a :class:`shared.recognition.store.ModelStore`), so it no longer counts at once.
 
     Returns the number of photos the KOL has left. 404 unknown photo, 409 the KOL's last photo.
     """

@@ -2,23 +2,25 @@
 
 :func:`retrain` takes the store's training lock, reads the pool under the pool's lock (reusing the
 current model's rows for chips it already holds), trains
-(:func:`shared.recognition.classifier.train`), saves, and prunes old versions.
+(:func:`shared.recognition.model.train`), saves, and prunes old versions.
 """
 import numpy as np
 
 from shared.core.errors import UserError
 from shared.core.storage import locked
-from shared.recognition.classifier import KEEP_VERSIONS, compare, train, training_lock
+from shared.recognition.model import train
+from shared.recognition.report import compare
+from shared.recognition.store import KEEP_VERSIONS, training_lock
 
 
 def retrain(pool, store, progress=None, full=False, keep=None):
     """The whole training step: lock, read the pool under its lock, train, save, prune.
 
-    pool: :class:`shared.training.pool.Pool`; store: :class:`shared.recognition.classifier.ModelStore`;
+    pool: :class:`shared.training.pool.Pool`; store: :class:`shared.recognition.store.ModelStore`;
     progress: optional ``progress(done, total)``; full: re-read every embedding from the pool instead
     of reusing the current model's rows for chips it already holds (the default, incremental: only
     new chips are read); keep: versions kept by ``store.prune`` (default
-    :data:`shared.recognition.classifier.KEEP_VERSIONS`; the servers pass their
+    :data:`shared.recognition.store.KEEP_VERSIONS`; the servers pass their
     ``MODEL_VERSIONS_KEEP`` setting).
 
     Returns ``{"model_version", "identities", "samples", "metrics"}``.

@@ -7,7 +7,7 @@ queued), hand the work to :mod:`shared.training.jobqueue`, and render. The work 
 run inside the queue's workers, on any machine that mounts the same data folder.
 
 Stores: ``store`` is a :class:`shared.training.jobs.JobStore`, ``pool`` a
-:class:`shared.training.pool.Pool`, ``models`` a :class:`shared.recognition.classifier.ModelStore`.
+:class:`shared.training.pool.Pool`, ``models`` a :class:`shared.recognition.store.ModelStore`.
 ``progress`` is ``progress(done, total)`` or ``None``.
 """
 import re

@@ -17,7 +17,8 @@ from shared.core import csvsafe
 from shared.video.tracks import merge_spans
 
 #: Two unknown tracks are one stranger when all their embeddings are within this distance of each
-#: other: a little under dlib's same-person distance (0.6), so two look-alike strangers stay apart.
+#: other: a little under dlib's same-person distance (0.6,
+#: :data:`shared.faces.engine.SAME_PERSON_DISTANCE`), so two look-alike strangers stay apart.
 SAME_STRANGER_DISTANCE = 0.55
 
 
@@ -58,7 +59,7 @@ def summarize(tracks, fps, model=None, min_frames=3, gap_s=0.5):
     """The summary rows of a video.
 
     tracks: every :class:`shared.video.tracks.Track` so far; fps: the video's frame rate;
-    model: the :class:`shared.recognition.classifier.Model` used (``None``: no face is named).
+    model: the :class:`shared.recognition.model.Model` used (``None``: no face is named).
     Tracks drawn on fewer than ``min_frames`` frames are left out.
 
     Returns ``[{"identity", "label", "unknown", "first_s", "last_s", "frames",

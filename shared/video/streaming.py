@@ -43,7 +43,7 @@ def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0
     """Recognise a stored video and yield it as MJPEG parts, one per frame sent.
 
     folder: a folder returned by :func:`shared.video.videos.video_dir`. model: the current
-    :class:`shared.recognition.classifier.Model` or ``None``. pace: play at the video's speed,
+    :class:`shared.recognition.model.Model` or ``None``. pace: play at the video's speed,
     dropping frames that are already late (module docstring); ``False`` sends every
     frame as fast as it is made. executor: passed to :func:`shared.video.tracking.run` (a
     process pool, or ``None`` for inline work). observe: called as

@@ -98,7 +98,7 @@ class Settings:
     settle_votes: int = 3  # votes before a track counts as settled ...
     sure_vote: float = 0.9  # ... or two agreeing votes, each at least this sure (see Recognizer.settled)
     cross_iou: float = 0.2  # tracks whose boxes overlap this much have crossed: each needs a fresh vote after
-    same_face: float = 0.6  # a fresh embedding this far from a track's mean is another face (see _reidentify)
+    same_face: float = engine.SAME_PERSON_DISTANCE  # a fresh embedding this far from its track's mean: another face
     reuse_s: float = 2.0  # a scheduled full pass does not re-embed a settled track voted on this recently (s)
     max_misses: int = 2  # passes in a row a track may miss before it is dropped
     iou_match: float = 0.3  # least overlap for a detection to continue a track
@@ -287,7 +287,7 @@ class Prepared:
 class Recognizer:
     """The per-frame state of one video: tracks, pending passes, the summary so far.
 
-    model: a :class:`shared.recognition.classifier.Model` or ``None`` (faces are then boxed and
+    model: a :class:`shared.recognition.model.Model` or ``None`` (faces are then boxed and
     labelled "no model"). fps: the video's frame rate (for times in the summary).
     executor: something with ``submit(fn, *args)`` (a process pool) or ``None`` to
     run the work inline.

@@ -1,7 +1,7 @@
 """Faces followed through a video: one :class:`Track` per face, its name decided by vote.
 
 A track collects *votes*: each time its face is recognised, the model's
-:class:`shared.recognition.classifier.Prediction` for it adds ``(identity or None, confidence)``.
+:class:`shared.recognition.model.Prediction` for it adds ``(identity or None, confidence)``.
 The name shown is the majority of the votes, "unknown" (``None``) being a candidate
 like any KOL, and changes only when another candidate has strictly more votes
 (:func:`decide`), so a single bad frame never renames a face.

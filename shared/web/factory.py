@@ -39,7 +39,7 @@ def make_app(import_name, section, test_config=None, defaults=None):
     app.instance_path = str(data_dir / "instance")
 
     from shared.faces import parallel
-    from shared.recognition.classifier import ModelStore
+    from shared.recognition.store import ModelStore
     from shared.training.pool import Pool
 
     parallel.limit(app.config["FACE_WORKERS"])
@@ -65,7 +65,7 @@ def warm_up(app):
         from shared.faces import engine
 
         try:
-            engine.models()
+            engine.networks()
             app.extensions["models"].current()
         except Exception:  # a broken model shows up on the first request, with its error page
             logging.getLogger(app.import_name).exception("warm-up failed")
@@ -81,7 +81,7 @@ def pool():
 
 
 def models():
-    """The model store of the current app (:class:`shared.recognition.classifier.ModelStore`)."""
+    """The model store of the current app (:class:`shared.recognition.store.ModelStore`)."""
     from flask import current_app
 
     return current_app.extensions["models"]

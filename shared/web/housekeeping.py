@@ -37,8 +37,8 @@ import time
 from pathlib import Path
 
 from shared.core.storage import changed_at, locked, sweep_temp_files
-from shared.recognition.classifier import ModelStore
 from shared.recognition.predict import sweep_predictions
+from shared.recognition.store import ModelStore
 from shared.training.jobs import JOB_ID_RE, JobStore
 from shared.video import videos
 
@@ -68,7 +68,7 @@ def sweep_old_jobs(root, max_age_days, now=None):
 
 def prune_models(root, keep):
     """Delete all model versions under ``root`` (``data/models``) but the newest ``keep``, never the
-    current one (:meth:`shared.recognition.classifier.ModelStore.prune`). ``keep`` 0: none. Returns the versions
+    current one (:meth:`shared.recognition.store.ModelStore.prune`). ``keep`` 0: none. Returns the versions
     deleted, oldest first."""
     if not keep or not Path(root).is_dir():
         return []
