@@ -36,7 +36,7 @@ import numpy as np
 from shared.core import csvsafe, owners
 from shared.core.errors import UserError
 from shared.core.storage import atomic_write_bytes, changed_at
-from shared.faces import annotate, engine, images
+from shared.faces import draw, engine, images
 from shared.recognition.classifier import ModelStore
 
 #: Longest side in pixels of the annotated thumbnails written for batch results.
@@ -99,7 +99,7 @@ def annotated(rgb, objects, found=None):
     """
     boxes = ([f.box for f in found] if found is not None else
              [(o["box"]["top"], o["box"]["right"], o["box"]["bottom"], o["box"]["left"]) for o in objects])
-    return annotate.draw_faces(rgb, [(b, label(o), o["known"]) for b, o in zip(boxes, objects)])
+    return draw.faces(np.array(rgb, copy=True, order="C"), [(b, label(o), o["known"]) for b, o in zip(boxes, objects)])
 
 
 def thumbnail(rgb, side=THUMB_SIDE):
