@@ -51,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.core import config
 from shared.core.errors import UserError
 from shared.core.storage import atomic_write, atomic_write_bytes, atomic_write_json, locked, read_json, sweep_temp_files
 from shared.faces import engine
@@ -66,7 +67,7 @@ MARGIN_CAP = 0.3
 TOP_CANDIDATES = 5
 SIMILAR_PRESELECT = 64
 #: Model versions kept by :meth:`ModelStore.prune` unless told otherwise.
-KEEP_VERSIONS = 5
+KEEP_VERSIONS = config.DEFAULTS["MODEL_VERSIONS_KEEP"]
 #: The stream the rule is calibrated for: KOL faces per stranger face (an agency's own photos
 #: and videos are mostly of its KOLs). Chosen among 1, 2 and 3 by ``bench/bench_accuracy.py --fit``
 #: on development people alone (the odds whose lower share, KOL photos named right or strangers

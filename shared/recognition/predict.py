@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.core import csvsafe, owners
+from shared.core import config, csvsafe, owners
 from shared.core.errors import UserError
 from shared.core.storage import atomic_write_bytes, changed_at
 from shared.faces import draw, engine, images
@@ -183,7 +183,7 @@ class ResultFolders:
     """
 
 
-    def __init__(self, root, keep_s=24 * 3600, sweep_every_s=600):
+    def __init__(self, root, keep_s=config.DEFAULTS["PREDICTION_MAX_AGE_S"], sweep_every_s=600):
         self.root, self.keep_s, self.sweep_every_s = Path(root), keep_s, sweep_every_s
 
     _last_sweep = {}
