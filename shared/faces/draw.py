@@ -111,7 +111,7 @@ def _paste(image, bitmap, y, x):
         image[y + y0:y + y1, x + x0:x + x1] = bitmap[y0:y1, x0:x1]
 
 
-def faces(image, items, bgr=False):
+def labelled_boxes(image, items, bgr=False):
     """Draw a box and a label for each face on ``image`` IN PLACE and return it.
 
     items: ``[(box, text, known), ...]`` in drawing order: known faces green (:data:`KNOWN`), the
@@ -159,6 +159,6 @@ def panel(image, lines):
 
 
 def overlay(image, items, lines=(), bgr=False):
-    """A video frame's overlay, IN PLACE: :func:`faces` for ``items``, then :func:`panel` for ``lines``."""
-    faces(image, items, bgr)
+    """A video frame's overlay, IN PLACE: :func:`labelled_boxes` for ``items``, then :func:`panel` for ``lines``."""
+    labelled_boxes(image, items, bgr)
     return panel(image, lines)

@@ -99,7 +99,8 @@ def annotated(rgb, objects, found=None):
     """
     boxes = ([f.box for f in found] if found is not None else
              [(o["box"]["top"], o["box"]["right"], o["box"]["bottom"], o["box"]["left"]) for o in objects])
-    return draw.faces(np.array(rgb, copy=True, order="C"), [(b, label(o), o["known"]) for b, o in zip(boxes, objects)])
+    items = [(b, label(o), o["known"]) for b, o in zip(boxes, objects)]
+    return draw.labelled_boxes(np.array(rgb, copy=True, order="C"), items)
 
 
 def thumbnail(rgb, side=THUMB_SIDE):
