@@ -225,10 +225,10 @@ def main():
     parser.add_argument("--seed", type=int, default=video_scenes.SEED, help="seed of the composite clips")
     args = parser.parse_args()
     require_data()
-    from shared.faces import overlay, parallel
+    from shared.faces import parallel
     from shared.video import streaming
 
-    side = overlay.STREAM_SIDE if args.stream_side is None else args.stream_side
+    side = streaming.STREAM_SIDE if args.stream_side is None else args.stream_side
 
     t0 = time.perf_counter()
     clips, kols, _strangers = video_scenes.build(args.seed)

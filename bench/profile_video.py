@@ -78,8 +78,8 @@ def instrument():
     """Wrap the stages of the loop (module attributes, so every caller gets the timed version)."""
     import cv2  # noqa: F401
 
+    from shared.faces import draw, engine, frames
     from shared.recognition.model import Model
-    from shared.faces import engine, frames, overlay
     from shared.video import streaming, tracking, tracks
 
     frames.iter_frames = timed_iter("decode (read + BGR->RGB)", frames.iter_frames)
@@ -138,17 +138,17 @@ def instrument():
             counts["votes for settled tracks"] += 1
         return orig_vote(self, identity, confidence)
     tracks.Track.vote = vote
-    overlay.draw = timed("draw overlay (boxes, labels, panel)", overlay.draw)
+    draw.overlay = timed("draw overlay (boxes, labels, panel)", draw.overlay)
 
     class TimedCV:
-        """``cv2`` for :mod:`shared.faces.overlay`, with the JPEG encoder's two steps timed."""
+        """``cv2`` for :mod:`shared.video.streaming`, with the JPEG encoder's two steps timed."""
 
         cvtColor = staticmethod(timed("JPEG: RGB->BGR copy", cv2.cvtColor))
         imencode = staticmethod(timed("JPEG: imencode", cv2.imencode))
 
         def __getattr__(self, name):
             return getattr(cv2, name)
-    overlay.cv2 = TimedCV()
+    streaming.cv2 = TimedCV()
     streaming.stream = timed_iter("stream other (status, parts)", streaming.stream)
 
 

@@ -10,14 +10,11 @@ pool's names); the other changes show a "Retrain now" button.
 """
 import shutil
 import uuid
-from pathlib import Path
 
 from flask import Blueprint, current_app, redirect, request, url_for
-from werkzeug.utils import secure_filename
 
 from shared.core.errors import UserError
-from shared.core.names import upload_name
-from shared.faces import archive, images
+from shared.faces import archive, images, staging
 from shared.training import roster
 from shared.training.jobs import JobStore
 from shared.training.pool import SLUG_RE, name_key
@@ -111,6 +108,27 @@ def remove_photo(slug, cid):
     return _done(slug)
 
 
+def _staged(uploads, work):
+    """Save the uploaded photos and zips of photos in ``work``: ``(files, skipped)`` for
+    :func:`shared.training.roster.add_photos` (a zip's photos named ``zip name/path inside``) and the files
+    its zips left out (``[{"name", "reason"}]``). A file that is not a photo, or a zip that cannot be
+    used, stops it all with its :class:`UserError` (415 for a file that is not a photo)."""
+    files, skipped = [], []
+    for part in staging.stage(uploads, work):
+        if part.problem == staging.BAD_ZIP:
+            raise part.error
+        if part.problem == staging.NOT_A_PHOTO:
+            raise UserError(f"'{part.name}' is not a photo this tool reads: use "
+                            f"{', '.join(images.IMAGE_EXTENSIONS)} or a zip of them."
+                            + archive.other_kind_hint([part.name], "image"), 415)
+        if part.problem == staging.NOT_USED:
+            skipped.append({"name": part.inner, "reason": part.reason})
+        else:  # a photo, an empty one too (the roster then says why it gave no face)
+            name = part.name if part.inner is None else f"{part.name}/{part.inner}"
+            files.append({"path": str(part.path), "name": name})
+    return files, skipped
+
+
 @bp.post("/kols/<slug>/photos")
 def add_photos(slug):
     slug = _slug(slug)
@@ -120,23 +138,7 @@ def add_photos(slug):
     work = data_path("tmp", f"add-{uuid.uuid4().hex}")
     work.mkdir(parents=True)
     try:
-        files, skipped = [], []
-        for i, upload in enumerate(uploads):
-            name = upload_name(upload.filename, f"photo-{i + 1}")
-            if upload.filename.lower().endswith(".zip"):
-                raw = work / f"{i:05d}.zip"
-                upload.save(raw)
-                found, bad = archive.extract_media_zip(raw, work / f"{i:05d}", "image")
-                files += [{"path": f["path"], "name": f"{name}/{f['name']}"} for f in found]
-                skipped += bad
-                continue
-            if not images.is_image_name(upload.filename):
-                raise UserError(f"'{name}' is not a photo this tool reads: use "
-                                f"{', '.join(images.IMAGE_EXTENSIONS)} or a zip of them."
-                                + archive.other_kind_hint([name], "image"), 415)
-            path = work / f"{i:05d}{Path(secure_filename(upload.filename)).suffix.lower() or '.img'}"
-            upload.save(path)
-            files.append({"path": str(path), "name": name})
+        files, skipped = _staged(uploads, work)
         result = roster.add_photos(pool(), slug, files, work / "staged")
         result["skipped"] = skipped + result["skipped"]
     finally:

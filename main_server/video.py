@@ -29,8 +29,8 @@ def _form_payload():
 def upload_video_page():
     """R6: the upload form."""
     return reply("main/video_upload.html", _form_payload(),
-                 keep=current_app.config.get("VIDEO_KEEP", videos.KEEP_NEWEST),
-                 max_age_h=current_app.config.get("VIDEO_MAX_AGE_S", videos.MAX_AGE_S) // 3600)
+                 keep=current_app.config["VIDEO_KEEP"],
+                 max_age_h=current_app.config["VIDEO_MAX_AGE_S"] // 3600)
 
 
 @bp.route("/predictVideoResult", methods=["GET", "POST"])
@@ -41,7 +41,7 @@ def predict_video_result():
                      {"message": "Send a video with POST (form field 'file') to watch it recognised.",
                       **_form_payload()})
     meta = videos.store(data_path("videos"), request.files.get("file"),
-                        keep=current_app.config.get("VIDEO_KEEP", videos.KEEP_NEWEST),
-                        max_age_s=current_app.config.get("VIDEO_MAX_AGE_S", videos.MAX_AGE_S),
+                        keep=current_app.config["VIDEO_KEEP"],
+                        max_age_s=current_app.config["VIDEO_MAX_AGE_S"],
                         owner=principal())
     return redirect(f"{current_app.config['VIDEO_URL']}/?video={meta['video']}", 303)

@@ -525,15 +525,15 @@ def test_a_paced_stream_drops_late_frames_to_stay_in_time_and_pace_0_sends_all(t
 
 
 def test_the_overlay_is_drawn_in_the_right_colours_on_the_jpeg_and_leaves_the_frame_alone():
-    from shared.faces import annotate, overlay
+    from shared.faces import draw
 
     frame = np.full((360, 640, 3), 120, np.uint8)
     before = frame.copy()
-    jpeg = overlay.render(frame, [((100, 300, 200, 200), "Someone 90%", True), ((100, 500, 200, 400), "unknown 60%",
+    jpeg = streaming.render(frame, [((100, 300, 200, 200), "Someone 90%", True), ((100, 500, 200, 400), "unknown 60%",
                                                                              False)], ("Seen most so far",), 95)
     assert np.array_equal(frame, before)
     rgb = cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB).astype(int)
-    for x, colour in ((200, annotate.KNOWN), (400, annotate.UNKNOWN)):  # the left side of each box
+    for x, colour in ((200, draw.KNOWN), (400, draw.UNKNOWN)):  # the left side of each box
         assert np.abs(rgb[150, x] - colour).max() < 30, (x, rgb[150, x])
     panel = rgb[:30, :150]
     assert panel.min() < 0.4 * 120 + 15 and panel.max() > 200  # a darkened box with white text
@@ -543,18 +543,18 @@ def test_the_overlay_is_drawn_in_the_right_colours_on_the_jpeg_and_leaves_the_fr
 def test_large_frames_are_streamed_scaled_down_with_their_boxes():
     """A 1080p frame goes out at the stream's longest side (1280 px), its boxes scaled with it;
     ``max_side=0`` keeps it as decoded, and smaller frames are never enlarged."""
-    from shared.faces import annotate, overlay
+    from shared.faces import draw
 
     frame = np.full((1080, 1920, 3), 120, np.uint8)
     items = [((300, 900, 600, 600), "Someone 90%", True)]
-    small = cv2.imdecode(np.frombuffer(overlay.render(frame, items, (), 95), np.uint8), cv2.IMREAD_COLOR)
+    small = cv2.imdecode(np.frombuffer(streaming.render(frame, items, (), 95), np.uint8), cv2.IMREAD_COLOR)
     assert small.shape == (720, 1280, 3)
     rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB).astype(int)
-    assert np.abs(rgb[300, 400] - annotate.KNOWN).max() < 30  # the box's left side: x 600 * 2/3, row 450 * 2/3
+    assert np.abs(rgb[300, 400] - draw.KNOWN).max() < 30  # the box's left side: x 600 * 2/3, row 450 * 2/3
     assert np.abs(rgb[600, 700] - 120).max() < 10  # on the unscaled box's bottom side: nothing
-    full = cv2.imdecode(np.frombuffer(overlay.render(frame, items, (), 95, max_side=0), np.uint8), cv2.IMREAD_COLOR)
+    full = cv2.imdecode(np.frombuffer(streaming.render(frame, items, (), 95, max_side=0), np.uint8), cv2.IMREAD_COLOR)
     assert full.shape == (1080, 1920, 3)
-    sd = cv2.imdecode(np.frombuffer(overlay.render(frame[:360, :640], [], ()), np.uint8), cv2.IMREAD_COLOR)
+    sd = cv2.imdecode(np.frombuffer(streaming.render(frame[:360, :640], [], ()), np.uint8), cv2.IMREAD_COLOR)
     assert sd.shape == (360, 640, 3)
 
 

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from shared.faces import annotate, engine, frames, images
+from shared.faces import draw, engine, frames, images
 from shared.recognition.model import train
 from shared.recognition.store import ModelStore
 from shared.training.pool import kol_slug
@@ -145,7 +145,7 @@ def test_hamilton_clip_streams_every_frame_and_names_only_lin(servers):
         assert img.shape == (360, 640, 3)
         assert np.abs(img.astype(int) - source[i]).mean() < 25  # the same picture...
     frame150 = cv2.cvtColor(cv2.imdecode(np.frombuffer(jpegs[150], np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-    green = (np.abs(frame150.astype(int) - annotate.KNOWN).sum(axis=2) < 60).sum()
+    green = (np.abs(frame150.astype(int) - draw.KNOWN).sum(axis=2) < 60).sum()
     assert green > 200  # ...with a known (green) box and label drawn on Lin-Manuel Miranda
 
     done = status(servers, vid)

@@ -33,12 +33,10 @@ from concurrent.futures import as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from werkzeug.utils import secure_filename
-
 from shared.core.errors import UserError
 from shared.core.names import upload_name
 from shared.core.storage import atomic_write_bytes, atomic_write_json, locked, read_json
-from shared.faces import archive, images, parallel
+from shared.faces import archive, images, parallel, staging
 from shared.recognition import predict
 
 log = logging.getLogger(__name__)
@@ -75,45 +73,31 @@ def stage(uploads, folder):
     "width", "height"}`` (``path`` is the name as uploaded, ``zip name/path inside it`` for a zip's
     photos) and ``{row position: path on disk}`` for the rows that can be predicted.
     """
-    incoming = Path(folder) / "uploads"
-    incoming.mkdir()
     rows, files = [], {}
-
-    def add(path, name, disk=None, error=None):
+    for part in staging.stage(uploads, Path(folder) / "uploads"):
+        if part.inner is None:
+            path = name = part.name
+        else:  # a file of a zip
+            path, name = f"{part.name}/{part.inner}", upload_name(part.inner, "file" if part.problem else "photo")
+        error = _row_error(part)
         rows.append({"index": len(rows) + 1, "path": path, "filename": name, "faces": [], "error": error,
                      "width": None, "height": None})
-        if disk is not None and error is None:
-            files[len(rows) - 1] = disk
-
-    for i, upload in enumerate(uploads):
-        name = upload_name(upload.filename, f"photo-{i + 1}")
-        if upload.filename.lower().endswith(".zip"):
-            raw = incoming / f"{i:05d}.zip"
-            upload.save(raw)
-            upload.close()
-            try:
-                found, skipped = archive.extract_media_zip(raw, incoming / f"{i:05d}", "image")
-            except UserError as exc:
-                add(name, name, error=exc.message)
-                continue
-            finally:
-                raw.unlink(missing_ok=True)
-            for f in found:
-                add(f"{name}/{f['name']}", upload_name(f["name"], "photo"), disk=Path(f["path"]))
-            for s in skipped:
-                add(f"{name}/{s['name']}", upload_name(s["name"], "file"), error=f"Not used: {s['reason']}.")
-            continue
-        if not images.is_image_name(upload.filename):
-            add(name, name, error=not_a_photo(name))
-            continue
-        path = incoming / f"{i:05d}{Path(secure_filename(upload.filename)).suffix.lower() or '.img'}"
-        upload.save(path)
-        upload.close()
-        if path.stat().st_size == 0:
-            add(name, name, error="The file is empty.")
-            continue
-        add(name, name, disk=path)
+        if error is None:
+            files[len(rows) - 1] = part.path
     return rows, files
+
+
+def _row_error(part):
+    """The sentence in a row for a :class:`shared.faces.staging.Part`'s problem (``None``: a photo to predict)."""
+    if part.problem == staging.BAD_ZIP:
+        return part.error.message
+    if part.problem == staging.NOT_USED:
+        return f"Not used: {part.reason}."
+    if part.problem == staging.NOT_A_PHOTO:
+        return not_a_photo(part.name)
+    if part.problem == staging.EMPTY:
+        return "The file is empty."
+    return None
 
 
 def run(rows, files, folder, model, models_root, names, progress=None):

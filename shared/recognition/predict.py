@@ -33,10 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.core import csvsafe, owners
+from shared.core import config, csvsafe, owners
 from shared.core.errors import UserError
 from shared.core.storage import atomic_write_bytes, changed_at
-from shared.faces import annotate, engine, images
+from shared.faces import draw, engine, images
 from shared.recognition.store import ModelStore
 
 #: Longest side in pixels of the annotated thumbnails written for batch results.
@@ -99,7 +99,8 @@ def annotated(rgb, objects, found=None):
     """
     boxes = ([f.box for f in found] if found is not None else
              [(o["box"]["top"], o["box"]["right"], o["box"]["bottom"], o["box"]["left"]) for o in objects])
-    return annotate.draw_faces(rgb, [(b, label(o), o["known"]) for b, o in zip(boxes, objects)])
+    items = [(b, label(o), o["known"]) for b, o in zip(boxes, objects)]
+    return draw.labelled_boxes(np.array(rgb, copy=True, order="C"), items)
 
 
 def thumbnail(rgb, side=THUMB_SIDE):
@@ -183,7 +184,7 @@ class ResultFolders:
     """
 
 
-    def __init__(self, root, keep_s=24 * 3600, sweep_every_s=600):
+    def __init__(self, root, keep_s=config.DEFAULTS["PREDICTION_MAX_AGE_S"], sweep_every_s=600):
         self.root, self.keep_s, self.sweep_every_s = Path(root), keep_s, sweep_every_s
 
     _last_sweep = {}

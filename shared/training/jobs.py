@@ -32,6 +32,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from shared.core import config
 from shared.core.errors import UserError
 from shared.core.storage import atomic_write_json, locked, read_json
 
@@ -40,7 +41,7 @@ STEPS = ("align", "clean", "import", "train")
 #: The steps of each kind of job.
 KIND_STEPS = {"image": STEPS, "video": STEPS, "pool": ("train",)}
 #: A job folder without ``state.json`` older than this (seconds) is the leftover of a crashed upload.
-INCOMPLETE_MAX_AGE_S = 6 * 3600
+INCOMPLETE_MAX_AGE_S = config.DEFAULTS["JOB_INCOMPLETE_MAX_AGE_S"]
 ACTIVE = ("queued", "running")
 
 

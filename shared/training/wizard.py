@@ -14,6 +14,7 @@ import re
 import shutil
 from concurrent.futures import Future
 
+from shared.core import config
 from shared.core.errors import UserError
 from shared.core.storage import read_json
 from shared.training import cleaning, sampling
@@ -23,7 +24,7 @@ from shared.training.train import retrain
 
 CROP_RE = re.compile(r"^[0-9a-f]{16}$")
 #: Photos per align chunk: a job of more photos is split so that every worker takes a part at once.
-ALIGN_CHUNK = 12
+ALIGN_CHUNK = config.DEFAULTS["ALIGN_CHUNK"]
 
 
 # -- where a job stands ---------------------------------------------------------------

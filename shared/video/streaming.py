@@ -11,6 +11,9 @@ the summary stay whole, but neither drawn nor sent; at most :data:`MAX_DROP_RUN`
 row) and the status says how many were dropped, so the picture stays in time instead
 of falling further behind. With
 ``pace`` off every frame is sent, as fast as it is made.
+
+A frame sent is scaled down to the stream's longest side, drawn on (:func:`shared.faces.draw.overlay`)
+and encoded as JPEG by :func:`render`.
 """
 import collections
 import logging
@@ -18,10 +21,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import cv2
 import numpy as np
 
+from shared.core import config
 from shared.core.storage import atomic_write_json, read_json
-from shared.faces import overlay
+from shared.faces import draw
 from shared.video import tracking
 from shared.video.videos import claim, read_meta, source_path, write_status
 
@@ -30,6 +35,34 @@ MAX_DROP_RUN = 4
 #: The "seen most" panel drawn on the frames is refreshed every this many seconds of video
 #: (re-summarising and re-rendering its text on every frame cost about 2 ms a frame).
 PANEL_EVERY_S = 0.5
+#: The longest side of a streamed frame (pixels; the setting ``VIDEO_STREAM_SIDE``): larger frames are
+#: scaled down to it before the overlay is drawn. An ``<img>`` on the video page shows at most about
+#: this much, and at 1080p the scaled copy costs 7.5 ms a frame to encode against 10.6 ms (91 KB against 140 KB).
+STREAM_SIDE = config.DEFAULTS["VIDEO_STREAM_SIDE"]
+
+
+def render(rgb, items, lines=(), quality=80, max_side=STREAM_SIDE):
+    """JPEG bytes of the RGB frame ``rgb`` with the overlay of :func:`shared.faces.draw.overlay`
+    (``rgb`` is not modified).
+
+    items: ``[(box, text, known), ...]``, boxes in ``rgb``'s pixels; lines: the panel's text.
+    max_side: a frame whose longer side is larger is scaled down to it (bilinear), boxes with it;
+        0 keeps the frame's size. The overlay is drawn on the BGR copy that OpenCV's encoder needs
+        anyway (about twice as fast as Pillow's), so a frame costs one full-size copy, not two.
+    """
+    H, W = rgb.shape[:2]
+    scale = max_side / max(H, W) if max_side and max(H, W) > max_side else 1.0
+    if scale < 1.0:
+        small = cv2.resize(rgb, (max(1, round(W * scale)), max(1, round(H * scale))), interpolation=cv2.INTER_LINEAR)
+        bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
+        items = [(tuple(int(round(v * scale)) for v in box), text, known) for box, text, known in items]
+    else:
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    draw.overlay(bgr, items, lines, bgr=True)
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()
 
 
 def part(jpeg, index):
@@ -39,7 +72,7 @@ def part(jpeg, index):
 
 
 def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0.5, settings=None, observe=None,
-           max_side=overlay.STREAM_SIDE, clock=time):
+           max_side=STREAM_SIDE, clock=time):
     """Recognise a stored video and yield it as MJPEG parts, one per frame sent.
 
     folder: a folder returned by :func:`shared.video.videos.video_dir`. model: the current
@@ -49,7 +82,7 @@ def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0
     process pool, or ``None`` for inline work). observe: called as
     ``observe(index, views)`` for every frame recognised (benchmarks, tests). max_side: frames
     are sent with their longer side at most this many pixels (0: as decoded; see
-    :func:`shared.faces.overlay.render`); recognition always sees the decoded frames. clock: what
+    :func:`render`); recognition always sees the decoded frames. clock: what
     pacing reads and waits on, with ``monotonic()`` and ``sleep(seconds)`` (seconds; the
     :mod:`time` module, or a virtual clock in tests so that pacing is checked whatever
     the machine's speed).
@@ -111,7 +144,7 @@ def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0
                 run = 0
                 if panel_at is None or index - panel_at >= PANEL_EVERY_S * fps:
                     panel, panel_at = tuple(rec.panel_lines()), index
-                pending.append((index, encoder.submit(overlay.render, np.asarray(rgb), rec.labels(views), panel,
+                pending.append((index, encoder.submit(render, np.asarray(rgb), rec.labels(views), panel,
                                                       quality, max_side)))
             while len(pending) > (0 if started is None else 1):
                 out = send(pending.popleft())
@@ -171,7 +204,7 @@ def warm(executor, workers):
     started = time.monotonic()
     calls = [executor.submit(tracking.warm_job) for _ in range(workers)] if executor is not None else []
     frame = np.zeros((360, 640, 3), np.uint8)
-    overlay.render(frame, [((10, 60, 60, 10), "unknown 50%", False), ((10, 160, 60, 110), "x 90%", True)],
+    render(frame, [((10, 60, 60, 10), "unknown 50%", False), ((10, 160, 60, 110), "x 90%", True)],
                    ("Seen most so far",))
     if executor is None:
         tracking.warm_job()

@@ -688,7 +688,7 @@ class Recognizer:
         return ["Seen most so far"] + [f"{a['identity']}  {a['frames'] / self.fps:.1f} s" for a in known]
 
     def labels(self, views):
-        """``[(box, text, known)]`` for :func:`shared.faces.overlay.draw`."""
+        """``[(box, text, known)]`` for :func:`shared.faces.draw.labelled_boxes`."""
         has_model = self.model is not None
         return [(v.box, v.label(has_model), v.known) for v in views]
 

@@ -30,14 +30,14 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from shared.core import owners
+from shared.core import config, owners
 from shared.core.errors import UserError
 from shared.core.storage import atomic_write_json, read_json
 from shared.faces import frames
 
 VIDEO_ID_RE = re.compile(r"^[0-9a-f]{16}$")
-KEEP_NEWEST = 20
-MAX_AGE_S = 24 * 3600
+KEEP_NEWEST = config.DEFAULTS["VIDEO_KEEP"]
+MAX_AGE_S = config.DEFAULTS["VIDEO_MAX_AGE_S"]
 BUSY_S = 120
 STATES = ("pending", "streaming", "done", "failed")
 #: The answer for a well-formed id that names no video this reader may watch.

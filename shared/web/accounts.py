@@ -31,6 +31,7 @@ from pathlib import Path
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from shared.core import config
 from shared.core.errors import UserError
 from shared.core.names import clean_name, hidden_characters, name_key
 
@@ -59,7 +60,7 @@ COMMON_PASSWORDS = frozenset("""
     changeme1 changeme123 test1234 test12345 hello123 qwertyuiop123 1qazxsw2 123qweasd 123qweasdzxc
 """.split())
 #: Days a new API token lasts when its maker does not say (the app's ``TOKEN_DAYS`` setting).
-TOKEN_DAYS = 90
+TOKEN_DAYS = config.DEFAULTS["TOKEN_DAYS"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
