@@ -193,7 +193,7 @@ def pickling(folder, model, seconds):
         orig(self, executor, fn, *args)
     offload.Call.__init__ = init
     try:
-        n = sum(1 for p in streaming.stream(folder, model, pace=False, executor=parallel.pool())
+        n = sum(1 for p in streaming.stream(folder, model, pace=False, executor=parallel.executor())
                 if p.startswith(b"--frame\r\n"))
     finally:
         offload.Call.__init__ = orig

@@ -219,8 +219,8 @@ def _hamilton_model(celeb_faces):
 
 
 @needs_video
-def test_pool_and_inline_give_the_same_frames(celeb_faces):
-    """Jobs on the process pool change the speed, never the result."""
+def test_workers_and_inline_give_the_same_frames(celeb_faces):
+    """Jobs on the worker processes change the speed, never the result."""
     from shared.faces import parallel
 
     model = _hamilton_model(celeb_faces)
@@ -232,10 +232,10 @@ def test_pool_and_inline_give_the_same_frames(celeb_faces):
 
     inline = frames_of(None)
     try:
-        pooled = frames_of(parallel.pool())
+        on_workers = frames_of(parallel.executor())
     finally:
         parallel.shutdown()
-    assert len(inline) == 275 and pooled == inline
+    assert len(inline) == 275 and on_workers == inline
     # names hold still: only Lin is ever named, and a track changes its name at most once (while settling)
     per_track = {}
     for _, views in inline:

@@ -61,8 +61,8 @@ def index():
                      max_upload_mib=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024))
     status = videos.current_status(folder)
     meta = videos.read_meta(folder)
-    if not streaming.is_warm(parallel.pool()):
-        parallel.pool().submit(warm_job)  # start a worker (and dlib in it) before the stream asks
+    if not streaming.is_warm(parallel.executor()):
+        parallel.executor().submit(warm_job)  # start a worker (and dlib in it) before the stream asks
     return reply("video/player.html", status, meta=meta, model_ready=models().current_version() is not None)
 
 
@@ -78,7 +78,7 @@ def video_feed():
     # the stream keeps this model to its end (a delete or a removed photo during it reaches the next stream)
     if model is not None:  # the training pool's display names: a KOL renamed since training shows the new name
         model = dataclasses.replace(model, names={**model.names, **pool().display_names()})
-    body = streaming.stream(folder, model, pace=pace, executor=parallel.pool(),
+    body = streaming.stream(folder, model, pace=pace, executor=parallel.executor(),
                             max_side=current_app.config["VIDEO_STREAM_SIDE"])
     return Response(body, mimetype="multipart/x-mixed-replace; boundary=frame",
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -15,7 +15,7 @@ makes names flicker. So each frame is, in this order:
   are marked crossed (:mod:`shared.video.votes`, :mod:`shared.video.tracks`);
 - drawn: the tracks seen lately, as :class:`shared.video.tracks.FaceView`.
 
-Detection and embedding run through an executor (``shared.faces.parallel.pool()`` in the
+Detection and embedding run through an executor (``shared.faces.parallel.executor()`` in the
 server). Frames are decoded by a thread, a few frames ahead; a full pass is sent when its frame
 is decoded and a region pass a few frames before its frame is drawn, and results are applied at
 fixed frames, so the output does not depend on timing: the inline executor (``executor=None``)
