@@ -5,7 +5,7 @@
 1. Ours: every five_celebs photo through the process server's code path
    (``shared.training.sampling.align_photos``: decode, HOG detect, 5-point align, embed,
    write the chip PNG + .npy) on the worker processes of ``shared.faces.parallel``
-   (one per core; the pool is started and warm before timing, as it is in a
+   (one per core; the worker processes are started and warm before timing, as they are in a
    running server after its first job).
 2. Library, used as well as it can be: the way its own ``face_recognition --cpus N``
    command runs (a ``multiprocessing`` pool with as many processes as ours, the
@@ -94,10 +94,10 @@ def main():
     args = parser.parse_args()
     paths = sorted(FIVE.rglob("*.jpg"))
     t = time.perf_counter()
-    executor = parallel.pool()
+    executor = parallel.executor()
     list(executor.map(_warm, range(parallel.workers() * 2)))  # start + load the dlib networks
     print(f"{len(paths)} photos, {parallel.workers()} worker processes (cores available to this process); "
-          f"starting the pool and loading the models took {time.perf_counter() - t:.2f} s (not timed below)")
+          f"starting them and loading the models took {time.perf_counter() - t:.2f} s (not timed below)")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
     ours_t, lib_t = [], []

@@ -1,5 +1,5 @@
 """Prediction speed: /predictSingleImage against the library's own detect-and-encode, and
-a batch of 100 photos on one worker against the process pool (both cores), in one run.
+a batch of 100 photos on one worker against the worker processes (both cores), in one run.
 
     .venv/bin/python bench/bench_predict.py
 
@@ -15,7 +15,7 @@ a batch of 100 photos on one worker against the process pool (both cores), in on
    grow when other processes share the cores.
 2. Batch. 100 five_celebs photos through ``shared.recognition.predict.predict_file`` (the batch
    worker: decode, detect, embed, predict, annotated thumbnail): serially in this
-   process, then through ``shared.faces.parallel.pool()`` (alternated twice, best of two);
+   process, then through ``shared.faces.parallel.executor()`` (alternated twice, best of two);
    then the whole ``/predictBatchImage`` route with the same 100 photos in one upload
    (twice, best of two).
 """
@@ -95,20 +95,20 @@ def batch(store, photos, out_dir):
     tasks = [(i, str(p), p.name, str(store.root), version, str(Path(out_dir) / f"thumb-{i}.jpg"))
              for i, p in enumerate(photos)]
     predict.predict_file(tasks[0])  # load the model and the networks here first
-    list(parallel.pool().map(predict.predict_file, tasks[: 2 * parallel.workers()]))  # start the workers
-    serial_s = pooled_s = float("inf")
+    list(parallel.executor().map(predict.predict_file, tasks[: 2 * parallel.workers()]))  # start the workers
+    serial_s = workers_s = float("inf")
     for _ in range(2):  # alternate, keep the best of two: other processes on the machine add noise
         t = time.perf_counter()
         serial = [predict.predict_file(task) for task in tasks]
         serial_s = min(serial_s, time.perf_counter() - t)
         t = time.perf_counter()
-        pooled = list(parallel.pool().map(predict.predict_file, tasks, chunksize=max(1, len(tasks) // 64)))
-        pooled_s = min(pooled_s, time.perf_counter() - t)
-    assert [r["faces"] for r in serial] == [r["faces"] for r in pooled]
+        on_workers = list(parallel.executor().map(predict.predict_file, tasks, chunksize=max(1, len(tasks) // 64)))
+        workers_s = min(workers_s, time.perf_counter() - t)
+    assert [r["faces"] for r in serial] == [r["faces"] for r in on_workers]
     per_worker = {}
-    for r in pooled:
+    for r in on_workers:
         per_worker[r["worker"]] = per_worker.get(r["worker"], 0) + 1
-    return serial_s, pooled_s, sorted(per_worker.values(), reverse=True)
+    return serial_s, workers_s, sorted(per_worker.values(), reverse=True)
 
 
 def main():
@@ -135,11 +135,12 @@ def main():
                   f"{ms['client_cpu'] / ms['library_cpu']:17.2f}   ({ms['client_cpu']:.1f} ms, not slowed by other processes)")
 
         photos = (sorted(FIVE.rglob("*.jpg")) * 2)[:100]
-        serial_s, pooled_s, per_worker = batch(store, photos, tmp)
+        serial_s, workers_s, per_worker = batch(store, photos, tmp)
         print(f"\nbatch of {len(photos)} photos, {parallel.workers()} core(s):")
         print(f"  1 worker (this process)     {serial_s:6.2f} s  {len(photos) / serial_s:6.1f} photos/s")
-        print(f"  process pool ({parallel.workers()} workers)    {pooled_s:6.2f} s  {len(photos) / pooled_s:6.1f} photos/s"
-              f"  speed-up {serial_s / pooled_s:.2f}x; photos per worker process: {per_worker}")
+        print(f"  {parallel.workers()} worker processes          {workers_s:6.2f} s  "
+              f"{len(photos) / workers_s:6.1f} photos/s"
+              f"  speed-up {serial_s / workers_s:.2f}x; photos per worker process: {per_worker}")
         blobs = [(p.read_bytes(), f"{i:03d}-{p.name}") for i, p in enumerate(photos)]
         route = []
         for _ in range(2):

@@ -21,7 +21,7 @@ For each clip, three ways, each including decode, naming, drawing and JPEG encod
 encode frames at the stream's size, ``--stream-side``, as the video server sends them):
 
 - **ours**: ``shared.video.streaming.stream`` exactly as ``/video_feed?pace=0`` runs it,
-  with the server's process pool (every core);
+  with the server's worker processes (every core);
 - **plain**: ``face_recognition.face_locations`` + ``face_encodings`` on every frame
   (the library's defaults), timed on the first ``--plain-frames`` frames;
 - **before** (``--before``): this project's loop before the harder clips existed
@@ -31,7 +31,7 @@ encode frames at the stream's size, ``--stream-side``, as the video server sends
   on the others; first ``--fast-frames`` frames.
 
 Printed: fps, x real time (fps / the clip's fps), ``cpu/s``: CPU seconds used (all
-processes, the pool's workers included) per second of video, which depends little on
+processes, the worker processes included) per second of video, which depends little on
 other work on the machine (below 2 / 1.5 = 1.33 means 1.5x real time is within
 reach of 2 idle cores), and for the composite clips the
 quality against the truth (see ``video_scenes.score``): share of face-frames found,
@@ -235,8 +235,8 @@ def main():
     model = train_model(kols)
     print(f"clips and model ready in {time.perf_counter() - t0:.1f} s: {len(model.classes)} KOLs, "
           f"{len(model.X)} photos")
-    pool = parallel.pool()
-    streaming.warm(pool, parallel.workers())
+    executor = parallel.executor()
+    streaming.warm(executor, parallel.workers())
     print(f"cores: {parallel.workers()}, load average before: {os.getloadavg()[0]:.2f}")
     print(f"{'clip':13s} {'way':6s} {'frames':>6s} {'fps':>6s} {'x real':>6s} {'cpu/s':>6s}  quality")
     results = {}
@@ -245,13 +245,13 @@ def main():
             path, truth = clips[name]
             folder, info = video_folder(tmp, path)
             src = info.fps
-            fps, n, shown, cpu, first_s = ours(folder, model, pool, side)
+            fps, n, shown, cpu, first_s = ours(folder, model, executor, side)
             results[(name, "ours")] = fps
             print(f"{name:13s} {'ours':6s} {n:6d} {fps:6.1f} {fps / src:6.2f} {cpu / (n / src):6.2f}  "
                   f"{quality(truth, shown)}; first frame {first_s:.2f} s (target {FIRST_FRAME_S:g} s)")
             sys.stdout.flush()
             if args.before:
-                fps, shown, cpu = before(path, model, pool)
+                fps, shown, cpu = before(path, model, executor)
                 results[(name, "before")] = fps
                 print(f"{name:13s} {'before':6s} {len(shown):6d} {fps:6.1f} {fps / src:6.2f} "
                       f"{cpu / (len(shown) / src):6.2f}  {quality(truth, shown)}")

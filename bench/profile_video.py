@@ -80,7 +80,7 @@ def instrument():
 
     from shared.faces import draw, engine, frames
     from shared.recognition.model import Model
-    from shared.video import streaming, tracking, tracks
+    from shared.video import flow, passes, recognizer, streaming, tracks, votes
 
     frames.iter_frames = timed_iter("decode (read + BGR->RGB)", frames.iter_frames)
     orig_detect = engine.detect
@@ -99,8 +99,8 @@ def instrument():
         counts[f"encodings: {getattr(_local, 'kind', 'other')}"] += len(chips)
         return orig_embed(chips)
     engine.embed = timed("ResNet embed", embed)
-    tracking._resize = timed("resize for passes (full/discover/region)", tracking._resize)
-    orig_full = tracking.FullPass.__init__
+    passes._resize = timed("resize for passes (full/discover/region)", passes._resize)
+    orig_full = passes.FullPass.__init__
 
     def full_init(self, executor, rgb, settings, scale=None, tiles=None, embed=True, **kw):
         _local.kind = "full pass" if embed else "discovery pass"
@@ -108,9 +108,9 @@ def instrument():
             return orig_full(self, executor, rgb, settings, scale, tiles, embed, **kw)
         finally:
             _local.kind = "other"
-    tracking.FullPass.__init__ = timed("full/discover pass other (slicing, Call)", full_init)
-    tracking.FullPass.result = timed("pass results (map, nms)", tracking.FullPass.result)
-    orig_region = tracking.RegionPass.__init__
+    passes.FullPass.__init__ = timed("full/discover pass other (slicing, Call)", full_init)
+    passes.FullPass.result = timed("pass results (map, nms)", passes.FullPass.result)
+    orig_region = passes.RegionPass.__init__
 
     def region_init(self, *args):
         _local.kind = "region pass"
@@ -119,13 +119,13 @@ def instrument():
             return orig_region(self, *args)
         finally:
             _local.kind = "other"
-    tracking.RegionPass.__init__ = timed("region pass other (crop, Call)", region_init)
-    tracking.RegionPass.result = timed("pass results (map, nms)", tracking.RegionPass.result)
-    R = tracking.Recognizer
-    R.schedule = timed("schedule (flow image, cut thumbnail)", R.schedule)
-    R._flow = timed("optical flow (LK)", R._flow)
-    R._seed_points = timed("flow points (goodFeaturesToTrack)", R._seed_points)
-    R._name = timed("predict + votes", R._name)
+    passes.RegionPass.__init__ = timed("region pass other (crop, Call)", region_init)
+    passes.RegionPass.result = timed("pass results (map, nms)", passes.RegionPass.result)
+    R = recognizer.Recognizer
+    R.prepare = timed("schedule (flow image, cut thumbnail)", R.prepare)
+    flow.Flow.follow = timed("optical flow (LK)", flow.Flow.follow)
+    flow.Flow.seed = timed("flow points (goodFeaturesToTrack)", flow.Flow.seed)
+    votes.Voting.vote = timed("predict + votes", votes.Voting.vote)
     R.step = timed("step other (matching, views)", R.step)
     R.plan = timed("plan (region scheduling)", R.plan)
     R.appearances = timed("summary / panel text", R.appearances)
@@ -134,7 +134,7 @@ def instrument():
 
     def vote(self, identity, confidence):
         counts["votes"] += 1
-        if len(self.votes) >= tracking.Settings.settle_votes:
+        if len(self.votes) >= recognizer.Settings.settle_votes:
             counts["votes for settled tracks"] += 1
         return orig_vote(self, identity, confidence)
     tracks.Track.vote = vote
@@ -193,7 +193,7 @@ def pickling(folder, model, seconds):
         orig(self, executor, fn, *args)
     offload.Call.__init__ = init
     try:
-        n = sum(1 for p in streaming.stream(folder, model, pace=False, executor=parallel.pool())
+        n = sum(1 for p in streaming.stream(folder, model, pace=False, executor=parallel.executor())
                 if p.startswith(b"--frame\r\n"))
     finally:
         offload.Call.__init__ = orig

@@ -283,7 +283,7 @@ def score(truth, shown, min_visible=0.7, frames=None):
     """
     import bisect
 
-    from shared.video.tracking import match
+    from shared.faces.boxes import match
 
     c = dict.fromkeys(("face_frames", "found", "right", "kol_frames", "kol_right", "stranger_frames",
                        "strangers_named", "wrong_kol", "faces", "changes"), 0)

@@ -1,6 +1,6 @@
-"""The video loop: voting (shared.video.tracks), boxes (shared.faces.boxes), tracks that follow real faces and the
-determinism of shared.video.tracking, who appeared (shared.video.appearances), the paced stream (shared.video.streaming),
-and shared.video.videos: ids and cleanup. Every clip is written and decoded for real."""
+"""The video loop: voting (shared.video.tracks, .votes), boxes (shared.faces.boxes), tracks that follow real faces
+and the determinism of shared.video.recognizer, who appeared (shared.video.appearances), the paced stream
+(shared.video.streaming), and shared.video.videos: ids and cleanup. Every clip is written and decoded for real."""
 import os
 import time
 
@@ -8,12 +8,14 @@ import cv2
 import numpy as np
 import pytest
 
-from shared.video import appearances, streaming, tracking, videos
+from shared.video import appearances, recognizer, streaming, videos
 from shared.faces import engine, images
 from shared.core.errors import UserError
 from shared.faces.boxes import iou, iou_matrix, match
-from shared.video.tracking import Settings
+from shared.video.passes import _nms, find_faces, near_known
+from shared.video.recognizer import Settings
 from shared.video.tracks import FaceView, Track, decide, merge_spans, percent
+from shared.video.votes import Voting
 
 from .conftest import FIVE, VIDEO, needs_data, needs_video
 
@@ -134,7 +136,7 @@ def test_a_moving_face_keeps_one_track_and_its_box_follows(tmp_path):
         truth.append(((cl + cr) / 2 + x, (ct + cb) / 2 + y))
     path = _write(tmp_path / "moving.mp4", clip)
     seen = []
-    for index, _t, rgb, views, rec in tracking.run(path, None):
+    for index, _t, rgb, views, rec in recognizer.run(path, None):
         assert len(views) == 1, index
         v = views[0]
         top, right, bottom, left = v.box
@@ -145,9 +147,9 @@ def test_a_moving_face_keeps_one_track_and_its_box_follows(tmp_path):
         seen.append(v.track)
     assert len(seen) == n and set(seen) == {seen[0]}  # one track from start to end
     s = Settings()
-    assert rec.full_every >= round(s.full_every_s[0] * 25)  # a full look at most twice a second...
-    assert rec.full_passes <= n // rec.full_every + 1
-    assert rec.region_passes <= n // s.detect_every + 1  # ...and around the face every few frames
+    assert rec.schedule.full_every >= round(s.full_every_s[0] * 25)  # a full look at most twice a second...
+    assert rec.schedule.full_passes <= n // rec.schedule.full_every + 1
+    assert rec.schedule.region_passes <= n // s.detect_every + 1  # ...and around the face every few frames
     assert rec.appearances() == [{"identity": None, "label": "unknown", "unknown": None, "first_s": 0.0,
                                   "last_s": round((n - 1) / 25, 2), "frames": n,
                                   "ranges": [[0.0, round(n / 25, 2)]]}]
@@ -164,7 +166,7 @@ def test_a_scene_cut_ends_the_track_at_once(tmp_path):
         canvas[60:60 + ch, x:x + cw] = crop
         clip.append(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
     path = _write(tmp_path / "cut.mp4", clip)
-    tracks = [[v.track for v in views] for _i, _t, _rgb, views, _rec in tracking.run(path, None)]
+    tracks = [[v.track for v in views] for _i, _t, _rgb, views, _rec in recognizer.run(path, None)]
     assert all(len(t) == 1 for t in tracks)
     assert set(x[0] for x in tracks[:20]) == {tracks[0][0]}
     assert set(x[0] for x in tracks[20:]) == {tracks[20][0]} and tracks[20][0] != tracks[0][0]
@@ -175,15 +177,15 @@ def test_a_video_without_faces_gives_no_tracks(tmp_path):
     rng = np.random.default_rng(0)
     clip = [cv2.GaussianBlur(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8), (9, 9), 3) for _ in range(15)]
     path = _write(tmp_path / "noise.mp4", clip)
-    out = list(tracking.run(path, None))
+    out = list(recognizer.run(path, None))
     assert len(out) == 15 and all(views == [] for *_, views, _ in out)
     assert out[-1][4].appearances() == []
-    assert out[-1][4].panel_lines() == ["No model trained yet: faces are not named"]
+    assert streaming.panel_lines(out[-1][4]) == ["No model trained yet: faces are not named"]
 
 
 @needs_video
 def test_closing_the_generator_releases_the_video():
-    gen = tracking.run(VIDEO / "short_hamilton_clip.mp4", None)
+    gen = recognizer.run(VIDEO / "short_hamilton_clip.mp4", None)
     for _ in range(5):
         next(gen)
     gen.close()
@@ -217,23 +219,23 @@ def _hamilton_model(celeb_faces):
 
 
 @needs_video
-def test_pool_and_inline_give_the_same_frames(celeb_faces):
-    """Jobs on the process pool change the speed, never the result."""
+def test_workers_and_inline_give_the_same_frames(celeb_faces):
+    """Jobs on the worker processes change the speed, never the result."""
     from shared.faces import parallel
 
     model = _hamilton_model(celeb_faces)
 
     def frames_of(executor):
         return [(i, [(v.box, v.track, v.identity, v.confidence) for v in views])
-                for i, _t, _rgb, views, _rec in tracking.run(VIDEO / "short_hamilton_clip.mp4", model,
+                for i, _t, _rgb, views, _rec in recognizer.run(VIDEO / "short_hamilton_clip.mp4", model,
                                                               executor=executor)]
 
     inline = frames_of(None)
     try:
-        pooled = frames_of(parallel.pool())
+        on_workers = frames_of(parallel.executor())
     finally:
         parallel.shutdown()
-    assert len(inline) == 275 and pooled == inline
+    assert len(inline) == 275 and on_workers == inline
     # names hold still: only Lin is ever named, and a track changes its name at most once (while settling)
     per_track = {}
     for _, views in inline:
@@ -250,30 +252,30 @@ def test_a_face_near_a_known_box_is_found_but_not_embedded_again():
     crop, box = _photo_with_one_face()
     canvas = np.full((400, 600, 3), 90, np.uint8)
     canvas[50:50 + crop.shape[0], 100:100 + crop.shape[1]] = crop
-    boxes, vectors = tracking.find_faces(canvas)
+    boxes, vectors = find_faces(canvas)
     assert len(boxes) == 1 and vectors[0].shape == (128,)
     top, right, bottom, left = boxes[0]
     s = right - left
     moved = (top + 0.4 * s, right + 0.4 * s, bottom + 0.4 * s, left + 0.4 * s)  # the track, a few frames earlier
-    assert tracking.near_known(boxes[0], [moved])
-    again, skipped = tracking.find_faces(canvas, known=[moved])
+    assert near_known(boxes[0], [moved])
+    again, skipped = find_faces(canvas, known=[moved])
     assert again == boxes and skipped == [None]
     far = (top, right + 3 * s, bottom, left + 3 * s)
     big = (top - s, right + s, bottom + s, left - s)  # 3x the side: another face
     for other in (far, big):
-        _, vecs = tracking.find_faces(canvas, known=[other])
+        _, vecs = find_faces(canvas, known=[other])
         assert np.allclose(vecs[0], vectors[0]), other
     # span: a strip embeds only the faces centred in its own part, the coarse call only the big ones
     cx = (left + right) / 2
-    assert tracking.find_faces(canvas, span=(0, cx - 1, 0))[1] == [None]
-    assert tracking.find_faces(canvas, span=(0, np.inf, s + 5))[1] == [None]
-    assert np.allclose(tracking.find_faces(canvas, span=(cx - 1, cx + 1, s - 5))[1][0], vectors[0])
+    assert find_faces(canvas, span=(0, cx - 1, 0))[1] == [None]
+    assert find_faces(canvas, span=(0, np.inf, s + 5))[1] == [None]
+    assert np.allclose(find_faces(canvas, span=(cx - 1, cx + 1, s - 5))[1][0], vectors[0])
 
 
 def test_a_full_pass_keeps_the_biggest_box_of_a_face_and_any_embedding_of_it():
     v = np.ones(128)
     found = [((10, 60, 60, 10), None), ((12, 58, 58, 12), v), ((200, 230, 230, 200), None)]
-    kept = tracking._nms(found)
+    kept = _nms(found)
     assert [k[0] for k in kept] == [(10, 60, 60, 10), (200, 230, 230, 200)]
     assert kept[0][1] is v and kept[1][1] is None
 
@@ -285,10 +287,10 @@ def test_settled_tracks_reuse_their_embedding_and_keep_their_names(celeb_faces):
 
     def run(reuse_s):
         names, rec = [], None
-        for _i, _t, _rgb, views, rec in tracking.run(VIDEO / "short_hamilton_clip.mp4", model,
+        for _i, _t, _rgb, views, rec in recognizer.run(VIDEO / "short_hamilton_clip.mp4", model,
                                                      settings=Settings(reuse_s=reuse_s)):
             names.append(sorted(str(v.identity) for v in views))
-        return names, rec.embeddings
+        return names, rec.voting.embeddings
 
     reused, fewer = run(2.0)
     fresh, more = run(0.0)
@@ -413,13 +415,13 @@ def test_faces_of_42_px_in_a_1080p_frame_are_found_and_followed(tmp_path):
         truth.append(boxes)
     path = _write(tmp_path / "small.mp4", clip)
     found_first = None
-    for index, _t, _rgb, views, rec in tracking.run(path, None):
+    for index, _t, _rgb, views, rec in recognizer.run(path, None):
         pairs, missed, extra = match(truth[index], [v.box for v in views], 0.3)
         assert not extra, (index, [v.box for v in views])  # nothing boxed where there is no face
         found = sorted(i for i, _ in pairs)
         found_first = found if found_first is None else found_first
         assert len(found) >= 5 and found == found_first, (index, missed)
-    assert len(rec.tracks) == len(found_first) and not rec.finished  # one track per face throughout
+    assert len(rec.trackset.live) == len(found_first) and not rec.trackset.ended  # one track per face throughout
 
 
 def _scene_clip(tmp_path, scenes, fps=25.0, size=(640, 360)):
@@ -451,7 +453,7 @@ def test_distinct_strangers_are_distinct_rows_and_one_stranger_seen_twice_is_one
     a2 = next(p for p in (_face_patch(x, 120) for x in reversed(a_photos)) if p is not None)
     b1 = next(p for p in (_face_patch(x, 120) for x in b_photos) if p is not None)
     path = _scene_clip(tmp_path, [(25, [(a1, (60, 60))], 1), (25, [(b1, (80, 300))], 2), (25, [(a2, (50, 250))], 3)])
-    out = list(tracking.run(path, model))
+    out = list(recognizer.run(path, model))
     rows = out[-1][4].appearances()
     assert [r["label"] for r in rows] == ["unknown #1", "unknown #2"], rows
     assert all(r["identity"] is None for r in rows) and [r["unknown"] for r in rows] == [1, 2]
@@ -578,8 +580,8 @@ def _still_clip(tmp_path, name, small=None, appear=None, n=150):
 def _full_pass_frames(path, settings=None):
     """The frames a full pass ran on, and the frame a face right of x=400 was first drawn (``None``: never)."""
     passes, first_right = set(), None
-    for index, _t, _rgb, views, rec in tracking.run(path, None, settings=settings):
-        passes.add(rec.last_full)
+    for index, _t, _rgb, views, rec in recognizer.run(path, None, settings=settings):
+        passes.add(rec.schedule.last_full)
         if first_right is None and any(v.box[3] > 400 for v in views):
             first_right = index
     return sorted(passes | {0}), first_right, rec
@@ -592,7 +594,7 @@ def test_scheduled_full_passes_back_off_while_nothing_new_appears(tmp_path):
     nothing only after the one at 24 was decided."""
     still = _still_clip(tmp_path, "still.mp4")
     passes, _, rec = _full_pass_frames(still)
-    assert rec.full_every == 12 and passes == [0, 12, 24, 48, 72, 96, 120, 144]
+    assert rec.schedule.full_every == 12 and passes == [0, 12, 24, 48, 72, 96, 120, 144]
     assert _full_pass_frames(still, Settings(full_backoff=1.0))[0] == list(range(0, 150, 12))
     # a face of 50 px (too small for the discovery passes) comes into view at frame 50: the next full pass
     # finds it, and the next one comes 16 frames later (the first not yet decided)
@@ -642,7 +644,7 @@ def test_a_box_carried_onto_another_face_loses_its_name_at_the_next_look(tmp_pat
     def wrong_frames(settings):
         wrong = 0
         for behind, front, (path, truth) in clips:
-            for index, _t, _rgb, views, _rec in tracking.run(path, model, settings=settings):
+            for index, _t, _rgb, views, _rec in recognizer.run(path, model, settings=settings):
                 box_a, box_b, b_shown = truth[index]
                 if iou(box_a, box_b) > 0.05:
                     continue  # one face covers the other
@@ -658,7 +660,7 @@ def test_a_box_carried_onto_another_face_loses_its_name_at_the_next_look(tmp_pat
 
 
 def test_a_track_settles_on_two_sure_agreeing_votes_or_three_and_not_before_a_vote_after_crossing():
-    rec = tracking.Recognizer(model=object(), fps=25)  # any model: the rule only asks whether there is one
+    voting = Voting(model=object(), settings=Settings(), fps=25)  # any model: the rule only asks whether there is one
 
     def track(*votes, crossed=None):
         t = Track(1, (0, 10, 10, 0), 0)
@@ -668,14 +670,14 @@ def test_a_track_settles_on_two_sure_agreeing_votes_or_three_and_not_before_a_vo
         t.crossed = crossed
         return t
 
-    assert not rec.settled(track()) and not rec.settled(track(("a", 0.99)))
-    assert rec.settled(track(("a", 0.95), ("a", 0.97)))  # a third vote could not outvote these two
-    assert rec.settled(track((None, 0.92), (None, 0.99)))
-    assert not rec.settled(track(("a", 0.95), ("a", 0.7)))  # one of the two not sure enough
-    assert not rec.settled(track(("a", 0.95), ("b", 0.95)))
-    assert not rec.settled(track(("a", 0.95), (None, 0.95)))
-    assert rec.settled(track(("a", 0.6), ("b", 0.6), ("a", 0.6)))  # three votes, whatever they say
-    assert not rec.settled(track(("a", 0.95), ("a", 0.97), crossed=1))  # crossed on the frame of its last vote
-    assert rec.settled(track(("a", 0.95), ("a", 0.97), ("a", 0.9), crossed=1))  # ...and voted since
-    assert tracking.Recognizer(model=None, fps=25).settled(track())  # nothing to vote on without a model
+    assert not voting.settled(track()) and not voting.settled(track(("a", 0.99)))
+    assert voting.settled(track(("a", 0.95), ("a", 0.97)))  # a third vote could not outvote these two
+    assert voting.settled(track((None, 0.92), (None, 0.99)))
+    assert not voting.settled(track(("a", 0.95), ("a", 0.7)))  # one of the two not sure enough
+    assert not voting.settled(track(("a", 0.95), ("b", 0.95)))
+    assert not voting.settled(track(("a", 0.95), (None, 0.95)))
+    assert voting.settled(track(("a", 0.6), ("b", 0.6), ("a", 0.6)))  # three votes, whatever they say
+    assert not voting.settled(track(("a", 0.95), ("a", 0.97), crossed=1))  # crossed on the frame of its last vote
+    assert voting.settled(track(("a", 0.95), ("a", 0.97), ("a", 0.9), crossed=1))  # ...and voted since
+    assert Voting(model=None, settings=Settings(), fps=25).settled(track())  # nothing to vote on without a model
 

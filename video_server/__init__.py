@@ -23,7 +23,7 @@ def create_app(test_config=None):
 
 
 def _keep_warm(app):
-    """Start the process pool with dlib loaded in every worker, then load each new model as soon as it is saved.
+    """Start the worker processes with dlib loaded in each, then load each new model as soon as it is saved.
 
     So the first frame after a start, or after a training, does not wait for dlib
     (~2 s per worker) or for the model to be read and fitted.
@@ -33,7 +33,7 @@ def _keep_warm(app):
 
     log = logging.getLogger(app.import_name)
     try:
-        seconds = streaming.warm(parallel.pool(), parallel.workers())
+        seconds = streaming.warm(parallel.executor(), parallel.workers())
         print(f"video server warm: {parallel.workers()} workers ready in {seconds:.1f} s", file=sys.stderr, flush=True)
     except Exception:  # noqa: BLE001 - the first stream then warms them itself
         log.exception("warming the video workers failed")

@@ -26,7 +26,8 @@ from werkzeug.utils import secure_filename
 
 from shared.core.errors import UserError
 from shared.faces import frames, parallel
-from shared.video import appearances, streaming, tracking, videos
+from shared.video import appearances, streaming, videos
+from shared.video.passes import warm_job
 from shared.web.auth import principal
 from shared.web.factory import data_path, models, pool
 from shared.web.replies import reply
@@ -60,8 +61,8 @@ def index():
                      max_upload_mib=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024))
     status = videos.current_status(folder)
     meta = videos.read_meta(folder)
-    if not streaming.is_warm(parallel.pool()):
-        parallel.pool().submit(tracking.warm_job)  # start a worker (and dlib in it) before the stream asks
+    if not streaming.is_warm(parallel.executor()):
+        parallel.executor().submit(warm_job)  # start a worker (and dlib in it) before the stream asks
     return reply("video/player.html", status, meta=meta, model_ready=models().current_version() is not None)
 
 
@@ -75,9 +76,9 @@ def video_feed():
     frames.probe(path, name=(videos.read_meta(folder) or {}).get("filename"))  # 4xx now, not a broken stream
     model = models().current()  # as on disk now: a KOL deleted before this stream is not named in it;
     # the stream keeps this model to its end (a delete or a removed photo during it reaches the next stream)
-    if model is not None:  # the pool's display names: a KOL renamed since training shows the new name
+    if model is not None:  # the training pool's display names: a KOL renamed since training shows the new name
         model = dataclasses.replace(model, names={**model.names, **pool().display_names()})
-    body = streaming.stream(folder, model, pace=pace, executor=parallel.pool(),
+    body = streaming.stream(folder, model, pace=pace, executor=parallel.executor(),
                             max_side=current_app.config["VIDEO_STREAM_SIDE"])
     return Response(body, mimetype="multipart/x-mixed-replace; boundary=frame",
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -1,8 +1,8 @@
-"""A function call sent to an executor (a process pool), redone here if the pool broke.
+"""A function call sent to an executor (the worker processes), redone here if the executor broke.
 
-The video loop sends detection and embedding to ``shared.faces.parallel.pool()`` so the
+The video loop sends detection and embedding to ``shared.faces.parallel.executor()`` so the
 second core works while this thread decodes, tracks and draws. An executor of
-``None`` runs the call at once, inline; a pool that broke (a worker was killed) or
+``None`` runs the call at once, inline; an executor that broke (a worker was killed) or
 was shut down makes the call run inline too, so a result always comes back.
 """
 from concurrent.futures import CancelledError, Future
@@ -12,7 +12,7 @@ from concurrent.futures.process import BrokenProcessPool
 class Call:
     """``fn(*args)`` on ``executor`` (or inline when it is ``None``); :meth:`result` waits for it.
 
-    ``fn`` must be a top-level (picklable) function when ``executor`` is a process pool.
+    ``fn`` must be a top-level (picklable) function when ``executor`` runs worker processes.
     """
 
     def __init__(self, executor, fn, *args):
@@ -21,7 +21,7 @@ class Call:
         if executor is not None:
             try:
                 self.future = executor.submit(fn, *args)
-            except (BrokenProcessPool, RuntimeError):  # pool broken or shut down: work here
+            except (BrokenProcessPool, RuntimeError):  # executor broken or shut down: work here
                 self.future = None
         if self.future is None:
             self.future = Future()
@@ -31,7 +31,7 @@ class Call:
                 self.future.set_exception(exc)
 
     def result(self):
-        """The call's return value (computed inline if the pool broke or the call was cancelled)."""
+        """The call's return value (computed inline if the executor broke or the call was cancelled)."""
         try:
             return self.future.result()
         except (BrokenProcessPool, CancelledError):

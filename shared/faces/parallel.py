@@ -1,12 +1,13 @@
-"""One process pool per server process, so CPU-heavy face work uses every core.
+"""The worker processes of a server process (one executor), so CPU-heavy face work uses every core.
 
 dlib's HOG detector releases Python's GIL while it scans but its ResNet encoder holds
-it (bench/bench_gil.py), so threads cannot share out the encoding; worker processes can. The pool is created on first use (not at import), with the
-``spawn`` start method (safe inside a threaded server), one worker per CPU core;
-each worker loads the dlib networks once when it starts, uses one BLAS thread, and
-exits when its server process is gone.
+it (bench/bench_gil.py), so threads cannot share out the encoding; worker processes can.
+:func:`executor` starts them on first use (not at import), with the ``spawn`` start method
+(safe inside a threaded server), one worker per CPU core; each worker loads the dlib networks
+once when it starts, uses one BLAS thread, and exits when its server process is gone.
 
-Functions sent to the pool must be top-level (picklable) functions.
+Functions sent to the workers must be top-level (picklable) functions. ("pool" in this
+project is the training pool, :mod:`shared.training.pool`, never these workers.)
 """
 import multiprocessing
 import os
@@ -22,13 +23,13 @@ _size = 0  # worker processes asked for (FACE_WORKERS); 0: one per core
 
 
 def limit(n):
-    """Make the pool ``n`` worker processes (0: one per core); ``make_app`` passes FACE_WORKERS."""
+    """Make the executor ``n`` worker processes (0: one per core); ``make_app`` passes FACE_WORKERS."""
     global _size
     _size = max(0, int(n))
 
 
 def workers():
-    """How many worker processes the pool runs: FACE_WORKERS if set, else the cores this process may use."""
+    """How many worker processes the executor runs: FACE_WORKERS if set, else the cores this process may use."""
     if _size:
         return _size
     try:
@@ -40,7 +41,7 @@ def workers():
 def _warm_up(parent_pid):
     """Worker start: load dlib once, keep BLAS to one thread, and exit with the parent.
 
-    The pool already runs one process per core; dlib's OpenBLAS would otherwise start
+    The executor already runs one process per core; dlib's OpenBLAS would otherwise start
     a thread per core inside every worker, and the oversubscribed cores made the
     align step no faster than one process (measured on 2 cores: 1.0x instead of 1.8x).
     A worker whose server was killed (SIGKILL: no clean shutdown) ends itself.
@@ -60,8 +61,8 @@ def _exit_with_parent(parent_pid, every_s=1.0):
     os._exit(0)
 
 
-def pool():
-    """The process-wide :class:`ProcessPoolExecutor` (created lazily; replaced if a worker died)."""
+def executor():
+    """The process-wide :class:`ProcessPoolExecutor` of worker processes (created lazily; replaced if a worker died)."""
     global _executor
     with _lock:
         if _executor is None or getattr(_executor, "_broken", False):
@@ -72,7 +73,7 @@ def pool():
 
 
 def shutdown():
-    """Stop the pool's workers (tests, server shutdown)."""
+    """Stop the worker processes (tests, server shutdown)."""
     global _executor
     with _lock:
         if _executor is not None:

@@ -360,7 +360,7 @@ def predict_files(tasks):
     process otherwise (or if the pool cannot be used)."""
     if len(tasks) > 1:
         try:
-            executor = parallel.pool()
+            executor = parallel.executor()
             futures = [executor.submit(predict.predict_file, t) for t in tasks]
         except (BrokenProcessPool, OSError, RuntimeError):
             log.exception("the process pool failed; running the batch in this process")

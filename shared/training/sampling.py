@@ -125,7 +125,7 @@ def align_photos(tasks, progress=None, executor=None):
     (PNG + .npy) while they go on with the next photos.
     Returns the :func:`align_photo` results in the order of ``tasks``.
     """
-    executor = executor or parallel.pool()
+    executor = executor or parallel.executor()
     results = [None] * len(tasks)
     futures = {executor.submit(detect_photo, path): i for i, (path, _) in enumerate(tasks)}
     for n, future in enumerate(as_completed(futures), 1):
@@ -218,7 +218,7 @@ def sample_video(path, out_folder, every_s=VIDEO_EVERY_S, max_samples=MAX_SAMPLE
     """
     from shared.training.pool import save_chip
 
-    executor = executor or parallel.pool()
+    executor = executor or parallel.executor()
     try:
         every, info = sample_times(path, every_s, max_samples)
         sampled = [(fi, t, _shrink(rgb)) for fi, t, rgb in

@@ -1,6 +1,6 @@
 """Playing a stored video: recognised frames as an MJPEG body, paced, with the status kept up to date.
 
-The recognition loop (:func:`shared.video.tracking.run`) runs in the caller's thread;
+The recognition loop (:func:`shared.video.recognizer.run`) runs in the caller's thread;
 drawing and JPEG encoding run in a helper thread, one frame behind (OpenCV releases
 the GIL while it encodes), so the loop never waits for the encoder.
 
@@ -27,7 +27,8 @@ import numpy as np
 from shared.core import config
 from shared.core.storage import atomic_write_json, read_json
 from shared.faces import draw
-from shared.video import tracking
+from shared.video import recognizer
+from shared.video.passes import warm_job
 from shared.video.videos import claim, read_meta, source_path, write_status
 
 #: At most this many frames in a row are dropped, so a machine far too slow still shows the video moving.
@@ -78,8 +79,8 @@ def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0
     folder: a folder returned by :func:`shared.video.videos.video_dir`. model: the current
     :class:`shared.recognition.model.Model` or ``None``. pace: play at the video's speed,
     dropping frames that are already late (module docstring); ``False`` sends every
-    frame as fast as it is made. executor: passed to :func:`shared.video.tracking.run` (a
-    process pool, or ``None`` for inline work). observe: called as
+    frame as fast as it is made. executor: passed to :func:`shared.video.recognizer.run` (the
+    worker processes, or ``None`` for inline work). observe: called as
     ``observe(index, views)`` for every frame recognised (benchmarks, tests). max_side: frames
     are sent with their longer side at most this many pixels (0: as decoded; see
     :func:`render`); recognition always sees the decoded frames. clock: what
@@ -111,7 +112,7 @@ def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0
         write_status(folder, body, token)
         return body
 
-    frames_iter = tracking.run(path, model, settings=settings, executor=executor, name=meta.get("filename"))
+    frames_iter = recognizer.run(path, model, settings=settings, executor=executor, name=meta.get("filename"))
     encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="video-encode")
     pending = collections.deque()  # (frame index, future of jpeg bytes)
     started = None
@@ -143,8 +144,9 @@ def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0
             else:
                 run = 0
                 if panel_at is None or index - panel_at >= PANEL_EVERY_S * fps:
-                    panel, panel_at = tuple(rec.panel_lines()), index
-                pending.append((index, encoder.submit(render, np.asarray(rgb), rec.labels(views), panel,
+                    panel, panel_at = tuple(panel_lines(rec)), index
+                texts = labels(views, rec.model is not None)
+                pending.append((index, encoder.submit(render, np.asarray(rgb), texts, panel,
                                                       quality, max_side)))
             while len(pending) > (0 if started is None else 1):
                 out = send(pending.popleft())
@@ -187,6 +189,23 @@ def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0
                 status("pending")
 
 
+def labels(views, has_model):
+    """``[(box, text, known)]`` of a frame's faces for :func:`render`
+    (``views``: :class:`shared.video.tracks.FaceView`; ``has_model``: a model names the faces)."""
+    return [(v.box, v.label(has_model), v.known) for v in views]
+
+
+def panel_lines(rec, top=3):
+    """The panel's text: the ``top`` KOLs a :class:`shared.video.recognizer.Recognizer` has seen most so far
+    (seconds on screen), most first."""
+    if rec.model is None:
+        return ["No model trained yet: faces are not named"]
+    known = [a for a in rec.appearances() if a["identity"] is not None][:top]
+    if not known:
+        return ["No KOL seen yet"]
+    return ["Seen most so far"] + [f"{a['identity']}  {a['frames'] / rec.fps:.1f} s" for a in known]
+
+
 _warmed = set()  # ids of executors already warmed in this process
 
 
@@ -198,16 +217,16 @@ def is_warm(executor):
 def warm(executor, workers):
     """Get everything the first frame needs ready: each worker's dlib networks, fonts, the encoder.
 
-    executor: the process pool (``None``: warm this process only); workers: how many
+    executor: the worker processes (``None``: warm this process only); workers: how many
     worker processes it has. Returns the seconds it took.
     """
     started = time.monotonic()
-    calls = [executor.submit(tracking.warm_job) for _ in range(workers)] if executor is not None else []
+    calls = [executor.submit(warm_job) for _ in range(workers)] if executor is not None else []
     frame = np.zeros((360, 640, 3), np.uint8)
     render(frame, [((10, 60, 60, 10), "unknown 50%", False), ((10, 160, 60, 110), "x 90%", True)],
                    ("Seen most so far",))
     if executor is None:
-        tracking.warm_job()
+        warm_job()
     for c in calls:
         c.result()
     _warmed.add(id(executor))

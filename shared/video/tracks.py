@@ -1,4 +1,4 @@
-"""Faces followed through a video: one :class:`Track` per face, its name decided by vote.
+"""Faces followed through a video: one :class:`Track` per face, its name decided by vote; a video's :class:`TrackSet`.
 
 A track collects *votes*: each time its face is recognised, the model's
 :class:`shared.recognition.model.Prediction` for it adds ``(identity or None, confidence)``.
@@ -103,6 +103,37 @@ class Track:
     @property
     def frames_shown(self):
         return sum(b - a + 1 for a, b in self.spans)
+
+
+class TrackSet:
+    """The tracks of one video: :attr:`live` (followed now, in the order they started) and :attr:`ended`
+    (in the order they ended); :attr:`changes` counts the tracks started and ended so far; ids count from 1."""
+
+    def __init__(self):
+        self.live = []
+        self.ended = []  # kept for the summary
+        self.next_id = 1
+        self.changes = 0
+
+    def start(self, box, index):
+        """A new track for a face first seen at ``box`` in frame ``index``; returns it."""
+        t = Track(self.next_id, box, index)
+        self.next_id += 1
+        self.changes += 1
+        self.live.append(t)
+        return t
+
+    def drop(self, tracks):
+        """End the ``tracks`` still live, in that order."""
+        for t in tracks:
+            if t in self.live:
+                self.live.remove(t)
+                self.ended.append(t)
+                self.changes += 1
+
+    def every(self):
+        """Every track so far: the ended ones, then the live ones."""
+        return self.ended + self.live
 
 
 def percent(confidence):
