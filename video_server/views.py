@@ -27,7 +27,7 @@ from werkzeug.utils import secure_filename
 from shared.core.errors import UserError
 from shared.faces import frames, parallel
 from shared.video import appearances, streaming, tracking, videos
-from shared.web.auth import principal
+from shared.web.access import principal
 from shared.web.factory import data_path, models, pool
 from shared.web.replies import reply
 
