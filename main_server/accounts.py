@@ -27,7 +27,7 @@ from shared.core import csvsafe
 from shared.core.errors import UserError
 from shared.core.names import name_key
 from shared.web.access import accounts, json_wanted, main_url, principal, record, safe_next
-from shared.web.accounts import PASSWORD_MIN, ROLES, check_token_days
+from shared.web.account_rules import PASSWORD_MIN, ROLES, check_token_days
 from shared.web.auth import sign_in
 from shared.web.replies import reply
 

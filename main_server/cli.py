@@ -4,7 +4,7 @@ import sys
 import click
 
 from shared.core.errors import UserError
-from shared.web.accounts import ROLES, check_token_days
+from shared.web.account_rules import ROLES, check_token_days
 
 
 def init_app(app):

@@ -608,7 +608,8 @@ def test_tokens_of_an_older_database_get_an_expiry_and_their_maker(tmp_path):
     made on the Users page follows the user its created_by names."""
     import sqlite3
 
-    from shared.web.accounts import TOKEN_DAYS, Accounts
+    from shared.web.account_rules import TOKEN_DAYS
+    from shared.web.accounts import Accounts
 
     path = tmp_path / "accounts.sqlite3"
     old = sqlite3.connect(path)
