@@ -1,7 +1,8 @@
 """Main server: choose a mode, upload photos, videos or training sets, see predictions.
 
 Views live in blueprints by concern: ``views`` (home), ``training`` (R2-R5),
-``predict`` (R8-R13), ``video`` (R6-R7).
+``predict`` (R8-R13), ``video`` (R6-R7), ``kols`` (the roster), ``accounts`` (sign-in, users,
+tokens, audit trail); ``cli`` adds the account commands.
 """
 from shared.web import housekeeping
 from shared.web.factory import make_app, warm_up
@@ -10,10 +11,12 @@ from shared.web.factory import make_app, warm_up
 def create_app(test_config=None):
     """Application factory (``gunicorn 'main_server:create_app()'``)."""
     app = make_app(__name__, "main", test_config)
-    from . import kols, predict, training, video, views
+    from . import accounts, cli, kols, predict, training, video, views
 
-    for module in (views, training, predict, video, kols):
+    for module in (accounts, views, training, predict, video, kols):
         app.register_blueprint(module.bp)
+    accounts.init_limiter(app)
+    cli.init_app(app)
     warm_up(app)
     housekeeping.start_schedule(app)  # the same rules as `flask housekeeping`, every hour by default
     return app

@@ -25,7 +25,7 @@ from shared.core.names import upload_name
 from shared.core.storage import atomic_write_bytes, read_json
 from shared.faces import engine, images
 from shared.recognition import batch, predict
-from shared.web.auth import principal
+from shared.web.access import principal
 from shared.web.factory import data_path, models, pool
 from shared.web.replies import reply, wants_json
 

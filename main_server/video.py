@@ -12,7 +12,7 @@ from flask import Blueprint, current_app, redirect, request
 
 from shared.faces import frames
 from shared.video import videos
-from shared.web.auth import principal
+from shared.web.access import principal
 from shared.web.factory import data_path, models
 from shared.web.replies import reply
 

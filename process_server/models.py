@@ -1,6 +1,6 @@
 """The kept model versions: a list with plain-words comparisons, and a switch back to any of them.
 
-Admin only (shared/web/auth.py denies by default); the switch is audited as ``model.switch``.
+Admin only (shared/web/access.py denies by default); the switch is audited as ``model.switch``.
 """
 from flask import Blueprint, jsonify, redirect, request, url_for
 

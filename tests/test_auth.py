@@ -1,4 +1,5 @@
-"""Sign-in, roles, API tokens, CSRF and the audit trail (shared/web/auth.py, shared/web/accounts.py).
+"""Sign-in, roles, API tokens, CSRF and the audit trail (shared/web/auth.py, access.py, security.py,
+shared/web/accounts.py; the pages main_server/accounts.py).
 
 The route table walks EVERY rule of the three apps' ``url_map``, so a route added later is
 covered without editing this file: anonymous -> redirect to the sign-in page (pages) or 401
@@ -26,7 +27,7 @@ PROCESS_URL = "http://main.test:5001"
 VIDEO_URL = "http://main.test:5002"
 PASSWORD = "correct horse battery"
 
-#: What a member may use, written down here independently of shared/web/auth.py's table (the spec of
+#: What a member may use, written down here independently of shared/web/access.py's table (the spec of
 #: issue 11): predictions, videos, the pool summary. (server, endpoint pattern, method or None, test).
 MEMBER_SPEC = [
     ("main", "home.index", None), ("main", "predict.*", None), ("main", "video.upload_video_page", None),
@@ -146,16 +147,16 @@ def test_route_table_anonymous_member_and_csrf(apps):
 
 
 def test_member_rules_match_the_spec(apps):
-    """shared/web/auth.py's table says "member" exactly where this file's spec does (no more, no less)."""
-    from shared.web import auth
+    """shared/web/access.py's table says "member" exactly where this file's spec does (no more, no less)."""
+    from shared.web import access
 
     for section, endpoint, method, url in all_routes(apps):
         with apps[section].test_request_context(url, method=method):
-            got = auth.rule(section, endpoint)
+            got = access.rule(section, endpoint)
         want = "open" if is_open(section, endpoint) else "member" if member_may(section, endpoint, method) else "admin"
         assert got == want, (section, endpoint, method)
     with apps["process"].test_request_context("/import_result?job=abc", method="GET"):
-        assert auth.rule("process", "wizard.import_result") == "admin"  # a job's import page is the wizard's
+        assert access.rule("process", "wizard.import_result") == "admin"  # a job's import page is the wizard's
 
 
 def test_open_routes_need_nothing(apps):
@@ -607,7 +608,8 @@ def test_tokens_of_an_older_database_get_an_expiry_and_their_maker(tmp_path):
     made on the Users page follows the user its created_by names."""
     import sqlite3
 
-    from shared.web.accounts import TOKEN_DAYS, Accounts
+    from shared.web.account_rules import TOKEN_DAYS
+    from shared.web.accounts import Accounts
 
     path = tmp_path / "accounts.sqlite3"
     old = sqlite3.connect(path)

@@ -1,4 +1,4 @@
-"""Limits on guessing and the rules for names and passwords (shared/web/auth.py's limiter, shared/web/accounts.py).
+"""Limits on guessing and the rules for names and passwords (main_server/accounts.py's limiter, shared/web/accounts.py).
 
 - Failed sign-ins are counted per address and account together, per account and per address,
   in the real Redis of the job queue: one person's typos do not lock out an office behind one

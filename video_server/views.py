@@ -28,7 +28,7 @@ from shared.core.errors import UserError
 from shared.faces import frames, parallel
 from shared.video import appearances, streaming, videos
 from shared.video.passes import warm_job
-from shared.web.auth import principal
+from shared.web.access import principal
 from shared.web.factory import data_path, models, pool
 from shared.web.replies import reply
 

@@ -175,7 +175,8 @@ def _install_common(app, section):
         return {"section": section, "server_urls": {s: app.config[k] for s, k in SECTIONS.items()}}
 
     # Templates wrap admin-only actions in ``{% if is_admin %}`` and put ``{{ csrf_field() }}``
-    # inside every POST form: both globals come from shared/web/auth.py (installed by make_app).
+    # inside every POST form: both globals come from shared/web/access.py and security.py
+    # (installed by auth.init_app, from make_app).
 
     @app.errorhandler(UserError)
     def user_error(exc):
