@@ -59,7 +59,8 @@ DEFAULTS = {
     "REDIS_URL": "",
     "STEP_WAIT_S": 120,
     "ALIGN_CHUNK": 12,
-    # Sign-in (shared/web/auth.py): how long a sign-in lasts, proxies trusted for X-Forwarded-*,
+    # Sign-in (shared/web/auth.py; the limits: main_server/accounts.py): how long a sign-in lasts,
+    # proxies trusted for X-Forwarded-*,
     # failed sign-ins allowed (Flask-Limiter's "N per minute|hour|day") per address and account
     # together, per account from any address, and per address for all accounts (high, so an office
     # behind one address is not locked out by one person), and where the limiter counts them.
