@@ -12,6 +12,7 @@ import re
 from flask import Blueprint, current_app, redirect, request, send_from_directory, url_for
 
 from shared.core.errors import UserError
+from shared.core.ids import CROP_ID_RE
 from shared.training import cleaning, jobqueue, roster, wizard
 from shared.training.jobs import ACTIVE, STEPS, JobStore
 from shared.web.factory import data_path, models, pool
@@ -19,7 +20,6 @@ from shared.web.replies import reply, wants_json
 
 bp = Blueprint("wizard", __name__)
 
-CROP_RE = re.compile(r"^[0-9a-f]{16}$")
 KOL_INDEX_RE = re.compile(r"^[0-9]{1,5}$")
 #: Where each step's result page is, for "next" links and the progress page.
 RESULT_PAGE = {"align": "wizard.align", "clean": "wizard.clean", "import": "wizard.import_result",
@@ -153,7 +153,7 @@ def chip():
     """A crop of a job: ``?job=&kol=<index>&crop=<id>`` (PNG)."""
     job = _job_id()
     kol, crop = request.args.get("kol", ""), request.args.get("crop", "")
-    if not KOL_INDEX_RE.match(kol) or not CROP_RE.match(crop):
+    if not KOL_INDEX_RE.match(kol) or not CROP_ID_RE.match(crop):
         raise UserError("No such crop.", 404)
     folder = jobs().path(job, "chips", kol)
     if not (folder / f"{crop}.png").is_file():

@@ -25,7 +25,6 @@ The record says what the step's work last wrote; while it says "queued" or
 "running", whether the work is still alive is the queue's to say
 (:func:`shared.training.jobqueue.step_progress`), not this file's.
 """
-import re
 import secrets
 import shutil
 import time
@@ -33,9 +32,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from shared.core.errors import UserError
+from shared.core.ids import JOB_ID_RE
 from shared.core.storage import atomic_write_json, locked, read_json
 
-JOB_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 STEPS = ("align", "clean", "import", "train")
 #: The steps of each kind of job.
 KIND_STEPS = {"image": STEPS, "video": STEPS, "pool": ("train",)}

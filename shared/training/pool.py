@@ -27,12 +27,12 @@ import numpy as np
 
 from shared.core import names
 from shared.core.errors import UserError
+from shared.core.ids import CHIP_ID_RE
 from shared.core.names import display_name
 from shared.core.storage import atomic_write_bytes, atomic_write_json, locked, read_json
 from shared.faces import engine, images
 
 SLUG_RE = re.compile(r"^[a-z0-9-]{1,64}$")
-CHIP_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 
 
 def kol_slug(name):

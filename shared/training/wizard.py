@@ -10,18 +10,17 @@ Stores: ``store`` is a :class:`shared.training.jobs.JobStore`, ``pool`` a
 :class:`shared.training.pool.Pool`, ``models`` a :class:`shared.recognition.classifier.ModelStore`.
 ``progress`` is ``progress(done, total)`` or ``None``.
 """
-import re
 import shutil
 from concurrent.futures import Future
 
 from shared.core.errors import UserError
+from shared.core.ids import CROP_ID_RE
 from shared.core.storage import read_json
 from shared.training import cleaning, sampling
 from shared.training.jobs import KIND_STEPS
 from shared.training.pool import SLUG_RE
 from shared.training.train import retrain
 
-CROP_RE = re.compile(r"^[0-9a-f]{16}$")
 #: Photos per align chunk: a job of more photos is split so that every worker takes a part at once.
 ALIGN_CHUNK = 12
 
@@ -174,7 +173,7 @@ def align_summary(result):
 def crop_ids(values):
     """The non-empty values, each checked to be a crop id (16 hex digits); 400 otherwise."""
     values = [v for v in values if v]
-    bad = [v for v in values if not CROP_RE.match(v)]
+    bad = [v for v in values if not CROP_ID_RE.match(v)]
     if bad:
         raise UserError(f"'{bad[0][:40]}' is not a crop id (16 hexadecimal digits).", 400)
     return values
