@@ -2,7 +2,8 @@
 
 align (queued, split over every worker) -> clean (automatic + overrides) -> import_clean
 (choose KOLs) -> import_result (into the pool; pool summary; delete a KOL) ->
-train_model (queued). ``/processingProgress`` reports the current step.
+train_model (queued). ``/processingProgress`` reports the current step; ``/delete_kol`` deletes
+a KOL of the pool for good.
 The views parse, call :mod:`shared.training.wizard` (the rules) and :mod:`shared.training.jobqueue`
 (the work), and render. Every page answers JSON with ``Accept: application/json``
 (see CONTRACT.md).
@@ -233,13 +234,8 @@ def import_result():
     job = _job_id(required=False)
     store = jobs()
     if request.method == "POST":
-        delete = request.form.get("delete", "")
-        if delete:
-            name = wizard.delete_kol(pool(), store, delete, models())
-            if wants_json():
-                return reply("process/import_result.html", {"deleted": name, "pool": wizard.pool_counts(pool())})
-            return redirect(url_for("wizard.import_result", job=job, deleted=name) if job
-                            else url_for("wizard.import_result", deleted=name), 303)
+        if request.form.get("delete", ""):  # the older way to delete, kept for scripts: POST /delete_kol
+            return _delete_kol(job)
         if not job:
             raise UserError("Which training job? Import needs job=<id>.", 404)
         modes = {int(key[5:]): value for key, value in request.form.items()
@@ -261,6 +257,25 @@ def import_result():
     payload = {"imported": summary.get("imported", []), "pool": wizard.pool_counts(pool())}
     return reply("process/import_result.html", payload, summary=pool().summary(), empty=summary.get("empty", []),
                  deleted=request.args.get("deleted"), **_page_context(job, state))
+
+
+def _delete_kol(job):
+    """Delete the KOL named by the form field ``delete`` (display name or slug) for good; the answer:
+    JSON ``{"deleted": name, "pool": {name: int}}`` or 303 to the pool summary (``job`` kept when given)."""
+    name = wizard.delete_kol_named(pool(), jobs(), request.form.get("delete", ""), models())
+    if wants_json():
+        return reply("process/import_result.html", {"deleted": name, "pool": wizard.pool_counts(pool())})
+    return redirect(url_for("wizard.import_result", job=job, deleted=name) if job
+                    else url_for("wizard.import_result", deleted=name), 303)
+
+
+@bp.post("/delete_kol")
+def delete_kol():
+    """Delete a KOL of the pool for good: pool, job folders, every model version (admin; field ``delete``)."""
+    job = _job_id(required=False)
+    if not request.form.get("delete", ""):
+        raise UserError("Which KOL? The form needs delete=<the KOL's name>.", 400)
+    return _delete_kol(job)
 
 
 # -- R7: train ---------------------------------------------------------------------------------

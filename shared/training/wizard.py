@@ -16,7 +16,7 @@ from concurrent.futures import Future
 from shared.core.errors import UserError
 from shared.core.ids import CROP_ID_RE
 from shared.core.storage import read_json
-from shared.training import cleaning, sampling
+from shared.training import cleaning, roster, sampling
 from shared.training.jobs import KIND_STEPS
 from shared.training.pool import SLUG_RE
 from shared.training.train import retrain
@@ -316,21 +316,20 @@ def pool_counts(pool):
 
 
 # -- delete a KOL for good ---------------------------------------------------------------------
-def delete_kol(pool, store, name, models=None):
-    """Delete a KOL for good (:func:`shared.training.roster.delete_kol`: pool, job folders, every model version).
+def delete_kol_named(pool, store, name, models=None):
+    """Delete a KOL for good by its name (:func:`shared.training.roster.delete_kol`, which takes a slug:
+    pool, job folders, every model version).
 
     name: the KOL's name exactly as the pool lists it (:func:`pool_counts`); its slug is accepted too.
     Returns the display name; 404 when no KOL of the pool has this name.
     """
-    from shared.training.roster import delete_kol as delete
-
     names = pool.names()
     slug = next((s for s, n in names.items() if n == name), None)
     if slug is None and SLUG_RE.match(str(name)) and name in names:
         slug = name
     if slug is None:
         raise UserError("That KOL is not in the training pool.", 404)
-    return delete(pool, slug, models=models, jobs=store)
+    return roster.delete_kol(pool, slug, models=models, jobs=store)
 
 
 # -- train ----------------------------------------------------------------------------------------
