@@ -5,8 +5,8 @@ align (queued, split over every worker) -> clean (automatic + overrides) -> impo
 train_model (queued). ``/processingProgress`` reports the current step; ``/delete_kol`` deletes
 a KOL of the pool for good.
 The views parse, call :mod:`shared.training.wizard` (the rules) and :mod:`shared.training.jobqueue`
-(the work), and render. Every page answers JSON with ``Accept: application/json``
-(see CONTRACT.md).
+(the work: ``enqueue`` starts it, ``status`` reads it), and render. Every page answers JSON with
+``Accept: application/json`` (see CONTRACT.md).
 """
 import re
 
@@ -14,7 +14,8 @@ from flask import Blueprint, current_app, redirect, request, send_from_directory
 
 from shared.core.errors import UserError
 from shared.core.ids import CROP_ID_RE
-from shared.training import cleaning, jobqueue, roster, wizard
+from shared.training import cleaning, roster, wizard
+from shared.training.jobqueue import connection, enqueue, status
 from shared.training.jobs import ACTIVE, STEPS, JobStore
 from shared.web.factory import data_path, models, pool
 from shared.web.replies import reply, wants_json
@@ -35,7 +36,7 @@ def jobs():
 
 
 def redis():
-    return jobqueue.connect(current_app.config["REDIS_URL"])
+    return connection.connect(current_app.config["REDIS_URL"])
 
 
 def _job_id(required=True):
@@ -50,7 +51,7 @@ def _job_id(required=True):
 
 def _state(job):
     """The job's record with its active steps as the queue says now."""
-    return jobqueue.live_state(redis(), jobs(), jobs().state(job))
+    return status.live_state(redis(), jobs(), jobs().state(job))
 
 
 def _page_context(job, state):
@@ -62,7 +63,7 @@ def _listing():
     conn, store = redis(), jobs()
     out = []
     for s in store.list():
-        s = jobqueue.live_state(conn, store, s)
+        s = status.live_state(conn, store, s)
         out.append({"job": s["job"], "kind": s["kind"], "created": s["created"], "upload": s.get("upload"),
                     "kols": len(s["kols"]), "next": wizard.next_step(s),
                     "active": any(r.get("state") in ACTIVE for r in s["steps"].values())})
@@ -74,7 +75,7 @@ def _listing():
 def index():
     job = _job_id(required=False)
     if job is None:
-        payload = {"pool": pool().stats(), "jobs": _listing(), "queue": jobqueue.overview(redis())}
+        payload = {"pool": pool().stats(), "jobs": _listing(), "queue": status.overview(redis())}
         return reply("process/index.html", payload, deleted=request.args.get("deleted"))
     state = _state(job)
     payload = {
@@ -91,7 +92,7 @@ def index():
 def delete_job():
     """Delete a job whose steps are over, with its folder (409 while a step runs)."""
     job = _job_id()
-    jobqueue.delete_job(redis(), jobs(), job)
+    enqueue.delete_job(redis(), jobs(), job)
     if wants_json():
         return reply("process/index.html", {"deleted": job})
     return redirect(url_for("wizard.index", deleted=job), 303)
@@ -101,7 +102,7 @@ def delete_job():
 @bp.route("/processingProgress", methods=["GET", "POST"])
 def processing_progress():
     job = _job_id()
-    progress = jobqueue.step_progress(redis(), jobs(), job)
+    progress = status.step_progress(redis(), jobs(), job)
     state = jobs().state(job)
     next_url = url_for(RESULT_PAGE[progress["stage"]], job=job)
     unit = ("training stages" if progress["stage"] == "train" else
@@ -112,7 +113,7 @@ def processing_progress():
 def _started(job):
     """The answer to a POST that queued a step: 202 JSON or 303 to the progress page."""
     if wants_json():
-        return reply("process/progress.html", jobqueue.step_progress(redis(), jobs(), job), status=202)
+        return reply("process/progress.html", status.step_progress(redis(), jobs(), job), status=202)
     return redirect(url_for("wizard.processing_progress", job=job), 303)
 
 
@@ -120,11 +121,11 @@ def _run_and_wait(job, step, options):
     """Queue a quick step and wait for it (up to STEP_WAIT_S): ``None`` when it is done,
     else the answer to send (the progress page / 202). A failure is raised as its sentence."""
     store = jobs()
-    jobqueue.start_step(redis(), store, job, step, options)
-    progress = jobqueue.wait(redis(), store, job, step, current_app.config["STEP_WAIT_S"])
+    enqueue.start_step(redis(), store, job, step, options)
+    progress = status.wait(redis(), store, job, step, current_app.config["STEP_WAIT_S"])
     if progress["state"] == "failed":
-        status = (store.state(job)["steps"].get(step) or {}).get("status") or 500
-        raise UserError(progress["error"], status)
+        code = (store.state(job)["steps"].get(step) or {}).get("status") or 500
+        raise UserError(progress["error"], code)
     if progress["state"] != "done":
         return _started(job)
     return None
@@ -137,7 +138,7 @@ def align():
     store = jobs()
     if request.method == "POST":
         plan = wizard.align_plan(store, job, current_app.config["ALIGN_CHUNK"])
-        jobqueue.start_step(redis(), store, job, "align", plan=plan)
+        enqueue.start_step(redis(), store, job, "align", plan=plan)
         return _started(job)
     state = _state(job)
     record = state["steps"].get("align") or {}
@@ -291,12 +292,12 @@ def train_model():
         job = _job_id(required=False)
         wizard.check_train(pool())
         if job is not None:
-            jobqueue.start_step(redis(), store, job, "train", _train_options())
+            enqueue.start_step(redis(), store, job, "train", _train_options())
             return _started(job)
         # "retrain now": a training of the pool as it is, as a job of its own with its own progress page
         job = store.create_pool_training()
         try:
-            jobqueue.start_step(redis(), store, job, "train", _train_options())
+            enqueue.start_step(redis(), store, job, "train", _train_options())
         except BaseException:
             store.delete(job)
             raise

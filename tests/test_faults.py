@@ -164,13 +164,13 @@ def _worker_running(servers, job, step, timeout=180):
     waits in RQ's intermediate queue and is retried after a minute; not what these tests look at.)"""
     from rq.job import Job
 
-    from shared.training import jobqueue
+    from shared.training.jobqueue import connection, status
 
-    conn = jobqueue.connect(servers.redis_url)
+    conn = connection.connect(servers.redis_url)
     deadline = time.monotonic() + timeout
     while True:
         ids = set(_queue_jobs(servers, job, step))
-        for w in jobqueue.overview(conn)["workers"]:
+        for w in status.overview(conn)["workers"]:
             if w["alive"] and w["job"] in ids and Job.fetch(w["job"], connection=conn).get_status() == "started":
                 proc = next((p for p in servers.workers.procs if p.pid == w["pid"] and p.poll() is None), None)
                 if proc is not None:
@@ -182,9 +182,9 @@ def _worker_running(servers, job, step, timeout=180):
 def _retries_left(servers, rq_id):
     from rq.job import Job
 
-    from shared.training import jobqueue
+    from shared.training.jobqueue import connection
 
-    return Job.fetch(rq_id, connection=jobqueue.connect(servers.redis_url)).retries_left
+    return Job.fetch(rq_id, connection=connection.connect(servers.redis_url)).retries_left
 
 
 STEP_PATH = {"align": "/align", "clean": "/clean", "import": "/import_result", "train": "/train_model"}

@@ -23,7 +23,7 @@ pool (kind ``"pool"``: only the train step). Everything about it lives in
 
 The record says what the step's work last wrote; while it says "queued" or
 "running", whether the work is still alive is the queue's to say
-(:func:`shared.training.jobqueue.step_progress`), not this file's.
+(:func:`shared.training.jobqueue.status.step_progress`), not this file's.
 """
 import secrets
 import shutil
