@@ -34,6 +34,7 @@ from pathlib import Path
 from shared.core.errors import UserError
 from shared.core.ids import JOB_ID_RE
 from shared.core.storage import atomic_write_json, locked, read_json
+from shared.faces.layout import extract_training_zip
 
 STEPS = ("align", "clean", "import", "train")
 #: The steps of each kind of job.
@@ -68,12 +69,10 @@ class JobStore:
             (e.g. ``FileStorage.save``).
         kind: ``"image"`` or ``"video"``. upload_name: the zip's (secured) file name.
 
-        Extracts the zip safely (:func:`shared.faces.archive.extract_training_zip`),
+        Extracts the zip safely (:func:`shared.faces.layout.extract_training_zip`),
         deletes the zip, writes ``state.json`` and returns the new job id.
         On any error nothing is left on disk and the error is raised again.
         """
-        from shared.faces.archive import extract_training_zip
-
         folder = self._new_folder()
         try:
             upload = folder / "upload.zip"
