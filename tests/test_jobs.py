@@ -1,5 +1,5 @@
 """Job folders and records (shared.training.jobs) and the wizard's work on the real queue (shared.training.jobqueue):
-progress from the queue job's meta, failures as sentences, one step at a time, lost work, isolation.
+progress from the RQ job's meta, failures as sentences, one step at a time, lost work, isolation.
 
 The queue is a real redis-server (session fixture, one database per test) and the
 workers are real processes (``python -m process_server.worker``).
@@ -192,7 +192,7 @@ def test_two_jobs_do_not_mix(data_dir, store, conn, queue_workers):
 
 @needs_data
 def test_align_progress_comes_from_the_queue_and_parts_are_put_together(data_dir, store, conn, queue_workers):
-    """A 20-photo job in chunks of 4: the progress climbs chunk by chunk (from the queue jobs' meta),
+    """A 20-photo job in chunks of 4: the progress climbs chunk by chunk (from the RQ jobs' meta),
     and the finished align.json lists every photo in zip order."""
     members = {f"{person}/{p.name}": p for person, paths in list(five_celebs_photos().items())[:2]
                for p in paths[:10]}
@@ -214,7 +214,7 @@ def test_align_progress_comes_from_the_queue_and_parts_are_put_together(data_dir
         time.sleep(0.05)
     assert p["state"] == "done" and p["done"] == 20, p
     assert seen == sorted(seen) and len({d for d in seen if 0 < d < 20}) >= 2, seen  # it climbed in steps
-    assert any(d % 4 for d in seen), seen  # within a chunk too: the running queue job's meta
+    assert any(d % 4 for d in seen), seen  # within a chunk too: the running RQ job's meta
     result = store.read(job, "align")
     state = store.state(job)
     assert [[s["name"] for s in k["sources"]] for k in result["kols"]] == \

@@ -18,7 +18,7 @@ pool (kind ``"pool"``: only the train step). Everything about it lives in
      "skipped": [{"name", "reason"}],
      "steps": {step: {"state": "queued"|"running"|"done"|"failed", "done": int, "total": int,
                       "error": str|None, "status": HTTP status of the error, "started", "finished",
-                      "rq": [queue job ids doing the step], "summary": {...}}},
+                      "rq": [ids of the RQ jobs doing the step], "summary": {...}}},
      "stage": the step started last}
 
 The record says what the step's work last wrote; while it says "queued" or
