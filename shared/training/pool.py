@@ -17,6 +17,8 @@ is a *slug*: lower-case ASCII letters, digits and dashes plus a hash of the
 display name, so no name can reach outside its folder.
 """
 import hashlib
+import io
+import json
 import re
 import shutil
 import unicodedata
@@ -69,8 +71,6 @@ def save_chip(folder, chip, embedding=None):
 
 
 def _write_embedding(path, embedding):
-    import io
-
     buf = io.BytesIO()
     np.save(buf, np.asarray(embedding, dtype=np.float64).reshape(engine.EMBEDDING_SIZE), allow_pickle=False)
     atomic_write_bytes(path, buf.getvalue())
@@ -376,8 +376,6 @@ class Pool:
 
 def json_copy(data):
     """A deep copy of a JSON-ready value."""
-    import json
-
     return json.loads(json.dumps(data))
 
 
