@@ -38,7 +38,8 @@ def make_job(store, paths, folder):
 
 
 def run(n_workers, paths, chunk, base, redis):
-    from shared.training import jobqueue, wizard
+    from shared.training import wizard
+    from shared.training.jobqueue import connection, enqueue, status
     from shared.training.jobs import JobStore
 
     data = base / f"data{n_workers}"
@@ -46,28 +47,30 @@ def run(n_workers, paths, chunk, base, redis):
     store = JobStore(data / "jobs")
     job = make_job(store, paths, base)
     url = redis.url(n_workers)
-    conn = jobqueue.connect(url)
+    conn = connection.connect(url)
     workers = Workers(data, url, base / f"workers{n_workers}.log", count=n_workers, preload=True)
     try:
         deadline = time.monotonic() + 120
-        while sum(w["alive"] for w in jobqueue.overview(conn)["workers"]) < n_workers:  # dlib loaded, listening
+        while sum(w["alive"] for w in status.overview(conn)["workers"]) < n_workers:  # dlib loaded, listening
             assert time.monotonic() < deadline, "workers did not start"
             time.sleep(0.2)
         plan = wizard.align_plan(store, job, chunk)
         t = time.perf_counter()
-        jobqueue.start_step(conn, store, job, "align", plan=plan)
-        p = jobqueue.wait(conn, store, job, "align", timeout=1800)
+        enqueue.start_step(conn, store, job, "align", plan=plan)
+        p = status.wait(conn, store, job, "align", timeout=1800)
         elapsed = time.perf_counter() - t
         assert p["state"] == "done", p
         from rq.job import Job
 
-        parts = [j for j in Job.fetch_many(store.state(job)["steps"]["align"]["rq"][:-1], connection=conn) if j]
-        busy = sum((j.ended_at - j.started_at).total_seconds() for j in parts if j.ended_at and j.started_at)
+        parts = [rq_job for rq_job in Job.fetch_many(store.state(job)["steps"]["align"]["rq"][:-1], connection=conn)
+                 if rq_job]
+        busy = sum((part.ended_at - part.started_at).total_seconds() for part in parts
+                   if part.ended_at and part.started_at)
         result = store.read(job, "align")
         crops = sum(len(s["crops"]) for k in result["kols"] for s in k["sources"])
         return {"workers": n_workers, "photos": len(paths), "chunks": len(plan["chunks"]), "seconds": elapsed,
                 "photos_per_s": len(paths) / elapsed, "faces": crops,
-                "workers_used": len({j.worker_name for j in parts}), "chunk_seconds": busy}
+                "workers_used": len({part.worker_name for part in parts}), "chunk_seconds": busy}
     finally:
         workers.stop()
 

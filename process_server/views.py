@@ -2,24 +2,26 @@
 
 align (queued, split over every worker) -> clean (automatic + overrides) -> import_clean
 (choose KOLs) -> import_result (into the pool; pool summary; delete a KOL) ->
-train_model (queued). ``/processingProgress`` reports the current step.
+train_model (queued). ``/processingProgress`` reports the current step; ``/delete_kol`` deletes
+a KOL of the pool for good.
 The views parse, call :mod:`shared.training.wizard` (the rules) and :mod:`shared.training.jobqueue`
-(the work), and render. Every page answers JSON with ``Accept: application/json``
-(see CONTRACT.md).
+(the work: ``enqueue`` starts it, ``status`` reads it), and render. Every page answers JSON with
+``Accept: application/json`` (see CONTRACT.md).
 """
 import re
 
 from flask import Blueprint, current_app, redirect, request, send_from_directory, url_for
 
 from shared.core.errors import UserError
-from shared.training import cleaning, jobqueue, roster, wizard
+from shared.core.ids import CROP_ID_RE
+from shared.training import cleaning, roster, wizard
+from shared.training.jobqueue import connection, enqueue, status
 from shared.training.jobs import ACTIVE, STEPS, JobStore
 from shared.web.factory import data_path, models, pool
 from shared.web.replies import reply, wants_json
 
 bp = Blueprint("wizard", __name__)
 
-CROP_RE = re.compile(r"^[0-9a-f]{16}$")
 KOL_INDEX_RE = re.compile(r"^[0-9]{1,5}$")
 #: Where each step's result page is, for "next" links and the progress page.
 RESULT_PAGE = {"align": "wizard.align", "clean": "wizard.clean", "import": "wizard.import_result",
@@ -34,7 +36,7 @@ def jobs():
 
 
 def redis():
-    return jobqueue.connect(current_app.config["REDIS_URL"])
+    return connection.connect(current_app.config["REDIS_URL"])
 
 
 def _job_id(required=True):
@@ -49,7 +51,7 @@ def _job_id(required=True):
 
 def _state(job):
     """The job's record with its active steps as the queue says now."""
-    return jobqueue.live_state(redis(), jobs(), jobs().state(job))
+    return status.live_state(redis(), jobs(), jobs().state(job))
 
 
 def _page_context(job, state):
@@ -61,7 +63,7 @@ def _listing():
     conn, store = redis(), jobs()
     out = []
     for s in store.list():
-        s = jobqueue.live_state(conn, store, s)
+        s = status.live_state(conn, store, s)
         out.append({"job": s["job"], "kind": s["kind"], "created": s["created"], "upload": s.get("upload"),
                     "kols": len(s["kols"]), "next": wizard.next_step(s),
                     "active": any(r.get("state") in ACTIVE for r in s["steps"].values())})
@@ -73,7 +75,7 @@ def _listing():
 def index():
     job = _job_id(required=False)
     if job is None:
-        payload = {"pool": pool().stats(), "jobs": _listing(), "queue": jobqueue.overview(redis())}
+        payload = {"pool": pool().stats(), "jobs": _listing(), "queue": status.overview(redis())}
         return reply("process/index.html", payload, deleted=request.args.get("deleted"))
     state = _state(job)
     payload = {
@@ -90,7 +92,7 @@ def index():
 def delete_job():
     """Delete a job whose steps are over, with its folder (409 while a step runs)."""
     job = _job_id()
-    jobqueue.delete_job(redis(), jobs(), job)
+    enqueue.delete_job(redis(), jobs(), job)
     if wants_json():
         return reply("process/index.html", {"deleted": job})
     return redirect(url_for("wizard.index", deleted=job), 303)
@@ -100,7 +102,7 @@ def delete_job():
 @bp.route("/processingProgress", methods=["GET", "POST"])
 def processing_progress():
     job = _job_id()
-    progress = jobqueue.step_progress(redis(), jobs(), job)
+    progress = status.step_progress(redis(), jobs(), job)
     state = jobs().state(job)
     next_url = url_for(RESULT_PAGE[progress["stage"]], job=job)
     unit = ("training stages" if progress["stage"] == "train" else
@@ -111,7 +113,7 @@ def processing_progress():
 def _started(job):
     """The answer to a POST that queued a step: 202 JSON or 303 to the progress page."""
     if wants_json():
-        return reply("process/progress.html", jobqueue.step_progress(redis(), jobs(), job), status=202)
+        return reply("process/progress.html", status.step_progress(redis(), jobs(), job), status=202)
     return redirect(url_for("wizard.processing_progress", job=job), 303)
 
 
@@ -119,11 +121,11 @@ def _run_and_wait(job, step, options):
     """Queue a quick step and wait for it (up to STEP_WAIT_S): ``None`` when it is done,
     else the answer to send (the progress page / 202). A failure is raised as its sentence."""
     store = jobs()
-    jobqueue.start_step(redis(), store, job, step, options)
-    progress = jobqueue.wait(redis(), store, job, step, current_app.config["STEP_WAIT_S"])
+    enqueue.start_step(redis(), store, job, step, options)
+    progress = status.wait(redis(), store, job, step, current_app.config["STEP_WAIT_S"])
     if progress["state"] == "failed":
-        status = (store.state(job)["steps"].get(step) or {}).get("status") or 500
-        raise UserError(progress["error"], status)
+        code = (store.state(job)["steps"].get(step) or {}).get("status") or 500
+        raise UserError(progress["error"], code)
     if progress["state"] != "done":
         return _started(job)
     return None
@@ -136,7 +138,7 @@ def align():
     store = jobs()
     if request.method == "POST":
         plan = wizard.align_plan(store, job, current_app.config["ALIGN_CHUNK"])
-        jobqueue.start_step(redis(), store, job, "align", plan=plan)
+        enqueue.start_step(redis(), store, job, "align", plan=plan)
         return _started(job)
     state = _state(job)
     record = state["steps"].get("align") or {}
@@ -153,7 +155,7 @@ def chip():
     """A crop of a job: ``?job=&kol=<index>&crop=<id>`` (PNG)."""
     job = _job_id()
     kol, crop = request.args.get("kol", ""), request.args.get("crop", "")
-    if not KOL_INDEX_RE.match(kol) or not CROP_RE.match(crop):
+    if not KOL_INDEX_RE.match(kol) or not CROP_ID_RE.match(crop):
         raise UserError("No such crop.", 404)
     folder = jobs().path(job, "chips", kol)
     if not (folder / f"{crop}.png").is_file():
@@ -233,13 +235,8 @@ def import_result():
     job = _job_id(required=False)
     store = jobs()
     if request.method == "POST":
-        delete = request.form.get("delete", "")
-        if delete:
-            name = wizard.delete_kol(pool(), store, delete, models())
-            if wants_json():
-                return reply("process/import_result.html", {"deleted": name, "pool": wizard.pool_counts(pool())})
-            return redirect(url_for("wizard.import_result", job=job, deleted=name) if job
-                            else url_for("wizard.import_result", deleted=name), 303)
+        if request.form.get("delete", ""):  # the older way to delete, kept for scripts: POST /delete_kol
+            return _delete_kol(job)
         if not job:
             raise UserError("Which training job? Import needs job=<id>.", 404)
         modes = {int(key[5:]): value for key, value in request.form.items()
@@ -263,6 +260,25 @@ def import_result():
                  deleted=request.args.get("deleted"), **_page_context(job, state))
 
 
+def _delete_kol(job):
+    """Delete the KOL named by the form field ``delete`` (display name or slug) for good; the answer:
+    JSON ``{"deleted": name, "pool": {name: int}}`` or 303 to the pool summary (``job`` kept when given)."""
+    name = wizard.delete_kol_named(pool(), jobs(), request.form.get("delete", ""), models())
+    if wants_json():
+        return reply("process/import_result.html", {"deleted": name, "pool": wizard.pool_counts(pool())})
+    return redirect(url_for("wizard.import_result", job=job, deleted=name) if job
+                    else url_for("wizard.import_result", deleted=name), 303)
+
+
+@bp.post("/delete_kol")
+def delete_kol():
+    """Delete a KOL of the pool for good: pool, job folders, every model version (admin; field ``delete``)."""
+    job = _job_id(required=False)
+    if not request.form.get("delete", ""):
+        raise UserError("Which KOL? The form needs delete=<the KOL's name>.", 400)
+    return _delete_kol(job)
+
+
 # -- R7: train ---------------------------------------------------------------------------------
 def _train_options():
     """The training's settings: how many model versions to keep (0 in the settings: all)."""
@@ -276,12 +292,12 @@ def train_model():
         job = _job_id(required=False)
         wizard.check_train(pool())
         if job is not None:
-            jobqueue.start_step(redis(), store, job, "train", _train_options())
+            enqueue.start_step(redis(), store, job, "train", _train_options())
             return _started(job)
         # "retrain now": a training of the pool as it is, as a job of its own with its own progress page
         job = store.create_pool_training()
         try:
-            jobqueue.start_step(redis(), store, job, "train", _train_options())
+            enqueue.start_step(redis(), store, job, "train", _train_options())
         except BaseException:
             store.delete(job)
             raise

@@ -2,7 +2,7 @@
 
 Reads the same settings as the servers (``DATA_DIR``, ``REDIS_URL``, ... from the
 environment, see :func:`shared.core.config.load`) and runs N RQ workers
-(:func:`shared.training.jobqueue.work`), one process each; N defaults to this machine's cores
+(:func:`shared.training.jobqueue.worker.work`), one process each; N defaults to this machine's cores
 (setting ``WORKERS``). A worker that dies (killed, out of memory) is started again;
 SIGTERM or Ctrl-C stops them all (a job in progress is finished first by RQ's warm
 shutdown, or retried elsewhere if the worker is killed).
@@ -20,19 +20,18 @@ import subprocess
 import sys
 import time
 
+from shared.core import config
+from shared.faces import parallel
+from shared.training.jobqueue.worker import work
+
 
 def _settings():
     """``(REDIS_URL, DATA_DIR)`` as the servers read them (:func:`shared.core.config.load`; no app needed)."""
-    from shared.core import config
-
     settings = config.load()
     return settings["REDIS_URL"], settings["DATA_DIR"]
 
 
 def main(argv=None):
-    from shared.faces import parallel
-    from shared.training import jobqueue
-
     parser = argparse.ArgumentParser(prog="python -m process_server.worker", description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS") or 0),
                         help="worker processes (default: one per core)")
@@ -43,7 +42,7 @@ def main(argv=None):
     count = args.workers or parallel.workers()
     if count == 1:
         redis_url, data_dir = _settings()
-        jobqueue.work(redis_url, data_dir, burst=args.burst, preload=not args.no_preload)
+        work(redis_url, data_dir, burst=args.burst, preload=not args.no_preload)
         return 0
     return supervise(count, args)
 

@@ -1,12 +1,14 @@
-"""Safe extraction of training zips: layouts, names, and every hostile case."""
+"""Safe extraction of uploaded zips (shared.faces.archive) and training zips' layouts (shared.faces.layout):
+layouts, names, and every hostile case."""
 import io
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from shared.faces import archive
-from shared.faces.archive import ArchiveError, extract_training_zip
+from shared.faces import archive, layout
+from shared.faces.archive import ArchiveError
+from shared.faces.layout import extract_training_zip
 
 from .conftest import FACES, FIVE, VIDEO, needs_data, needs_video
 
@@ -169,11 +171,12 @@ def test_small_zip_that_unpacks_to_a_lot_is_refused(tmp_path):
         assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("fn", ["extract_training_zip", "extract_media_zip"])
+@pytest.mark.parametrize("fn", [layout.extract_training_zip, archive.extract_media_zip],
+                         ids=["extract_training_zip", "extract_media_zip"])
 def test_upload_limits_come_from_the_settings_and_count_every_zip_of_a_request(tmp_path, main_app, photo, fn):
     """UPLOAD_MAX_FILES / UPLOAD_MAX_UNPACKED_BYTES of the app apply to training and batch zips;
     the zips of one request (a batch) count together; a refused zip leaves nothing."""
-    extract_fn = getattr(archive, fn)
+    extract_fn = fn
     zp = make_zip(tmp_path / "in.zip", {f"kol/{i}.jpg": photo for i in range(3)})
     main_app.config.update(UPLOAD_MAX_FILES=5, UPLOAD_MAX_UNPACKED_BYTES=100 * len(photo))
     with main_app.test_request_context():

@@ -339,7 +339,8 @@ def test_cross_validated_accuracy_counts_photos_closest_to_their_own_kol():
     assert train(X[:4], slugs[:4], {}).meta["metrics"]["cv_accuracy"] is None
 
 
-def test_deleting_a_kol_in_the_wizard_forgets_them_in_every_model(process_app, data_dir):
+@pytest.mark.parametrize("route", ["/delete_kol", "/import_result"])  # its own route; the older form field too
+def test_deleting_a_kol_in_the_wizard_forgets_them_in_every_model(process_app, data_dir, route):
     centres = np.random.default_rng(14).normal(0, 0.06, size=(2, 128))
     pool = _pool(data_dir, {"Ann": (3, centres[0]), "Bob": (3, centres[1])})
     store = ModelStore(data_dir / "models")
@@ -347,7 +348,7 @@ def test_deleting_a_kol_in_the_wizard_forgets_them_in_every_model(process_app, d
     retrain(pool, store, full=True)
     bob = pool.slug_for("Bob")
     assert store.current().predict([centres[1]])[0].identity == bob
-    r = process_app.test_client().post("/import_result", data={"delete": bob},
+    r = process_app.test_client().post(route, data={"delete": bob},
                                        headers={"Accept": "application/json"})
     assert r.status_code == 200 and r.get_json()["deleted"] == "Bob"
     assert store.current().predict([centres[1]])[0].identity is None

@@ -154,25 +154,25 @@ def _prepare(data_dir, step):
     return job
 
 
-def _queue_jobs(servers, job, step):
+def _rq_ids(servers, job, step):
     from shared.training.jobs import JobStore
 
     return (JobStore(servers.data_dir / "jobs").state(job)["steps"].get(step) or {}).get("rq") or []
 
 
 def _worker_running(servers, job, step, timeout=180):
-    """The worker process (``Popen``) running work of this step now (its queue job started), and the
-    queue job's id. (A kill between a worker taking a job and starting it is RQ's own case: the job
+    """The worker process (``Popen``) running work of this step now (its RQ job started), and the
+    RQ job's id. (A kill between a worker taking an RQ job and starting it is RQ's own case: it
     waits in RQ's intermediate queue and is retried after a minute; not what these tests look at.)"""
     from rq.job import Job
 
-    from shared.training import jobqueue
+    from shared.training.jobqueue import connection, status
 
-    conn = jobqueue.connect(servers.redis_url)
+    conn = connection.connect(servers.redis_url)
     deadline = time.monotonic() + timeout
     while True:
-        ids = set(_queue_jobs(servers, job, step))
-        for w in jobqueue.overview(conn)["workers"]:
+        ids = set(_rq_ids(servers, job, step))
+        for w in status.overview(conn)["workers"]:
             if w["alive"] and w["job"] in ids and Job.fetch(w["job"], connection=conn).get_status() == "started":
                 proc = next((p for p in servers.workers.procs if p.pid == w["pid"] and p.poll() is None), None)
                 if proc is not None:
@@ -184,9 +184,9 @@ def _worker_running(servers, job, step, timeout=180):
 def _retries_left(servers, rq_id):
     from rq.job import Job
 
-    from shared.training import jobqueue
+    from shared.training.jobqueue import connection
 
-    return Job.fetch(rq_id, connection=jobqueue.connect(servers.redis_url)).retries_left
+    return Job.fetch(rq_id, connection=connection.connect(servers.redis_url)).retries_left
 
 
 STEP_PATH = {"align": "/align", "clean": "/clean", "import": "/import_result", "train": "/train_model"}

@@ -181,14 +181,14 @@ def test_a_photo_over_the_pixel_limit_says_the_limit_and_its_size(tmp_path):
 
 
 def test_a_zip_of_videos_sent_to_the_photo_form_points_to_the_video_form(tmp_path):
-    from shared.faces import archive
+    from shared.faces import archive, layout
 
     zpath = tmp_path / "v.zip"
     with zipfile.ZipFile(zpath, "w") as zf:
         zf.writestr("Jane/clip.mp4", b"\0" * 100)
         zf.writestr("Jane/clip2.m4v", b"\0" * 100)
     with pytest.raises(archive.ArchiveError) as err:
-        archive.extract_training_zip(zpath, tmp_path / "out", "image")
+        layout.extract_training_zip(zpath, tmp_path / "out", "image")
     assert "video form" in err.value.message and "/trainByVideo" in err.value.message
     with pytest.raises(archive.ArchiveError) as err:
         archive.extract_media_zip(zpath, tmp_path / "out2", "image")
@@ -197,7 +197,7 @@ def test_a_zip_of_videos_sent_to_the_photo_form_points_to_the_video_form(tmp_pat
     with zipfile.ZipFile(zpath2, "w") as zf:
         zf.writestr("Jane/a.jpg", b"\xff\xd8 not really")
     with pytest.raises(archive.ArchiveError) as err:
-        archive.extract_training_zip(zpath2, tmp_path / "out3", "video")
+        layout.extract_training_zip(zpath2, tmp_path / "out3", "video")
     assert "photo form" in err.value.message
 
 
@@ -212,7 +212,7 @@ def test_m4v_video_is_accepted(client, tmp_path):
     path = tmp_path / "holiday.M4V"
     shutil.copy(VIDEO / "short_hamilton_clip.mp4", path)
     assert frames.is_video_name(path.name) and frames.probe(path).width > 0
-    assert archive._check_file(path, "video", path.name) is None
+    assert archive.check_file(path, "video", path.name) is None
     r = client.post("/predictVideoResult", data={"file": (io.BytesIO(path.read_bytes()), "holiday.m4v")})
     assert r.status_code in (200, 303), r.get_data(True)[:300]
 

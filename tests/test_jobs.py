@@ -1,5 +1,5 @@
 """Job folders and records (shared.training.jobs) and the wizard's work on the real queue (shared.training.jobqueue):
-progress from the queue job's meta, failures as sentences, one step at a time, lost work, isolation.
+progress from the RQ job's meta, failures as sentences, one step at a time, lost work, isolation.
 
 The queue is a real redis-server (session fixture, one database per test) and the
 workers are real processes (``python -m process_server.worker``).
@@ -11,7 +11,8 @@ import zipfile
 
 import pytest
 
-from shared.training import jobqueue, roster, wizard
+from shared.training import roster, wizard
+from shared.training.jobqueue import connection, enqueue, status
 from shared.faces.archive import ArchiveError
 from shared.core.errors import UserError
 from shared.training.jobs import JobStore
@@ -41,7 +42,7 @@ def store(data_dir):
 
 @pytest.fixture
 def conn(redis_url):
-    return jobqueue.connect(redis_url)
+    return connection.connect(redis_url)
 
 
 def new_job(store, zip_path):
@@ -49,7 +50,7 @@ def new_job(store, zip_path):
 
 
 def wait_end(conn, store, job, step, timeout=120):
-    p = jobqueue.wait(conn, store, job, step, timeout)
+    p = status.wait(conn, store, job, step, timeout)
     assert p["state"] in ("done", "failed"), p
     return p
 
@@ -63,7 +64,7 @@ def test_create_writes_state_and_removes_the_upload(store, zip_path, conn):
     folder = store.folder(job)
     assert not (folder / "upload.zip").exists()
     assert all((folder / f["path"]).is_file() for k in state["kols"] for f in k["files"])
-    assert jobqueue.step_progress(conn, store, job) == {"job": job, "stage": "align", "state": "queued", "done": 0,
+    assert status.step_progress(conn, store, job) == {"job": job, "stage": "align", "state": "queued", "done": 0,
                                                      "total": 0, "error": None}
 
 
@@ -87,7 +88,7 @@ def test_pool_training_job_has_only_the_train_step_and_deletes_whole(store, conn
     state = store.state(job)
     assert state["kind"] == "pool" and state["kols"] == [] and wizard.steps_of(state) == ("train",)
     assert wizard.next_step(state) == "train"
-    assert jobqueue.step_progress(conn, store, job)["stage"] == "train"
+    assert status.step_progress(conn, store, job)["stage"] == "train"
     with pytest.raises(UserError) as err:
         wizard.align_plan(store, job)
     assert err.value.status == 409
@@ -107,7 +108,7 @@ def test_purge_kol_deletes_its_files_in_every_job(store, zip_path):
 # -- steps on the queue ---------------------------------------------------------------------------
 def test_clean_runs_on_a_worker_and_its_record_holds_the_result(data_dir, store, conn, queue_workers):
     job = _synth.aligned_job(data_dir, kols=("Ann", "Bob"), per_kol=6)
-    ids = jobqueue.start_step(conn, store, job, "clean", wizard.check_clean(store, job))
+    ids = enqueue.start_step(conn, store, job, "clean", wizard.check_clean(store, job))
     p = wait_end(conn, store, job, "clean")
     assert set(p) == KEYS and p["state"] == "done" and p["error"] is None and p["done"] == p["total"] == 12, p
     rec = store.state(job)["steps"]["clean"]
@@ -122,13 +123,13 @@ def test_clean_runs_on_a_worker_and_its_record_holds_the_result(data_dir, store,
 
 def test_failures_are_sentences_with_their_status(data_dir, store, conn, queue_workers):
     job = _synth.aligned_job(data_dir, kols=("Ann",), per_kol=3)
-    jobqueue.start_step(conn, store, job, "train")  # the pool is empty: the training itself says so
+    enqueue.start_step(conn, store, job, "train")  # the pool is empty: the training itself says so
     p = wait_end(conn, store, job, "train")
     assert p["state"] == "failed" and p["error"] == "The training pool is empty: import some KOLs first.", p
     assert store.state(job)["steps"]["train"]["status"] == 409
     # a bug (a broken align result) is a sentence too, never a traceback
     store.write(job, "align", {"kind": "image", "kols": "broken"})
-    jobqueue.start_step(conn, store, job, "clean", {"remove": [], "keep": []})
+    enqueue.start_step(conn, store, job, "clean", {"remove": [], "keep": []})
     p = wait_end(conn, store, job, "clean")
     assert p["state"] == "failed" and "failed unexpectedly" in p["error"] and "run the step again" in p["error"], p
     assert "Traceback" not in p["error"] and store.state(job)["steps"]["clean"]["status"] == 500
@@ -138,31 +139,31 @@ def test_one_step_at_a_time_and_queued_until_a_worker_comes(data_dir, store, con
     from .servers import Workers
 
     job = _synth.aligned_job(data_dir, kols=("Ann", "Bob"), per_kol=4)
-    jobqueue.start_step(conn, store, job, "clean", {"remove": [], "keep": []})  # no worker yet
-    assert jobqueue.step_progress(conn, store, job)["state"] == "queued"  # and it stays so: nothing can take it
+    enqueue.start_step(conn, store, job, "clean", {"remove": [], "keep": []})  # no worker yet
+    assert status.step_progress(conn, store, job)["state"] == "queued"  # and it stays so: nothing can take it
     for step in ("clean", "align"):
         with pytest.raises(UserError) as err:
-            jobqueue.start_step(conn, store, job, step, {"remove": [], "keep": []},
+            enqueue.start_step(conn, store, job, step, {"remove": [], "keep": []},
                              plan={"chunks": [[[0, 0]]], "weights": [1], "total": 1})
         assert err.value.status == 409 and "still running" in err.value.message
     with pytest.raises(UserError) as err:
-        jobqueue.delete_job(conn, store, job)
+        enqueue.delete_job(conn, store, job)
     assert err.value.status == 409 and store.folder(job).is_dir()
     workers = Workers(data_dir, redis_url, tmp_path / "w.log")
     try:
         assert wait_end(conn, store, job, "clean")["state"] == "done"
     finally:
         workers.stop()
-    jobqueue.delete_job(conn, store, job)
+    enqueue.delete_job(conn, store, job)
     assert store.ids() == []
 
 
 def test_one_training_at_a_time_across_jobs(data_dir, store, conn):
     a = _synth.aligned_job(data_dir, kols=("Ann",), per_kol=3)
     b = store.create_pool_training()
-    jobqueue.start_step(conn, store, a, "train")  # no worker: it stays queued
+    enqueue.start_step(conn, store, a, "train")  # no worker: it stays queued
     with pytest.raises(UserError) as err:
-        jobqueue.start_step(conn, store, b, "train")
+        enqueue.start_step(conn, store, b, "train")
     assert err.value.status == 409 and "already running" in err.value.message
     assert "train" not in store.state(b)["steps"]
 
@@ -170,18 +171,18 @@ def test_one_training_at_a_time_across_jobs(data_dir, store, conn):
 def test_work_the_queue_lost_is_reported_interrupted_and_can_run_again(data_dir, store, conn, queue_workers):
     job = _synth.aligned_job(data_dir, kols=("Ann", "Bob"), per_kol=4)
     store.set_step(job, "clean", state="running", done=2, total=8, rq=["no-such-queue-job"])  # e.g. Redis reset
-    p = jobqueue.step_progress(conn, store, job)
+    p = status.step_progress(conn, store, job)
     assert p["state"] == "failed" and "interrupted" in p["error"] and p["done"] == 2, p
     assert store.state(job)["steps"]["clean"]["state"] == "failed"  # recorded: it stays failed
-    jobqueue.start_step(conn, store, job, "clean", {"remove": [], "keep": []})
+    enqueue.start_step(conn, store, job, "clean", {"remove": [], "keep": []})
     assert wait_end(conn, store, job, "clean")["state"] == "done"
 
 
 def test_two_jobs_do_not_mix(data_dir, store, conn, queue_workers):
     a = _synth.aligned_job(data_dir, kols=("Ann", "Bob"), per_kol=4)
     b = _synth.aligned_job(data_dir, kols=("Cid",), per_kol=5, seed=1)
-    jobqueue.start_step(conn, store, a, "clean", {"remove": [], "keep": []})
-    jobqueue.start_step(conn, store, b, "clean", {"remove": [], "keep": []})
+    enqueue.start_step(conn, store, a, "clean", {"remove": [], "keep": []})
+    enqueue.start_step(conn, store, b, "clean", {"remove": [], "keep": []})
     assert wait_end(conn, store, a, "clean")["total"] == 8
     assert wait_end(conn, store, b, "clean")["total"] == 5
     assert set(store.state(a)["steps"]["clean"]["summary"]) == {"Ann", "Bob"}
@@ -190,7 +191,7 @@ def test_two_jobs_do_not_mix(data_dir, store, conn, queue_workers):
 
 @needs_data
 def test_align_progress_comes_from_the_queue_and_parts_are_put_together(data_dir, store, conn, queue_workers):
-    """A 20-photo job in chunks of 4: the progress climbs chunk by chunk (from the queue jobs' meta),
+    """A 20-photo job in chunks of 4: the progress climbs chunk by chunk (from the RQ jobs' meta),
     and the finished align.json lists every photo in zip order."""
     members = {f"{person}/{p.name}": p for person, paths in list(five_celebs_photos().items())[:2]
                for p in paths[:10]}
@@ -199,11 +200,11 @@ def test_align_progress_comes_from_the_queue_and_parts_are_put_together(data_dir
     job = store.create(lambda dest: shutil.copy(zp, dest), "image", "k.zip")
     plan = wizard.align_plan(store, job, chunk_size=4)
     assert [len(c) for c in plan["chunks"]] == [4, 4, 4, 4, 4] and plan["total"] == 20
-    jobqueue.start_step(conn, store, job, "align", plan=plan)
+    enqueue.start_step(conn, store, job, "align", plan=plan)
     seen = []
     deadline = time.monotonic() + 300
     while True:
-        p = jobqueue.step_progress(conn, store, job)
+        p = status.step_progress(conn, store, job)
         assert set(p) == KEYS and p["stage"] == "align" and p["total"] == 20, p
         seen.append(p["done"])
         if p["state"] in ("done", "failed"):
@@ -212,7 +213,7 @@ def test_align_progress_comes_from_the_queue_and_parts_are_put_together(data_dir
         time.sleep(0.05)
     assert p["state"] == "done" and p["done"] == 20, p
     assert seen == sorted(seen) and len({d for d in seen if 0 < d < 20}) >= 2, seen  # it climbed in steps
-    assert any(d % 4 for d in seen), seen  # within a chunk too: the running queue job's meta
+    assert any(d % 4 for d in seen), seen  # within a chunk too: the running RQ job's meta
     result = store.read(job, "align")
     state = store.state(job)
     assert [[s["name"] for s in k["sources"]] for k in result["kols"]] == \
@@ -264,14 +265,14 @@ def test_a_worker_on_another_machines_mount_of_the_data_folder(data_dir, store, 
     mount.symlink_to(data_dir.resolve(), target_is_directory=True)
     workers = Workers(mount, redis_url, tmp_path / "remote.log")
     try:
-        jobqueue.start_step(conn, store, job, "clean", {"remove": [], "keep": []})
+        enqueue.start_step(conn, store, job, "clean", {"remove": [], "keep": []})
         assert wait_end(conn, store, job, "clean")["state"] == "done"
         from rq.job import Job
 
         rq_id = store.state(job)["steps"]["clean"]["rq"][0]
         worker = Job.fetch(rq_id, connection=conn).worker_name
         assert worker and all(w["name"] != worker or w["pid"] == workers.procs[0].pid
-                              for w in jobqueue.overview(conn)["workers"])
+                              for w in status.overview(conn)["workers"])
     finally:
         workers.stop()
     written = (store.folder(job) / "state.json").read_text() + (store.folder(job) / "clean.json").read_text()

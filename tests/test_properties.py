@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from shared.core import names
 from shared.training import pool as pool_mod
-from shared.faces.archive import ArchiveError, _parts, extract_training_zip
+from shared.faces.archive import ArchiveError, member_parts
+from shared.faces.layout import extract_training_zip
 from shared.core.errors import UserError
 
 from . import _synth
@@ -64,7 +65,7 @@ def test_kol_slug_is_a_safe_folder_name(raw):
 @example("a\\..\\..\\b.jpg")
 def test_member_name_parts_never_climb(raw):
     try:
-        parts = _parts(raw)
+        parts = member_parts(raw)
     except ArchiveError as exc:
         assert exc.status == 400 and f"('{raw}')" in exc.message, exc.message  # names the member it refused
         norm = raw.replace("\\", "/")

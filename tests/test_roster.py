@@ -10,7 +10,8 @@ import pytest
 
 from shared.training import roster
 from shared.core.errors import UserError
-from shared.training.pool import Pool, matching_kols, name_key, save_chip
+from shared.training.pool import Pool, name_key, save_chip
+from shared.training.roster import matching_kols
 
 from .conftest import FIVE, ROOT, needs_data
 

@@ -50,7 +50,7 @@ DEFAULTS = {
     # every 5 s, or every quarter of this when that is shorter).
     "BATCH_CONCURRENT_PER_USER": 2,
     "BATCH_STALE_S": 60,
-    # The job queue (shared/training/jobqueue.py): the Redis it lives in (empty: the one bin/redis starts,
+    # The job queue (shared/training/jobqueue/): the Redis it lives in (empty: the one bin/redis starts,
     # redis://:PASSWORD@127.0.0.1:REDIS_PORT/0 with REDIS_PORT 6479 and the password generated
     # into DATA_DIR/instance/redis_password, see local_redis_url; a URL set by the user is used
     # as given, so it must carry its Redis's password), seconds a POST /clean or /import_result

@@ -1,47 +1,40 @@
-"""Safe extraction of an uploaded training zip (one folder per KOL).
+"""Safe reading of an uploaded zip, and the limits of an upload: nothing a member says can harm the disk.
 
-:func:`extract_training_zip` reads a zip that a person uploaded and writes the
-usable photos (or videos) under a destination folder, one sub-folder per KOL,
-without ever using a member's name as a path: files are written as
-``<dest>/<kol index>/<n><ext>`` and the original names are only recorded as text.
-
-Everything hostile is refused with an :class:`ArchiveError` whose message says
-what is wrong and how to fix it, and the destination is left empty (removed):
+No member's name is ever used as a path: files are written under a destination folder as
+``<n><ext>`` and the original names are only recorded as text. Everything hostile is refused with
+an :class:`ArchiveError` whose message says what is wrong and how to fix it, and the destination
+is left empty (removed):
 
 - not a zip at all (or damaged), an empty zip, a zip with no usable file;
-- members with absolute paths, drive letters or ``..`` parts, symbolic links;
+- members with absolute paths, drive letters or ``..`` parts (:func:`member_parts`), symbolic links;
 - zip bombs and zips that would fill the disk: more files than the setting
   ``UPLOAD_MAX_FILES``, more bytes once uncompressed than ``UPLOAD_MAX_UNPACKED_BYTES``
-  (both from the zip's directory first, then the bytes counted again while decompressing,
-  since the directory can lie; all zips of one request count together, :func:`upload_allowance`),
-  a member or a whole zip that expands more than ``max_ratio`` times;
-- nested archives (a zip inside the zip).
+  (both from the zip's directory first, :func:`checked_infos`, then the bytes counted again while
+  decompressing, since the directory can lie, :func:`copy_checked`; all zips of one request count
+  together, :func:`upload_allowance`), a member or a whole zip that expands more than ``max_ratio`` times;
+- nested archives (a zip inside the zip), password-protected members.
 
-Junk (``__MACOSX/``, ``.DS_Store``, ``Thumbs.db``, hidden ``._`` files) is ignored
-silently; other files that are not photos/videos are skipped and listed.
+Junk (``__MACOSX/``, ``.DS_Store``, ``Thumbs.db``, hidden ``._`` files) is ignored silently; other
+files that are not photos/videos are skipped and listed; each copied file is checked to be a
+readable photo (its header) or video (its first frame), :func:`check_file`.
 
-Layout of a training zip (:func:`_layout`): a photo's KOL is the folder holding it
-(``Name of KOL/photo.jpg``), or the folder above when that one has a container name
-such as ``photos`` (:data:`CONTAINER_NAMES`: ``Jane Doe/photos/1.jpg`` is Jane Doe's).
-Folders that every KOL folder sits in are wrappers (``Export/2024/Jane Doe/1.jpg``);
-sub-folders of a KOL folder that holds photos itself belong to that KOL
-(``Jane Doe/stage/2.jpg``). One folder of photos is a single KOL. Refused with a
-sentence showing the expected layout: only loose photos (no KOL name), KOL folders at
-different depths (``A/1.jpg`` beside ``Actors/B/2.jpg``), and two folders in different
-places that would give the same KOL name (``Jane/2024/`` and ``Bob/2024/``). Loose
-photos beside KOL folders are skipped and listed.
+:func:`extract_media_zip` extracts every photo (or video) of a zip whatever its folders; a training
+zip, one folder per KOL, is :func:`shared.faces.layout.extract_training_zip`, built on the pieces here.
 """
 import os
 import shutil
 import stat
 import zipfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+from flask import current_app, g, has_app_context, has_request_context
+from PIL import Image
 
 from shared.core.config import DEFAULTS
 from shared.core.errors import UserError
-from shared.core.names import display_name, human_size
+from shared.core.names import human_size
 from shared.faces import frames, images
 
 #: Most a single member, and the whole zip, may expand relative to its compressed size
@@ -51,13 +44,10 @@ RATIO_MIN_SIZE = 1024 * 1024
 #: Photos narrower or lower than this (pixels) cannot hold a face that detection would find.
 MIN_PHOTO_SIDE = 20
 
-#: Folder names that hold a KOL's photos without naming the KOL (compared in lower case): a
-#: photo in ``Jane Doe/photos/`` belongs to "Jane Doe". Kept small: a real name never equals one.
-CONTAINER_NAMES = {"photos", "photo", "pictures", "pics", "images", "image", "img", "imgs", "videos", "video",
-                   "照片", "图片", "相片", "写真", "사진"}
 JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
 ARCHIVE_EXTENSIONS = (".zip", ".rar", ".7z", ".tar", ".gz", ".tgz", ".bz2", ".xz")
 
+#: Per kind of media: (file extensions, the word for one, the word for several).
 KINDS = {
     "image": (images.IMAGE_EXTENSIONS, "photo", "photos"),
     "video": (frames.VIDEO_EXTENSIONS, "video", "videos"),
@@ -120,8 +110,6 @@ def upload_allowance(max_files=None, max_bytes=None):
     given, inside a request, all zips of that request share one allowance (kept in ``flask.g``),
     so a batch of several zips stays under the limits together.
     """
-    from flask import current_app, g, has_app_context, has_request_context
-
     config = current_app.config if has_app_context() else DEFAULTS
     limits = (config["UPLOAD_MAX_FILES"] if max_files is None else max_files,
               config["UPLOAD_MAX_UNPACKED_BYTES"] if max_bytes is None else max_bytes)
@@ -132,25 +120,12 @@ def upload_allowance(max_files=None, max_bytes=None):
     return g.upload_allowance
 
 
-def _size_of(folder):
+def size_of(folder):
     """Bytes of the files under ``folder``."""
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
 
 
-@dataclass
-class Extracted:
-    """What a training zip held.
-
-    kols: ``[{"name": display name, "files": [{"path": str (absolute, on disk),
-        "name": original name inside the zip}]}]`` in the order of the names.
-    skipped: ``[{"name": member name, "reason": sentence}]`` for files not used.
-    """
-
-    kols: list = field(default_factory=list)
-    skipped: list = field(default_factory=list)
-
-
-def _member_name(info):
+def member_name(info):
     """The member's name as its creator meant it (UTF-8 even without the zip's UTF-8 flag)."""
     name = info.filename
     if not info.flag_bits & 0x800:
@@ -161,11 +136,12 @@ def _member_name(info):
     return name
 
 
-def _is_symlink(info):
+def is_symlink(info):
+    """True for a member that is a symbolic link (made on Unix with the link's mode bits)."""
     return info.create_system == 3 and stat.S_ISLNK(info.external_attr >> 16)
 
 
-def _parts(name):
+def member_parts(name):
     """Split a member name into safe parts, or raise for absolute / parent-relative names."""
     raw = name.replace("\\", "/")
     if raw.startswith("/") or (len(raw) > 1 and raw[1] == ":"):
@@ -178,11 +154,13 @@ def _parts(name):
     return parts
 
 
-def _is_junk(parts):
+def is_junk(parts):
+    """True for the junk of zipping tools (``__MACOSX/``, ``.DS_Store``, ``Thumbs.db``, ``._`` files)."""
     return any(p == "__MACOSX" or p.lower() in JUNK_NAMES or p.startswith("._") for p in parts)
 
 
-def _open_zip(path):
+def open_zip(path):
+    """The uploaded file as a ``zipfile.ZipFile``; 400 with a sentence when it is not a zip or cannot be read."""
     try:
         return zipfile.ZipFile(path)
     except zipfile.BadZipFile:
@@ -192,89 +170,13 @@ def _open_zip(path):
         raise ArchiveError(f"The zip could not be read ({exc}).", 400) from None
 
 
-def _kol_path(folders):
-    """The folders up to and including the one that names the KOL of a photo in ``folders``:
-    the folder directly holding it, or the nearest one above it whose name is not a
-    :data:`CONTAINER_NAMES` one (``Al Gore/photos/1.jpg`` -> ``("Al Gore",)``). Empty when none."""
-    folders = tuple(folders)
-    while folders and folders[-1].strip().lower() in CONTAINER_NAMES:
-        folders = folders[:-1]
-    return folders
-
-
-def _common_prefix(paths):
-    """The leading folders that every path of ``paths`` (tuples of folder names) shares."""
-    first = min(paths, key=len)
-    for n, name in enumerate(first):
-        if any(p[n] != name for p in paths):
-            return first[:n]
-    return first
-
-
-def _ambiguous(sentence):
-    """The refusal for a zip whose folders do not say which KOL each photo belongs to."""
-    return ArchiveError(f"{sentence} Lay the zip out as one folder per KOL, named after the KOL and holding that "
-                        "KOL's photos: 'Name of KOL/photo.jpg' (for example 'Jane Doe/1.jpg' and 'John Roe/1.jpg'), "
-                        "then zip those folders.")
-
-
-def _layout(entries, kind):
-    """Group usable entries ``(parts, info)`` into ``{kol folder path: [(parts, info)]}`` and list skipped ones.
-
-    A photo's KOL folder is the folder holding it (:func:`_kol_path`); folders shared by all
-    photos (wrappers such as ``Export/2024/``) are never KOL names unless every photo is in the
-    same one, and a KOL folder inside another KOL folder belongs to the outer one. Returns
-    ``(groups, skipped, prefix)``: the group keys and skipped names are relative to ``prefix``,
-    the count of wrapper folders. Raises :class:`ArchiveError` when the layout is ambiguous
-    (KOL folders at different depths).
-    """
-    exts, singular, plural = KINDS[kind]
-    media = [(p, i) for p, i in entries if p[-1].lower().endswith(exts)]
-    if not media:
-        raise ArchiveError(f"The zip holds no {singular} this tool can use "
-                           f"({', '.join(exts)}). See the instructions page for the layout."
-                           + other_kind_hint([p[-1] for p, _ in entries], kind))
-    found = [(_kol_path(p[:-1]), p, i) for p, i in media]
-    named = {kol for kol, _, _ in found if kol}
-    if not named:
-        raise ArchiveError(
-            f"The {plural} are at the top level of the zip, so there is no KOL name for them. "
-            f"Put each KOL's {plural} in a folder named after the KOL (for example "
-            f"'Jane Doe/1.jpg') and zip those folders.")
-    # wrappers: the folders all KOL folders share (but the KOL folder itself when there is only one)
-    prefix = len(_common_prefix(named)) - (len(named) == 1)
-
-    def shown(parts):
-        """A member's name below the wrappers, as the person sees it."""
-        return "/".join(parts[min(prefix, len(parts) - 1):])
-
-    kols = {kol for kol in named if len(kol) > prefix}
-    outer = {kol: min((k for k in kols if kol[:len(k)] == k), key=len) for kol in kols}
-    depths = sorted({len(k) for k in outer.values()})
-    if len(depths) > 1:
-        deep = next(k for k in outer.values() if len(k) == depths[-1])
-        high = next(k for k in outer.values() if len(k) == depths[0])
-        raise _ambiguous(f"The {plural} lie at different depths of the zip ('{'/'.join(high[prefix:])}/' "
-                         f"and '{'/'.join(deep[prefix:])}/'), so it is not clear which folders are the KOLs.")
-    groups, skipped = {}, []
-    for parts, _ in entries:
-        if not parts[-1].lower().endswith(exts):
-            skipped.append({"name": shown(parts), "reason": f"not a {singular} ({', '.join(exts)})"})
-    for kol, parts, info in found:
-        if len(kol) <= prefix:
-            skipped.append({"name": shown(parts), "reason": "not inside a KOL folder"})
-        else:
-            groups.setdefault(outer[kol], []).append((parts, info))
-    return groups, skipped, prefix
-
-
 def _copy_member(zf, info, target, budget, max_ratio, budget_error):
     """Stream one member to ``target``; returns bytes written. Stops at the size and ratio caps:
     over ``budget`` bytes it raises ``budget_error.too_much(the upload's bytes so far)``
     (``budget_error``: the upload's :class:`Allowance`)."""
     limit = info.file_size
     if info.file_size > RATIO_MIN_SIZE and info.file_size > max_ratio * max(info.compress_size, 1):
-        raise ArchiveError(f"'{_member_name(info)}' expands {info.file_size // max(info.compress_size, 1)} "
+        raise ArchiveError(f"'{member_name(info)}' expands {info.file_size // max(info.compress_size, 1)} "
                            "times when unzipped: the zip looks like a zip bomb and was refused.", 413)
     written = 0
     with zf.open(info) as src, open(target, "wb") as dst:
@@ -289,40 +191,13 @@ def _copy_member(zf, info, target, budget, max_ratio, budget_error):
             if written > budget:
                 raise budget_error.too_much(budget_error.max_bytes + written - budget)
             if written > RATIO_MIN_SIZE and written > max_ratio * max(info.compress_size, 1):
-                raise ArchiveError(f"'{_member_name(info)}' expands too much when unzipped: "
+                raise ArchiveError(f"'{member_name(info)}' expands too much when unzipped: "
                                    "the zip looks like a zip bomb and was refused.", 413)
             dst.write(chunk)
     return written
 
 
-def extract_training_zip(zip_path, dest, kind="image", max_members=None, max_total=None, max_ratio=MAX_RATIO):
-    """Check a training zip and extract its usable files under ``dest``.
-
-    zip_path: the uploaded file. dest: a folder that must not exist yet; it is
-        created, and removed again when anything is refused.
-    kind: ``"image"`` (photos) or ``"video"``. max_members, max_total: most files and bytes
-        it may unpack to; ``None``: the upload's settings (:func:`upload_allowance`).
-
-    Returns :class:`Extracted`. Raises :class:`ArchiveError` (4xx) with a sentence
-    for anything unusable; nothing is left behind in that case.
-    Photos are checked by reading their header, videos by decoding their first
-    frame; files that fail are skipped and listed, not fatal.
-    """
-    if kind not in KINDS:
-        raise ValueError(kind)
-    dest = Path(dest)
-    dest.mkdir(parents=True)
-    try:
-        allowance = upload_allowance(max_members, max_total)
-        out = _extract(zip_path, dest, kind, allowance, max_ratio)
-        allowance.take(sum(len(k["files"]) for k in out.kols), _size_of(dest))
-        return out
-    except BaseException:
-        shutil.rmtree(dest, ignore_errors=True)
-        raise
-
-
-def _copy_checked(zf, info, target, budget, max_ratio, kind, parts, allowance):
+def copy_checked(zf, info, target, budget, max_ratio, kind, parts, allowance):
     """Copy one member to ``target`` (at most ``budget`` bytes, :func:`_copy_member`; ``allowance``
     words the refusal) and check it is a readable file of ``kind``. ``parts``: the member's path
     in the zip, for messages.
@@ -335,20 +210,20 @@ def _copy_checked(zf, info, target, budget, max_ratio, kind, parts, allowance):
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
         raise ArchiveError(f"The zip is damaged or uses an unsupported format at "
                            f"'{'/'.join(parts)}' ({exc}). Create it again and upload it.", 400) from None
-    problem = _check_file(target, kind, parts[-1])
+    problem = check_file(target, kind, parts[-1])
     if problem:
         target.unlink()
     return used, problem
 
 
-def _checked_infos(zf, zip_size, allowance, max_ratio):
+def checked_infos(zf, zip_size, allowance, max_ratio):
     """The zip's members, after the checks made before anything is read, from the zip's directory:
     how many files (junk such as ``__MACOSX/`` not counted) and how many bytes they declare against
     ``allowance`` (:meth:`Allowance.check`), and how much the whole zip expands (at most
     ``max_ratio`` times its ``zip_size`` in bytes)."""
     infos = zf.infolist()
     declared = sum(i.file_size for i in infos)
-    files = [i for i in infos if not i.is_dir() and not _is_junk(i.filename.replace("\\", "/").split("/"))]
+    files = [i for i in infos if not i.is_dir() and not is_junk(i.filename.replace("\\", "/").split("/"))]
     allowance.check(len(files), declared)
     if declared > RATIO_MIN_SIZE and declared > max_ratio * max(zip_size, 1):
         raise ArchiveError(f"The zip expands {declared // max(zip_size, 1)} times when unzipped "
@@ -357,75 +232,9 @@ def _checked_infos(zf, zip_size, allowance, max_ratio):
     return infos
 
 
-def _extract(zip_path, dest, kind, allowance, max_ratio):
-    _, singular, plural = KINDS[kind]
-    with _open_zip(zip_path) as zf:
-        infos = _checked_infos(zf, os.path.getsize(zip_path), allowance, max_ratio)
-        entries = []
-        for info in infos:
-            name = _member_name(info)
-            parts = _parts(name)
-            if not parts or _is_junk(parts):
-                continue
-            if _is_symlink(info):
-                raise ArchiveError(f"The zip holds a symbolic link ('{name}'); links are refused. "
-                                   "Zip the photos themselves.")
-            if info.is_dir():
-                continue
-            if info.flag_bits & 0x1:
-                raise ArchiveError("The zip is protected by a password, which this tool cannot open. "
-                                   "Zip the KOL folders again without a password.")
-            if parts[-1].lower().endswith(ARCHIVE_EXTENSIONS):
-                raise ArchiveError(f"The zip holds another archive ('{name}'). Unzip it and put its "
-                                   "KOL folders directly into one zip.")
-            entries.append((parts, info))
-        if not entries:
-            raise ArchiveError("The zip is empty.")
-        groups, skipped, prefix = _layout(entries, kind)
-        out = Extracted(skipped=skipped)
-        budget = allowance.bytes_left()
-        names = {}  # display name -> (kol, its folder path)
-        for folder in sorted(groups, key=lambda path: (path[-1], path)):
-            try:
-                name = display_name(folder[-1])
-            except UserError:
-                for parts, _ in groups[folder]:
-                    skipped.append({"name": "/".join(parts[prefix:]),
-                                    "reason": "the folder name is not usable as a KOL name"})
-                continue
-            if name in names and names[name][1][:-1] != folder[:-1]:
-                raise _ambiguous(f"The folders '{'/'.join(names[name][1][prefix:])}/' and "
-                                 f"'{'/'.join(folder[prefix:])}/' would both be the KOL '{name}', "
-                                 "so it is not clear which folders are the KOLs.")
-            if name in names:  # two sibling folders that differ only in invisible characters
-                kol = names[name][0]
-            else:
-                kol = {"name": name, "files": []}
-                names[name] = (kol, folder)
-                out.kols.append(kol)
-            folder_dir = dest / str(out.kols.index(kol))
-            folder_dir.mkdir(exist_ok=True)
-            for parts, info in groups[folder]:
-                ext = Path(parts[-1]).suffix.lower()
-                target = folder_dir / f"{len(kol['files']):05d}{ext}"
-                used, problem = _copy_checked(zf, info, target, budget, max_ratio, kind, parts, allowance)
-                budget -= used
-                if problem:
-                    skipped.append({"name": "/".join(parts[prefix:]), "reason": problem})
-                    continue
-                kol["files"].append({"path": str(target), "name": "/".join(parts[len(folder):])})
-        out.kols = [k for k in out.kols if k["files"]]
-        if not out.kols:
-            raise ArchiveError(f"No {singular} in the zip could be read, so there is nothing to train on"
-                               + (f" ({skipped[0]['name']}: {skipped[0]['reason']})" if skipped else "") + ".")
-        return out
-
-
-def _check_file(path, kind, name):
+def check_file(path, kind, name):
     """``None`` when the file is usable, else a short reason."""
     if kind == "image":
-        from PIL import Image
-
         try:
             with Image.open(path) as im:
                 width, height = im.size
@@ -485,16 +294,16 @@ def extract_media_zip(zip_path, dest, kind="image", max_members=None, max_total=
     dest.mkdir(parents=True)
     try:
         files, skipped = [], []
-        with _open_zip(zip_path) as zf:
+        with open_zip(zip_path) as zf:
             allowance = upload_allowance(max_members, max_total)
-            infos = _checked_infos(zf, os.path.getsize(zip_path), allowance, max_ratio)
+            infos = checked_infos(zf, os.path.getsize(zip_path), allowance, max_ratio)
             budget, names = allowance.bytes_left(), []
             for info in infos:
-                name = _member_name(info)
-                parts = _parts(name)
-                if not parts or _is_junk(parts) or info.is_dir():
+                name = member_name(info)
+                parts = member_parts(name)
+                if not parts or is_junk(parts) or info.is_dir():
                     continue
-                if _is_symlink(info):
+                if is_symlink(info):
                     raise ArchiveError(f"The zip holds a symbolic link ('{name}'); links are refused.")
                 if info.flag_bits & 0x1:
                     raise ArchiveError("The zip is protected by a password, which this tool cannot open. "
@@ -508,7 +317,7 @@ def extract_media_zip(zip_path, dest, kind="image", max_members=None, max_total=
                     skipped.append({"name": shown, "reason": f"not a {singular} ({', '.join(exts)})"})
                     continue
                 target = dest / f"{len(files):05d}{Path(parts[-1]).suffix.lower()}"
-                used, problem = _copy_checked(zf, info, target, budget, max_ratio, kind, parts, allowance)
+                used, problem = copy_checked(zf, info, target, budget, max_ratio, kind, parts, allowance)
                 budget -= used
                 if problem:
                     skipped.append({"name": shown, "reason": problem})
@@ -517,7 +326,7 @@ def extract_media_zip(zip_path, dest, kind="image", max_members=None, max_total=
         if not files:
             raise ArchiveError(f"The zip holds no {singular} this tool can use ({', '.join(exts)})."
                                + other_kind_hint(names, kind), 415 if names else 400)
-        allowance.take(len(files), _size_of(dest))
+        allowance.take(len(files), size_of(dest))
         return files, skipped
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)

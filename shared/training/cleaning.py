@@ -206,6 +206,7 @@ def two_people(X):
     X = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
     if len(X) < 2 * SPLIT_MIN_FACES:
         return None
+    # here, not at the top: sklearn takes a second to import, and only this check needs it
     from sklearn.cluster import AgglomerativeClustering
     from sklearn.metrics.pairwise import euclidean_distances
 

@@ -18,14 +18,13 @@ pool (kind ``"pool"``: only the train step). Everything about it lives in
      "skipped": [{"name", "reason"}],
      "steps": {step: {"state": "queued"|"running"|"done"|"failed", "done": int, "total": int,
                       "error": str|None, "status": HTTP status of the error, "started", "finished",
-                      "rq": [queue job ids doing the step], "summary": {...}}},
+                      "rq": [ids of the RQ jobs doing the step], "summary": {...}}},
      "stage": the step started last}
 
 The record says what the step's work last wrote; while it says "queued" or
 "running", whether the work is still alive is the queue's to say
-(:func:`shared.training.jobqueue.step_progress`), not this file's.
+(:func:`shared.training.jobqueue.status.step_progress`), not this file's.
 """
-import re
 import secrets
 import shutil
 import time
@@ -34,9 +33,10 @@ from pathlib import Path
 
 from shared.core import config
 from shared.core.errors import UserError
+from shared.core.ids import JOB_ID_RE
 from shared.core.storage import atomic_write_json, locked, read_json
+from shared.faces.layout import extract_training_zip
 
-JOB_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 STEPS = ("align", "clean", "import", "train")
 #: The steps of each kind of job.
 KIND_STEPS = {"image": STEPS, "video": STEPS, "pool": ("train",)}
@@ -70,12 +70,10 @@ class JobStore:
             (e.g. ``FileStorage.save``).
         kind: ``"image"`` or ``"video"``. upload_name: the zip's (secured) file name.
 
-        Extracts the zip safely (:func:`shared.faces.archive.extract_training_zip`),
+        Extracts the zip safely (:func:`shared.faces.layout.extract_training_zip`),
         deletes the zip, writes ``state.json`` and returns the new job id.
         On any error nothing is left on disk and the error is raised again.
         """
-        from shared.faces.archive import extract_training_zip
-
         folder = self._new_folder()
         try:
             upload = folder / "upload.zip"

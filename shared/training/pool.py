@@ -17,6 +17,8 @@ is a *slug*: lower-case ASCII letters, digits and dashes plus a hash of the
 display name, so no name can reach outside its folder.
 """
 import hashlib
+import io
+import json
 import re
 import shutil
 import unicodedata
@@ -27,12 +29,12 @@ import numpy as np
 
 from shared.core import names
 from shared.core.errors import UserError
+from shared.core.ids import CHIP_ID_RE
 from shared.core.names import display_name
 from shared.core.storage import atomic_write_bytes, atomic_write_json, locked, read_json
 from shared.faces import engine, images
 
 SLUG_RE = re.compile(r"^[a-z0-9-]{1,64}$")
-CHIP_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 
 
 def kol_slug(name):
@@ -69,8 +71,6 @@ def save_chip(folder, chip, embedding=None):
 
 
 def _write_embedding(path, embedding):
-    import io
-
     buf = io.BytesIO()
     np.save(buf, np.asarray(embedding, dtype=np.float64).reshape(engine.EMBEDDING_SIZE), allow_pickle=False)
     atomic_write_bytes(path, buf.getvalue())
@@ -376,8 +376,6 @@ class Pool:
 
 def json_copy(data):
     """A deep copy of a JSON-ready value."""
-    import json
-
     return json.loads(json.dumps(data))
 
 
@@ -400,40 +398,3 @@ def _existing_slug(kols, name):
             return slug
     key = name_key(name)
     return next((slug for slug, info in kols.items() if name_key(info.get("name", "")) == key), None)
-
-
-#: A new KOL is flagged as "looks like" a pool KOL when at least this share of its faces
-#: has that KOL's faces as nearest neighbours, at a median distance under
-#: :data:`shared.faces.engine.SAME_PERSON_DISTANCE`. On the five_celebs photos (6 new faces
-#: against 6 pool faces per KOL) the same person's median is 0.38-0.54 and the nearest other
-#: KOL's, where it is nearest for half the faces, 0.67-0.76.
-MATCH_SHARE = 0.5
-
-
-def matching_kols(X, pool_X, pool_slugs, share=MATCH_SHARE, distance=engine.SAME_PERSON_DISTANCE):
-    """The pool KOLs whose faces match the faces ``X`` of a KOL about to be imported.
-
-    X: ``(n, 128)`` embeddings of the new KOL's faces. pool_X: ``(N, 128)`` pool embeddings,
-    pool_slugs: ``N`` slugs (as :meth:`Pool.embeddings` returns them).
-    For each new face, the nearest pool face is found; a pool KOL matches when it is the
-    nearest for at least ``share`` of the new faces with a median distance (over those
-    faces) under ``distance``.
-    Returns ``[{"slug", "share" (0-1), "distance" (median, float)}]``, best match first
-    (an empty list when nothing matches or either side is empty).
-    """
-    X = np.asarray(X, dtype=np.float64).reshape(-1, engine.EMBEDDING_SIZE)
-    pool_X = np.asarray(pool_X, dtype=np.float64).reshape(-1, engine.EMBEDDING_SIZE)
-    if not len(X) or not len(pool_X):
-        return []
-    squared = (X ** 2).sum(1)[:, None] + (pool_X ** 2).sum(1)[None, :] - 2 * X @ pool_X.T
-    d = np.sqrt(np.maximum(squared, 0))  # (n, N) distances, O(n N) memory
-    nearest = d.argmin(axis=1)
-    slugs = np.asarray(pool_slugs)[nearest]
-    best = d[np.arange(len(X)), nearest]
-    out = []
-    for slug in dict.fromkeys(slugs.tolist()):
-        mask = slugs == slug
-        frac, med = float(mask.mean()), float(np.median(best[mask]))
-        if frac >= share and med < distance:
-            out.append({"slug": slug, "share": round(frac, 3), "distance": round(med, 4)})
-    return sorted(out, key=lambda m: (-m["share"], m["distance"]))

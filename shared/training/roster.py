@@ -6,9 +6,10 @@ the steps around them that involve faces or other stores:
 
 - :func:`add_photos`: more photos for a KOL already taught (detect, align, embed,
   pick the KOL's face in each photo, then one atomic :meth:`Pool.add`);
-- :func:`delete_kol`: a KOL out of the pool, the job folders and every model version;
+- :func:`delete_kol`: a KOL (by slug) out of the pool, the job folders and every model version
+  (the wizard's :func:`shared.training.wizard.delete_kol_named` finds the slug of a display name);
 - :func:`import_warnings`: before an import, the job's KOLs that are already in the
-  pool under a slightly different name, or whose faces match a pool KOL's faces.
+  pool under a slightly different name, or whose faces match a pool KOL's faces (:func:`matching_kols`).
 """
 import shutil
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 from shared.core.errors import UserError
 from shared.faces import engine
 from shared.training import sampling
-from shared.training.pool import chip_embedding, kol_slug, matching_kols, name_key
+from shared.training.pool import chip_embedding, kol_slug, name_key
 
 def pick_faces(crops, known):
     """Which crops of one photo are the KOL's: ``crops`` are the photo's crop records
@@ -133,6 +134,43 @@ def purge_kol(store, matches):
     return count
 
 
+#: A new KOL is flagged as "looks like" a pool KOL when at least this share of its faces
+#: has that KOL's faces as nearest neighbours, at a median distance under
+#: :data:`shared.faces.engine.SAME_PERSON_DISTANCE`. On the five_celebs photos (6 new faces
+#: against 6 pool faces per KOL) the same person's median is 0.38-0.54 and the nearest other
+#: KOL's, where it is nearest for half the faces, 0.67-0.76.
+MATCH_SHARE = 0.5
+
+
+def matching_kols(X, pool_X, pool_slugs, share=MATCH_SHARE, distance=engine.SAME_PERSON_DISTANCE):
+    """The pool KOLs whose faces match the faces ``X`` of a KOL about to be imported.
+
+    X: ``(n, 128)`` embeddings of the new KOL's faces. pool_X: ``(N, 128)`` pool embeddings,
+    pool_slugs: ``N`` slugs (as :meth:`Pool.embeddings` returns them).
+    For each new face, the nearest pool face is found; a pool KOL matches when it is the
+    nearest for at least ``share`` of the new faces with a median distance (over those
+    faces) under ``distance``.
+    Returns ``[{"slug", "share" (0-1), "distance" (median, float)}]``, best match first
+    (an empty list when nothing matches or either side is empty).
+    """
+    X = np.asarray(X, dtype=np.float64).reshape(-1, engine.EMBEDDING_SIZE)
+    pool_X = np.asarray(pool_X, dtype=np.float64).reshape(-1, engine.EMBEDDING_SIZE)
+    if not len(X) or not len(pool_X):
+        return []
+    squared = (X ** 2).sum(1)[:, None] + (pool_X ** 2).sum(1)[None, :] - 2 * X @ pool_X.T
+    d = np.sqrt(np.maximum(squared, 0))  # (n, N) distances, O(n N) memory
+    nearest = d.argmin(axis=1)
+    slugs = np.asarray(pool_slugs)[nearest]
+    best = d[np.arange(len(X)), nearest]
+    out = []
+    for slug in dict.fromkeys(slugs.tolist()):
+        mask = slugs == slug
+        frac, med = float(mask.mean()), float(np.median(best[mask]))
+        if frac >= share and med < distance:
+            out.append({"slug": slug, "share": round(frac, 3), "distance": round(med, 4)})
+    return sorted(out, key=lambda m: (-m["share"], m["distance"]))
+
+
 def import_warnings(pool, kols, chip_folder):
     """Duplicates a job would bring into the pool, found before import.
 
@@ -142,7 +180,7 @@ def import_warnings(pool, kols, chip_folder):
     "distance", "chips": [pool chip ids]}]}}`` for the KOLs with a warning only:
     ``same_name`` when a pool KOL has the same name up to case, spaces, underscores and
     accents (:func:`shared.training.pool.name_key`); ``looks_like`` when, under a *different* name,
-    a pool KOL's faces match this KOL's faces (:func:`shared.training.pool.matching_kols`).
+    a pool KOL's faces match this KOL's faces (:func:`matching_kols`).
     """
     out = {}
     pool_kols = pool.kols()

@@ -30,6 +30,7 @@ import numpy as np
 
 from shared.core.errors import UserError
 from shared.faces import engine, frames, images, parallel
+from shared.training.pool import save_chip
 
 #: Photos whose longer side exceeds this are detected on a scaled-down copy (chips still come from full size).
 DETECT_MAX_SIDE = 1000
@@ -92,8 +93,6 @@ def detect_photo(path):
 def store_photo(result, out_folder):
     """Save the chips of a :func:`detect_photo` result in ``out_folder``; returns the JSON-ready result
     ``{"error", "width", "height", "crops": [crop record]}``."""
-    from shared.training.pool import save_chip
-
     crops = []
     for box, chip, embedding, sharp in result["faces"]:
         face = engine.Face(tuple(box), chip, np.asarray(embedding))
@@ -166,7 +165,7 @@ def main_person(detections, cluster_distance=VIDEO_CLUSTER_DISTANCE):
     if len(flat) == 1:
         labels = np.zeros(1, dtype=int)
     else:
-        from sklearn.cluster import AgglomerativeClustering
+        from sklearn.cluster import AgglomerativeClustering  # here: sklearn takes a second to import
 
         labels = AgglomerativeClustering(n_clusters=None, distance_threshold=cluster_distance,
                                          linkage="average").fit_predict(E)
@@ -216,8 +215,6 @@ def sample_video(path, out_folder, every_s=VIDEO_EVERY_S, max_samples=MAX_SAMPLE
     "people": clusters, "main_frames": int, "duplicates": dropped, "crops": [crop record]}``;
     an undecodable video gives ``{"error": sentence, "crops": [], ...}``.
     """
-    from shared.training.pool import save_chip
-
     executor = executor or parallel.executor()
     try:
         every, info = sample_times(path, every_s, max_samples)

@@ -10,19 +10,18 @@ Stores: ``store`` is a :class:`shared.training.jobs.JobStore`, ``pool`` a
 :class:`shared.training.pool.Pool`, ``models`` a :class:`shared.recognition.store.ModelStore`.
 ``progress`` is ``progress(done, total)`` or ``None``.
 """
-import re
 import shutil
 from concurrent.futures import Future
 
 from shared.core import config
 from shared.core.errors import UserError
+from shared.core.ids import CROP_ID_RE
 from shared.core.storage import read_json
-from shared.training import cleaning, sampling
+from shared.training import cleaning, roster, sampling
 from shared.training.jobs import KIND_STEPS
 from shared.training.pool import SLUG_RE
 from shared.training.train import retrain
 
-CROP_RE = re.compile(r"^[0-9a-f]{16}$")
 #: Photos per align chunk: a job of more photos is split so that every worker takes a part at once.
 ALIGN_CHUNK = config.DEFAULTS["ALIGN_CHUNK"]
 
@@ -175,7 +174,7 @@ def align_summary(result):
 def crop_ids(values):
     """The non-empty values, each checked to be a crop id (16 hex digits); 400 otherwise."""
     values = [v for v in values if v]
-    bad = [v for v in values if not CROP_RE.match(v)]
+    bad = [v for v in values if not CROP_ID_RE.match(v)]
     if bad:
         raise UserError(f"'{bad[0][:40]}' is not a crop id (16 hexadecimal digits).", 400)
     return values
@@ -318,21 +317,20 @@ def pool_counts(pool):
 
 
 # -- delete a KOL for good ---------------------------------------------------------------------
-def delete_kol(pool, store, name, models=None):
-    """Delete a KOL for good (:func:`shared.training.roster.delete_kol`: pool, job folders, every model version).
+def delete_kol_named(pool, store, name, models=None):
+    """Delete a KOL for good by its name (:func:`shared.training.roster.delete_kol`, which takes a slug:
+    pool, job folders, every model version).
 
     name: the KOL's name exactly as the pool lists it (:func:`pool_counts`); its slug is accepted too.
     Returns the display name; 404 when no KOL of the pool has this name.
     """
-    from shared.training.roster import delete_kol as delete
-
     names = pool.names()
     slug = next((s for s, n in names.items() if n == name), None)
     if slug is None and SLUG_RE.match(str(name)) and name in names:
         slug = name
     if slug is None:
         raise UserError("That KOL is not in the training pool.", 404)
-    return delete(pool, slug, models=models, jobs=store)
+    return roster.delete_kol(pool, slug, models=models, jobs=store)
 
 
 # -- train ----------------------------------------------------------------------------------------

@@ -72,7 +72,7 @@ class Settings:
 class Recognizer:
     """The per-frame state of one video: its tracks, the motion between frames, the passes, the votes.
 
-    model: a :class:`shared.recognition.classifier.Model` or ``None`` (faces are then boxed and
+    model: a :class:`shared.recognition.model.Model` or ``None`` (faces are then boxed and
     labelled "no model"). fps: the video's frame rate (for times in the summary).
     executor: something with ``submit(fn, *args)`` (the worker processes) or ``None`` to
     run the work inline.

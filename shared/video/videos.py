@@ -23,7 +23,6 @@ now (its status says ``streaming`` and was written in the last
 (no ``meta.json``) are deleted once older than :data:`BUSY_S`.
 """
 import os
-import re
 import secrets
 import shutil
 import time
@@ -32,10 +31,10 @@ from pathlib import Path
 
 from shared.core import config, owners
 from shared.core.errors import UserError
+from shared.core.ids import VIDEO_ID_RE
 from shared.core.storage import atomic_write_json, read_json
 from shared.faces import frames
 
-VIDEO_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 KEEP_NEWEST = config.DEFAULTS["VIDEO_KEEP"]
 MAX_AGE_S = config.DEFAULTS["VIDEO_MAX_AGE_S"]
 BUSY_S = 120

@@ -27,7 +27,7 @@ from shared.faces.boxes import iou_matrix
 class Voting:
     """The naming rules of one video's tracks, and how many fresh embeddings voted (:attr:`embeddings`).
 
-    model: a :class:`shared.recognition.classifier.Model` or ``None`` (nothing is voted on: every
+    model: a :class:`shared.recognition.model.Model` or ``None`` (nothing is voted on: every
     track is settled). fps: the video's frame rate (``Settings.reuse_s`` is in seconds).
     """
 

@@ -77,6 +77,7 @@ AUDITED = {
     "process:wizard.align": "job.align",
     "process:wizard.clean": "job.clean",
     "process:wizard.import_result": _import_or_delete,
+    "process:wizard.delete_kol": "kol.delete",
     "process:wizard.train_model": "model.train",
     "process:wizard.*": lambda: "job." + request.endpoint.split(".", 1)[1],
     "main:kols.*": lambda: "kol." + request.endpoint.split(".", 1)[1],

@@ -117,9 +117,9 @@ def health_checks(app):
     checks = {"data": _try(app, "data", lambda: _write_and_remove(Path(app.config["DATA_DIR"]) / ".healthz")),
               "accounts": _try(app, "accounts", app.extensions["accounts"].check_health)}
     if app.config["SECTION"] == "process":
-        from shared.training import jobqueue
+        from shared.training.jobqueue import connection
 
-        checks["redis"] = _try(app, "redis", lambda: jobqueue.connect(app.config["REDIS_URL"]).ping())
+        checks["redis"] = _try(app, "redis", lambda: connection.connect(app.config["REDIS_URL"]).ping())
     return checks
 
 

@@ -36,10 +36,11 @@ import threading
 import time
 from pathlib import Path
 
+from shared.core.ids import JOB_ID_RE
 from shared.core.storage import changed_at, locked, sweep_temp_files
 from shared.recognition.predict import sweep_predictions
 from shared.recognition.store import ModelStore
-from shared.training.jobs import JOB_ID_RE, JobStore
+from shared.training.jobs import JobStore
 from shared.video import videos
 
 #: Settings read by :func:`run`, in the order of the rules.

@@ -1,0 +1,141 @@
+"""Where a step stands, as the queue says now, and the queue at a glance: what the servers read.
+
+A step's record in ``state.json`` says what its work last wrote; while it says queued or running,
+whether that is still true is the queue's to say: :func:`live` asks the step's RQ jobs, and
+records the step as failed when they failed for good or were lost
+(:func:`shared.training.jobqueue.faults.fail`).
+"""
+import time
+from datetime import datetime, timezone
+
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+from rq.worker import Worker as RQWorker
+
+from shared.training import wizard
+from shared.training.jobqueue.connection import queue
+from shared.training.jobqueue.faults import LOST, fail, failure_sentence, sweep_abandoned
+from shared.training.jobqueue.steps import QUEUES
+from shared.training.jobs import ACTIVE
+
+#: A worker whose last heartbeat is older than this (seconds) is shown as gone.
+WORKER_ALIVE_S = 30
+
+
+def step_progress(conn, store, job_id, step=None):
+    """The contract's progress object for the job's current stage (or for ``step``).
+
+    ``{"job", "stage", "state": "queued|running|done|failed", "done", "total", "error"}``;
+    a job where no step was started yet reports its first step, state ``"queued"``.
+    While the record says queued or running, the queue says whether that is still true.
+    """
+    state = store.state(job_id)
+    stage = step or state.get("stage") or wizard.steps_of(state)[0]
+    rec = state["steps"].get(stage) or {}
+    out = {"job": job_id, "stage": stage, "state": rec.get("state", "queued"), "done": int(rec.get("done", 0)),
+           "total": int(rec.get("total", 0)), "error": rec.get("error")}
+    if rec.get("state") in ACTIVE:
+        out.update(live(conn, store, job_id, stage, rec))
+    return out
+
+
+def live_state(conn, store, state):
+    """The job's record with every queued/running step's state, counts and error as the queue says now."""
+    for name, rec in state["steps"].items():
+        if rec.get("state") in ACTIVE:
+            rec.update(live(conn, store, state["job"], name, rec))
+    return state
+
+
+def wait(conn, store, job_id, step, timeout):
+    """Wait up to ``timeout`` s for ``step`` of the job to end; its :func:`step_progress` at that moment."""
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while True:
+        progress = step_progress(conn, store, job_id, step=step)
+        if progress["state"] not in ACTIVE or time.monotonic() > deadline:
+            return progress
+        time.sleep(delay)
+        delay = min(0.25, delay * 1.5)
+
+
+def live(conn, store, job_id, step, rec, persist=True):
+    """``{"state", "done", "total", "error"}`` of an active step, from its RQ jobs.
+
+    A step whose RQ jobs failed for good (or vanished) is recorded as failed
+    in ``state.json`` (when ``persist``) and its remaining RQ jobs are cancelled.
+    An align's progress adds up its chunks (each weighted by the plan); other steps'
+    is their one RQ job's ``meta``.
+    """
+    ids = rec.get("rq") or []
+    total = int(rec.get("total", 0))
+    rq_jobs = Job.fetch_many(ids, connection=conn) if ids else []
+    if not ids or any(rq_job is None for rq_job in rq_jobs):
+        # the finishing RQ job of an align is created up front: it exists unless the queue lost it
+        return fail(conn, store, job_id, step, rec, LOST, rq_jobs, persist)
+    statuses = [rq_job.get_status(refresh=False) for rq_job in rq_jobs]
+    if JobStatus.STARTED in statuses and sweep_abandoned(conn, {rq_job.origin for rq_job in rq_jobs}):
+        rq_jobs = Job.fetch_many(ids, connection=conn)
+        if any(rq_job is None for rq_job in rq_jobs):
+            return fail(conn, store, job_id, step, rec, LOST, rq_jobs, persist)
+        statuses = [rq_job.get_status(refresh=False) for rq_job in rq_jobs]
+    for rq_job, status in zip(rq_jobs, statuses):
+        if status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+            return fail(conn, store, job_id, step, rec, failure_sentence(step, rq_job, conn), rq_jobs, persist)
+    if all(s == JobStatus.FINISHED for s in statuses):
+        # the work wrote its outcome into the record before the queue marked it finished
+        now = (store.state(job_id)["steps"].get(step) or {})
+        if now.get("state") not in ACTIVE:
+            return {k: now.get(k) for k in ("state", "done", "total", "error")}
+        return fail(conn, store, job_id, step, rec, LOST, rq_jobs, persist)
+    if step == "align":
+        weights = rec.get("weights") or [0] * (len(rq_jobs) - 1)
+        done = sum(w if s == JobStatus.FINISHED else min(w, int((rq_job.meta or {}).get("done", 0)))
+                   for rq_job, s, w in zip(rq_jobs[:-1], statuses[:-1], weights))
+    else:
+        meta = rq_jobs[0].meta or {}
+        done, total = int(meta.get("done", 0)), int(meta.get("total") or total)
+    running = any(s in (JobStatus.STARTED, JobStatus.FINISHED) for s in statuses)
+    return {"state": "running" if running else "queued", "done": done, "total": total, "error": None}
+
+
+def active_step(conn, store, job_id, state):
+    """The name of a step of the job that is queued or running as the queue says now, or ``None``
+    (nothing is recorded: the caller holds the job's lock and decides)."""
+    for name, rec in state["steps"].items():
+        if rec.get("state") in ACTIVE and live(conn, store, job_id, name, rec, persist=False)["state"] in ACTIVE:
+            return name
+    return None
+
+
+def training_busy(conn):
+    """True while a training is queued or running on any worker."""
+    q = queue(conn, "train")
+    return bool(q.count or StartedJobRegistry(queue=q).count)
+
+
+def overview(conn):
+    """The queue at a glance: ``{"queues": [{"name", "queued", "running", "failed", "finished"}],
+    "workers": [{"name", "host", "pid", "state", "job", "alive", "last_heartbeat"}]}`` (a worker's
+    ``"job"``: the id of the RQ job it is doing, or ``None``; alive workers first)."""
+    out = {"queues": [], "workers": []}
+    for name in QUEUES:
+        q = queue(conn, name)
+        out["queues"].append({"name": name, "queued": q.count, "running": StartedJobRegistry(queue=q).count,
+                              "failed": FailedJobRegistry(queue=q).count,
+                              "finished": FinishedJobRegistry(queue=q).count})
+    now = datetime.now(timezone.utc)
+    for w in RQWorker.all(connection=conn):
+        beat = w.last_heartbeat
+        if beat is not None and beat.tzinfo is None:
+            beat = beat.replace(tzinfo=timezone.utc)
+        alive = beat is not None and (now - beat).total_seconds() < WORKER_ALIVE_S
+        try:
+            current = w.get_current_job_id()
+        except Exception:  # noqa: BLE001 - shown as no RQ job
+            current = None
+        out["workers"].append({"name": w.name, "host": w.hostname, "pid": w.pid, "state": str(w.get_state()),
+                               "job": current, "alive": alive,
+                               "last_heartbeat": beat.isoformat(timespec="seconds") if beat else None})
+    out["workers"].sort(key=lambda w: (not w["alive"], w["host"] or "", w["pid"] or 0))
+    return out
