@@ -24,7 +24,6 @@ the batch CSV (:func:`batch_csv`) and finds a KOL's pool photo nearest a face
 import io
 import logging
 import os
-import re
 import shutil
 import threading
 import time
@@ -35,6 +34,7 @@ import numpy as np
 
 from shared.core import config, csvsafe, owners
 from shared.core.errors import UserError
+from shared.core.ids import RUN_RE
 from shared.core.storage import atomic_write_bytes, changed_at
 from shared.faces import draw, engine, images
 from shared.recognition.store import ModelStore
@@ -154,8 +154,6 @@ def batch_csv(results):
     return ("\ufeff" + out.getvalue()).encode("utf-8")
 
 
-#: A prediction run folder's name (:meth:`ResultFolders.new`: ``uuid4().hex``).
-RUN_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
 def sweep_predictions(root, max_age_s, now=None):

@@ -10,7 +10,6 @@ A version is ``YYYYmmdd-HHMMSS-<microsecond in hex>`` (UTC), so versions sort by
 import contextlib
 import errno
 import fcntl
-import re
 import shutil
 import threading
 import time
@@ -21,10 +20,10 @@ import numpy as np
 
 from shared.core import config
 from shared.core.errors import UserError
+from shared.core.ids import VERSION_RE
 from shared.core.storage import atomic_write, atomic_write_bytes, atomic_write_json, locked, read_json, sweep_temp_files
 from shared.recognition.model import Model
 
-VERSION_RE = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
 #: Model versions kept by :meth:`ModelStore.prune` unless told otherwise (the ``MODEL_VERSIONS_KEEP`` setting's default).
 KEEP_VERSIONS = config.DEFAULTS["MODEL_VERSIONS_KEEP"]
 
