@@ -12,6 +12,9 @@ from shared.training.pool import Pool, save_chip
 from .conftest import FIVE, LiveServers, needs_data, screenshot
 from .test_browser_flows import images_load, no_sideways_scroll
 
+#: Live servers under gunicorn driven by a real Chromium: left out by ``pytest -m "not live and not browser"``.
+pytestmark = [pytest.mark.live, pytest.mark.browser]
+
 PEOPLE = {"ben_afflek": "ben_afflek", "elton_john": "Elton John", "mindy_kaling": "mindy_kaling"}
 
 

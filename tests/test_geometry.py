@@ -16,7 +16,7 @@ from shared.faces import engine, images
 from shared.recognition import predict
 from shared.faces.boxes import iou
 
-from .conftest import FIVE, VIDEO, needs_data, needs_video
+from .conftest import FIVE, VIDEO, needs_data, needs_video, signed_in
 
 JSON = {"Accept": "application/json"}
 
@@ -43,7 +43,8 @@ def small_model(tmp_path_factory, celeb_faces):
 def app_client(small_model):
     from main_server import create_app
 
-    return create_app({"TESTING": True, "DATA_DIR": str(small_model), "SECRET_KEY": "test"}).test_client()
+    app = create_app({"TESTING": True, "DATA_DIR": str(small_model), "SECRET_KEY": "test"})
+    return signed_in(app.test_client(), "admin")
 
 
 def _jpeg(im, **kw):
@@ -201,7 +202,7 @@ def test_a_zip_of_videos_sent_to_the_photo_form_points_to_the_video_form(tmp_pat
 
 
 @needs_video
-def test_m4v_video_is_accepted(client, tmp_path):
+def test_m4v_video_is_accepted(admin_client, tmp_path):
     """An .m4v (Apple's name for MP4) is a video for the upload form, the zip check and the decoder."""
     import shutil
 
@@ -212,7 +213,7 @@ def test_m4v_video_is_accepted(client, tmp_path):
     shutil.copy(VIDEO / "short_hamilton_clip.mp4", path)
     assert frames.is_video_name(path.name) and frames.probe(path).width > 0
     assert archive._check_file(path, "video", path.name) is None
-    r = client.post("/predictVideoResult", data={"file": (io.BytesIO(path.read_bytes()), "holiday.m4v")})
+    r = admin_client.post("/predictVideoResult", data={"file": (io.BytesIO(path.read_bytes()), "holiday.m4v")})
     assert r.status_code in (200, 303), r.get_data(True)[:300]
 
 
@@ -251,7 +252,7 @@ def test_an_oversized_upload_says_the_limit_and_its_size(tmp_path):
     from main_server import create_app
 
     app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path), "SECRET_KEY": "t", "MAX_CONTENT_LENGTH": 100_000})
-    client = app.test_client()
+    client = signed_in(app.test_client(), "admin")
     for size, shown in ((2 * 1024 * 1024, "yours is 2"), (100_500, "bytes too many")):
         r = client.post("/predictSingleImage", data={"file": (io.BytesIO(b"x" * size), "big.jpg")}, headers=JSON)
         msg = r.get_json()["error"]

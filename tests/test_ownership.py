@@ -53,11 +53,11 @@ def people(data_dir, redis_url):
     def with_token(token):
         out = {}
         for section, app in apps.items():
-            out[section] = app.test_client(role=None)
+            out[section] = app.test_client()
             out[section].environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
         return out
 
-    mia = {s: app.test_client(role=None) for s, app in apps.items()}
+    mia = {s: app.test_client() for s, app in apps.items()}
     r = mia["main"].post("/login", data={"name": "mia", "password": PASSWORD,
                                          "csrf_token": _csrf(mia["main"].get("/login").get_data(as_text=True))})
     assert r.status_code == 303, r.get_data(as_text=True)[:300]

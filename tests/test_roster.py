@@ -13,7 +13,7 @@ from shared.training import roster
 from shared.core.errors import UserError
 from shared.training.pool import Pool, matching_kols, name_key, save_chip
 
-from .conftest import FIVE, ROOT, needs_data
+from .conftest import FIVE, ROOT, needs_data, signed_in
 
 
 def _chip(seed):
@@ -219,7 +219,7 @@ def roster_app(main_app, data_dir, tmp_path):
     slugs = {"mindy": pool.add("mindy_kaling", _staged(tmp_path, 3)),
              "mindy2": pool.add("Mindy K.", _staged(tmp_path, 2, seed=1)),
              "zoe": pool.add("Zoë Kravitz", _staged(tmp_path, 1, seed=2))}
-    return main_app.test_client(), pool, slugs
+    return signed_in(main_app.test_client(), "admin"), pool, slugs
 
 
 def test_kol_list_search_and_page(roster_app):
@@ -313,7 +313,7 @@ def test_add_photos_to_an_existing_kol(main_app, data_dir, tmp_path, celeb_faces
     folder = tmp_path / "c"
     pngs = [folder / f"{save_chip(folder, f.chip, f.embedding)}.png" for _, f in celeb_faces["madonna"][:3]]
     slug = pool.add("Madonna", pngs)
-    client = main_app.test_client()
+    client = signed_in(main_app.test_client(), "admin")
     photos = sorted((FIVE / "madonna").glob("val_*.jpg"))[:3]
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
@@ -368,7 +368,7 @@ def test_import_page_offers_merge_for_duplicates(process_app, data_dir, tmp_path
     mindy = pool.add("mindy_kaling", _staged(tmp_path, 2, seed=7))
     zed_chips = sorted((store.folder(job) / "chips" / "1").glob("*.png"))
     twin = pool.add("Zed Twin", zed_chips[:3])
-    client = process_app.test_client()
+    client = signed_in(process_app.test_client(), "admin")
     assert client.post("/clean", data={"job": job}).status_code == 303
     body = client.get(f"/import_clean?job={job}", headers=JSON).get_json()
     assert body["kols"]["Mindy Kaling"]["same_name"] == mindy
