@@ -815,7 +815,7 @@ def test_first_run_in_a_browser_then_a_member_sees_no_admin_actions(fresh_stack,
 
 @pytest.mark.live
 def test_contract_access_scripts(fresh_stack):
-    """CONTRACT.md "Access": the command line makes tokens and users; tokens work on all three servers."""
+    """docs/api.md "Access": the command line makes tokens and users; tokens work on all three servers."""
     data = fresh_stack.data_dir
     out = flask_cli(data, "create-token", "script", "--role", "member")
     assert out.returncode == 0, out.stderr

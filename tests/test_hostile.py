@@ -243,7 +243,8 @@ def test_bad_files_are_refused(clients, route):
 
 
 def _check_batch(r, json_mode, case):
-    """A batch with one bad photo answers 200 with that photo's own error (CONTRACT.md), or a 4xx."""
+    """A batch with one bad photo answers 200 with that photo's own error (docs/api.md: /predictBatchImage),
+    or a 4xx."""
     if r.status_code == 200:
         if json_mode:
             data = r.get_json()

@@ -33,7 +33,7 @@ def files(paths):
 
 
 def check_face(face):
-    """A face object exactly as the contract says."""
+    """A face object exactly as docs/api.md ("Objects used below": face) describes it, plus ``number``."""
     assert set(face) == FACE_KEYS
     assert set(face["box"]) == {"top", "right", "bottom", "left"}
     assert all(type(v) is int for v in face["box"].values())
