@@ -16,6 +16,7 @@ from shared.faces import engine, images
 from shared.recognition import predict
 from shared.faces.boxes import iou
 
+from .builders import build_pool, save_model
 from .conftest import FIVE, VIDEO, needs_data, needs_video, signed_in
 
 JSON = {"Accept": "application/json"}
@@ -24,18 +25,10 @@ JSON = {"Accept": "application/json"}
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory, celeb_faces):
     """Pool + model of the five_celebs KOLs (train_ photos), in a data folder for the apps."""
-    from shared.recognition.classifier import ModelStore, train
-    from shared.training.pool import Pool, save_chip
-
     data = tmp_path_factory.mktemp("geo") / "data"
-    pool = Pool(data / "pool")
-    for person, found in celeb_faces.items():
-        folder = data.parent / "chips" / person
-        pngs = [folder / f"{save_chip(folder, f.chip, f.embedding)}.png" for _, f in found]
-        pool.add(person.replace("_", " ").title(), pngs)
-    X, slugs, _ = pool.embeddings()
-    store = ModelStore(data / "models")
-    store.save(train(X, slugs, pool.names()))
+    kols = {person.replace("_", " ").title(): [f for _, f in found] for person, found in celeb_faces.items()}
+    pool, _ = build_pool(data / "pool", kols, data.parent / "chips")
+    save_model(data, pool)
     return data
 
 

@@ -17,6 +17,7 @@ from shared.faces import parallel
 from shared.training import pool as pool_mod
 from shared.recognition.classifier import ModelStore, train
 
+from .builders import build_pool, save_model
 from .conftest import FIVE, KNN, five_celebs_photos, needs_data
 
 JSON = {"Accept": "application/json"}
@@ -58,15 +59,9 @@ def check_error(response, status):
 def trained(live_servers, celeb_faces, tmp_path_factory):
     """Pool the chips of the five_celebs train_ photos (one face each) and save a model."""
     data = live_servers.data_dir
-    staging = tmp_path_factory.mktemp("chips")
-    pool = pool_mod.Pool(data / "pool")
-    for person, items in celeb_faces.items():
-        folder = staging / person
-        pngs = [folder / f"{pool_mod.save_chip(folder, face.chip, face.embedding)}.png" for _, face in items]
-        pool.add(display(person), pngs)
-    X, slugs, _ = pool.embeddings()
-    store = ModelStore(data / "models")
-    version = store.save(train(X, slugs, pool.names()))
+    kols = {display(person): [face for _, face in items] for person, items in celeb_faces.items()}
+    pool, _ = build_pool(data / "pool", kols, tmp_path_factory.mktemp("chips"))
+    store, version = save_model(data, pool)
     return {"url": live_servers.urls["main"], "http": live_servers.http, "store": store, "version": version, "pool": pool}
 
 

@@ -13,6 +13,7 @@ from shared.training import roster
 from shared.core.errors import UserError
 from shared.training.pool import Pool, matching_kols, name_key, save_chip
 
+from .builders import build_pool
 from .conftest import FIVE, ROOT, needs_data, signed_in
 
 
@@ -309,10 +310,8 @@ def test_add_photos_to_an_existing_kol(main_app, data_dir, tmp_path, celeb_faces
     import io
     import zipfile
 
-    pool = Pool(data_dir / "pool")
-    folder = tmp_path / "c"
-    pngs = [folder / f"{save_chip(folder, f.chip, f.embedding)}.png" for _, f in celeb_faces["madonna"][:3]]
-    slug = pool.add("Madonna", pngs)
+    madonna = [face for _, face in celeb_faces["madonna"][:3]]
+    pool, [slug] = build_pool(data_dir / "pool", {"Madonna": madonna}, tmp_path / "c")
     client = signed_in(main_app.test_client(), "admin")
     photos = sorted((FIVE / "madonna").glob("val_*.jpg"))[:3]
     buf = io.BytesIO()
@@ -336,11 +335,8 @@ def test_add_photos_to_an_existing_kol(main_app, data_dir, tmp_path, celeb_faces
 def test_import_warnings_same_name_and_same_faces(tmp_path, celeb_faces):
     """Before an import: a near-identical name is the same KOL; a new name with an existing
     KOL's faces is flagged with both sets of chips; a genuinely new person is not flagged."""
-    pool = Pool(tmp_path / "pool")
-    staging = tmp_path / "s"
-    for person in ("mindy_kaling", "elton_john"):
-        pngs = [staging / f"{save_chip(staging, f.chip, f.embedding)}.png" for _, f in celeb_faces[person][:6]]
-        pool.add(person, pngs)
+    pool, _ = build_pool(tmp_path / "pool", {person: [f for _, f in celeb_faces[person][:6]]
+                                             for person in ("mindy_kaling", "elton_john")}, tmp_path / "s")
     job_chips = tmp_path / "job" / "chips"
     kols = []
     for i, (name, person) in enumerate([("Mindy Kaling", "mindy_kaling"), ("E. John", "elton_john"),

@@ -18,6 +18,7 @@ from shared.faces import annotate, engine, frames, images
 from shared.recognition.classifier import ModelStore, train
 from shared.training.pool import kol_slug
 
+from .builders import build_pool
 from .conftest import VIDEO, needs_data, needs_video, signed_in
 
 JSON = {"Accept": "application/json"}
@@ -448,13 +449,10 @@ def test_a_kol_renamed_after_training_shows_the_new_name_in_video(main_app, vide
     """The pool is the source of display names: a rename needs no retraining, in video too."""
     from shared.training.train import retrain
     from shared.faces import parallel
-    from shared.training.pool import Pool, save_chip
 
-    pool = Pool(data_dir / "pool")
-    for name, photo in [("Lin-Manuel Miranda", "lin-manuel-miranda.png"), ("Alex Lacamoire", "alex-lacamoire.png")]:
-        face = engine.analyze(images.load_image(VIDEO / photo))[0]
-        cid = save_chip(tmp_path / "staged", face.chip, face.embedding)
-        pool.add(name, [tmp_path / "staged" / f"{cid}.png"])
+    photos = {"Lin-Manuel Miranda": "lin-manuel-miranda.png", "Alex Lacamoire": "alex-lacamoire.png"}
+    kols = {name: engine.analyze(images.load_image(VIDEO / photo))[:1] for name, photo in photos.items()}
+    pool, _ = build_pool(data_dir / "pool", kols, tmp_path / "staged")
     retrain(pool, ModelStore(data_dir / "models"))
     lin = kol_slug("Lin-Manuel Miranda")
     pool.rename(lin, "Lin (stage name)")
