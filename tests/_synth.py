@@ -5,7 +5,7 @@ bytes, and the synthetic jobs, pools and models are written through the project'
 own storage code (:class:`shared.training.jobs.JobStore`, :func:`shared.training.pool.save_chip`,
 :class:`shared.recognition.store.ModelStore`) with made-up embeddings, so the wizard's
 clean/import/train steps and the prediction routes run for real without dlib
-having to find faces in noise.
+having to find faces in noise. (Pools and models of real faces: ``tests/builders.py``.)
 """
 import functools
 import io

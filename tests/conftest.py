@@ -1,16 +1,24 @@
-"""Fixtures: each app on a temporary data directory, the real photos, live servers.
+"""Fixtures: each app on a temporary data directory, signing in, the real photos, live servers, a browser.
 
 The real photos and clips live in ``../shared/data`` (override with the
 environment variable ``KOL_SHARED_DATA``); tests that need them skip with the
 reason when the folder is absent.
+
+``app.test_client()`` is Flask's plain client: signed out. A test that acts as someone says so:
+the ``admin_client`` fixture, or ``signed_in(app.test_client(), "admin" | "member")``.
+
+Markers (pytest.ini): ``live`` for a test that starts the servers under gunicorn (``LiveServers``,
+itself or through a fixture), ``browser`` for one that drives Chromium; the collection stops with
+an error naming a test that does either without its marker, so ``pytest -m "not live and not browser"``
+never starts them.
 """
+import functools
+import inspect
 import itertools
 import os
 from pathlib import Path
 
 import pytest
-from flask import Flask
-from flask.testing import FlaskClient
 
 from .servers import REDIS_SERVER, ROOT, LiveServers, RedisServer, Workers
 
@@ -31,34 +39,49 @@ def five_celebs_photos(prefix="train_"):
     return {d.name: sorted(d.glob(f"{prefix}*.jpg")) for d in sorted(FIVE.iterdir()) if d.is_dir()}
 
 
-class SignedInClient(FlaskClient):
-    """The Flask test client of every app in the tests: signed in with an API token of ``role``.
-
-    ``app.test_client()`` is an admin (so tests written before sign-in existed need no change);
-    ``app.test_client(role="member")`` a member; ``app.test_client(role=None)`` nobody.
-    The token is made in the app's own accounts database (its DATA_DIR), once per app and role.
-    """
-
-    def __init__(self, *args, role="admin", **kwargs):
-        super().__init__(*args, **kwargs)
-        if role:
-            self.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {app_token(self.application, role)}"
-
-
-def app_token(app, role="admin"):
-    """An API token with ``role`` for ``app`` (made once per app and role)."""
+def app_token(app, role):
+    """An API token with ``role`` ("admin" or "member") in ``app``'s accounts database, made once per
+    app and role (named ``tests-<role>``, as the audit trail and owner records then show it)."""
     tokens = app.extensions.setdefault("test_tokens", {})
     if role not in tokens:
         tokens[role], _ = app.extensions["accounts"].create_token(f"tests-{role}", role, created_by="tests")
     return tokens[role]
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _signed_in_test_clients():
-    previous = Flask.test_client_class
-    Flask.test_client_class = SignedInClient
-    yield
-    Flask.test_client_class = previous
+def signed_in(client, role):
+    """``client`` (a Flask test client) signed in as ``role`` ("admin" or "member"): every request it
+    sends from now on carries ``Authorization: Bearer`` with :func:`app_token` of its app. Returns it.
+
+    As a script signs in (the API token route of docs/api.md); a browser's password sign-in with
+    its session cookie is ``tests/test_auth.py``'s ``sign_in``."""
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {app_token(client.application, role)}"
+    return client
+
+
+# -- markers: a test that starts the servers or a browser says so -------------------------------------
+@functools.lru_cache(maxsize=None)
+def _source(obj):
+    """The source text of a test or fixture function ("" where it has none)."""
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):
+        return ""
+
+
+def pytest_collection_modifyitems(items):
+    """Stop with an error naming every test that starts the servers (``LiveServers(`` in the test or in
+    one of its fixtures) without ``@pytest.mark.live``, or uses the ``browser`` fixture without
+    ``@pytest.mark.browser``: the fast subset (``-m "not live and not browser"``) must never start them."""
+    unmarked = []
+    for item in items:
+        defs = getattr(item, "_fixtureinfo", None)
+        fixtures = [d.func for ds in (defs.name2fixturedefs.values() if defs else ()) for d in ds]
+        live = any("LiveServers(" in _source(f) for f in [getattr(item, "function", None), *fixtures])
+        for marker, needed in (("live", live), ("browser", "browser" in item.fixturenames)):
+            if needed and item.get_closest_marker(marker) is None:
+                unmarked.append(f"{item.nodeid}: add @pytest.mark.{marker}")
+    if unmarked:
+        raise pytest.UsageError("tests without their marker (see pytest.ini):\n  " + "\n  ".join(unmarked))
 
 
 @pytest.fixture
@@ -110,6 +133,16 @@ def main_app(data_dir):
 
 
 @pytest.fixture
+def process_app_no_worker(data_dir):
+    """The process server's app on this test's data folder with no Redis and no worker behind its queue
+    (its default, the Redis of ``bin/redis``, which the tests never start): for what queues nothing,
+    such as its ``url_map``."""
+    from process_server import create_app
+
+    return create_app(_config(data_dir))
+
+
+@pytest.fixture
 def process_app(data_dir, redis_url, queue_workers):
     """The process server's app on this test's data folder, its queue in a fresh Redis database,
     with a real worker process taking its work."""
@@ -126,8 +159,9 @@ def video_app(data_dir):
 
 
 @pytest.fixture
-def client(main_app):
-    return main_app.test_client()
+def admin_client(main_app):
+    """The main app's test client, signed in as an admin (an API token, :func:`signed_in`)."""
+    return signed_in(main_app.test_client(), "admin")
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import pytest
 import redis
 import requests
 
-from .conftest import REDIS_SERVER, ROOT, LiveServers
+from .conftest import REDIS_SERVER, ROOT, LiveServers, signed_in
 from .servers import free_port, kill_tree, wait_for_redis
 
 APPS = ["main_app", "process_app", "video_app"]
@@ -18,7 +18,7 @@ APPS = ["main_app", "process_app", "video_app"]
 @pytest.mark.parametrize("name", APPS)
 def test_healthz_and_home(name, request):
     app = request.getfixturevalue(name)
-    client = app.test_client()
+    client = signed_in(app.test_client(), "admin")
     r = client.get("/healthz")
     assert r.status_code == 200 and r.get_json()["status"] == "ok"
     r = client.get("/")
@@ -27,17 +27,17 @@ def test_healthz_and_home(name, request):
 
 @pytest.mark.parametrize("name", APPS)
 def test_unknown_route_is_a_404_page_or_json(name, request):
-    client = request.getfixturevalue(name).test_client()
+    client = signed_in(request.getfixturevalue(name).test_client(), "admin")
     r = client.get("/no/such/page")
     assert r.status_code == 404 and b"There is no page at this address" in r.data
     r = client.get("/no/such/page", headers={"Accept": "application/json"})
     assert r.status_code == 404 and r.get_json() == {"error": "There is no page at this address."}
 
 
-def test_home_json_reports_pool_and_no_model(client):
-    r = client.get("/", headers={"Accept": "application/json"})
+def test_home_json_reports_pool_and_no_model(admin_client):
+    r = admin_client.get("/", headers={"Accept": "application/json"})
     assert r.get_json() == {"pool": {"kols": 0, "chips": 0}, "model": None}
-    assert b"No model is trained yet" in client.get("/").data
+    assert b"No model is trained yet" in admin_client.get("/").data
 
 
 def test_config_layers_and_secret_key(tmp_path, monkeypatch):
@@ -50,7 +50,7 @@ def test_config_layers_and_secret_key(tmp_path, monkeypatch):
     key_file = tmp_path / "d" / "instance" / "secret_key"
     assert key_file.read_text() == app.config["SECRET_KEY"] and len(app.config["SECRET_KEY"]) == 64
     assert create_app({"DATA_DIR": str(tmp_path / "d")}).config["SECRET_KEY"] == app.config["SECRET_KEY"]
-    home = app.test_client().get("/")
+    home = signed_in(app.test_client(), "admin").get("/")
     # the link to the training wizard comes from PROCESS_URL, without the slash given at its end
     assert home.status_code == 200 and 'href="http://proc.example:9/"' in home.get_data(as_text=True)
     assert create_app({"DATA_DIR": str(tmp_path / "d"), "PROCESS_URL": "http://x"}).config["PROCESS_URL"] == "http://x"
@@ -63,6 +63,7 @@ def test_no_secret_in_repository():
     assert not [f for f in tracked if "secret" in f.lower() or f.startswith("data/") and f != "data/.gitkeep"]
 
 
+@pytest.mark.live
 def test_live_servers_answer_over_http(live_servers):
     for name, url in live_servers.urls.items():
         assert live_servers.http.get(url + "/healthz", timeout=5).json() == {"status": "ok", "server": name}
@@ -80,8 +81,8 @@ def test_too_many_parts_says_so_not_too_large(tmp_path):
 
     app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path), "MAX_FORM_PARTS": 10})
     data = {"file": [(io.BytesIO(b"x"), f"{i}.jpg") for i in range(20)]}
-    r = app.test_client().post("/predictBatchImage", data=data, content_type="multipart/form-data",
-                               headers={"Accept": "application/json"})
+    r = signed_in(app.test_client(), "admin").post("/predictBatchImage", data=data, content_type="multipart/form-data",
+                                                   headers={"Accept": "application/json"})
     assert r.status_code == 413
     assert "too many files" in r.get_json()["error"] and "10 at most" in r.get_json()["error"]
 
@@ -126,6 +127,7 @@ def test_processes_starting_at_once_all_get_the_same_secret_key(tmp_path, left_e
         assert sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock")) == ["secret_key"]
 
 
+@pytest.mark.live
 def test_the_three_servers_started_together_on_an_empty_folder_accept_one_sign_in(tmp_path, redis_url,
                                                                                 monkeypatch):
     """Issue 20: on a fresh start the three servers raced to create the secret key, and the training

@@ -18,7 +18,7 @@ import requests
 
 from . import _synth
 from ._synth import JSON
-from .conftest import ROOT, LiveServers, screenshot
+from .conftest import ROOT, LiveServers, screenshot, signed_in
 
 HTML = {"Accept": "text/html"}
 SECTIONS = ("main", "process", "video")
@@ -88,14 +88,14 @@ def csrf_token(html):
 
 def sign_in(apps, name="boss", password=PASSWORD):
     """Test clients of the three apps sharing one signed-in session cookie (as a browser on one host)."""
-    main = apps["main"].test_client(role=None)
+    main = apps["main"].test_client()
     token = csrf_token(main.get("/login").get_data(as_text=True))
     r = main.post("/login", data={"name": name, "password": password, "csrf_token": token})
     assert r.status_code == 303, r.get_data(as_text=True)[:500]
     cookie = main.get_cookie("session")
     clients = {"main": main}
     for s in ("process", "video"):
-        clients[s] = apps[s].test_client(role=None)
+        clients[s] = apps[s].test_client()
         clients[s].set_cookie("session", cookie.value)
     return clients
 
@@ -110,8 +110,8 @@ def test_route_table_anonymous_member_and_csrf(apps):
     """Every route of the three servers, anonymous, as a member (token) and with a session but no CSRF token."""
     table = all_routes(apps)
     assert len(table) > 30  # the three servers' routes are really there
-    anon = {s: apps[s].test_client(role=None) for s in SECTIONS}
-    member = {s: apps[s].test_client(role="member") for s in SECTIONS}
+    anon = {s: apps[s].test_client() for s in SECTIONS}
+    member = {s: signed_in(apps[s].test_client(), "member") for s in SECTIONS}
     session = sign_in(apps)
     seen_403 = seen_redirect = seen_csrf = 0
     for section, endpoint, method, url in table:
@@ -160,7 +160,7 @@ def test_member_rules_match_the_spec(apps):
 
 
 def test_open_routes_need_nothing(apps):
-    anon = {s: apps[s].test_client(role=None) for s in SECTIONS}
+    anon = {s: apps[s].test_client() for s in SECTIONS}
     for s in SECTIONS:
         assert anon[s].get("/healthz").status_code == 200
         assert anon[s].get("/static/style.css").status_code == 200
@@ -170,18 +170,18 @@ def test_open_routes_need_nothing(apps):
 
 def test_member_pages_hide_admin_actions(apps, data_dir):
     job = _synth.aligned_job(data_dir)
-    admin = apps["process"].test_client()
+    admin = signed_in(apps["process"].test_client(), "admin")
     assert admin.post("/clean", data={"job": job}, headers=JSON).status_code == 200
     assert admin.post("/import_result", data={"job": job}, headers=JSON).status_code == 200
     # the pool summary page: a member sees it but not the delete buttons; an admin sees both
-    r = apps["process"].test_client(role="member").get("/import_result")
+    r = signed_in(apps["process"].test_client(), "member").get("/import_result")
     assert r.status_code == 200 and "Ann" in r.get_data(as_text=True)
     assert 'name="delete"' not in r.get_data(as_text=True)
     assert 'name="delete"' in admin.get("/import_result").get_data(as_text=True)
-    home = apps["main"].test_client(role="member").get("/").get_data(as_text=True)
+    home = signed_in(apps["main"].test_client(), "member").get("/").get_data(as_text=True)
     assert "/trainModel\"" not in home.split("<main>")[0]  # no Train link in the header
     assert "mode card train" not in home and "/admin/users" not in home
-    admin_home = apps["main"].test_client().get("/").get_data(as_text=True)
+    admin_home = signed_in(apps["main"].test_client(), "admin").get("/").get_data(as_text=True)
     assert "mode card train" in admin_home and "/admin/users" in admin_home
 
 
@@ -195,7 +195,7 @@ def test_tokens_with_each_role_and_revoked(apps):
     assert admin_token not in str(stored) and member_token not in str(stored)  # only hashes are kept
 
     def call(section, path, token, method="GET", **kw):
-        client = apps[section].test_client(role=None)
+        client = apps[section].test_client()
         return client.open(path, method=method, headers={"Authorization": f"Bearer {token}", **JSON}, **kw)
 
     for section in SECTIONS:  # a token works on all three servers
@@ -214,7 +214,7 @@ def test_tokens_with_each_role_and_revoked(apps):
         assert r.status_code == 401 and "not valid" in r.get_json()["error"], section
     assert call("main", "/", "kol_made-up").status_code == 401
     # another scheme (a proxy's Basic auth) is not a token: the browser is sent to sign in
-    r = apps["main"].test_client(role=None).get("/", headers={"Authorization": "Basic dXNlcjpwdw=="})
+    r = apps["main"].test_client().get("/", headers={"Authorization": "Basic dXNlcjpwdw=="})
     assert r.status_code == 302 and "/login" in r.headers["Location"]
     assert call("main", "/", admin_token).status_code == 200
 
@@ -227,11 +227,11 @@ def test_admin_pages_make_and_revoke_tokens_and_users(apps):
     r = main.post("/admin/tokens", data={"action": "create", "name": "ci", "role": "member", "csrf_token": token})
     assert r.status_code == 200
     shown = re.search(r'<code class="token">([^<]+)</code>', r.get_data(as_text=True)).group(1)
-    assert apps["video"].test_client(role=None).get("/", headers={"Authorization": f"Bearer {shown}", **JSON}).status_code == 200
+    assert apps["video"].test_client().get("/", headers={"Authorization": f"Bearer {shown}", **JSON}).status_code == 200
     token_id = apps["main"].extensions["accounts"].tokens()[0]["id"]
     r = main.post("/admin/tokens", data={"action": "revoke", "token": str(token_id), "csrf_token": token})
     assert r.status_code == 303
-    assert apps["video"].test_client(role=None).get("/", headers={"Authorization": f"Bearer {shown}"}).status_code == 401
+    assert apps["video"].test_client().get("/", headers={"Authorization": f"Bearer {shown}"}).status_code == 401
     r = main.post("/admin/users", data={"action": "create", "name": "mia", "password": "short", "role": "member",
                                         "csrf_token": token}, headers=JSON)
     assert r.status_code == 400 and "at least 8" in r.get_json()["error"]
@@ -258,12 +258,12 @@ def test_admin_pages_make_and_revoke_tokens_and_users(apps):
 
 # -- sign-in, sign-out, first run, rate limit -----------------------------------------------------------
 def test_sign_in_comes_back_and_sign_out_covers_all_three(apps):
-    anon = apps["process"].test_client(role=None)
+    anon = apps["process"].test_client()
     r = anon.get("/import_result?x=1")
     assert r.status_code == 302
     nxt = parse_qs(urlsplit(r.headers["Location"]).query)["next"][0]
     assert nxt == PROCESS_URL + "/import_result?x=1"
-    main = apps["main"].test_client(role=None)
+    main = apps["main"].test_client()
     token = csrf_token(main.get("/login?next=" + nxt).get_data(as_text=True))
     r = main.post("/login", data={"name": "boss", "password": PASSWORD, "csrf_token": token, "next": nxt})
     assert r.status_code == 303 and r.headers["Location"] == nxt
@@ -271,11 +271,11 @@ def test_sign_in_comes_back_and_sign_out_covers_all_three(apps):
     assert cookie.http_only and cookie.same_site == "Lax" and not cookie.secure
     # an outside "next" is not followed
     for evil in ("http://evil.example/", "//evil.example/x", "https://main.test:5000.evil.example/", "javascript:x"):
-        main2 = apps["main"].test_client(role=None)
+        main2 = apps["main"].test_client()
         token2 = csrf_token(main2.get("/login").get_data(as_text=True))
         r = main2.post("/login", data={"name": "boss", "password": PASSWORD, "csrf_token": token2, "next": evil})
         assert r.headers["Location"] == MAIN_URL + "/", evil
-    proc = apps["process"].test_client(role=None)
+    proc = apps["process"].test_client()
     proc.set_cookie("session", cookie.value)
     assert proc.get("/", headers=JSON).status_code == 200
     token = csrf_token(main.get("/").get_data(as_text=True))
@@ -288,7 +288,7 @@ def test_sign_in_comes_back_and_sign_out_covers_all_three(apps):
 
 
 def test_failed_sign_ins_are_recorded_and_limited(apps):
-    main = apps["main"].test_client(role=None)
+    main = apps["main"].test_client()
     token = csrf_token(main.get("/login").get_data(as_text=True))
     codes = [main.post("/login", data={"name": "boss", "password": f"wrong{i}", "csrf_token": token}).status_code
              for i in range(11)]
@@ -297,7 +297,7 @@ def test_failed_sign_ins_are_recorded_and_limited(apps):
     r = main.post("/login", data={"name": "boss", "password": PASSWORD, "csrf_token": token}, headers=JSON)
     assert r.status_code == 429 and "Too many failed sign-ins" in r.get_json()["error"]
     # another address, same account: counted apart (the slower per-account limit: tests/test_auth_limits.py)
-    other = apps["main"].test_client(role=None)
+    other = apps["main"].test_client()
     other.environ_base["REMOTE_ADDR"] = "10.0.0.9"
     token = csrf_token(other.get("/login").get_data(as_text=True))
     assert other.post("/login", data={"name": "boss", "password": "x", "csrf_token": token}).status_code == 401
@@ -341,7 +341,7 @@ def test_a_member_changes_their_own_password(apps):
     assert 'id="activity"' in main.get("/account").get_data(as_text=True)
     # an API token has no password to change
     member_token, _ = acc.create_token("reader", "member")
-    r = apps["main"].test_client(role=None).post("/account", data={"password": "x"},
+    r = apps["main"].test_client().post("/account", data={"password": "x"},
                                                   headers={"Authorization": f"Bearer {member_token}", **JSON})
     assert r.status_code == 400 and "API token has no password" in r.get_json()["error"]
 
@@ -362,7 +362,7 @@ def test_two_server_processes_share_one_count_of_failed_sign_ins(apps, data_dir,
                         "REDIS_URL": redis_url})
     codes = []
     for i in range(11):
-        client = (apps["main"] if i % 2 else other).test_client(role=None)
+        client = (apps["main"] if i % 2 else other).test_client()
         token = csrf_token(client.get("/login").get_data(as_text=True))
         codes.append(client.post("/login", data={"name": "boss", "password": f"no{i}", "csrf_token": token}).status_code)
     assert codes == [401] * 10 + [429], codes
@@ -375,7 +375,7 @@ def test_sign_in_limit_holds_while_redis_is_down(data_dir):
     app = create_app({"TESTING": True, "DATA_DIR": str(data_dir), "SECRET_KEY": "test", "MAIN_URL": MAIN_URL,
                       "REDIS_URL": "redis://127.0.0.1:9/0", "LOGIN_LIMIT": "3 per minute"})
     app.extensions["accounts"].create_user("boss", PASSWORD, "admin")
-    client = app.test_client(role=None)
+    client = app.test_client()
     token = csrf_token(client.get("/login").get_data(as_text=True))
     codes = [client.post("/login", data={"name": "boss", "password": f"no{i}", "csrf_token": token}).status_code
              for i in range(4)]
@@ -388,7 +388,7 @@ def test_first_run_offers_only_the_first_admin(data_dir):
 
     cfg = {"TESTING": True, "DATA_DIR": str(data_dir), "SECRET_KEY": "test", "MAIN_URL": MAIN_URL,
            "PROCESS_URL": PROCESS_URL, "VIDEO_URL": VIDEO_URL}
-    main, proc = main_app(cfg).test_client(role=None), process_app(cfg).test_client(role=None)
+    main, proc = main_app(cfg).test_client(), process_app(cfg).test_client()
     for client, path in ((main, "/"), (main, "/predictSinglePage"), (main, "/login"), (proc, "/")):
         r = client.get(path)
         assert r.status_code == 302 and r.headers["Location"] in (MAIN_URL + "/setup", "/setup"), path
@@ -413,8 +413,8 @@ def test_first_run_offers_only_the_first_admin(data_dir):
 # -- the audit trail --------------------------------------------------------------------------------------
 def test_each_audited_action_writes_its_row(apps, data_dir):
     job = _synth.aligned_job(data_dir)
-    proc = apps["process"].test_client()
-    main = apps["main"].test_client()
+    proc = signed_in(apps["process"].test_client(), "admin")
+    main = signed_in(apps["main"].test_client(), "admin")
     zip_bytes = _synth.build_zip({"Ann/a.png": _synth.png(), "Ann/b.png": _synth.png(seed=1)})
     r = main.post("/trainByImage", data={"zip": (io.BytesIO(zip_bytes), "kols.zip")},
                   content_type="multipart/form-data")
@@ -445,7 +445,7 @@ def test_each_audited_action_writes_its_row(apps, data_dir):
 
 def test_predictions_are_counted_not_logged(apps, data_dir):
     _synth.synthetic_model(data_dir)
-    main = apps["main"].test_client(role="member")
+    main = signed_in(apps["main"].test_client(), "member")
     r = main.post("/predictSingleImage", data={"file": (io.BytesIO(_synth.jpeg()), "p.jpg")},
                   content_type="multipart/form-data", headers=JSON)
     assert r.status_code == 422  # no face in random pixels: refused, so not counted
@@ -464,7 +464,7 @@ def test_audit_page_pages_and_csv(apps):
     acc = apps["main"].extensions["accounts"]
     for i in range(120):
         acc.record("boss", "kol.delete", {"delete": f"=cmd{i}"}, role="admin", via="session", remote="10.0.0.1")
-    admin = apps["main"].test_client()
+    admin = signed_in(apps["main"].test_client(), "admin")
     page1 = admin.get("/admin/audit").get_data(as_text=True)
     assert "120 records" in page1 and "=cmd119" in page1 and "=cmd69" not in page1 and "page=2" in page1
     page3 = admin.get("/admin/audit?page=3", headers=JSON).get_json()
@@ -474,7 +474,7 @@ def test_audit_page_pages_and_csv(apps):
     assert r.status_code == 200 and r.mimetype == "text/csv"
     lines = r.get_data(as_text=True).lstrip("\ufeff").splitlines()
     assert len(lines) == 121 and lines[0].startswith("id,at,actor") and "delete==cmd0" in lines[1]
-    assert apps["main"].test_client(role="member").get("/admin/audit.csv").status_code == 403
+    assert signed_in(apps["main"].test_client(), "member").get("/admin/audit.csv").status_code == 403
 
 
 # -- sessions end server-side; tokens expire and follow their maker (issue 20) ------------------------
@@ -504,7 +504,7 @@ def test_a_copied_cookie_is_refused_on_all_three_after_sign_out(three_apps):
     token = csrf_token(mine["main"].get("/account").get_data(as_text=True))
     assert mine["main"].post("/logout", data={"csrf_token": token}).status_code == 303
     for s in SECTIONS:
-        thief = apps[s].test_client(role=None)
+        thief = apps[s].test_client()
         thief.set_cookie("session", copied)
         assert thief.get("/", headers=JSON).status_code == 401, s
         r = thief.get("/", headers=HTML)
@@ -554,10 +554,10 @@ def test_tokens_expire_after_the_days_they_were_given(three_apps, data_dir):
     assert listed[0]["expires_at"] == made["expires_at"]
     assert made["expires_at"][:10] in main.get("/admin/users").get_data(as_text=True)
     for s in SECTIONS:
-        assert apps[s].test_client(role=None).get(MEMBER_PAGE[s], headers=bearer(made["token"])).status_code == 200, s
+        assert apps[s].test_client().get(MEMBER_PAGE[s], headers=bearer(made["token"])).status_code == 200, s
     acc._run("UPDATE tokens SET expires_at = ? WHERE id = ?", (ago(1), made["id"]))
     for s in SECTIONS:
-        r = apps[s].test_client(role=None).get(MEMBER_PAGE[s], headers=bearer(made["token"]))
+        r = apps[s].test_client().get(MEMBER_PAGE[s], headers=bearer(made["token"]))
         assert r.status_code == 401 and "expired" in r.get_json()["error"], s
     # the command line: --days, within the same limit
     out = flask_cli(data_dir, "create-token", "nightly", "--days", "3")
@@ -578,7 +578,7 @@ def test_a_token_never_has_more_rights_than_its_maker(three_apps):
                                            "csrf_token": token}, headers=JSON).get_json()
 
     def make_admin(name):
-        return apps["main"].test_client(role=None).post(
+        return apps["main"].test_client().post(
             "/admin/users", data={"action": "create", "name": name, "password": PASSWORD, "role": "admin"},
             headers=bearer(made["token"]))
 
@@ -590,17 +590,17 @@ def test_a_token_never_has_more_rights_than_its_maker(three_apps):
                                            "csrf_token": token}).status_code == 303
     r = make_admin("by-script-2")
     assert r.status_code == 403 and "only an admin may do this" in r.get_json()["error"]
-    assert apps["video"].test_client(role=None).get("/", headers=bearer(made["token"])).status_code == 200
+    assert apps["video"].test_client().get("/", headers=bearer(made["token"])).status_code == 200
     assert boss.post("/admin/users", data={"action": "delete", "user": str(ann_id),
                                            "csrf_token": token}).status_code == 303
     for s in SECTIONS:
-        assert apps[s].test_client(role=None).get("/", headers=bearer(made["token"])).status_code == 401, s
+        assert apps[s].test_client().get("/", headers=bearer(made["token"])).status_code == 401, s
     assert acc.token(made["id"])["revoked_at"]  # revoked with her account, as the Users page shows
     # a token cannot make tokens (its own maker's rights could not be followed); the command line's can be used
-    r = apps["main"].test_client().post("/admin/tokens", data={"action": "create", "name": "x", "role": "admin"},
-                                        headers=JSON)
+    r = signed_in(apps["main"].test_client(), "admin").post(
+        "/admin/tokens", data={"action": "create", "name": "x", "role": "admin"}, headers=JSON)
     assert r.status_code == 403 and "cannot make tokens" in r.get_json()["error"]
-    assert apps["main"].test_client().get("/admin/users", headers=JSON).status_code == 200
+    assert signed_in(apps["main"].test_client(), "admin").get("/admin/users", headers=JSON).status_code == 200
 
 
 def test_tokens_of_an_older_database_get_an_expiry_and_their_maker(tmp_path):
@@ -638,7 +638,7 @@ def test_two_tokens_of_one_name_are_told_apart_in_the_audit_trail(three_apps):
     acc = apps["main"].extensions["accounts"]
     made = [acc.create_token("deploy", "admin", created_by="tests") for _ in range(2)]
     for i, (tok, _) in enumerate(made):
-        r = apps["main"].test_client(role=None).post(
+        r = apps["main"].test_client().post(
             "/admin/users", data={"action": "create", "name": f"u{i}", "password": PASSWORD, "role": "member"},
             headers=bearer(tok))
         assert r.status_code == 200
@@ -651,7 +651,7 @@ def test_the_audit_and_account_pages_show_every_kind_of_detail(data_dir):
     from main_server import create_app
 
     app = create_app({"TESTING": True, "DATA_DIR": str(data_dir), "SECRET_KEY": "test", "MAIN_URL": MAIN_URL})
-    main = app.test_client(role=None)
+    main = app.test_client()
     token = csrf_token(main.get("/setup").get_data(as_text=True))
     assert main.post("/setup", data={"name": "root", "password": PASSWORD, "password2": PASSWORD,
                                      "csrf_token": token}).status_code == 303
@@ -677,7 +677,7 @@ def test_setup_is_closed_once_a_token_exists(data_dir):
            "PROCESS_URL": PROCESS_URL, "VIDEO_URL": VIDEO_URL}
     app = main_app(cfg)
     app.extensions["accounts"].create_token("script", "admin", created_by="command line")
-    main, proc = app.test_client(role=None), process_app(cfg).test_client(role=None)
+    main, proc = app.test_client(), process_app(cfg).test_client()
     login = main.get("/login")
     assert login.status_code == 200 and "Sign in" in login.get_data(as_text=True)
     assert "/setup" not in login.get_data(as_text=True) and "create-user" in login.get_data(as_text=True)
@@ -695,7 +695,7 @@ def test_setup_is_closed_once_a_token_exists(data_dir):
 
 # -- headers ------------------------------------------------------------------------------------------------
 def test_security_headers_and_https_cookie(data_dir, apps):
-    r = apps["main"].test_client().get("/")
+    r = signed_in(apps["main"].test_client(), "admin").get("/")
     csp = r.headers["Content-Security-Policy"]
     assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp and "unsafe-inline' " not in csp
     assert r.headers["X-Content-Type-Options"] == "nosniff" and r.headers["X-Frame-Options"] == "DENY"
@@ -704,7 +704,7 @@ def test_security_headers_and_https_cookie(data_dir, apps):
 
     app = create_app({"TESTING": True, "DATA_DIR": str(data_dir), "SECRET_KEY": "test", "PROXY_FIX": 1,
                       "MAIN_URL": "https://kol.example", "SESSION_HOURS": 2})
-    client = app.test_client(role=None)
+    client = app.test_client()
     r = client.get("/login", headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "kol.example"})
     assert r.headers["Strict-Transport-Security"].startswith("max-age=")
     token = csrf_token(r.get_data(as_text=True))
@@ -757,6 +757,8 @@ def fresh_stack(tmp_path_factory):
     stack.stop()
 
 
+@pytest.mark.live
+@pytest.mark.browser
 def test_first_run_in_a_browser_then_a_member_sees_no_admin_actions(fresh_stack, browser):
     main, process = fresh_stack.urls["main"], fresh_stack.urls["process"]
     context = browser.new_context(viewport={"width": 1280, "height": 800})
@@ -813,8 +815,9 @@ def test_first_run_in_a_browser_then_a_member_sees_no_admin_actions(fresh_stack,
     assert len(errors) == 2, errors
 
 
+@pytest.mark.live
 def test_contract_access_scripts(fresh_stack):
-    """CONTRACT.md "Access": the command line makes tokens and users; tokens work on all three servers."""
+    """docs/api.md "Access": the command line makes tokens and users; tokens work on all three servers."""
     data = fresh_stack.data_dir
     out = flask_cli(data, "create-token", "script", "--role", "member")
     assert out.returncode == 0, out.stderr

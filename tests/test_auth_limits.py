@@ -12,6 +12,7 @@ import pytest
 from shared.core.errors import UserError
 
 from ._synth import JSON
+from .conftest import signed_in
 from .test_auth import PASSWORD, csrf_token
 
 MAIN_URL = "http://main.test:5000"
@@ -30,7 +31,7 @@ def main_app(data_dir, redis_url, **settings):
 
 def browser(app, address):
     """``(client, csrf token)``: a browser at ``address``, nobody signed in, with the sign-in form open."""
-    client = app.test_client(role=None)
+    client = app.test_client()
     client.environ_base["REMOTE_ADDR"] = address
     return client, csrf_token(client.get("/login").get_data(as_text=True))
 
@@ -74,7 +75,7 @@ def test_one_address_trying_many_accounts_stops_at_the_address_limit(data_dir, r
 @pytest.fixture
 def admin(data_dir, redis_url):
     """The main server's admin (an API token), with users ann and bob."""
-    return main_app(data_dir, redis_url).test_client()
+    return signed_in(main_app(data_dir, redis_url).test_client(), "admin")
 
 
 def create(admin, name, password=PASSWORD):

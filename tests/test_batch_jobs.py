@@ -19,12 +19,12 @@ from shared.core import owners
 from shared.core.storage import atomic_write_json, read_json
 
 from . import _synth
-from .conftest import FIVE, needs_data, screenshot
+from .conftest import FIVE, needs_data, screenshot, signed_in
 from .servers import ROOT, LiveServers, kill_tree
 
 JSON = {"Accept": "application/json"}
 HTML = {"Accept": "text/html"}
-#: How the audit trail (and so a batch's progress.json) names ``app.test_client(role="member")``:
+#: How the audit trail (and so a batch's progress.json) names ``signed_in(app.test_client(), "member")``:
 #: the API token conftest.app_token makes, called "tests-member".
 STOPPED = ("This batch stopped because the server process running it ended; the photos already named "
            "are below; run the rest again.")
@@ -92,7 +92,7 @@ def test_a_batch_whose_process_was_killed_says_so_and_keeps_the_photos_it_named(
     assert child.poll() is None, child.log_path.read_text()[-2000:]
     kill_tree(child)  # SIGKILL: the process and its face workers, mid-batch
 
-    client = main_app.test_client()
+    client = signed_in(main_app.test_client(), "admin")
     url = f"/predictBatch/{run}"
     state = wait_for("the batch to be shown as failed",
                      lambda: (s := client.get(url + "/progress").get_json())["state"] != "running" and s, 60)
@@ -113,7 +113,7 @@ def test_a_batch_whose_process_was_killed_says_so_and_keeps_the_photos_it_named(
 
 def test_one_user_runs_at_most_two_batches_at_once(main_app, data_dir, children):
     _synth.synthetic_model(data_dir)
-    member, admin = main_app.test_client(role="member"), main_app.test_client()
+    member, admin = signed_in(main_app.test_client(), "member"), signed_in(main_app.test_client(), "admin")
     for _ in range(2):  # finished batches do not count
         assert member.post("/predictBatchImage", data=notes(), headers=JSON).status_code == 200
     results = ResultFolders(data_dir / "predictions")
@@ -150,7 +150,7 @@ def test_a_batch_left_running_by_an_older_version_is_shown_as_stopped(main_app, 
     run, folder = ResultFolders(data_dir / "predictions").new()
     progress = folder / "progress.json"
     progress.write_text('{"state": "running", "done": 3, "total": 30, "error": null}')
-    client = main_app.test_client()
+    client = signed_in(main_app.test_client(), "admin")
     assert client.get(f"/predictBatch/{run}/progress").get_json()["state"] == "running"  # written just now
     an_hour_ago = time.time() - 3600
     os.utime(progress, (an_hour_ago, an_hour_ago))
@@ -161,6 +161,8 @@ def test_a_batch_left_running_by_an_older_version_is_shown_as_stopped(main_app, 
 
 
 @needs_data
+@pytest.mark.live
+@pytest.mark.browser
 def test_the_progress_page_says_when_a_batch_stopped_and_leads_to_what_it_named(stale_servers, page, children):
     data_dir, main = stale_servers.data_dir, stale_servers.urls["main"]
     _synth.synthetic_model(data_dir)

@@ -28,6 +28,9 @@ import pytest
 
 from .conftest import FIVE, VIDEO, LiveServers, five_celebs_photos, needs_data, needs_video, screenshot
 
+#: Live servers under gunicorn driven by a real Chromium: left out by ``pytest -m "not live and not browser"``.
+pytestmark = [pytest.mark.live, pytest.mark.browser]
+
 #: Training photos per KOL in the scenario-1 zip (a subset keeps CI time reasonable on 2 cores).
 PER_KOL = 8
 #: The fifth KOL: in the zip but not imported, so the model must call them "unknown".

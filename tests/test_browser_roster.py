@@ -7,10 +7,13 @@ import pytest
 from PIL import Image
 
 from shared.faces import engine, images
-from shared.training.pool import Pool, save_chip
 
+from .builders import build_pool, one_face_each, save_model
 from .conftest import FIVE, LiveServers, needs_data, screenshot
 from .test_browser_flows import images_load, no_sideways_scroll
+
+#: Live servers under gunicorn driven by a real Chromium: left out by ``pytest -m "not live and not browser"``.
+pytestmark = [pytest.mark.live, pytest.mark.browser]
 
 PEOPLE = {"ben_afflek": "ben_afflek", "elton_john": "Elton John", "mindy_kaling": "mindy_kaling"}
 
@@ -20,25 +23,16 @@ def roster_servers(tmp_path_factory):
     """Live servers on a pool of three KOLs (raw folder names) plus a duplicate "Mindy K." and a model."""
     if not FIVE.is_dir():
         pytest.skip("real photos not found")
-    from shared.recognition.model import train
-    from shared.recognition.store import ModelStore
-
     base = tmp_path_factory.mktemp("roster")
-    pool = Pool(base / "data" / "pool")
-    staging = base / "chips"
+    kols = {}
     for person, name in PEOPLE.items():
-        photos = sorted((FIVE / person).glob("train_*.jpg"))[:6]
-        pngs = []
-        for path in photos:
-            found = engine.analyze(images.load_image(path))
-            if len(found) == 1:
-                pngs.append(staging / f"{save_chip(staging, found[0].chip, found[0].embedding)}.png")
+        faces = one_face_each(sorted((FIVE / person).glob("train_*.jpg"))[:6])
         if person == "mindy_kaling":
-            pool.add("Mindy K.", pngs[4:])
-            pngs = pngs[:4]
-        pool.add(name, pngs)
-    X, slugs, _ = pool.embeddings()
-    ModelStore(base / "data" / "models").save(train(X, slugs, pool.names()))
+            kols["Mindy K."] = faces[4:]
+            faces = faces[:4]
+        kols[name] = faces
+    pool, _ = build_pool(base / "data" / "pool", kols, base / "chips")
+    save_model(base / "data", pool)
     servers = LiveServers(base / "data", base, names=("main", "process"))
     yield servers, pool
     servers.stop()

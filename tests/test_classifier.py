@@ -14,7 +14,7 @@ from shared.core.errors import UserError
 from shared.faces.images import load_image
 from shared.training.pool import Pool, save_chip
 
-from .conftest import KNN, five_celebs_photos, needs_data
+from .conftest import KNN, five_celebs_photos, needs_data, signed_in
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -348,8 +348,8 @@ def test_deleting_a_kol_in_the_wizard_forgets_them_in_every_model(process_app, d
     retrain(pool, store, full=True)
     bob = pool.slug_for("Bob")
     assert store.current().predict([centres[1]])[0].identity == bob
-    r = process_app.test_client().post(route, data={"delete": bob},
-                                       headers={"Accept": "application/json"})
+    r = signed_in(process_app.test_client(), "admin").post(route, data={"delete": bob},
+                                                           headers={"Accept": "application/json"})
     assert r.status_code == 200 and r.get_json()["deleted"] == "Bob"
     assert store.current().predict([centres[1]])[0].identity is None
     for version in store.versions():

@@ -36,7 +36,7 @@ from shared.core.storage import DISK_FULL
 
 from . import _synth
 from ._synth import JSON
-from .conftest import FIVE, LiveServers, five_celebs_photos, needs_data
+from .conftest import FIVE, LiveServers, five_celebs_photos, needs_data, signed_in
 
 
 @pytest.fixture
@@ -193,6 +193,7 @@ STEP_PATH = {"align": "/align", "clean": "/clean", "import": "/import_result", "
 
 
 @pytest.mark.parametrize("step", ["align", "import", "train"])
+@pytest.mark.live
 def test_sigkill_worker_mid_step_is_retried_on_another(servers, step):
     data_dir = servers.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -242,6 +243,7 @@ def test_sigkill_worker_mid_step_is_retried_on_another(servers, step):
     assert on_disk == listed
 
 
+@pytest.mark.live
 def test_sigkill_of_the_job_process_alone_is_seen_by_its_worker_and_retried(servers):
     """Only the child process running the job dies (out of memory, a crash in native code): its own
     worker sees it at once and the job is tried again; the training then finishes."""
@@ -264,6 +266,7 @@ def test_sigkill_of_the_job_process_alone_is_seen_by_its_worker_and_retried(serv
     assert model_state(data_dir)[0] != model_before[0] and model_state(data_dir)[1] == len(KOLS)
 
 
+@pytest.mark.live
 def test_worker_killed_on_every_try_ends_failed_with_a_sentence(servers):
     """Both tries of a training die with their workers: the step is reported failed with a sentence
     within seconds (the process server finds the abandoned work itself when no worker is left),
@@ -299,6 +302,7 @@ def _outages_met(servers):
     return path.read_text(errors="replace").count("could not connect to Redis") if path.exists() else 0
 
 
+@pytest.mark.live
 def test_redis_stopped_pages_answer_503_and_work_resumes(tmp_path, monkeypatch):
     """The queue's Redis stops: every page that needs it answers 503 with a sentence at once (no hang);
     the worker waits; Redis back with its data: the pages answer and the same worker does new work."""
@@ -351,6 +355,7 @@ def test_redis_stopped_pages_answer_503_and_work_resumes(tmp_path, monkeypatch):
 
 
 @needs_data
+@pytest.mark.live
 def test_process_server_restart_does_not_touch_a_running_job(servers):
     data_dir = servers.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -417,7 +422,7 @@ def test_full_disk_during_upload(small_disk):
     from main_server import create_app
 
     data_dir = small_disk / "data"
-    client = create_app({"DATA_DIR": str(data_dir), "SECRET_KEY": "t"}).test_client()
+    client = signed_in(create_app({"DATA_DIR": str(data_dir), "SECRET_KEY": "t"}).test_client(), "admin")
     files_before = _files(data_dir)
     # (1) the upload itself does not fit; (2) it fits, but the extracted photos do not
     big, medium = _photos_zip(60), _photos_zip(35)
@@ -443,7 +448,8 @@ def test_full_disk_during_import(small_disk, redis_url, tmp_path):
 
     data_dir = small_disk / "data"
     workers = Workers(data_dir, redis_url, tmp_path / "worker.log")  # the import runs in a worker process
-    client = create_app({"DATA_DIR": str(data_dir), "SECRET_KEY": "t", "REDIS_URL": redis_url}).test_client()
+    app = create_app({"DATA_DIR": str(data_dir), "SECRET_KEY": "t", "REDIS_URL": redis_url})
+    client = signed_in(app.test_client(), "admin")
     job = _synth.aligned_job(data_dir, kols=("Ann", "Bob"), per_kol=8)
     assert client.post("/clean", data={"job": job}, headers=JSON).status_code == 200
     pool_before = pool_state(data_dir)
@@ -474,11 +480,11 @@ def test_full_disk_answers_507_on_every_page_and_healthz_says_so(small_disk):
 
     app = create_app({"DATA_DIR": str(small_disk / "data"), "SECRET_KEY": "t"})
     app.extensions["accounts"].create_user("ann", PASSWORD, "member")
-    script = app.test_client()  # an admin API token
-    browser = app.test_client(role=None)
+    script = signed_in(app.test_client(), "admin")  # an admin API token
+    browser = app.test_client()
     token = csrf_token(browser.get("/login").get_data(as_text=True))
     assert browser.post("/login", data={"name": "ann", "password": PASSWORD, "csrf_token": token}).status_code == 303
-    monitor = app.test_client(role=None)  # a load balancer's health check: no token, no cookie
+    monitor = app.test_client()  # a load balancer's health check: no token, no cookie
     assert monitor.get("/healthz").status_code == 200
     filler = _fill(small_disk, leave=0)
     for client in (script, browser):
@@ -498,7 +504,8 @@ def test_process_server_healthz_names_a_redis_that_does_not_answer(data_dir, red
     from process_server import create_app
 
     for url, expected in ((redis_url, 200), ("redis://127.0.0.1:9/0", 503)):  # port 9: nothing listens
-        r = create_app({"DATA_DIR": str(data_dir), "SECRET_KEY": "t", "REDIS_URL": url}).test_client().get("/healthz")
+        app = create_app({"DATA_DIR": str(data_dir), "SECRET_KEY": "t", "REDIS_URL": url})
+        r = signed_in(app.test_client(), "admin").get("/healthz")
         assert r.status_code == expected, r.get_data(as_text=True)
         if expected == 503:
             assert r.get_json()["checks"] == {"data": "ok", "accounts": "ok",
@@ -541,6 +548,7 @@ def test_model_store_switches_atomically(tmp_path):
 
 
 @needs_data
+@pytest.mark.live
 def test_main_predicts_with_old_model_while_new_one_trains(servers):
     data_dir = servers.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -606,6 +614,7 @@ def test_main_predicts_with_old_model_while_new_one_trains(servers):
 
 # -- many predictions at once -------------------------------------------------------------------------
 @needs_data
+@pytest.mark.live
 def test_concurrent_predictions_do_not_crash_a_worker(servers):
     """Eight clients at once on one main worker with the Procfile's 4 threads: every answer is a 200
     (or a 422 'no face'), and the worker never dies."""

@@ -16,7 +16,8 @@ from shared.faces import engine, images
 from shared.recognition import predict
 from shared.faces.boxes import iou
 
-from .conftest import FIVE, VIDEO, needs_data, needs_video
+from .builders import build_pool, save_model
+from .conftest import FIVE, VIDEO, needs_data, needs_video, signed_in
 
 JSON = {"Accept": "application/json"}
 
@@ -24,19 +25,10 @@ JSON = {"Accept": "application/json"}
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory, celeb_faces):
     """Pool + model of the five_celebs KOLs (train_ photos), in a data folder for the apps."""
-    from shared.recognition.model import train
-    from shared.recognition.store import ModelStore
-    from shared.training.pool import Pool, save_chip
-
     data = tmp_path_factory.mktemp("geo") / "data"
-    pool = Pool(data / "pool")
-    for person, found in celeb_faces.items():
-        folder = data.parent / "chips" / person
-        pngs = [folder / f"{save_chip(folder, f.chip, f.embedding)}.png" for _, f in found]
-        pool.add(person.replace("_", " ").title(), pngs)
-    X, slugs, _ = pool.embeddings()
-    store = ModelStore(data / "models")
-    store.save(train(X, slugs, pool.names()))
+    kols = {person.replace("_", " ").title(): [f for _, f in found] for person, found in celeb_faces.items()}
+    pool, _ = build_pool(data / "pool", kols, data.parent / "chips")
+    save_model(data, pool)
     return data
 
 
@@ -44,7 +36,8 @@ def small_model(tmp_path_factory, celeb_faces):
 def app_client(small_model):
     from main_server import create_app
 
-    return create_app({"TESTING": True, "DATA_DIR": str(small_model), "SECRET_KEY": "test"}).test_client()
+    app = create_app({"TESTING": True, "DATA_DIR": str(small_model), "SECRET_KEY": "test"})
+    return signed_in(app.test_client(), "admin")
 
 
 def _jpeg(im, **kw):
@@ -202,7 +195,7 @@ def test_a_zip_of_videos_sent_to_the_photo_form_points_to_the_video_form(tmp_pat
 
 
 @needs_video
-def test_m4v_video_is_accepted(client, tmp_path):
+def test_m4v_video_is_accepted(admin_client, tmp_path):
     """An .m4v (Apple's name for MP4) is a video for the upload form, the zip check and the decoder."""
     import shutil
 
@@ -213,7 +206,7 @@ def test_m4v_video_is_accepted(client, tmp_path):
     shutil.copy(VIDEO / "short_hamilton_clip.mp4", path)
     assert frames.is_video_name(path.name) and frames.probe(path).width > 0
     assert archive.check_file(path, "video", path.name) is None
-    r = client.post("/predictVideoResult", data={"file": (io.BytesIO(path.read_bytes()), "holiday.m4v")})
+    r = admin_client.post("/predictVideoResult", data={"file": (io.BytesIO(path.read_bytes()), "holiday.m4v")})
     assert r.status_code in (200, 303), r.get_data(True)[:300]
 
 
@@ -252,7 +245,7 @@ def test_an_oversized_upload_says_the_limit_and_its_size(tmp_path):
     from main_server import create_app
 
     app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path), "SECRET_KEY": "t", "MAX_CONTENT_LENGTH": 100_000})
-    client = app.test_client()
+    client = signed_in(app.test_client(), "admin")
     for size, shown in ((2 * 1024 * 1024, "yours is 2"), (100_500, "bytes too many")):
         r = client.post("/predictSingleImage", data={"file": (io.BytesIO(b"x" * size), "big.jpg")}, headers=JSON)
         msg = r.get_json()["error"]

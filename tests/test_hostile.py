@@ -16,6 +16,7 @@ import pytest
 
 from . import _synth
 from ._synth import JSON
+from .conftest import signed_in
 
 TRACE = re.compile(r"Traceback \(most recent call last\)|File \"/|werkzeug\.exceptions|jinja2\.exceptions")
 
@@ -107,7 +108,7 @@ def clients(data_dir, redis_url, queue_workers):
     cfg = {"TESTING": False, "DATA_DIR": str(data_dir), "SECRET_KEY": "test", "PROPAGATE_EXCEPTIONS": False,
            "REDIS_URL": redis_url}
     apps = {"main": main_app(cfg), "process": process_app(cfg), "video": video_app(cfg)}
-    out = {name: app.test_client() for name, app in apps.items()}
+    out = {name: signed_in(app.test_client(), "admin") for name, app in apps.items()}
     out["data_dir"] = Path(data_dir)
     out["model"] = _synth.synthetic_model(data_dir)
     out["job"] = _synth.aligned_job(data_dir, per_kol=3)
@@ -242,7 +243,8 @@ def test_bad_files_are_refused(clients, route):
 
 
 def _check_batch(r, json_mode, case):
-    """A batch with one bad photo answers 200 with that photo's own error (CONTRACT.md), or a 4xx."""
+    """A batch with one bad photo answers 200 with that photo's own error (docs/api.md: /predictBatchImage),
+    or a 4xx."""
     if r.status_code == 200:
         if json_mode:
             data = r.get_json()
@@ -317,7 +319,7 @@ def test_oversized_bodies_are_413(data_dir, redis_url):
     for route in ROUTES:
         if "POST" not in route.methods:
             continue
-        client = apps[route.server].test_client()
+        client = signed_in(apps[route.server].test_client(), "admin")
         for json_mode in (True, False):
             r = client.post(route.path, data={route.field: (io.BytesIO(big), "big.jpg"), "job": "0" * 16},
                             content_type="multipart/form-data", headers=headers(json_mode))
@@ -379,6 +381,7 @@ def test_pace_and_unknown_query_values(clients, tmp_path):
 
 
 # -- 4. over real HTTP (gunicorn) ----------------------------------------------------------
+@pytest.mark.live
 def test_hostile_requests_over_http(live_servers):
     s = live_servers
     bad_zip_name, bad_zip = _synth.bad_zips()["nested zip"]
@@ -442,6 +445,7 @@ def test_unicode_and_traversal_upload_names_are_only_text(clients):
     assert outside_writes(clients["data_dir"]) == []
 
 
+@pytest.mark.live
 def test_oversized_uploads_over_http(tmp_path, monkeypatch):
     """Under gunicorn, with MAX_CONTENT_LENGTH from the environment: a clean 413 (not a reset
     connection), for bodies just over the limit and far over it, and the server stays up."""

@@ -12,7 +12,7 @@ from flask import Flask
 from shared.web import housekeeping
 from shared.core.config import DEFAULTS
 
-from .conftest import VIDEO, needs_video
+from .conftest import VIDEO, needs_video, signed_in
 
 DAY = 86400
 NOW = time.time()
@@ -190,7 +190,7 @@ def test_a_new_prediction_result_sweeps_old_ones_by_the_setting(tmp_path):
         data_dir = tmp_path / f"data-{max_age_s}"
         _save_a_model(data_dir)
         old = make_run(data_dir, "a" * 32, 2 * DAY)
-        client = _main_app(data_dir, PREDICTION_MAX_AGE_S=max_age_s).test_client()
+        client = signed_in(_main_app(data_dir, PREDICTION_MAX_AGE_S=max_age_s).test_client(), "admin")
         r = client.post("/predictBatchImage", data={"file": (io.BytesIO(b"not a photo"), "notes.txt")},
                         headers={"Accept": "application/json"})  # a new result folder: the sweep runs
         assert r.status_code == 200, r.get_data(as_text=True)
@@ -202,7 +202,7 @@ def test_a_new_training_upload_sweeps_cut_off_uploads_by_the_setting(tmp_path):
     for max_age_s, swept in ((0, False), (60, True)):
         data_dir = tmp_path / f"data-{max_age_s}"
         cut_off = make_job(data_dir, "1" * 16, 2 * DAY, finished=False)
-        client = _main_app(data_dir, JOB_INCOMPLETE_MAX_AGE_S=max_age_s).test_client()
+        client = signed_in(_main_app(data_dir, JOB_INCOMPLETE_MAX_AGE_S=max_age_s).test_client(), "admin")
         upload = io.BytesIO()
         with zipfile.ZipFile(upload, "w") as zf:
             zf.writestr("Ann/one.jpg", _jpeg())
@@ -230,7 +230,7 @@ def test_a_video_upload_sweeps_old_videos_by_the_settings(tmp_path):
         data_dir = tmp_path / f"data-{n}"
         ages = (3 * DAY, 2 * DAY, 60)
         stored = [make_video(data_dir, f"{i:016x}", age) for i, age in enumerate(ages)]
-        client = _main_app(data_dir, **settings).test_client()
+        client = signed_in(_main_app(data_dir, **settings).test_client(), "admin")
         r = client.post("/predictVideoResult", data={"file": (io.BytesIO(clip.read_bytes()), clip.name)})
         assert r.status_code == 303, r.get_data(as_text=True)
         assert {i for i, folder in enumerate(stored) if not folder.exists()} == gone, settings

@@ -8,6 +8,7 @@ import numpy as np
 
 from . import _synth
 from ._synth import JSON
+from .conftest import signed_in
 from .test_auth import PASSWORD, audit_rows, csrf_token
 
 
@@ -30,7 +31,7 @@ def two_versions(data_dir):
 
 def test_list_compares_each_version_with_the_one_before(process_app, data_dir):
     old, new, _ = two_versions(data_dir)
-    proc = process_app.test_client()
+    proc = signed_in(process_app.test_client(), "admin")
     r = proc.get("/models", headers=JSON)
     assert r.status_code == 200
     body = r.get_json()
@@ -63,15 +64,16 @@ def test_switch_back_and_predictions_use_that_model(process_app, main_app, data_
     main_store = main_app.extensions["models"]
     probe = np.array([E[2][0]])  # a photo of kol-2, whom only the old model knows
     assert main_store.current().version == new and main_store.current().predict(probe)[0].identity != "kol-2"
-    proc = process_app.test_client()
+    proc = signed_in(process_app.test_client(), "admin")
     r = proc.post("/models/switch", data={"version": old})
     assert r.status_code == 303 and r.headers["Location"].endswith(f"/models?switched={old}")
     assert "is in use now" in proc.get(r.headers["Location"]).get_data(as_text=True)
     # another server's store (already holding the new model) reloads and answers with the old one
     assert main_store.current().version == old
     assert main_store.current().predict(probe)[0].identity == "kol-2"
-    r = main_app.test_client().post("/predictBatchImage", data={"file": [(io.BytesIO(_synth.jpeg()), "p.jpg")]},
-                                    content_type="multipart/form-data", headers=JSON)
+    r = signed_in(main_app.test_client(), "admin").post(
+        "/predictBatchImage", data={"file": [(io.BytesIO(_synth.jpeg()), "p.jpg")]},
+        content_type="multipart/form-data", headers=JSON)
     assert r.status_code == 200 and r.get_json()["model_version"] == old
     # and forward again, as JSON; the audit trail names the version
     r = proc.post("/models/switch", data={"version": new}, headers=JSON)
@@ -84,24 +86,24 @@ def test_switch_back_and_predictions_use_that_model(process_app, main_app, data_
 def test_refusals(process_app, main_app, data_dir):
     old, new, _ = two_versions(data_dir)
     store = process_app.extensions["models"]
-    proc = process_app.test_client()
+    proc = signed_in(process_app.test_client(), "admin")
     for bad in ("20990101-000000-abcdef", "../current", "x" * 30):
         r = proc.post("/models/switch", data={"version": bad}, headers=JSON)
         assert r.status_code == 404 and "No such model version" in r.get_json()["error"], bad
     r = proc.post("/models/switch", data={}, headers=JSON)
     assert r.status_code == 400 and "version" in r.get_json()["error"]
     # a member may neither see nor switch
-    member = process_app.test_client(role="member")
+    member = signed_in(process_app.test_client(), "member")
     assert member.get("/models", headers=JSON).status_code == 403
     r = member.post("/models/switch", data={"version": old}, headers=JSON)
     assert r.status_code == 403 and "only an admin may do this" in r.get_json()["error"]
     # a signed-in browser session without the CSRF token: 400; with it: the switch happens
     main_app.extensions["accounts"].create_user("boss", PASSWORD, "admin")
-    main = main_app.test_client(role=None)  # signs in on the main server, as a browser does (see test_auth)
+    main = main_app.test_client()  # signs in on the main server, as a browser does (see test_auth)
     r = main.post("/login", data={"name": "boss", "password": PASSWORD,
                                   "csrf_token": csrf_token(main.get("/login").get_data(as_text=True))})
     assert r.status_code == 303
-    session = process_app.test_client(role=None)
+    session = process_app.test_client()
     session.set_cookie("session", main.get_cookie("session").value)
     r = session.post("/models/switch", data={"version": old}, headers=JSON)
     assert r.status_code == 400 and "CSRF token" in r.get_json()["error"]

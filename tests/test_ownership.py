@@ -16,6 +16,7 @@ import pytest
 
 from . import _synth
 from ._synth import JSON
+from .builders import build_pool, one_face_each
 from .conftest import FIVE, _config, app_token, needs_data
 
 HTML = {"Accept": "text/html"}
@@ -53,11 +54,11 @@ def people(data_dir, redis_url):
     def with_token(token):
         out = {}
         for section, app in apps.items():
-            out[section] = app.test_client(role=None)
+            out[section] = app.test_client()
             out[section].environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
         return out
 
-    mia = {s: app.test_client(role=None) for s, app in apps.items()}
+    mia = {s: app.test_client() for s, app in apps.items()}
     r = mia["main"].post("/login", data={"name": "mia", "password": PASSWORD,
                                          "csrf_token": _csrf(mia["main"].get("/login").get_data(as_text=True))})
     assert r.status_code == 303, r.get_data(as_text=True)[:300]
@@ -202,20 +203,15 @@ def test_appearances_csv_escapes_kol_names_a_spreadsheet_would_run(people, tmp_p
     photos streamed by the video server; the CSV shows each name starting with ', the page as it is."""
     from shared.recognition.store import ModelStore
     from shared.training.train import retrain
-    from shared.faces import engine, images
-    from shared.training.pool import Pool, save_chip
+    from shared.faces import images
 
     data_dir = people["data_dir"]
-    pool = Pool(data_dir / "pool")
+    kols = {name: one_face_each(sorted((FIVE / person).glob("train_*.jpg"))[:3])
+            for person, name in FORMULA_NAMES.items()}
+    assert all(kols.values()), kols
+    pool, _ = build_pool(data_dir / "pool", kols, tmp_path / "chips")
     frames = []
-    for person, name in FORMULA_NAMES.items():
-        chips = []
-        for photo in sorted((FIVE / person).glob("train_*.jpg"))[:3]:
-            found = engine.analyze(images.load_image(photo))
-            if len(found) == 1:
-                chips.append(tmp_path / person / f"{save_chip(tmp_path / person, found[0].chip, found[0].embedding)}.png")
-        assert chips, person
-        pool.add(name, chips)
+    for person in FORMULA_NAMES:
         frames += [_on_canvas(images.load_image(FIVE / person / "train_1.jpg"))] * 8
     retrain(pool, ModelStore(data_dir / "models"))
     boss = people["boss"]

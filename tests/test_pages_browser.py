@@ -3,6 +3,9 @@ import pytest
 
 from .conftest import screenshot
 
+#: Live servers under gunicorn driven by a real Chromium: left out by ``pytest -m "not live and not browser"``.
+pytestmark = [pytest.mark.live, pytest.mark.browser]
+
 
 @pytest.mark.parametrize("server", ["main", "process", "video"])
 @pytest.mark.parametrize("width", [1280, 390])

@@ -18,6 +18,7 @@ from shared.training import pool as pool_mod
 from shared.recognition.model import train
 from shared.recognition.store import ModelStore
 
+from .builders import build_pool, save_model
 from .conftest import FIVE, KNN, five_celebs_photos, needs_data
 
 JSON = {"Accept": "application/json"}
@@ -34,7 +35,7 @@ def files(paths):
 
 
 def check_face(face):
-    """A face object exactly as the contract says."""
+    """A face object exactly as docs/api.md ("Objects used below": face) describes it, plus ``number``."""
     assert set(face) == FACE_KEYS
     assert set(face["box"]) == {"top", "right", "bottom", "left"}
     assert all(type(v) is int for v in face["box"].values())
@@ -59,21 +60,16 @@ def check_error(response, status):
 def trained(live_servers, celeb_faces, tmp_path_factory):
     """Pool the chips of the five_celebs train_ photos (one face each) and save a model."""
     data = live_servers.data_dir
-    staging = tmp_path_factory.mktemp("chips")
-    pool = pool_mod.Pool(data / "pool")
-    for person, items in celeb_faces.items():
-        folder = staging / person
-        pngs = [folder / f"{pool_mod.save_chip(folder, face.chip, face.embedding)}.png" for _, face in items]
-        pool.add(display(person), pngs)
-    X, slugs, _ = pool.embeddings()
-    store = ModelStore(data / "models")
-    version = store.save(train(X, slugs, pool.names()))
+    kols = {display(person): [face for _, face in items] for person, items in celeb_faces.items()}
+    pool, _ = build_pool(data / "pool", kols, tmp_path_factory.mktemp("chips"))
+    store, version = save_model(data, pool)
     return {"url": live_servers.urls["main"], "http": live_servers.http, "store": store, "version": version, "pool": pool}
 
 
 # -- no model yet (runs first: before the `trained` fixture saves one) ----------------
 
 @needs_data
+@pytest.mark.live
 def test_no_model_yet_is_a_clear_409(live_servers):
     url = live_servers.urls["main"]
     current = live_servers.data_dir / "models" / "current"
@@ -98,6 +94,7 @@ def test_no_model_yet_is_a_clear_409(live_servers):
 # -- R1 and the forms -----------------------------------------------------------------
 
 @needs_data
+@pytest.mark.live
 def test_home_and_forms(trained):
     url = trained["url"]
     home = trained["http"].get(url + "/", headers=JSON).json()
@@ -120,6 +117,7 @@ def test_home_and_forms(trained):
 # -- R9: single photo -------------------------------------------------------------------
 
 @needs_data
+@pytest.mark.live
 def test_every_held_back_photo_with_a_face_is_named(trained):
     url = trained["url"]
     named = no_face = 0
@@ -149,6 +147,7 @@ def test_every_held_back_photo_with_a_face_is_named(trained):
 
 
 @needs_data
+@pytest.mark.live
 def test_single_result_page_shows_the_annotated_photo(trained):
     url = trained["url"]
     r = trained["http"].post(url + "/predictSingleImage", files=files([FIVE / "mindy_kaling" / "val_1.jpg"]), headers=HTML)
@@ -164,6 +163,7 @@ def test_single_result_page_shows_the_annotated_photo(trained):
 
 
 @needs_data
+@pytest.mark.live
 def test_strangers_are_unknown_and_two_people_give_two_faces(trained):
     url = trained["url"]
     strangers = sorted((KNN / "train").rglob("*.jp*g")) + sorted((KNN / "test").glob("*.jpg"))
@@ -186,6 +186,7 @@ def test_strangers_are_unknown_and_two_people_give_two_faces(trained):
 # -- R11: batch -------------------------------------------------------------------------
 
 @needs_data
+@pytest.mark.live
 def test_batch_results_with_per_photo_errors_and_csv(trained):
     url = trained["url"]
     good = [FIVE / "elton_john" / "val_1.jpg", FIVE / "madonna" / "val_3.jpg", KNN / "train" / "biden" / "biden.jpg"]
@@ -233,6 +234,7 @@ def test_batch_results_with_per_photo_errors_and_csv(trained):
 
 
 @needs_data
+@pytest.mark.live
 def test_batch_keeps_unicode_names_and_its_csv_is_spreadsheet_safe(trained):
     url = trained["url"]
     jpeg = (FIVE / "mindy_kaling" / "val_2.jpg").read_bytes()
@@ -249,6 +251,7 @@ def test_batch_keeps_unicode_names_and_its_csv_is_spreadsheet_safe(trained):
 
 
 @needs_data
+@pytest.mark.live
 def test_batch_of_200_photos_in_one_upload(trained):
     url = trained["url"]
     photos = sorted(FIVE.rglob("*.jpg"))
@@ -264,6 +267,7 @@ def test_batch_of_200_photos_in_one_upload(trained):
     assert all(x["error"] is None or "No face" in x["error"] for x in results)
 
 
+@pytest.mark.live
 def test_batch_without_files_is_a_400(live_servers):
     url = live_servers.urls["main"]
     check_error(live_servers.http.post(url + "/predictBatchImage", files={"other": ("a.jpg", b"x")}, headers=JSON), 400)
@@ -274,6 +278,7 @@ def test_batch_without_files_is_a_400(live_servers):
 # -- R13: similar KOLs --------------------------------------------------------------------
 
 @needs_data
+@pytest.mark.live
 def test_similar_kols(trained, live_servers):
     url = trained["url"]
     kols = len(trained["pool"].kols())
@@ -312,6 +317,7 @@ def test_similar_kols(trained, live_servers):
 
 
 @needs_data
+@pytest.mark.live
 def test_similar_uses_the_largest_face_and_says_so(trained):
     url = trained["url"]
     photo = KNN / "test" / "obama_and_biden.jpg"
@@ -328,6 +334,7 @@ def test_similar_uses_the_largest_face_and_says_so(trained):
 
 @needs_data
 @pytest.mark.parametrize("route", ["/predictSingleImage", "/findSimilarKOLResult"])
+@pytest.mark.live
 def test_bad_uploads_are_clear_4xx(trained, route):
     url = trained["url"] + route
     jpeg = (FIVE / "madonna" / "val_1.jpg").read_bytes()
@@ -352,6 +359,7 @@ def test_bad_uploads_are_clear_4xx(trained, route):
 
 @needs_data
 @pytest.mark.parametrize("k", ["0", "-1", "abc", "2.5", "51", "99999999"])
+@pytest.mark.live
 def test_malformed_k_is_a_400(trained, k):
     r = trained["http"].post(trained["url"] + "/findSimilarKOLResult", files=files([FIVE / "madonna" / "val_1.jpg"]),
                       data={"k": k}, headers=JSON)
@@ -359,6 +367,7 @@ def test_malformed_k_is_a_400(trained, k):
 
 
 @needs_data
+@pytest.mark.live
 def test_enrolled_obama_and_biden_are_named_in_one_photo(trained, tmp_path):
     """With the knn_examples people enrolled too (1-2 photos each), the group photos name them."""
     from shared.faces import engine, images
@@ -456,6 +465,7 @@ def test_batch_workers_use_a_kol_without_the_photos_removed_after_they_loaded_th
 # -- a new model is used without a restart (last: it changes the current model) ---------
 
 @needs_data
+@pytest.mark.live
 def test_new_model_is_picked_up_without_restart(trained):
     url, store, pool = trained["url"], trained["store"], trained["pool"]
     photo = FIVE / "madonna" / "val_1.jpg"

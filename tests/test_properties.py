@@ -18,6 +18,7 @@ from shared.core.errors import UserError
 
 from . import _synth
 from ._synth import JSON
+from .conftest import signed_in
 
 #: Text that any client can send: every character except lone surrogates (not encodable as UTF-8).
 TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=120)
@@ -121,11 +122,12 @@ def world(tmp_path_factory, redis_server):
     redis_url = redis_server.url(4000)  # a database of its own (the per-test ones count up from 1)
     workers = Workers(data_dir, redis_url, base / "worker.log")  # the wizard's work runs in a worker process
     cfg = {"DATA_DIR": str(data_dir), "SECRET_KEY": "t", "REDIS_URL": redis_url}
-    process = process_app(cfg).test_client()
+    process = signed_in(process_app(cfg).test_client(), "admin")
     job = _synth.aligned_job(data_dir, kols=("Ann", "Bob"), per_kol=3)
     assert process.post("/clean", data={"job": job}, headers=JSON).status_code == 200
     _synth.synthetic_model(data_dir)
-    yield {"process": process, "main": main_app(cfg).test_client(), "job": job, "data_dir": data_dir}
+    main = signed_in(main_app(cfg).test_client(), "admin")
+    yield {"process": process, "main": main, "job": job, "data_dir": data_dir}
     workers.stop()
 
 

@@ -13,7 +13,8 @@ from shared.core.errors import UserError
 from shared.training.pool import Pool, name_key, save_chip
 from shared.training.roster import matching_kols
 
-from .conftest import FIVE, ROOT, needs_data
+from .builders import build_pool
+from .conftest import FIVE, ROOT, needs_data, signed_in
 
 
 def _chip(seed):
@@ -222,7 +223,7 @@ def roster_app(main_app, data_dir, tmp_path):
     slugs = {"mindy": pool.add("mindy_kaling", _staged(tmp_path, 3)),
              "mindy2": pool.add("Mindy K.", _staged(tmp_path, 2, seed=1)),
              "zoe": pool.add("Zoë Kravitz", _staged(tmp_path, 1, seed=2))}
-    return main_app.test_client(), pool, slugs
+    return signed_in(main_app.test_client(), "admin"), pool, slugs
 
 
 def test_kol_list_search_and_page(roster_app):
@@ -312,11 +313,9 @@ def test_add_photos_to_an_existing_kol(main_app, data_dir, tmp_path, celeb_faces
     import io
     import zipfile
 
-    pool = Pool(data_dir / "pool")
-    folder = tmp_path / "c"
-    pngs = [folder / f"{save_chip(folder, f.chip, f.embedding)}.png" for _, f in celeb_faces["madonna"][:3]]
-    slug = pool.add("Madonna", pngs)
-    client = main_app.test_client()
+    madonna = [face for _, face in celeb_faces["madonna"][:3]]
+    pool, [slug] = build_pool(data_dir / "pool", {"Madonna": madonna}, tmp_path / "c")
+    client = signed_in(main_app.test_client(), "admin")
     photos = sorted((FIVE / "madonna").glob("val_*.jpg"))[:3]
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
@@ -339,11 +338,8 @@ def test_add_photos_to_an_existing_kol(main_app, data_dir, tmp_path, celeb_faces
 def test_import_warnings_same_name_and_same_faces(tmp_path, celeb_faces):
     """Before an import: a near-identical name is the same KOL; a new name with an existing
     KOL's faces is flagged with both sets of chips; a genuinely new person is not flagged."""
-    pool = Pool(tmp_path / "pool")
-    staging = tmp_path / "s"
-    for person in ("mindy_kaling", "elton_john"):
-        pngs = [staging / f"{save_chip(staging, f.chip, f.embedding)}.png" for _, f in celeb_faces[person][:6]]
-        pool.add(person, pngs)
+    pool, _ = build_pool(tmp_path / "pool", {person: [f for _, f in celeb_faces[person][:6]]
+                                             for person in ("mindy_kaling", "elton_john")}, tmp_path / "s")
     job_chips = tmp_path / "job" / "chips"
     kols = []
     for i, (name, person) in enumerate([("Mindy Kaling", "mindy_kaling"), ("E. John", "elton_john"),
@@ -371,7 +367,7 @@ def test_import_page_offers_merge_for_duplicates(process_app, data_dir, tmp_path
     mindy = pool.add("mindy_kaling", _staged(tmp_path, 2, seed=7))
     zed_chips = sorted((store.folder(job) / "chips" / "1").glob("*.png"))
     twin = pool.add("Zed Twin", zed_chips[:3])
-    client = process_app.test_client()
+    client = signed_in(process_app.test_client(), "admin")
     assert client.post("/clean", data={"job": job}).status_code == 303
     body = client.get(f"/import_clean?job={job}", headers=JSON).get_json()
     assert body["kols"]["Mindy Kaling"]["same_name"] == mindy

@@ -12,7 +12,7 @@ import pytest
 
 from . import _synth
 from ._synth import JSON
-from .conftest import FIVE, ROOT, VIDEO
+from .conftest import FIVE, ROOT, VIDEO, signed_in
 
 VIEW_MODULES = sorted([*ROOT.glob("main_server/*.py"), *ROOT.glob("process_server/*.py"),
                        *ROOT.glob("video_server/*.py"), *ROOT.glob("shared/web/*.py")])
@@ -57,7 +57,8 @@ def sendfile_apps(data_dir, redis_url, queue_workers):
     from process_server import create_app as process_app
 
     cfg = {"DATA_DIR": str(data_dir), "SECRET_KEY": "t", "USE_X_SENDFILE": True, "REDIS_URL": redis_url}
-    return {"main": main_app(cfg).test_client(), "process": process_app(cfg).test_client(), "data_dir": data_dir}
+    return {"main": signed_in(main_app(cfg).test_client(), "admin"),
+            "process": signed_in(process_app(cfg).test_client(), "admin"), "data_dir": data_dir}
 
 
 def test_every_served_file_is_under_data_dir(sendfile_apps):
@@ -153,8 +154,9 @@ def all_clients(data_dir, redis_url, queue_workers):
 
     cfg = {"DATA_DIR": str(data_dir), "SECRET_KEY": "t", "MAIN_URL": "http://main.test:1",
            "PROCESS_URL": "http://process.test:2", "VIDEO_URL": "http://video.test:3", "REDIS_URL": redis_url}
-    return {"main": main_app(cfg).test_client(), "process": process_app(cfg).test_client(),
-            "video": video_app(cfg).test_client(), "data_dir": data_dir}
+    return {"main": signed_in(main_app(cfg).test_client(), "admin"),
+            "process": signed_in(process_app(cfg).test_client(), "admin"),
+            "video": signed_in(video_app(cfg).test_client(), "admin"), "data_dir": data_dir}
 
 
 EVIL = {"next": "http://evil.example/", "url": "//evil.example", "redirect": "https://evil.example",
@@ -318,8 +320,9 @@ def clients_for_paths(tmp_path, redis_url, queue_workers):
     assert queue_workers.data_dir == data_dir  # the worker serves this data folder
     cfg = {"DATA_DIR": str(data_dir), "SECRET_KEY": "t", "TESTING": False, "PROPAGATE_EXCEPTIONS": False,
            "REDIS_URL": redis_url}
-    out = {"main": main_app(cfg).test_client(), "process": process_app(cfg).test_client(),
-           "video": video_app(cfg).test_client(), "base": tmp_path, "data_dir": data_dir.resolve()}
+    out = {"main": signed_in(main_app(cfg).test_client(), "admin"),
+           "process": signed_in(process_app(cfg).test_client(), "admin"),
+           "video": signed_in(video_app(cfg).test_client(), "admin"), "base": tmp_path, "data_dir": data_dir.resolve()}
     job = _synth.aligned_job(data_dir, kols=("Ann", "Bob"), per_kol=3)
     assert out["process"].post("/clean", data={"job": job}, headers=JSON).status_code == 200
     _synth.synthetic_model(data_dir)

@@ -20,7 +20,8 @@ from shared.recognition.store import ModelStore
 from shared.training.pool import kol_slug
 from shared.video import streaming
 
-from .conftest import VIDEO, needs_data, needs_video
+from .builders import build_pool
+from .conftest import VIDEO, needs_data, needs_video, signed_in
 from .test_tracking import _stored
 
 JSON = {"Accept": "application/json"}
@@ -126,6 +127,7 @@ def check_status_shape(s):
 
 # -- the two real clips ---------------------------------------------------------------
 
+@pytest.mark.live
 def test_hamilton_clip_streams_every_frame_and_names_only_lin(servers):
     page = servers.http.get(servers.urls["main"] + "/uploadVideoPage", timeout=10)
     assert page.status_code == 200 and 'name="file"' in page.text and "MiB" in page.text
@@ -173,6 +175,7 @@ def test_hamilton_clip_streams_every_frame_and_names_only_lin(servers):
     assert {r[0] for r in rows} == {a["label"] for a in done["appearances"]}
 
 
+@pytest.mark.live
 def test_aoc_clip_is_unknown_throughout(servers):
     vid = upload_id(servers, AOC)
     jpegs = list(parts(stream(servers, vid)))
@@ -195,6 +198,7 @@ def _wait_not_streaming(servers, vid, timeout=60):
         time.sleep(0.05)
 
 
+@pytest.mark.live
 def test_stream_is_paced_to_the_source_fps_and_stops_when_the_viewer_leaves(servers, tmp_path):
     """No frame of a paced stream arrives before its time in the video, and the work stops when the
     viewer leaves. Frame ``i`` may leave the server ``i / fps`` s after its first frame, which is after
@@ -278,6 +282,7 @@ def _threads(pid):
     return len(list(Path(f"/proc/{pid}/task").iterdir()))
 
 
+@pytest.mark.live
 def test_viewers_leaving_mid_stream_leak_no_threads_or_processes(servers):
     vid = upload_id(servers, HAMILTON)
     worker = _video_worker(servers)
@@ -304,6 +309,7 @@ def test_viewers_leaving_mid_stream_leak_no_threads_or_processes(servers):
     assert servers.http.get(servers.urls["video"] + "/healthz", timeout=5).status_code == 200
 
 
+@pytest.mark.live
 def test_two_viewers_of_the_same_video(servers):
     vid = upload_id(servers, AOC)
     counts = {}
@@ -323,6 +329,7 @@ def test_two_viewers_of_the_same_video(servers):
 
 # -- bad uploads, bad ids --------------------------------------------------------------
 
+@pytest.mark.live
 def test_bad_uploads_get_clear_errors_and_leave_nothing(servers, tmp_path):
     before = set((servers.data_dir / "videos").glob("*")) if (servers.data_dir / "videos").exists() else set()
     text = tmp_path / "notes.mp4"
@@ -352,6 +359,7 @@ def test_bad_uploads_get_clear_errors_and_leave_nothing(servers, tmp_path):
     assert get.status_code == 200 and "POST" in get.text and 'name="file"' in get.text
 
 
+@pytest.mark.live
 def test_a_truncated_video_that_opens_plays_what_it_holds(servers, tmp_path):
     data = HAMILTON.read_bytes()
     # keep the header and index (moov at the start or end?) and drop part of the frame data
@@ -376,6 +384,7 @@ def _faceless_clip(path, n=20, fps=10.0):
     return path
 
 
+@pytest.mark.live
 def test_a_video_without_faces(servers, tmp_path):
     vid = upload_id(servers, _faceless_clip(tmp_path / "sky.avi"))
     assert sum(1 for _ in parts(stream(servers, vid))) == 20
@@ -383,6 +392,7 @@ def test_a_video_without_faces(servers, tmp_path):
     assert s["state"] == "done" and s["appearances"] == []
 
 
+@pytest.mark.live
 def test_ids_come_only_from_the_upload_store(servers):
     v = servers.urls["video"]
     for bad in ["../../etc/passwd", "0123456789abcdef", "ABCDEF0123456789", "%2e%2e%2f", "1" * 200]:
@@ -401,6 +411,7 @@ def test_ids_come_only_from_the_upload_store(servers):
     assert home.status_code == 200 and f'action="{servers.urls["main"]}/predictVideoResult"' in home.text
 
 
+@pytest.mark.live
 def test_ten_uploads_in_a_row_and_the_cleanup_rule(servers, tmp_path):
     from shared.video import videos
 
@@ -424,7 +435,7 @@ def test_ten_uploads_in_a_row_and_the_cleanup_rule(servers, tmp_path):
 def test_without_a_model_the_stream_still_plays_and_the_page_says_so(main_app, video_app):
     from shared.faces import parallel
 
-    main, video = main_app.test_client(), video_app.test_client()
+    main, video = signed_in(main_app.test_client(), "admin"), signed_in(video_app.test_client(), "admin")
     assert b"No model is trained yet" in main.get("/uploadVideoPage").data
     with open(AOC, "rb") as fh:
         r = main.post("/predictVideoResult", data={"file": (fh, "aoc.mp4")})
@@ -458,6 +469,7 @@ def _first_part_s(servers, vid):
     return elapsed
 
 
+@pytest.mark.live
 def test_first_frame_comes_after_a_restart_and_after_a_new_model(servers, celeb_faces):
     """The video server warms up after a restart and says so; then a stream's first frame comes, and
     again right after a new model version is saved (the server loads it for that stream)."""
@@ -486,18 +498,15 @@ def test_a_kol_renamed_after_training_shows_the_new_name_in_video(main_app, vide
     """The pool is the source of display names: a rename needs no retraining, in video too."""
     from shared.training.train import retrain
     from shared.faces import parallel
-    from shared.training.pool import Pool, save_chip
 
-    pool = Pool(data_dir / "pool")
-    for name, photo in [("Lin-Manuel Miranda", "lin-manuel-miranda.png"), ("Alex Lacamoire", "alex-lacamoire.png")]:
-        face = engine.analyze(images.load_image(VIDEO / photo))[0]
-        cid = save_chip(tmp_path / "staged", face.chip, face.embedding)
-        pool.add(name, [tmp_path / "staged" / f"{cid}.png"])
+    photos = {"Lin-Manuel Miranda": "lin-manuel-miranda.png", "Alex Lacamoire": "alex-lacamoire.png"}
+    kols = {name: engine.analyze(images.load_image(VIDEO / photo))[:1] for name, photo in photos.items()}
+    pool, _ = build_pool(data_dir / "pool", kols, tmp_path / "staged")
     retrain(pool, ModelStore(data_dir / "models"))
     lin = kol_slug("Lin-Manuel Miranda")
     pool.rename(lin, "Lin (stage name)")
 
-    main, video = main_app.test_client(), video_app.test_client()
+    main, video = signed_in(main_app.test_client(), "admin"), signed_in(video_app.test_client(), "admin")
     with open(HAMILTON, "rb") as fh:
         vid = main.post("/predictVideoResult", data={"file": (fh, "hamilton.mp4")}).headers["Location"].split("=", 1)[1]
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import FACES, FIVE, VIDEO, five_celebs_photos, needs_data, needs_video
+from .conftest import FACES, FIVE, VIDEO, five_celebs_photos, needs_data, needs_video, signed_in
 
 JSON = {"Accept": "application/json"}
 #: Training photos per KOL sent in the zip (a subset keeps the suite fast on 2 cores).
@@ -78,6 +78,7 @@ def photo_zip():
 
 
 @needs_data
+@pytest.mark.live
 def test_photo_wizard_end_to_end(live_servers, photo_zip):
     s = live_servers
     job = start_job(s, photo_zip)
@@ -216,6 +217,7 @@ def test_photo_wizard_end_to_end(live_servers, photo_zip):
                         timeout=10).status_code == 404
 
 
+@pytest.mark.live
 def test_unknown_or_malformed_job_is_404(live_servers):
     s = live_servers
     for job in ("0123456789abcdef", "../../etc/passwd", "x" * 300, ""):
@@ -234,6 +236,7 @@ def test_unknown_or_malformed_job_is_404(live_servers):
 
 
 @needs_data
+@pytest.mark.live
 def test_two_jobs_at_once_do_not_mix_and_one_step_at_a_time(live_servers):
     """Two jobs aligned at the same time (their chunks share the workers) end with their own photos;
     a second POST of a running step is a 409. (A process server restart during a job: test_faults.)"""
@@ -261,6 +264,7 @@ def test_two_jobs_at_once_do_not_mix_and_one_step_at_a_time(live_servers):
 
 
 @needs_video
+@pytest.mark.live
 def test_video_wizard(live_servers):
     s = live_servers
     clips = {"Alexandria Ocasio-Cortez/talk.mp4": VIDEO / "sadtalker_WDA_AlexandriaOcasioCortez_000.mp4",
@@ -335,25 +339,25 @@ HOSTILE = {
 
 @needs_data
 @pytest.mark.parametrize("case", sorted(HOSTILE))
-def test_hostile_zip_is_refused_and_leaves_nothing(client, data_dir, case):
+def test_hostile_zip_is_refused_and_leaves_nothing(admin_client, data_dir, case):
     make, status, words = HOSTILE[case]
-    r = client.post("/trainByImage", data={"zip": (io.BytesIO(make()), "kols.zip")},
-                    content_type="multipart/form-data", headers=JSON)
+    r = admin_client.post("/trainByImage", data={"zip": (io.BytesIO(make()), "kols.zip")},
+                          content_type="multipart/form-data", headers=JSON)
     assert r.status_code == status, r.get_json()
     assert words in r.get_json()["error"], r.get_json()
-    page = client.post("/trainByImage", data={"zip": (io.BytesIO(make()), "kols.zip")},
-                       content_type="multipart/form-data")
+    page = admin_client.post("/trainByImage", data={"zip": (io.BytesIO(make()), "kols.zip")},
+                             content_type="multipart/form-data")
     assert page.status_code == status and b"<html" in page.data
     assert _jobs_left(data_dir) == []
 
 
-def test_bad_upload_fields(client, data_dir):
-    assert client.post("/trainByImage", data={}, headers=JSON).status_code == 400
-    r = client.post("/trainByImage", data={"zip": (io.BytesIO(b""), "")}, content_type="multipart/form-data",
-                    headers=JSON)
+def test_bad_upload_fields(admin_client, data_dir):
+    assert admin_client.post("/trainByImage", data={}, headers=JSON).status_code == 400
+    r = admin_client.post("/trainByImage", data={"zip": (io.BytesIO(b""), "")}, content_type="multipart/form-data",
+                          headers=JSON)
     assert r.status_code == 400
-    r = client.post("/trainByVideo", data={"zip": (io.BytesIO(b"x"), "kols.rar")},
-                    content_type="multipart/form-data", headers=JSON)
+    r = admin_client.post("/trainByVideo", data={"zip": (io.BytesIO(b"x"), "kols.rar")},
+                          content_type="multipart/form-data", headers=JSON)
     assert r.status_code == 415 and ".zip" in r.get_json()["error"]
     assert _jobs_left(data_dir) == []
 
@@ -363,7 +367,7 @@ def test_upload_over_the_limit_is_413(tmp_path):
 
     app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "d"), "SECRET_KEY": "t",
                       "MAX_CONTENT_LENGTH": 10_000})
-    client = app.test_client()
+    client = signed_in(app.test_client(), "admin")
     data = build_zip({"kol/a.jpg": os.urandom(20_000)})
     r = client.post("/trainByImage", data={"zip": (io.BytesIO(data), "kols.zip")},
                     content_type="multipart/form-data")
@@ -372,12 +376,12 @@ def test_upload_over_the_limit_is_413(tmp_path):
 
 
 @needs_data
-def test_unicode_names_and_wrapper_folder_become_display_names(client, data_dir):
+def test_unicode_names_and_wrapper_folder_become_display_names(admin_client, data_dir):
     photo = FIVE / "ben_afflek" / "train_1.jpg"
     data = build_zip({"wrap/周杰伦/a.jpg": photo, "wrap/Zoë  Kravitz/b.jpg": photo,
                       "wrap/evil\x07name/c.jpg": photo, "wrap/loose.jpg": photo})
-    r = client.post("/trainByImage", data={"zip": (io.BytesIO(data), "kols.zip")},
-                    content_type="multipart/form-data")
+    r = admin_client.post("/trainByImage", data={"zip": (io.BytesIO(data), "kols.zip")},
+                          content_type="multipart/form-data")
     assert r.status_code == 303
     job = r.headers["Location"].rsplit("=", 1)[1]
     from shared.training.jobs import JobStore
@@ -391,20 +395,21 @@ def test_unicode_names_and_wrapper_folder_become_display_names(client, data_dir)
 
 
 @needs_data
-def test_training_pages_render(client):
+def test_training_pages_render(admin_client):
     for path in ("/trainModel", "/trainExplain", "/trainByImage", "/trainByVideo"):
-        r = client.get(path)
+        r = admin_client.get(path)
         assert r.status_code == 200 and b"<html" in r.data, path
-    assert b"one folder per kol" in client.get("/trainExplain").data.lower()
-    assert b'action="/trainByVideo"' in client.get("/trainModel").data
+    assert b"one folder per kol" in admin_client.get("/trainExplain").data.lower()
+    assert b'action="/trainByVideo"' in admin_client.get("/trainModel").data
 
 
 @needs_data
-def test_steps_out_of_order_are_409_with_a_sentence(client, process_app):
+def test_steps_out_of_order_are_409_with_a_sentence(admin_client, process_app):
     data = build_zip({f"ben/{p.name}": p for p in five_celebs_photos()["ben_afflek"][:2]})
-    r = client.post("/trainByImage", data={"zip": (io.BytesIO(data), "kols.zip")}, content_type="multipart/form-data")
+    r = admin_client.post("/trainByImage", data={"zip": (io.BytesIO(data), "kols.zip")},
+                          content_type="multipart/form-data")
     job = r.headers["Location"].rsplit("=", 1)[1]
-    proc = process_app.test_client()
+    proc = signed_in(process_app.test_client(), "admin")
     cases = [("post", "/clean", "Align the faces"), ("get", "/clean", "not been cleaned"),
              ("get", "/import_clean", "Clean the faces"), ("post", "/import_result", "Clean the faces"),
              ("post", "/train_model", "pool is empty"), ("get", "/train_model", "No model was trained")]
@@ -425,8 +430,8 @@ def test_zip_over_the_upload_limits_is_413_naming_the_setting(tmp_path):
     for setting, value, words in (("UPLOAD_MAX_FILES", 3, "at most 3 are accepted"),
                                   ("UPLOAD_MAX_UNPACKED_BYTES", 2 * photo.stat().st_size, "at most")):
         app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "d"), "SECRET_KEY": "t", setting: value})
-        r = app.test_client().post("/trainByImage", data={"zip": (io.BytesIO(data), "kols.zip")},
-                                   content_type="multipart/form-data", headers=JSON)
+        r = signed_in(app.test_client(), "admin").post("/trainByImage", data={"zip": (io.BytesIO(data), "kols.zip")},
+                                                       content_type="multipart/form-data", headers=JSON)
         assert r.status_code == 413, r.get_json()
         assert words in r.get_json()["error"] and f"(setting {setting})" in r.get_json()["error"], r.get_json()
         assert _jobs_left(tmp_path / "d") == []
@@ -458,7 +463,7 @@ def test_two_people_on_real_faces(celeb_faces):
 
 
 @needs_lfw
-def test_a_folder_holding_two_people_is_flagged_before_import(client, data_dir, redis_url):
+def test_a_folder_holding_two_people_is_flagged_before_import(admin_client, data_dir, redis_url):
     """Issue 20: Al Gore's and Amelie Mauresmo's photos in one folder were imported as one KOL
     without a word; the import page now names the folder and the two groups, with their photos."""
     from process_server import create_app
@@ -467,8 +472,8 @@ def test_a_folder_holding_two_people_is_flagged_before_import(client, data_dir, 
 
     members = {f"Campaign 2024/{p.name}": p for person in ("Al_Gore", "Amelie_Mauresmo") for p in _lfw(person)}
     members.update({f"Madonna/{p.name}": p for p in five_celebs_photos()["madonna"][:6]})
-    r = client.post("/trainByImage", data={"zip": (io.BytesIO(build_zip(members)), "kols.zip")},
-                    content_type="multipart/form-data")
+    r = admin_client.post("/trainByImage", data={"zip": (io.BytesIO(build_zip(members)), "kols.zip")},
+                          content_type="multipart/form-data")
     assert r.status_code == 303
     job = r.headers["Location"].rsplit("=", 1)[1]
     store = JobStore(data_dir / "jobs")
@@ -479,8 +484,8 @@ def test_a_folder_holding_two_people_is_flagged_before_import(client, data_dir, 
     store.finish_sync(job, "align")
     wizard.clean(store, job)
     store.finish_sync(job, "clean")
-    proc = create_app({"TESTING": True, "DATA_DIR": str(data_dir), "SECRET_KEY": "test",
-                       "REDIS_URL": redis_url}).test_client()
+    proc = signed_in(create_app({"TESTING": True, "DATA_DIR": str(data_dir), "SECRET_KEY": "test",
+                                 "REDIS_URL": redis_url}).test_client(), "admin")
     body = proc.get("/import_clean", query_string={"job": job}, headers=JSON).get_json()
     assert "two_people" not in body["kols"]["Madonna"], body
     split = body["kols"]["Campaign 2024"]["two_people"]
