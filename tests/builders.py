@@ -3,14 +3,15 @@
 A pool (:class:`shared.training.pool.Pool`) is built as an import builds it: each face's chip and
 embedding are staged with :func:`shared.training.pool.save_chip` (as a job folder holds them),
 then added per KOL with ``Pool.add``, in the order given; a model is trained on the whole pool
-(:func:`shared.recognition.classifier.train`) and saved as the current version of the data
-folder's :class:`~shared.recognition.classifier.ModelStore`. Faces are real (found by dlib in
+(:func:`shared.recognition.model.train`) and saved as the current version of the data
+folder's :class:`~shared.recognition.store.ModelStore`. Faces are real (found by dlib in
 the shared photos) or anything with ``.chip`` (150x150x3 uint8 RGB) and ``.embedding`` (128 floats).
 """
 from pathlib import Path
 
 from shared.faces import engine, images
-from shared.recognition.classifier import ModelStore, train
+from shared.recognition.model import train
+from shared.recognition.store import ModelStore
 from shared.training.pool import Pool, save_chip
 
 
