@@ -6,7 +6,7 @@ train_model (queued). ``/processingProgress`` reports the current step; ``/delet
 a KOL of the pool for good.
 The views parse, call :mod:`shared.training.wizard` (the rules) and :mod:`shared.training.jobqueue`
 (the work: ``enqueue`` starts it, ``status`` reads it), and render. Every page answers JSON with
-``Accept: application/json`` (see CONTRACT.md).
+``Accept: application/json`` (see docs/api.md).
 """
 import re
 

@@ -4,7 +4,7 @@
   ``/predictVideoResult``, which stores the video and comes back here); with
   ``?video=<id>``, the player page: ``<img src="/video_feed?video=<id>">`` and
   beside it the list of who has appeared, polled from the JSON form of this same
-  route (``Accept: application/json``, see CONTRACT.md), which ends as the
+  route (``Accept: application/json``, see docs/api.md), which ends as the
   video's summary.
 - ``GET|POST /video_feed?video=<id>``: the MJPEG stream
   (``multipart/x-mixed-replace; boundary=frame``), one annotated JPEG per frame

@@ -5,7 +5,7 @@ Layout under ``data/videos/``::
     <id>/source<ext>   the uploaded file (``ext`` one of shared.faces.frames.VIDEO_EXTENSIONS)
     <id>/meta.json     {"video", "filename", "fps", "frames", "width", "height", "size", "uploaded"}
     <id>/owner.json    who uploaded it (:mod:`shared.core.owners`)
-    <id>/status.json   the latest recognition state, the JSON of ``GET /?video=<id>`` (see CONTRACT.md)
+    <id>/status.json   the latest recognition state, the JSON of ``GET /?video=<id>`` (see docs/api.md)
     <id>/run           token of the newest stream of this video (only it writes status.json)
     <id>/summary.json  the status of the last stream that reached the end
 
