@@ -80,16 +80,22 @@ def notes():
     return {"file": [(io.BytesIO(b"not a photo"), "notes.txt")]}
 
 
-@needs_data
-def test_a_batch_whose_process_was_killed_says_so_and_keeps_the_photos_it_named(main_app, data_dir, children):
-    main_app.config["BATCH_STALE_S"] = 1
+def held_batch(data_dir, children):
+    """``(run, folder, child)``: a two-photo batch of an admin (no owner record) in a child process, which
+    names the first photo and then waits at the gate (a FIFO) before the second one, until killed."""
     _synth.synthetic_model(data_dir)
     run, folder = ResultFolders(data_dir / "predictions").new()
     child = children("photos", folder, data_dir, FIVE / "elton_john" / "val_1.jpg")
-    # the child names the first photo, then waits at the gate (a FIFO) before the second one
     wait_for("the first photo to be named",
              lambda: (read_json(folder / "progress.json") or {}).get("done") == 1 or child.poll() is not None)
     assert child.poll() is None, child.log_path.read_text()[-2000:]
+    return run, folder, child
+
+
+@needs_data
+def test_a_batch_whose_process_was_killed_says_so_and_keeps_the_photos_it_named(main_app, data_dir, children):
+    main_app.config["BATCH_STALE_S"] = 1
+    run, folder, child = held_batch(data_dir, children)
     kill_tree(child)  # SIGKILL: the process and its face workers, mid-batch
 
     client = signed_in(main_app.test_client(), "admin")
@@ -165,12 +171,7 @@ def test_a_batch_left_running_by_an_older_version_is_shown_as_stopped(main_app, 
 @pytest.mark.browser
 def test_the_progress_page_says_when_a_batch_stopped_and_leads_to_what_it_named(stale_servers, page, children):
     data_dir, main = stale_servers.data_dir, stale_servers.urls["main"]
-    _synth.synthetic_model(data_dir)
-    run, folder = ResultFolders(data_dir / "predictions").new()
-    child = children("photos", folder, data_dir, FIVE / "elton_john" / "val_1.jpg")
-    wait_for("the first photo to be named",
-             lambda: (read_json(folder / "progress.json") or {}).get("done") == 1 or child.poll() is not None)
-    assert child.poll() is None, child.log_path.read_text()[-2000:]
+    run, folder, child = held_batch(data_dir, children)
     page.goto(f"{main}/predictBatch/{run}")
     assert "1 of 2 photos" in page.inner_text("#progress")
     link = page.locator("#progress a", has_text="See the photos it named")
