@@ -194,8 +194,8 @@ class Tally:
 def run_ours(model, tests, tally, reliability, odds=KOL_ODDS):
     for (e, person, is_kol) in tests:
         p = model.predict(e[None, :])[0]
-        tally.add(p.identity, person, is_kol)
-        reliability.append((p.confidence, (p.identity == person) if is_kol else p.identity is None, is_kol, odds))
+        tally.add(p.slug, person, is_kol)
+        reliability.append((p.confidence, (p.slug == person) if is_kol else p.slug is None, is_kol, odds))
 
 
 def run_compare_faces(X, slugs, tests, tally):

@@ -81,7 +81,7 @@ def one(kols, folder):
     rng = np.random.default_rng(1)
     who = rng.integers(0, kols, 200)
     probes = centres[who] + rng.normal(0, 0.025, size=(200, 128)).astype(np.float32)
-    right = sum(p.identity == f"kol-{w:06d}" for w, p in
+    right = sum(p.slug == f"kol-{w:06d}" for w, p in
                 zip(who, (model.predict(e[None, :])[0] for e in probes)))
     identify = median_ms(lambda e: model.predict(e[None, :]), probes)
     top5 = median_ms(lambda e: model.similar(e, 5), probes)

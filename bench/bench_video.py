@@ -105,7 +105,7 @@ def ours(folder, model, executor, max_side):
     shown = {}
 
     def observe(index, views):
-        shown[index] = [(v.box, v.identity) for v in views]
+        shown[index] = [(v.box, v.slug) for v in views]
 
     cpu = cpu_seconds(executor)
     started = time.perf_counter()
@@ -175,7 +175,7 @@ def plain(path, model, limit, side):
     for i, _, rgb in frames.iter_frames(path, max_frames=limit):
         locs = face_recognition.face_locations(rgb)
         enc = face_recognition.face_encodings(rgb, locs)
-        names = [p.identity for p in model.predict(enc)] if enc else []
+        names = [p.slug for p in model.predict(enc)] if enc else []
         shown[i] = list(zip(locs, names))
         _draw_encode(rgb, shown[i], side)
     return len(shown) / (time.perf_counter() - started), shown, time.process_time() - cpu
@@ -196,7 +196,7 @@ def fast(path, model, limit, side):
             small = cv2.resize(rgb, (0, 0), fx=0.25, fy=0.25)
             locs = face_recognition.face_locations(small)
             enc = face_recognition.face_encodings(small, locs)
-            names = [p.identity for p in model.predict(enc)] if enc else []
+            names = [p.slug for p in model.predict(enc)] if enc else []
             last = [((t * 4, r * 4, b * 4, l * 4), n) for (t, r, b, l), n in zip(locs, names)]
         shown[i] = last
         _draw_encode(rgb, last, side)

@@ -132,11 +132,11 @@ def instrument():
     Model.predict = timed("model.predict", Model.predict)
     orig_vote = tracks.Track.vote
 
-    def vote(self, identity, confidence):
+    def vote(self, slug, confidence):
         counts["votes"] += 1
         if len(self.votes) >= recognizer.Settings.settle_votes:
             counts["votes for settled tracks"] += 1
-        return orig_vote(self, identity, confidence)
+        return orig_vote(self, slug, confidence)
     tracks.Track.vote = vote
     draw.overlay = timed("draw overlay (boxes, labels, panel)", draw.overlay)
 

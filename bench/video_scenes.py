@@ -12,7 +12,7 @@ photos are *KOLs* (their first :data:`ENROL` photos train the model, the others 
 only used in clips), and people outside that set are *strangers* (never in the model).
 A scene shows KOLs and one or two strangers.
 
-Ground truth per frame: for each face, its identity (KOL slug, or ``None`` for a
+Ground truth per frame: for each face, its ``slug`` (the KOL's slug, or ``None`` for a
 stranger), its box ``(top, right, bottom, left)`` (the square that dlib's detector
 drew on the photo, moved, scaled and turned with it) and the share of that box not
 covered by faces drawn in front of it.
@@ -31,7 +31,7 @@ from common import SHARED_DATA, VIDEO
 
 LFW = SHARED_DATA / "faces" / "lfw_dev"
 OUT = Path(__file__).resolve().parent / "out"
-VERSION = 3
+VERSION = 4  # 4: the truth's key "identity" is "slug" (issue 21); clips are otherwise the same
 SEED = 14
 KOLS = 24
 ENROL = 10
@@ -145,7 +145,7 @@ def make_clip(path, size, fps, seconds, n_faces, face_px, seed, kols, strangers)
 
     size: ``(width, height)``; n_faces: faces per scene; face_px: ``(min, max)``
     face box side in pixels. Truth: ``{"fps", "frames", "cuts": [frame indices
-    starting a scene], "faces": [[{"identity", "box", "visible"}, ...] per frame]}``.
+    starting a scene], "faces": [[{"slug", "box", "visible"}, ...] per frame]}``.
     """
     rng = np.random.default_rng(seed)
     w, h = size
@@ -172,8 +172,8 @@ def make_clip(path, size, fps, seconds, n_faces, face_px, seed, kols, strangers)
             who = [(s, s) for s in rng.choice(sorted(held_out), n_faces - n_strangers, replace=False)]
             who += [(None, s) for s in rng.choice(stranger_names, n_strangers, replace=False)]
             actors = []
-            for identity, person in who:
-                paths = held_out[person] if identity else strangers[person]
+            for slug, person in who:
+                paths = held_out[person] if slug else strangers[person]
                 for p in rng.permutation(paths):
                     sp = sprite(p)
                     if sp is not None:
@@ -185,7 +185,7 @@ def make_clip(path, size, fps, seconds, n_faces, face_px, seed, kols, strangers)
                 start = np.array([rng.uniform(margin, w - margin), rng.uniform(margin, h - margin)])
                 speed = rng.uniform(0.5, 1.6) * side  # px per second
                 heading = rng.uniform(0, 2 * math.pi)
-                actors.append({"identity": identity, "sprite": sp, "side": side, "start": start,
+                actors.append({"slug": slug, "sprite": sp, "side": side, "start": start,
                                "v": speed * np.array([math.cos(heading), math.sin(heading)]),
                                "phase": rng.uniform(0, 2 * math.pi), "turn": rng.uniform(4, 8),
                                "period": rng.uniform(1.5, 3.0)})
@@ -208,7 +208,7 @@ def make_clip(path, size, fps, seconds, n_faces, face_px, seed, kols, strangers)
                 faces_now = []
                 for i, (a, box) in enumerate(zip(actors, boxes)):
                     visible = 1.0 - _covered(box, [_ellipse_box(b) for b in boxes[i + 1:]])
-                    faces_now.append({"identity": a["identity"], "box": [round(v, 1) for v in box],
+                    faces_now.append({"slug": a["slug"], "box": [round(v, 1) for v in box],
                                       "visible": round(visible, 3)})
                 truth["faces"].append(faces_now)
                 out.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
@@ -270,7 +270,7 @@ def build(seed=SEED):
 def score(truth, shown, min_visible=0.7, frames=None):
     """Recognition quality against the truth.
 
-    shown: ``{frame index: [(box, identity or None), ...]}`` (what was drawn).
+    shown: ``{frame index: [(box, slug or None), ...]}`` (what was drawn).
     frames: the frame indices to score (default: all in ``shown``).
     A face-frame counts when at least ``min_visible`` of the face is uncovered and
     its box lies inside the frame. It is *found* when a drawn box overlaps it
@@ -304,13 +304,13 @@ def score(truth, shown, min_visible=0.7, frames=None):
             last[key] = answer
         for gi, f in enumerate(gt):
             c["face_frames"] += 1
-            kol = f["identity"] is not None
+            kol = f["slug"] is not None
             c["kol_frames" if kol else "stranger_frames"] += 1
             if gi not in got:
                 continue
             c["found"] += 1
             answer = got[gi]
-            if answer == f["identity"]:
+            if answer == f["slug"]:
                 c["right"] += 1
                 c["kol_right"] += kol
             elif not kol:

@@ -1,6 +1,6 @@
 """Main server: choose a mode, upload photos, videos or training sets, see predictions.
 
-Views live in blueprints by concern: ``views`` (home), ``training`` (R2-R5),
+Views live in blueprints by concern: ``home`` (R1, the home page), ``training`` (R2-R5),
 ``predict`` (R8-R13), ``video`` (R6-R7), ``kols`` (the roster), ``accounts`` (sign-in, users,
 tokens, audit trail); ``cli`` adds the account commands.
 """
@@ -11,9 +11,9 @@ from shared.web.factory import make_app, warm_up
 def create_app(test_config=None):
     """Application factory (``gunicorn 'main_server:create_app()'``)."""
     app = make_app(__name__, "main", test_config)
-    from . import accounts, cli, kols, predict, training, video, views
+    from . import accounts, cli, home, kols, predict, training, video
 
-    for module in (accounts, views, training, predict, video, kols):
+    for module in (accounts, home, training, predict, video, kols):
         app.register_blueprint(module.bp)
     accounts.init_limiter(app)
     cli.init_app(app)

@@ -152,12 +152,15 @@ def align():
 
 @bp.get("/chip")
 def chip():
-    """A crop of a job: ``?job=&kol=<index>&crop=<id>`` (PNG)."""
+    """A crop of a job: ``?job=&kol=<index>&crop=<id>`` (PNG).
+
+    Here ``kol`` is the KOL's *index* in the job (its folder under ``chips/``), not a slug as in
+    :func:`pool_chip`; the parameter keeps its name for the scripts that use it."""
     job = _job_id()
-    kol, crop = request.args.get("kol", ""), request.args.get("crop", "")
-    if not KOL_INDEX_RE.match(kol) or not CROP_ID_RE.match(crop):
+    kol_index, crop = request.args.get("kol", ""), request.args.get("crop", "")
+    if not KOL_INDEX_RE.match(kol_index) or not CROP_ID_RE.match(crop):
         raise UserError("No such crop.", 404)
-    folder = jobs().path(job, "chips", kol)
+    folder = jobs().path(job, "chips", kol_index)
     if not (folder / f"{crop}.png").is_file():
         raise UserError("No such crop.", 404)
     return send_from_directory(folder, f"{crop}.png", max_age=3600)
@@ -165,8 +168,12 @@ def chip():
 
 @bp.get("/pool_chip")
 def pool_chip():
-    """A chip of the training pool: ``?kol=<slug>&crop=<id>`` (PNG)."""
-    path = pool().chip_path(request.args.get("kol", ""), request.args.get("crop", ""))
+    """A chip of the training pool: ``?kol=<slug>&crop=<id>`` (PNG).
+
+    Here ``kol`` is the KOL's pool *slug*, not an index as in :func:`chip`; the parameter keeps
+    its name for the scripts that use it."""
+    slug, chip_id = request.args.get("kol", ""), request.args.get("crop", "")
+    path = pool().chip_path(slug, chip_id)
     return send_from_directory(path.parent, path.name, max_age=3600)
 
 

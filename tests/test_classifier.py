@@ -46,7 +46,7 @@ def test_trained_model_names_held_back_photos_and_refuses_strangers(celeb_faces,
             if len(found) != 1:
                 continue
             total += 1
-            right += model.predict([found[0].embedding])[0].identity == person
+            right += model.predict([found[0].embedding])[0].slug == person
     assert total >= 20 and right / total >= 0.9
 
     strangers = [f for p in sorted((KNN / "train").rglob("*.jp*g"))
@@ -67,7 +67,7 @@ def test_save_load_round_trip_and_current_pointer(celeb_faces, tmp_path):
     loaded = store.current()
     assert loaded.version == version and loaded.classes == model.classes
     probe = X[::7]
-    assert [p.identity for p in loaded.predict(probe)] == [p.identity for p in model.predict(probe)]
+    assert [p.slug for p in loaded.predict(probe)] == [p.slug for p in model.predict(probe)]
     assert store.current() is loaded  # cached until `current` changes
     assert not list((tmp_path / "models").rglob("*.pkl"))
     with np.load(tmp_path / "models" / version / "model.npz", allow_pickle=False) as z:
@@ -83,7 +83,7 @@ def test_single_identity_and_similarity():
     model = train(X, ["solo"] * 6, {"solo": "Solo"})
     near, far = model.predict([centre]), model.predict([centre + rng.normal(0, 0.08, size=128)])
     near, far = near[0], far[0]
-    assert near.known and near.identity == "solo" and not far.known and far.identity is None
+    assert near.known and near.slug == "solo" and not far.known and far.slug is None
     assert near.p_same > 0.5 > far.p_same
     assert near.confidence > 0.5 and far.confidence > 0.5  # a clear match and a clear stranger
     sims = model.similar(centre, k=3)
@@ -134,8 +134,8 @@ def test_confidence_follows_the_evidence():
     answers = [model.predict([centres[0] + d * direction])[0] for d in np.linspace(0, 1.2, 13)]
     named = [a.confidence for a in answers if a.known]
     unknown = [a.confidence for a in answers if not a.known]
-    assert answers[0].known and answers[0].identity == "k0" and not answers[-1].known
-    assert {a.identity for a in answers if a.known} == {"k0"}
+    assert answers[0].known and answers[0].slug == "k0" and not answers[-1].known
+    assert {a.slug for a in answers if a.known} == {"k0"}
     assert named[0] > 0.9 and named[0] > named[-1]
     assert unknown[-1] > 0.9 and unknown[-1] > unknown[0]
 
@@ -156,13 +156,13 @@ def test_one_kol_names_at_most_one_face_per_photo():
     rng = np.random.default_rng(4)
     twins = [centres[0] + rng.normal(0, 0.03, 128), centres[0] + rng.normal(0, 0.005, 128)]
     alone = [model.predict([t])[0] for t in twins]
-    assert [p.identity for p in alone] == ["k0", "k0"]  # each face alone would be k0
+    assert [p.slug for p in alone] == ["k0", "k0"]  # each face alone would be k0
     together = model.predict(twins)
-    named = [p.identity for p in together if p.identity]
+    named = [p.slug for p in together if p.slug]
     assert len(named) == len(set(named)) and named.count("k0") == 1
-    assert together[1].identity == "k0"  # the closer (more confident) face keeps the name
+    assert together[1].slug == "k0"  # the closer (more confident) face keeps the name
     # faces of different KOLs in one photo are all named
-    assert [p.identity for p in model.predict(centres)] == ["k0", "k1", "k2"]
+    assert [p.slug for p in model.predict(centres)] == ["k0", "k1", "k2"]
 
 
 def test_confused_pairs_cover_kols_with_one_photo():
@@ -187,10 +187,10 @@ def _store_with_versions(tmp_path, n=3):
 
 def test_forget_removes_a_kol_from_every_version(tmp_path):
     store, versions, X, slugs, centres = _store_with_versions(tmp_path)
-    assert store.current().predict([centres[1]])[0].identity == "k1"
+    assert store.current().predict([centres[1]])[0].slug == "k1"
     changed = store.forget("k1")
     assert set(changed) == set(versions)  # every version held k1
-    assert store.current().predict([centres[1]])[0].identity != "k1"
+    assert store.current().predict([centres[1]])[0].slug != "k1"
     k1_rows = X[[s == "k1" for s in slugs]].astype(np.float32)
     for version in versions:
         with np.load(store.root / version / "model.npz", allow_pickle=False) as z:
@@ -205,9 +205,9 @@ def test_forget_removes_a_kol_from_every_version(tmp_path):
 def test_forget_reaches_a_model_cached_by_another_store(tmp_path):
     store, _, _, _, centres = _store_with_versions(tmp_path, n=1)
     other = ModelStore(store.root)  # another server process's view
-    assert other.current().predict([centres[1]])[0].identity == "k1"
+    assert other.current().predict([centres[1]])[0].slug == "k1"
     store.forget("k1")
-    assert other.current().predict([centres[1]])[0].identity != "k1"
+    assert other.current().predict([centres[1]])[0].slug != "k1"
 
 
 def test_prune_keeps_the_newest_and_never_the_current(tmp_path):
@@ -259,7 +259,7 @@ def test_retrain_is_incremental_and_prunes(tmp_path):
     second = retrain(pool, store)
     assert second["identities"] == 3 and second["metrics"]["incremental"] == {"reused": 7, "read": 2}
     assert second["metrics"]["compared"]["added"] == [pool.slug_for("Cy")]
-    assert store.current().predict([centres[2]])[0].identity == pool.slug_for("Cy")
+    assert store.current().predict([centres[2]])[0].slug == pool.slug_for("Cy")
     assert retrain(pool, store, full=True)["metrics"]["incremental"]["reused"] == 0
     for _ in range(3):
         retrain(pool, store, keep=2)
@@ -324,7 +324,7 @@ def test_delete_and_import_during_a_training(tmp_path):
     for version in store.versions():
         with np.load(store.root / version / "model.npz", allow_pickle=False) as z:
             assert bob not in z["classes"].tolist()
-    assert store.current().predict([centres[1]])[0].identity != bob
+    assert store.current().predict([centres[1]])[0].slug != bob
     assert result["identities"] == 1  # Cy came after the pool was read: the next training gets her
     assert retrain(pool, store)["identities"] == 2
 
@@ -351,7 +351,7 @@ def test_deleting_a_kol_in_the_wizard_forgets_them_in_every_model(process_app, d
     r = signed_in(process_app.test_client(), "admin").post(route, data={"delete": bob},
                                                            headers={"Accept": "application/json"})
     assert r.status_code == 200 and r.get_json()["deleted"] == "Bob"
-    assert store.current().predict([centres[1]])[0].identity is None
+    assert store.current().predict([centres[1]])[0].slug is None
     for version in store.versions():
         with np.load(store.root / version / "model.npz", allow_pickle=False) as z:
             assert bob not in z["classes"].tolist() and len(z["X"]) == 3

@@ -42,23 +42,23 @@ def test_decide_keeps_the_current_name_unless_outvoted():
 def test_one_bad_vote_never_renames_a_track():
     t = Track(1, (10, 50, 50, 10), 0)
     shown = []
-    for identity in ["lin", "lin", "elton", "lin", None, "lin", "elton", "lin"]:
-        t.vote(identity, 0.8)
-        shown.append(t.identity)
+    for slug in ["lin", "lin", "elton", "lin", None, "lin", "elton", "lin"]:
+        t.vote(slug, 0.8)
+        shown.append(t.slug)
     assert shown == [None] + ["lin"] * 7
     # dissent lowers how sure the name shown is: below a track whose votes all agree at the same strength
     agreed = Track(2, (10, 50, 50, 10), 0)
     for _ in range(8):
         agreed.vote("lin", 0.8)
-    assert agreed.identity == "lin" and t.confidence < agreed.confidence
+    assert agreed.slug == "lin" and t.confidence < agreed.confidence
 
 
 def test_a_stranger_matched_once_by_chance_is_never_named():
     t = Track(1, (10, 50, 50, 10), 0)
     shown = []
-    for identity in ["elton", None, "madonna", None, None, "elton", None]:
-        t.vote(identity, 0.7)
-        shown.append(t.identity)
+    for slug in ["elton", None, "madonna", None, None, "elton", None]:
+        t.vote(slug, 0.7)
+        shown.append(t.slug)
     assert shown == [None] * 7
 
 
@@ -226,7 +226,7 @@ def test_workers_and_inline_give_the_same_frames(celeb_faces):
     model = _hamilton_model(celeb_faces)
 
     def frames_of(executor):
-        return [(i, [(v.box, v.track, v.identity, v.confidence) for v in views])
+        return [(i, [(v.box, v.track, v.slug, v.confidence) for v in views])
                 for i, _t, _rgb, views, _rec in recognizer.run(VIDEO / "short_hamilton_clip.mp4", model,
                                                               executor=executor)]
 
@@ -239,8 +239,8 @@ def test_workers_and_inline_give_the_same_frames(celeb_faces):
     # names hold still: only Lin is ever named, and a track changes its name at most once (while settling)
     per_track = {}
     for _, views in inline:
-        for _box, track, identity, _conf in views:
-            per_track.setdefault(track, []).append(identity)
+        for _box, track, slug, _conf in views:
+            per_track.setdefault(track, []).append(slug)
     assert {i for seq in per_track.values() for i in seq} <= {"lin", None}
     assert any("lin" in seq for seq in per_track.values())
     for seq in per_track.values():
@@ -289,7 +289,7 @@ def test_settled_tracks_reuse_their_embedding_and_keep_their_names(celeb_faces):
         names, rec = [], None
         for _i, _t, _rgb, views, rec in recognizer.run(VIDEO / "short_hamilton_clip.mp4", model,
                                                      settings=Settings(reuse_s=reuse_s)):
-            names.append(sorted(str(v.identity) for v in views))
+            names.append(sorted(str(v.slug) for v in views))
         return names, rec.voting.embeddings
 
     reused, fewer = run(2.0)
@@ -650,8 +650,8 @@ def test_a_box_carried_onto_another_face_loses_its_name_at_the_next_look(tmp_pat
                     continue  # one face covers the other
                 for v in views:
                     for box, person, shown in ((box_a, behind, True), (box_b, front, b_shown)):
-                        if shown and iou(v.box, box) >= 0.3 and v.identity is not None \
-                                and not v.identity.startswith(person.replace("_", "-")):
+                        if shown and iou(v.box, box) >= 0.3 and v.slug is not None \
+                                and not v.slug.startswith(person.replace("_", "-")):
                             wrong += 1
         return wrong
 
@@ -664,8 +664,8 @@ def test_a_track_settles_on_two_sure_agreeing_votes_or_three_and_not_before_a_vo
 
     def track(*votes, crossed=None):
         t = Track(1, (0, 10, 10, 0), 0)
-        for frame, (identity, confidence) in enumerate(votes):
-            t.vote(identity, confidence)
+        for frame, (slug, confidence) in enumerate(votes):
+            t.vote(slug, confidence)
             t.voted = frame
         t.crossed = crossed
         return t

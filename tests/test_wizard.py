@@ -167,7 +167,7 @@ def test_photo_wizard_end_to_end(live_servers, photo_zip):
                 continue
             pred = model.predict([found[0].embedding])[0]
             total += 1
-            right += pred.known and model.names[pred.identity] == person
+            right += pred.known and model.names[pred.slug] == person
     assert total >= 20 and right / total >= 0.9, (right, total)
 
     # a KOL deleted from the pool is gone for good (pool files and job copies)
@@ -294,7 +294,7 @@ def test_video_wizard(live_servers):
     for path, who in ((VIDEO / "lin-manuel-miranda.png", "Lin-Manuel Miranda"),):
         found = engine.analyze(images.load_image(path))
         pred = model.predict([found[0].embedding])[0]
-        assert pred.known and model.names[pred.identity] == who
+        assert pred.known and model.names[pred.slug] == who
 
 
 # -- hostile and awkward zips (main server; nothing may be left on disk) -------------------

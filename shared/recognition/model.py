@@ -40,15 +40,15 @@ SIMILAR_PRESELECT = 64
 
 @dataclass
 class Prediction:
-    """The answer for one face: ``identity`` is a pool slug or ``None`` (unknown).
+    """The answer for one face: ``slug`` is the KOL's pool slug or ``None`` (unknown).
 
     confidence: probability that this answer (the KOL, or "unknown") is right, in [0, 1].
-    candidate: the nearest KOL (by centroid), even when the face is unknown.
+    candidate: the nearest KOL's slug (by centroid), even when the face is unknown.
     distance: Euclidean distance to the candidate's nearest pool embedding.
     p_same: ``P(the face is the candidate)`` (``p_right`` of :mod:`shared.recognition.rule`), in [0, 1].
     """
 
-    identity: object
+    slug: object
     confidence: float
     known: bool
     candidate: object

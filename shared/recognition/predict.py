@@ -50,11 +50,11 @@ def face_object(box, prediction, names, number=None):
     :class:`shared.recognition.model.Prediction`; ``names`` maps slug to display name;
     ``number`` is the face's number (1-based) in its photo."""
     top, right, bottom, left = (int(v) for v in box)
-    identity = None
-    if prediction.known and prediction.identity is not None:
-        identity = names.get(prediction.identity, prediction.identity)
+    name = None  # the contract's "identity": the display name, not the slug
+    if prediction.known and prediction.slug is not None:
+        name = names.get(prediction.slug, prediction.slug)
     obj = {"box": {"top": top, "right": right, "bottom": bottom, "left": left},
-           "identity": identity, "confidence": float(prediction.confidence), "known": bool(prediction.known)}
+           "identity": name, "confidence": float(prediction.confidence), "known": bool(prediction.known)}
     if number is not None:
         obj = {"number": int(number), **obj}
     return obj

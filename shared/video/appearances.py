@@ -46,10 +46,11 @@ def cluster_unknowns(tracks, threshold=SAME_STRANGER_DISTANCE):
     return [members for members, _ in clusters]
 
 
-def _row(identity, label, number, spans, fps, gap):
+def _row(name, label, number, spans, fps, gap):
+    """One summary row; ``name`` is the KOL's display name or ``None`` (the JSON's ``"identity"``)."""
     merged = merge_spans(spans)
     ranges = merge_spans(merged, gap=gap)
-    return {"identity": identity, "label": label, "unknown": number,
+    return {"identity": name, "label": label, "unknown": number,
             "first_s": round(merged[0][0] / fps, 2), "last_s": round(merged[-1][1] / fps, 2),
             "frames": int(sum(b - a + 1 for a, b in merged)),
             "ranges": [[round(a / fps, 2), round((b + 1) / fps, 2)] for a, b in ranges]}
@@ -75,8 +76,8 @@ def summarize(tracks, fps, model=None, min_frames=3, gap_s=0.5):
     kept = sorted((t for t in tracks if t.frames_shown >= min_frames), key=lambda t: (t.spans[0][0], t.id))
     known, strangers, unembedded = {}, [], []
     for t in kept:
-        if model is not None and t.identity is not None:
-            known.setdefault(model.names.get(t.identity, t.identity), []).extend(t.spans)
+        if model is not None and t.slug is not None:
+            known.setdefault(model.names.get(t.slug, t.slug), []).extend(t.spans)
         elif model is not None and t.embeddings:
             strangers.append(t)
         else:

@@ -145,9 +145,9 @@ class Recognizer:
         return views
 
     def _view(self, t, shape):
-        known = self.model is not None and t.identity is not None
-        name = self.model.names.get(t.identity, t.identity) if known else None
-        return FaceView(clip_box(t.box, shape), t.id, t.identity if known else None, name,
+        known = self.model is not None and t.slug is not None
+        name = self.model.names.get(t.slug, t.slug) if known else None
+        return FaceView(clip_box(t.box, shape), t.id, t.slug if known else None, name,
                         round(t.confidence, 2), known)
 
     def _apply_full(self, index, found, grey):

@@ -1,7 +1,7 @@
 """Faces followed through a video: one :class:`Track` per face, its name decided by vote; a video's :class:`TrackSet`.
 
 A track collects *votes*: each time its face is recognised, the model's
-:class:`shared.recognition.model.Prediction` for it adds ``(identity or None, confidence)``.
+:class:`shared.recognition.model.Prediction` for it adds ``(slug or None, confidence)``.
 The name shown is the majority of the votes, "unknown" (``None``) being a candidate
 like any KOL, and changes only when another candidate has strictly more votes
 (:func:`decide`), so a single bad frame never renames a face.
@@ -18,25 +18,25 @@ MIN_VOTES = 2
 
 
 def decide(votes, current=None, has_current=False, min_votes=MIN_VOTES):
-    """The identity a track should show, given its ``votes``.
+    """The KOL slug a track should show (``None``: "unknown"), given its ``votes``.
 
-    votes: ``[(identity or None, confidence), ...]`` in arrival order.
-    current / has_current: the identity shown so far (``None`` is "unknown", so
-        ``has_current`` says whether there is one at all).
+    votes: ``[(slug or None, confidence), ...]`` in arrival order.
+    current / has_current: the slug shown so far (``None`` is "unknown", so
+        ``has_current`` says whether anything was decided at all).
     min_votes: votes a KOL needs to be shown at all, so one chance match never puts
         a KOL's name on a stranger (before that the track reads unknown).
 
     Among "unknown" and the KOLs with at least ``min_votes`` votes, the one with the
-    most votes wins (ties: higher summed confidence); the current identity is kept
+    most votes wins (ties: higher summed confidence); the current answer is kept
     unless the winner has strictly more votes than it.
-    Returns the identity (``None`` for unknown); ``current`` when there are no votes.
+    Returns the slug (``None`` for unknown); ``current`` when there are no votes.
     """
     if not votes:
         return current
     counts = collections.Counter(v[0] for v in votes)
     weight = collections.defaultdict(float)
-    for identity, conf in votes:
-        weight[identity] += conf
+    for slug, conf in votes:
+        weight[slug] += conf
     eligible = [None] + [k for k in counts if k is not None and counts[k] >= min_votes]
     leader = max(eligible, key=lambda k: (counts.get(k, 0), weight.get(k, 0.0)))
     if has_current and current in eligible and counts.get(current, 0) >= counts.get(leader, 0):
@@ -48,8 +48,9 @@ class Track:
     """One face followed from frame to frame.
 
     box: float ``(top, right, bottom, left)`` in frame pixels. votes: ``[(slug or
-    None, confidence)]``. spans: ``[[first, last], ...]`` frame ranges where it was
-    drawn. embedding: the latest ``(128,)`` embedding of its face (``None`` before
+    None, confidence)]``. slug: the KOL's slug shown (``None``: "unknown"), decided by
+    the votes; decided: at least one vote has decided ``slug`` (``None`` before that
+    too). spans: ``[[first, last], ...]`` frame ranges where it was drawn. embedding: the latest ``(128,)`` embedding of its face (``None`` before
     the first recognition); embeddings: every one computed, in order; voted: the frame
     index of the latest vote (set by the recognition loop; ``None`` before it).
     """
@@ -58,8 +59,8 @@ class Track:
         self.id = track_id
         self.box = np.asarray(box, dtype=np.float64)
         self.votes = []
-        self.identity = None
-        self.has_identity = False
+        self.slug = None
+        self.decided = False
         self.misses = 0
         self.confirmed = index  # the last frame a detection confirmed the box
         self.points = None
@@ -70,11 +71,11 @@ class Track:
         self.voted = None  # the frame of the latest vote
         self.crossed = None  # the latest frame its box overlapped another track's (set by the recognition loop)
 
-    def vote(self, identity, confidence):
-        """Add one recognition and re-decide the identity (see :func:`decide`)."""
-        self.votes.append((identity, float(confidence)))
-        self.identity = decide(self.votes, self.identity, self.has_identity)
-        self.has_identity = True
+    def vote(self, slug, confidence):
+        """Add one recognition (the prediction's slug or ``None``) and re-decide :attr:`slug` (:func:`decide`)."""
+        self.votes.append((slug, float(confidence)))
+        self.slug = decide(self.votes, self.slug, self.decided)
+        self.decided = True
 
     def remember(self, embedding):
         """Keep a freshly computed embedding of this track's face."""
@@ -83,15 +84,15 @@ class Track:
 
     @property
     def confidence(self):
-        """Probability that the identity shown is right, in [0, 1] (0.0 without votes).
+        """Probability that the answer shown (:attr:`slug`, or "unknown") is right, in [0, 1] (0.0 without votes).
 
-        Each vote ``(answer, c)`` says the shown identity is right with probability
-        ``c`` when ``answer`` is the shown identity and at most ``1 - c`` when it is
+        Each vote ``(answer, c)`` says the shown answer is right with probability
+        ``c`` when ``answer`` is the shown slug and at most ``1 - c`` when it is
         another answer; this is the mean of those over the votes.
         """
         if not self.votes:
             return 0.0
-        return float(np.mean([c if i == self.identity else 1.0 - c for i, c in self.votes]))
+        return float(np.mean([c if s == self.slug else 1.0 - c for s, c in self.votes]))
 
     def shown(self, index):
         """Record that the track was drawn on frame ``index``."""
@@ -145,14 +146,14 @@ def percent(confidence):
 class FaceView:
     """A face as drawn on one frame.
 
-    box: ``(top, right, bottom, left)`` ints; track: the track id; identity: slug or
-    ``None``; name: display name or ``None``; confidence: probability the shown
+    box: ``(top, right, bottom, left)`` ints; track: the track id; slug: the KOL's slug or
+    ``None``; name: its display name or ``None``; confidence: probability the shown
     answer is right (see :attr:`Track.confidence`); known: a KOL is shown.
     """
 
     box: tuple
     track: int
-    identity: object
+    slug: object
     name: object
     confidence: float
     known: bool

@@ -52,7 +52,7 @@ class Voting:
         if len(t.votes) >= s.settle_votes:
             return True
         last = t.votes[-2:]
-        return len(last) == 2 and all(v[0] == t.identity and v[1] >= s.sure_vote for v in last)
+        return len(last) == 2 and all(v[0] == t.slug and v[1] >= s.sure_vote for v in last)
 
     def reusable(self, tracks, index):
         """Boxes of the ``tracks`` whose embedding a full pass of frame ``index`` (not yet drawn) may reuse.
@@ -68,7 +68,7 @@ class Voting:
         recent = index - s.reuse_s * self.fps
         return [tuple(t.box) for t in tracks
                 if t.misses == 0 and self.settled(t) and t.voted is not None and t.voted >= recent
-                and all(v[0] == t.identity for v in t.votes[-s.settle_votes:])]
+                and all(v[0] == t.slug for v in t.votes[-s.settle_votes:])]
 
     def crossings(self, tracks, index):
         """Mark the ``tracks`` whose boxes overlap another's by ``Settings.cross_iou`` or more as crossed at ``index``.
@@ -117,6 +117,6 @@ class Voting:
         for (t, is_new), p in zip(voters, self.model.predict(np.array(rows))):
             if is_new:
                 t.remember(new[id(t)])
-                t.vote(p.identity, p.confidence)
+                t.vote(p.slug, p.confidence)
                 t.voted = index
                 self.embeddings += 1

@@ -1,4 +1,4 @@
-"""R1: the home page: pick a mode, see the state of the pool and the model."""
+"""R1: the home page (blueprint ``home``, ``GET /``): pick a mode, see the state of the pool and the model."""
 from flask import Blueprint
 
 from shared.web.factory import models, pool
