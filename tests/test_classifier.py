@@ -347,7 +347,7 @@ def test_deleting_a_kol_in_the_wizard_forgets_them_in_every_model(process_app, d
     retrain(pool, store)
     retrain(pool, store, full=True)
     bob = pool.slug_for("Bob")
-    assert store.current().predict([centres[1]])[0].identity == bob
+    assert store.current().predict([centres[1]])[0].slug == bob
     r = signed_in(process_app.test_client(), "admin").post(route, data={"delete": bob},
                                                            headers={"Accept": "application/json"})
     assert r.status_code == 200 and r.get_json()["deleted"] == "Bob"

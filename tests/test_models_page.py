@@ -63,14 +63,14 @@ def test_switch_back_and_predictions_use_that_model(process_app, main_app, data_
     old, new, E = two_versions(data_dir)
     main_store = main_app.extensions["models"]
     probe = np.array([E[2][0]])  # a photo of kol-2, whom only the old model knows
-    assert main_store.current().version == new and main_store.current().predict(probe)[0].identity != "kol-2"
+    assert main_store.current().version == new and main_store.current().predict(probe)[0].slug != "kol-2"
     proc = signed_in(process_app.test_client(), "admin")
     r = proc.post("/models/switch", data={"version": old})
     assert r.status_code == 303 and r.headers["Location"].endswith(f"/models?switched={old}")
     assert "is in use now" in proc.get(r.headers["Location"]).get_data(as_text=True)
     # another server's store (already holding the new model) reloads and answers with the old one
     assert main_store.current().version == old
-    assert main_store.current().predict(probe)[0].identity == "kol-2"
+    assert main_store.current().predict(probe)[0].slug == "kol-2"
     r = signed_in(main_app.test_client(), "admin").post(
         "/predictBatchImage", data={"file": [(io.BytesIO(_synth.jpeg()), "p.jpg")]},
         content_type="multipart/form-data", headers=JSON)
