@@ -11,8 +11,9 @@ address and account together, ``LOGIN_ACCOUNT_LIMIT`` (``30 per hour``) per acco
 on the account page counts against ``LOGIN_LIMIT`` per account. Only failed attempts (401) count.
 They are counted in ``RATELIMIT_STORAGE_URI`` (empty: the job queue's ``REDIS_URL``, shared by
 every server process and machine, with this process's memory as the fallback while it is down;
-``memory://`` to count per process). :data:`limiter` is one per process: :func:`init_limiter`
-points it at the storage of the app made last (a server process makes one).
+``memory://`` to count per process). The views say which limits they have (:func:`_failed_sign_ins`);
+:func:`init_limiter` gives each app its own Flask-Limiter, with that app's storage, and binds them
+there, so two apps in one process (tests) never share a count or a dead storage.
 """
 import hashlib
 import io
@@ -33,11 +34,10 @@ from shared.web.replies import reply
 
 bp = Blueprint("auth", __name__)
 
-#: Failed sign-ins, counted per key; each app's storage and key prefix are set by :func:`init_limiter`.
-limiter = Limiter(get_remote_address, default_limits=[], headers_enabled=False, in_memory_fallback_enabled=True,
-                  storage_options={"socket_connect_timeout": 1, "socket_timeout": 1})
-#: Where the current app keeps its installation's prefix of the limiter's keys.
+#: Where an app keeps its installation's prefix of the limiter's keys.
 _PREFIX = "sign-in-limit-prefix"
+#: The attribute of a view function listing its sign-in limits (``(setting, key, whom)``, innermost first).
+_LIMITS = "sign_in_limits"
 
 #: How many of one's own audit rows the account page shows.
 ACTIVITY_ROWS = 20
@@ -53,7 +53,18 @@ def init_limiter(app):
     app.config["RATELIMIT_STORAGE_URI"] = app.config["RATELIMIT_STORAGE_URI"] or app.config["REDIS_URL"]
     app.extensions[_PREFIX] = ("kol-sign-in:"
                                + hashlib.sha1(str(Path(app.config["DATA_DIR"]).resolve()).encode()).hexdigest()[:12])
-    limiter.init_app(app)
+    limiter = Limiter(get_remote_address, app=app, default_limits=[], headers_enabled=False,
+                      in_memory_fallback_enabled=True,
+                      storage_options={"socket_connect_timeout": 1, "socket_timeout": 1})
+    for endpoint, view in list(app.view_functions.items()):
+        for setting, key, whom in getattr(view, _LIMITS, ()):
+            view = limiter.limit(
+                lambda setting=setting: current_app.config[setting], key_func=key, methods=["POST"],
+                deduct_when=lambda response: response.status_code == 401,
+                error_message=lambda setting=setting, whom=whom: (
+                    f"Too many failed sign-ins {whom} (at most {current_app.config[setting]}): "
+                    "wait a while and try again."))(view)
+        app.view_functions[endpoint] = view
 
 
 def _key(text):
@@ -78,14 +89,14 @@ def _address_key():
 
 
 def _failed_sign_ins(setting, key, whom):
-    """The limit of setting ``setting`` (``"10 per minute"``) per ``key()`` on failed attempts (401) of a
-    POST, with the sentence of its 429 naming ``whom``. An office behind one address shares only the
-    address's own, much higher, limit."""
-    return limiter.limit(
-        lambda: current_app.config[setting], key_func=key, methods=["POST"],
-        deduct_when=lambda response: response.status_code == 401,
-        error_message=lambda: (f"Too many failed sign-ins {whom} (at most {current_app.config[setting]}): "
-                               "wait a while and try again."))
+    """Mark a view as limited by setting ``setting`` (``"10 per minute"``) per ``key()`` on failed
+    attempts (401) of a POST, the 429's sentence naming ``whom``; :func:`init_limiter` applies the
+    marks with each app's own limiter. An office behind one address shares only the address's own,
+    much higher, limit."""
+    def mark(view):
+        view.__dict__.setdefault(_LIMITS, []).append((setting, key, whom))
+        return view
+    return mark
 
 
 # -- pages ------------------------------------------------------------------------------------------

@@ -71,6 +71,19 @@ def test_one_address_trying_many_accounts_stops_at_the_address_limit(data_dir, r
     assert attempt(app, "10.3.0.2", "bob", PASSWORD).status_code == 200  # another address is not touched
 
 
+def test_each_app_counts_in_its_own_storage_whatever_another_app_met(data_dir, redis_url, tmp_path):
+    """Two apps in one process (as in these tests) do not share a limiter: one whose storage is down
+    (it falls back to memory) leaves the next app counting in its own Redis, not in that memory."""
+    import redis
+
+    down = main_app(tmp_path / "other", redis_url, RATELIMIT_STORAGE_URI="redis://127.0.0.1:1/0")  # nobody there
+    for _ in range(2):  # the first marks its storage dead, the second tries it again
+        assert attempt(down, "10.9.9.9", "ann", "typo").status_code == 401
+    app = main_app(data_dir, redis_url)
+    assert attempt(app, "10.9.9.9", "ann", "typo").status_code == 401
+    assert redis.Redis.from_url(redis_url).keys("*kol-sign-in*"), "the failed sign-in was not counted in Redis"
+
+
 # -- names ------------------------------------------------------------------------------------------------
 @pytest.fixture
 def admin(data_dir, redis_url):
