@@ -123,7 +123,8 @@ def test_one_user_runs_at_most_two_batches_at_once(main_app, data_dir, children)
     for _ in range(2):  # finished batches do not count
         assert member.post("/predictBatchImage", data=notes(), headers=JSON).status_code == 200
     results = ResultFolders(data_dir / "predictions")
-    owner = owners.read(next(results.root.iterdir()))  # the member, as its finished batches recorded it
+    # the member, as its finished batches recorded it (the predictions folder also holds the batches' lock file)
+    owner = next(owners.read(p) for p in sorted(results.root.iterdir()) if (p / owners.OWNER_FILE).is_file())
     held = []
     for _ in range(2):  # two running batches of the member, in processes of their own
         run, folder = results.new()
