@@ -12,6 +12,7 @@ def wants_json():
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
     return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
 
+
 def reply(template, payload, status=200, **context):
     """Answer ``payload`` as JSON for scripts, or render ``template`` with it for browsers.
 
@@ -20,6 +21,7 @@ def reply(template, payload, status=200, **context):
     if wants_json():
         return jsonify(payload), status
     return render_template(template, **payload, **context), status
+
 
 def error_reply(message, status):
     """The 4xx/5xx answer: ``{"error": message}`` or the error page."""
