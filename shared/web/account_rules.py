@@ -15,6 +15,9 @@ PASSWORD_MIN = 8
 #: A password this long (characters) may use one kind of character only (letters, say);
 #: a shorter one must mix letters with digits or other characters.
 PASSWORD_ONE_KIND_MIN = 12
+#: The password rule in a few words, for the forms that ask for one (:func:`check_password` decides).
+PASSWORD_HINT = (f"at least {PASSWORD_MIN} characters; under {PASSWORD_ONE_KIND_MIN}, mix letters with digits "
+                 "or symbols; not the user name or a common password")
 #: Passwords (case-folded) that are tried first by anyone guessing, from the published lists of the
 #: most used ones; a password whose letters alone are one of these (``Password2024!``) counts too.
 COMMON_PASSWORDS = frozenset("""

@@ -26,6 +26,7 @@ from werkzeug.local import LocalProxy
 
 from shared.web import access, security
 from shared.web.access import accounts, principal
+from shared.web.account_rules import PASSWORD_HINT
 from shared.web.accounts import for_data_dir
 
 
@@ -95,7 +96,7 @@ def init_app(app):
 
     app.before_request(access.gate)
     app.after_request(_after)
-    app.jinja_env.globals.update(is_admin=LocalProxy(access.is_admin))
+    app.jinja_env.globals.update(is_admin=LocalProxy(access.is_admin), password_hint=PASSWORD_HINT)
 
     @app.context_processor
     def who_is_signed_in():
