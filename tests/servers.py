@@ -265,3 +265,15 @@ def rss_mib(pid):
         except OSError:
             pass
     return round(total / 1024, 1)
+
+
+def wait_for(what, check, timeout_s=300):
+    """Poll ``check()`` every 0.1 s until it returns something true (returned), failing after ``timeout_s`` s
+    (a guard against a hang, never a measure of speed)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
+        time.sleep(0.1)

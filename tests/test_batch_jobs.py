@@ -20,7 +20,7 @@ from shared.core.storage import atomic_write_json, read_json
 
 from . import _synth
 from .conftest import FIVE, needs_data, screenshot, signed_in
-from .servers import ROOT, LiveServers, kill_tree
+from .servers import ROOT, LiveServers, kill_tree, wait_for
 
 JSON = {"Accept": "application/json"}
 HTML = {"Accept": "text/html"}
@@ -30,17 +30,6 @@ STOPPED = ("This batch stopped because the server process running it ended; the 
            "are below; run the rest again.")
 NOT_REACHED = "Not named: the batch stopped before this photo; run it again."
 TOO_MANY = "You already have 2 batches running; wait for one to finish, then send this one again."
-
-
-def wait_for(what, check, timeout_s=300):
-    """Poll ``check()`` until it returns something true (returned), failing after ``timeout_s`` s."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
-        time.sleep(0.1)
 
 
 @pytest.fixture

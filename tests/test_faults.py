@@ -37,6 +37,7 @@ from shared.core.storage import DISK_FULL
 from . import _synth
 from ._synth import JSON
 from .conftest import FIVE, LiveServers, five_celebs_photos, needs_data, signed_in
+from .servers import wait_for
 
 
 @pytest.fixture
@@ -339,10 +340,8 @@ def test_redis_stopped_pages_answer_503_and_work_resumes(tmp_path, monkeypatch):
             assert page.status_code == 503 and "<html" in page.text and "Nothing was lost" in page.text
         health = get(servers, "/healthz")  # the process server is alive, but not able to do its work
         assert health.status_code == 503 and health.json()["checks"]["redis"] != "ok", health.text
-        deadline = time.monotonic() + 60  # a hang guard: the worker meets the outage at its next Redis call
-        while _outages_met(servers) == outages:
-            assert time.monotonic() < deadline, "the worker never noticed that Redis stopped"
-            time.sleep(0.1)
+        # a hang guard: the worker meets the outage at its next Redis call
+        wait_for("the worker to notice that Redis stopped", lambda: _outages_met(servers) != outages, 60)
         own.start()
         p = get(servers, "/processingProgress", job=a).json()
         assert p["state"] == "done" and p["stage"] == "clean", p
@@ -595,10 +594,8 @@ def test_main_predicts_with_old_model_while_new_one_trains(servers):
     p = wait_state(servers, job, "train", ("done", "failed"))
     assert p["state"] == "done", p
     new = get(servers, "/train_model", job=job).json()["model_version"]
-    deadline = time.monotonic() + 60  # a hang guard: every client gets an answer from the new model
-    while not all(any(i == c.ident and v == h == new for i, _, v, h in list(log)) for c in clients):
-        assert time.monotonic() < deadline, "not every client saw the new model"
-        time.sleep(0.1)
+    wait_for("every client to get an answer from the new model",  # a hang guard
+             lambda: all(any(i == c.ident and v == h == new for i, _, v, h in list(log)) for c in clients), 60)
     stop.set()
     for c in clients:
         c.join()

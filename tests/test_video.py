@@ -22,6 +22,7 @@ from shared.video import streaming
 
 from .builders import build_pool
 from .conftest import VIDEO, needs_data, needs_video, signed_in
+from .servers import wait_for
 from .test_tracking import _stored
 
 JSON = {"Accept": "application/json"}
@@ -189,13 +190,8 @@ def test_aoc_clip_is_unknown_throughout(servers):
 def _wait_not_streaming(servers, vid, timeout=60):
     """The video's status once no stream of it runs (the server notices a closed socket at its next
     write). The timeout only guards against a hang: it is a deadline on this wait, not a speed."""
-    deadline = time.monotonic() + timeout
-    while True:
-        s = status(servers, vid)
-        if s["state"] != "streaming":
-            return s
-        assert time.monotonic() < deadline, s
-        time.sleep(0.05)
+    return wait_for(f"no stream of video {vid}", lambda: (s := status(servers, vid))["state"] != "streaming" and s,
+                    timeout)
 
 
 @pytest.mark.live
