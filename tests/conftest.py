@@ -84,6 +84,19 @@ def pytest_collection_modifyitems(items):
         raise pytest.UsageError("tests without their marker (see pytest.ini):\n  " + "\n  ".join(unmarked))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_warm_up_threads_here():
+    """Apps built inside the test process start no warm-up thread (``WARM_UP``; the servers that
+    ``LiveServers`` starts still do). Such a thread reads arrays while the next app is built, and
+    building an app parses its routes with the ast module, which CPython 3.11 cannot do in two
+    threads at once (python/cpython#106905: "AST constructor recursion depth mismatch")."""
+    from shared.core import config
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(config.DEFAULTS, "WARM_UP", False)
+        yield
+
+
 @pytest.fixture
 def data_dir(tmp_path):
     return tmp_path / "data"

@@ -17,7 +17,7 @@ def create_app(test_config=None):
 
     app.register_blueprint(views.bp)
     warm_up(app)
-    if not app.testing:
+    if not app.testing and app.config["WARM_UP"]:
         threading.Thread(target=_keep_warm, args=(app,), name="video-warm", daemon=True).start()
     return app
 

@@ -33,6 +33,10 @@ DEFAULTS = {
     "MAX_FORM_MEMORY_SIZE": 1024 * 1024,
     # Face work: worker processes per server process (0: one per CPU core this process may use).
     "FACE_WORKERS": 0,
+    # Load dlib and the current model in a background thread at start (the main and video servers), so
+    # the first request does not wait for them. Tests that build several apps in one process turn it
+    # off: building an app parses its routes with the ast module while that thread reads arrays.
+    "WARM_UP": True,
     # Streamed video frames are scaled down to this longest side in pixels (0: as decoded).
     "VIDEO_STREAM_SIDE": 1280,
     # Housekeeping (shared/web/housekeeping.py; `flask housekeeping`, and every HOUSEKEEPING_EVERY_S

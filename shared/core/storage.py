@@ -16,6 +16,7 @@ import json
 import os
 import sqlite3
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -24,6 +25,14 @@ TEMP_PREFIX = ".tmp-"
 #: The sentence shown when the data folder's disk is full (HTTP 507).
 DISK_FULL = ("The server's disk is full, so this could not be saved. Nothing was half-written: "
              "free some space (or ask the administrator to) and try again.")
+
+
+#: Held while any thread of this process reads an array file (:func:`read_arrays`). numpy reads
+#: every ``.npy`` header with ``ast.literal_eval``, and CPython 3.11 keeps the ast module's
+#: recursion count in one global (python/cpython#106905): two threads parsing at once can fail
+#: with "SystemError: AST constructor recursion depth mismatch". The servers run threads
+#: (gunicorn ``--threads``), so their array reads take turns.
+ARRAY_READ_LOCK = threading.Lock()
 
 
 #: SQLite's primary result codes (the low byte of ``sqlite_errorcode``) for "database or disk
@@ -170,3 +179,19 @@ def sweep_temp_files(root, max_age_s=TEMP_MAX_AGE_S, now=None):
                 path.unlink(missing_ok=True)
                 deleted.append(str(path.relative_to(root)))
     return sorted(deleted)
+
+
+def read_arrays(path):
+    """Read the array file at ``path`` whole, without pickles, one thread at a time (:data:`ARRAY_READ_LOCK`).
+
+    Returns a ``{name: ndarray}`` dict for a ``.npz`` file, the one ndarray of a ``.npy`` file.
+    Raises what ``numpy.load`` raises: ``OSError`` (missing, unreadable), ``ValueError`` (not an array file).
+    """
+    import numpy as np
+
+    with ARRAY_READ_LOCK:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            return loaded
+        with loaded:
+            return {name: loaded[name] for name in loaded.files}

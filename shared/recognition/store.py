@@ -21,7 +21,8 @@ import numpy as np
 from shared.core import config
 from shared.core.errors import UserError
 from shared.core.ids import VERSION_RE
-from shared.core.storage import atomic_write, atomic_write_bytes, atomic_write_json, locked, read_json, sweep_temp_files
+from shared.core.storage import (atomic_write, atomic_write_bytes, atomic_write_json, locked, read_arrays, read_json,
+                                 sweep_temp_files)
 from shared.recognition.model import Model
 
 #: Model versions kept by :meth:`ModelStore.prune` unless told otherwise (the ``MODEL_VERSIONS_KEEP`` setting's default).
@@ -129,8 +130,7 @@ class ModelStore:
             raise UserError("No such model version.", 404)
         folder = self.root / version
         try:
-            with np.load(folder / "model.npz", allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
+            arrays = read_arrays(folder / "model.npz")
         except FileNotFoundError:
             raise UserError("No such model version.", 404) from None
         meta = read_json(folder / "meta.json", default={}) or {}
@@ -180,9 +180,8 @@ class ModelStore:
         with locked(self.lock_path):
             for version in self.versions():
                 folder = self.root / version
-                with np.load(folder / "model.npz", allow_pickle=False) as z:
-                    if slug not in set(z["classes"].tolist()):
-                        continue
+                if slug not in set(read_arrays(folder / "model.npz")["classes"].tolist()):
+                    continue
                 model = self.load(version)
                 slim = model.without([slug]) if chips is None else model.without_photos(slug, chips)
                 if slim is model:

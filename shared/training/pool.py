@@ -31,7 +31,7 @@ from shared.core import names
 from shared.core.errors import UserError
 from shared.core.ids import CHIP_ID_RE
 from shared.core.names import display_name
-from shared.core.storage import atomic_write_bytes, atomic_write_json, locked, read_json
+from shared.core.storage import atomic_write_bytes, atomic_write_json, locked, read_arrays, read_json
 from shared.faces import engine, images
 
 SLUG_RE = re.compile(r"^[a-z0-9-]{1,64}$")
@@ -84,7 +84,7 @@ def chip_embedding(png_path):
     png_path = Path(png_path)
     cache = png_path.with_suffix(".npy")
     try:
-        vector = np.load(cache, allow_pickle=False)
+        vector = read_arrays(cache)
         if vector.shape == (engine.EMBEDDING_SIZE,):
             return vector
     except (OSError, ValueError):

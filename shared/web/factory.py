@@ -53,12 +53,12 @@ def make_app(import_name, section, test_config=None, defaults=None):
 
 
 def warm_up(app):
-    """Load the dlib networks and the current model in the background, unless testing.
+    """Load the dlib networks and the current model in the background, unless testing or ``WARM_UP`` is off.
 
     Called by the servers that predict, so the first request after a start does not pay
     the ~2 s of loading; requests that arrive earlier simply wait for the same load.
     """
-    if app.testing:
+    if app.testing or not app.config["WARM_UP"]:
         return
 
     def load():
