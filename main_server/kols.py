@@ -2,8 +2,11 @@
 
 ``GET /kols`` (search with ``?q=``), ``GET /kols/<slug>``; admin actions (POST):
 ``/kols/<slug>/rename`` (``name``), ``/kols/<slug>/merge`` (``into`` = the slug of the
-KOL that keeps the photos), ``/kols/<slug>/delete``, ``/kols/<slug>/photos`` (``file``
+KOL that keeps the photos; ``GET`` with ``?into=`` is the page that shows both before merging),
+``/kols/<slug>/unmerge`` (``merge`` = the id of a merge into this KOL: undo it),
+``/kols/<slug>/delete``, ``/kols/<slug>/photos`` (``file``
 repeated: photos or zips of photos to add), ``/kols/<slug>/photos/<chip>/remove``.
+Browsers get a confirmation message (``flash``) after each change.
 The rules are in :mod:`shared.training.pool` and :mod:`shared.training.roster`; every page answers JSON
 with ``Accept: application/json``. Renames need no retraining (predictions show the
 pool's names); the other changes show a "Retrain now" button.
@@ -11,7 +14,7 @@ pool's names); the other changes show a "Retrain now" button.
 import shutil
 import uuid
 
-from flask import Blueprint, current_app, redirect, request, url_for
+from flask import Blueprint, current_app, flash, redirect, request, url_for
 
 from shared.core.errors import UserError
 from shared.faces import archive, images, staging
@@ -65,7 +68,8 @@ def kol(slug):
                     key=lambda x: name_key(x[1]))
     payload = {"slug": slug, "name": info["name"], "chips": info["chips"], "count": len(info["chips"]),
                "added": info.get("added") or info.get("updated"), "updated": info.get("updated"),
-               "in_model": slug in (meta.get("names") or {}), "needs_training": _needs_training()}
+               "in_model": slug in (meta.get("names") or {}), "needs_training": _needs_training(),
+               "merges": [{k: m[k] for k in ("id", "at", "source", "name", "chips")} for m in pool().merges(slug)]}
     return reply("main/kol.html", payload, others=others, added_note=request.args.get("added"),
                  skipped=request.args.getlist("skipped"), extensions=", ".join(images.IMAGE_EXTENSIONS))
 
@@ -81,19 +85,64 @@ def _done(slug, **args):
     return redirect(url_for("kols.index", **args), 303)
 
 
+def _said(message):
+    """A confirmation for browsers (scripts read the JSON answer instead)."""
+    if not wants_json():
+        flash(message)
+
+
 @bp.post("/kols/<slug>/rename")
 def rename(slug):
-    pool().rename(_slug(slug), request.form.get("name", ""))
+    old = pool().kols()[_slug(slug)]["name"]
+    new = pool().rename(slug, request.form.get("name", ""))
+    _said(f"Renamed {old} to {new}: the new name shows everywhere at once." if new != old
+          else f"The name stays {new}.")
     return _done(slug)
+
+
+def _merge_pair(slug, into):
+    """The two KOLs of a merge, checked: ``(slug, into)``; 400 with a sentence when ``into`` is not chosen."""
+    slug = _slug(slug)
+    if not into:
+        raise UserError(f"Choose the KOL that is the same person as {pool().kols()[slug]['name']}: "
+                        "nothing was merged.", 400)
+    if into == slug:
+        raise UserError("Choose two different KOLs to merge: nothing was merged.", 400)
+    return slug, _slug(into)
+
+
+@bp.get("/kols/<slug>/merge")
+def merge_confirm(slug):
+    """Before a merge: both KOLs with their photos, and the button that merges them."""
+    slug, into = _merge_pair(slug, request.args.get("into", ""))
+    kols = pool().kols()
+    both = [{"slug": s, "name": kols[s]["name"], "count": len(kols[s]["chips"]), "chips": kols[s]["chips"][:8]}
+            for s in (slug, into)]
+    return reply("main/kol_merge.html", {"source": both[0], "target": both[1]})
 
 
 @bp.post("/kols/<slug>/merge")
 def merge(slug):
-    into = request.form.get("into", "")
-    if not into:
-        raise UserError("Choose the KOL to merge into.", 400)
-    pool().merge(_slug(slug), _slug(into))
+    slug, into = _merge_pair(slug, request.form.get("into", ""))
+    source_name = pool().kols()[slug]["name"]
+    name, moved = pool().merge(slug, into)
+    _said(f"{source_name} was merged into {name}: {moved} photo{'' if moved == 1 else 's'} moved. "
+          "If they are two different people, undo the merge below.")
     return _done(into)
+
+
+@bp.post("/kols/<slug>/unmerge")
+def unmerge(slug):
+    """Undo a merge into ``slug`` (field ``merge``: its id, from the KOL page or its JSON)."""
+    slug = _slug(slug)
+    mid = request.form.get("merge", "")
+    if mid not in {m["id"] for m in pool().merges(slug)}:
+        raise UserError("There is no such merge into this KOL to undo.", 404)
+    record = roster.undo_merge(pool(), mid, models=models())
+    n = len(record["moved_back"])
+    _said(f"The merge was undone: {record['name']} is back with {n} photo{'' if n == 1 else 's'}, "
+          f"which no longer count for {record['into']}. Retrain so that {record['name']} is recognised again.")
+    return _done(record["source"])
 
 
 @bp.post("/kols/<slug>/delete")
@@ -104,7 +153,9 @@ def delete(slug):
 
 @bp.post("/kols/<slug>/photos/<cid>/remove")
 def remove_photo(slug, cid):
-    roster.remove_photo(pool(), _slug(slug), cid, models=models())
+    left = roster.remove_photo(pool(), _slug(slug), cid, models=models())
+    _said(f"The photo was removed from {pool().kols()[slug]['name']}: {left} photo{'' if left == 1 else 's'} "
+          "left, and it no longer counts in the current model.")
     return _done(slug)
 
 

@@ -118,6 +118,50 @@ def test_merge_moves_every_photo_and_old_answers_show_the_new_name(tmp_path):
     assert err.value.status == 404
 
 
+def test_a_merge_can_be_undone_with_the_photos_that_moved(tmp_path):
+    """Undo puts the merged KOL back under its slug and name with the photos that came from it (the
+    one both had stays with the target), the answer of an older model shows its own name again."""
+    pool = Pool(tmp_path / "pool")
+    shared_chip = _staged(tmp_path, 1, seed=9)
+    a = pool.add("Naomi_Watts", _staged(tmp_path, 3) + shared_chip)
+    b = pool.add("Naomi", _staged(tmp_path, 2, seed=1) + shared_chip)
+    own_b = [c for c in pool.kols()[b]["chips"] if c not in pool.kols()[a]["chips"]]
+    before = pool.kols()
+    pool.merge(b, a)
+    (record,) = pool.merges(a)
+    assert (record["source"], record["name"], record["target"], record["into"]) == (b, "Naomi", a, "Naomi_Watts")
+    assert record["chips"] == own_b and pool.merges("someone-else") == []
+    back = pool.unmerge(record["id"])
+    assert back["moved_back"] == own_b and back["undone"]
+    kols = pool.kols()
+    assert kols[b]["name"] == "Naomi" and kols[b]["chips"] == own_b
+    assert kols[a]["chips"] == before[a]["chips"] and _files(pool) == {a: sorted(before[a]["chips"]), b: sorted(own_b)}
+    assert pool.display_names() == {a: "Naomi_Watts", b: "Naomi"}
+    assert pool.merges() == [] and len(pool.merges(undone=True)) == 1
+    with pytest.raises(UserError) as err:
+        pool.unmerge(record["id"])  # undone already
+    assert err.value.status == 404
+
+
+def test_undoing_a_merge_is_refused_when_it_no_longer_fits(tmp_path):
+    pool = Pool(tmp_path / "pool")
+    a = pool.add("A", _staged(tmp_path, 2))
+    b = pool.add("B", _staged(tmp_path, 2, seed=1))
+    pool.merge(b, a)
+    mid = pool.merges()[0]["id"]
+    pool.add("b", _staged(tmp_path, 1, seed=3))  # a new "B" (same name key) came in since
+    with pytest.raises(UserError) as err:
+        pool.unmerge(mid)
+    assert err.value.status == 409 and "in the pool again" in str(err.value)
+    pool.remove(pool.same_name("b"))
+    for cid in pool.merges()[0]["chips"]:
+        pool.remove_chip(a, cid)  # the moved photos were removed since: nothing to move back
+    with pytest.raises(UserError) as err:
+        pool.unmerge(mid)
+    assert err.value.status == 409 and "nothing to move back" in str(err.value)
+    assert set(pool.kols()) == {a}
+
+
 CRASH = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, {root!r})
@@ -256,10 +300,78 @@ def test_kol_actions_rename_remove_merge_delete(roster_app):
     assert cid not in pool.kols()[slugs["mindy"]]["chips"]
     r = client.post(f"/kols/{slugs['mindy2']}/merge", data={"into": slugs["mindy"]}, headers=JSON)
     assert r.status_code == 200 and r.get_json()["count"] == 4 and slugs["mindy2"] not in pool.kols()
+    assert slugs["mindy2"] not in pool.kols()
     r = client.post(f"/kols/{slugs['zoe']}/delete")
     assert r.status_code == 303 and "deleted=" in r.headers["Location"] and slugs["zoe"] not in pool.kols()
     assert client.post(f"/kols/{slugs['zoe']}/delete", headers=JSON).status_code == 404
     assert client.post(f"/kols/{slugs['mindy']}/merge", data={"into": "nobody-00000000"}).status_code == 404
+
+
+def test_the_merge_form_chooses_nobody_and_shows_both_before_merging(roster_app):
+    """Nothing is preselected; without a choice nothing merges (a sentence says why); the page before
+    the merge names both KOLs with their photos, and only its POST merges."""
+    client, pool, slugs = roster_app
+    mindy, mindy2 = slugs["mindy"], slugs["mindy2"]
+    html = client.get(f"/kols/{mindy2}").get_data(True)
+    select = html[html.index('<select id="into"'):html.index("</select>", html.index('<select id="into"'))]
+    assert '<option value="" selected>choose…</option>' in select and select.count("selected") == 1
+    before = pool.kols()
+    for r in (client.post(f"/kols/{mindy2}/merge", data={}, headers=JSON),
+              client.post(f"/kols/{mindy2}/merge", data={"into": ""}, headers=JSON),
+              client.get(f"/kols/{mindy2}/merge?into=", headers=JSON)):
+        assert r.status_code == 400 and "Choose the KOL that is the same person as Mindy K." in r.get_json()["error"]
+    assert client.post(f"/kols/{mindy2}/merge", data={"into": mindy2}, headers=JSON).status_code == 400
+    page = client.get(f"/kols/{mindy2}/merge?into={mindy}")
+    text = page.get_data(True)
+    assert page.status_code == 200 and "Merge Mindy K. into mindy_kaling?" in text
+    for slug in (mindy, mindy2):
+        for cid in pool.kols()[slug]["chips"]:
+            assert f"/similar/photo/{slug}/{cid}.png" in text
+    assert pool.kols() == before  # showing the two changes nothing
+    member = signed_in(client.application.test_client(), "member")
+    assert member.get(f"/kols/{mindy2}/merge?into={mindy}", headers=JSON).status_code == 403
+
+
+def test_merge_then_undo_from_the_kol_page(roster_app, data_dir):
+    """The merge says what it did and the KOL it went into offers "Undo merge", which brings the KOL
+    back, takes its photos out of the current model, and is audited like the merge."""
+    from shared.recognition.store import ModelStore
+    from shared.training.train import retrain
+
+    client, pool, slugs = roster_app
+    mindy, mindy2 = slugs["mindy"], slugs["mindy2"]
+    browser = client.application.test_client()
+    browser.environ_base["HTTP_AUTHORIZATION"] = client.environ_base["HTTP_AUTHORIZATION"]
+    r = browser.post(f"/kols/{mindy2}/merge", data={"into": mindy}, follow_redirects=True)
+    text = r.get_data(True)
+    assert "Mindy K. was merged into mindy_kaling: 2 photos moved." in text and "Undo merge" in text
+    store = ModelStore(data_dir / "models")
+    retrain(pool, store)
+    assert store.current().counts[store.current().classes.index(mindy)] == 5
+    body = client.get(f"/kols/{mindy}", headers=JSON).get_json()
+    (merge,) = body["merges"]
+    assert merge["name"] == "Mindy K." and len(merge["chips"]) == 2
+    assert client.post(f"/kols/{mindy}/unmerge", data={"merge": "000000000000"}, headers=JSON).status_code == 404
+    r = browser.post(f"/kols/{mindy}/unmerge", data={"merge": merge["id"]}, follow_redirects=True)
+    assert r.status_code == 200 and "Mindy K. is back with 2 photos" in r.get_data(True)
+    assert pool.kols()[mindy2]["name"] == "Mindy K." and len(pool.kols()[mindy]["chips"]) == 3
+    model = store.current()
+    assert model.counts[model.classes.index(mindy)] == 3 and mindy2 not in model.classes
+    assert client.get(f"/kols/{mindy2}", headers=JSON).get_json()["needs_training"] is True
+    actions = [(row["action"], row["detail"]) for row in client.application.extensions["accounts"].audit(0, 10)[0]]
+    assert any(a == "kol.unmerge" and merge["id"] in str(d) for a, d in actions), actions
+    assert any(a == "kol.merge" for a, _ in actions)
+
+
+def test_rename_and_photo_removal_say_so(roster_app):
+    client, pool, slugs = roster_app
+    browser = client.application.test_client()
+    browser.environ_base["HTTP_AUTHORIZATION"] = client.environ_base["HTTP_AUTHORIZATION"]
+    r = browser.post(f"/kols/{slugs['mindy']}/rename", data={"name": "Mindy <Kaling>"}, follow_redirects=True)
+    assert "Renamed mindy_kaling to Mindy &lt;Kaling&gt;" in r.get_data(True)
+    cid = pool.kols()[slugs["mindy"]]["chips"][0]
+    r = browser.post(f"/kols/{slugs['mindy']}/photos/{cid}/remove", follow_redirects=True)
+    assert "The photo was removed from Mindy &lt;Kaling&gt;: 2 photos left" in r.get_data(True)
 
 
 def test_delete_from_the_kol_page_removes_them_from_every_model_version(roster_app, data_dir):

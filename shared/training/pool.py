@@ -2,7 +2,8 @@
 
 Layout under ``data/pool/``::
 
-    manifest.json           {"kols": {slug: {"name": display name, "chips": [chip id, ...], "updated": iso time}}}
+    manifest.json           {"kols": {slug: {"name": display name, "chips": [chip id, ...], "updated": iso time}},
+                             "aliases": {merged slug: slug it went into}, "merges": [merge record, ...]}
     <slug>/<chip id>.png    an aligned chip (lossless), see shared.faces.engine
     <slug>/<chip id>.npy    its 128-d embedding, computed once and cached beside it
 
@@ -289,8 +290,9 @@ class Pool:
 
         Chips the target already has are not doubled. The target keeps its name; a model
         trained before the merge that answers ``source`` is shown with the target's name
-        (:meth:`display_names`). One atomic manifest write under the pool lock: a crash
-        leaves the pool before or after the merge. Returns ``(target name, chips moved)``.
+        (:meth:`display_names`). The merge is recorded (:meth:`merges`) so that :meth:`unmerge` can
+        undo it. One atomic manifest write under the pool lock: a crash leaves the pool before or
+        after the merge. Returns ``(target name, chips moved)``.
         """
         source, target = str(source), str(target)
         if source == target:
@@ -318,18 +320,90 @@ class Pool:
                     seen.add(cid)
                     moved += 1
                 into["updated"] = _now()
-                kols.pop(source)
+                gone = kols.pop(source)
                 aliases = data.setdefault("aliases", {})
-                for old, new in list(aliases.items()):
-                    if new == source:
-                        aliases[old] = target
+                pointed = sorted(old for old, new in aliases.items() if new == source)
+                for old in pointed:
+                    aliases[old] = target
                 aliases[source] = target
+                data.setdefault("merges", []).append({
+                    "id": merge_id(source, target, _now()), "at": _now(), "source": source, "name": gone["name"],
+                    "added": gone.get("added"), "target": target, "into": into["name"],
+                    "chips": [c for c in gone["chips"] if c not in before["kols"][target]["chips"]],
+                    "aliases": pointed})
                 atomic_write_json(self.manifest_path, data)
             except BaseException:
                 self._sweep(before)
                 raise
             self._sweep(data)
         return into["name"], moved
+
+    def merges(self, target=None, undone=False):
+        """The merge records, newest first (only those into ``target`` when given; undone ones only
+        with ``undone=True``): ``[{"id", "at", "source" (slug), "name" (its display name then),
+        "target" (slug), "into" (its display name then), "chips" (the chip ids that moved),
+        "aliases", "undone" (iso time, once undone)}]``."""
+        data = read_json(self.manifest_path, default={}) or {}
+        rows = [m for m in data.get("merges") or [] if (target is None or m["target"] == target)
+                and (undone or not m.get("undone"))]
+        return rows[::-1]
+
+    def unmerge(self, mid):
+        """Undo the merge ``mid`` (see :meth:`merges`): the merged KOL comes back under its slug and
+        name with the photos that moved (those the target still has), which leave the target.
+
+        One atomic manifest write under the pool lock; the record is kept, marked ``undone``.
+        Raises :class:`UserError` 404 for an unknown or already undone merge, 409 when the target
+        KOL was deleted since, another KOL now has the merged KOL's name, none of the moved photos is
+        left, or the target would be left without photos. Returns the record.
+        """
+        with locked(self.lock_path):
+            data = read_json(self.manifest_path, default={}) or {}
+            kols = data.setdefault("kols", {})
+            record = next((m for m in data.get("merges") or [] if m["id"] == str(mid) and not m.get("undone")), None)
+            if record is None:
+                raise UserError("There is no such merge to undo (it may have been undone already).", 404)
+            source, target = record["source"], record["target"]
+            if target not in kols:
+                raise UserError(f"{record['into']} was deleted since the merge, so it cannot be undone.", 409)
+            other = _existing_slug(kols, record["name"])
+            if source in kols or other is not None:
+                raise UserError(f"'{record['name']}' is in the pool again, so the merge cannot be undone: "
+                                "merge or rename that KOL first.", 409)
+            into = kols[target]
+            back = [c for c in record["chips"] if c in into["chips"]]
+            if not back:
+                raise UserError(f"None of the photos that came from {record['name']} is left in "
+                                f"{into['name']}, so there is nothing to move back.", 409)
+            if len(back) == len(into["chips"]):
+                raise UserError(f"{into['name']} would be left without photos: delete it instead.", 409)
+            before = json_copy(data)
+            try:
+                for cid in back:
+                    src = self.root / target / f"{cid}.png"
+                    dst = self.root / source / f"{cid}.png"
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    vector = chip_embedding(src)
+                    if not dst.exists():
+                        atomic_write_bytes(dst, src.read_bytes())
+                    _write_embedding(dst.with_suffix(".npy"), vector)
+                into["chips"] = [c for c in into["chips"] if c not in set(back)]
+                into["updated"] = _now()
+                kols[source] = {"name": record["name"], "chips": back, "updated": _now(),
+                                "added": record.get("added") or _now()}
+                aliases = data.setdefault("aliases", {})
+                aliases.pop(source, None)
+                for old in record.get("aliases") or []:
+                    if aliases.get(old) == target:
+                        aliases[old] = source
+                record["undone"] = _now()
+                record["moved_back"] = back
+                atomic_write_json(self.manifest_path, data)
+            except BaseException:
+                self._sweep(before)
+                raise
+            self._sweep(data)
+        return dict(record)
 
     def remove_chip(self, slug, cid):
         """Take one chip (a bad photo) out of the KOL ``slug``; its files are deleted.
@@ -372,6 +446,11 @@ class Pool:
             return True
         created = meta.get("created") or ""
         return any((i.get("updated") or "") > created for i in kols.values())
+
+
+def merge_id(source, target, at):
+    """The id of a merge record: 12 hex digits from the two slugs and the time."""
+    return hashlib.sha1(f"{source}>{target}@{at}".encode()).hexdigest()[:12]
 
 
 def json_copy(data):

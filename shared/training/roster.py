@@ -6,6 +6,8 @@ the steps around them that involve faces or other stores:
 
 - :func:`add_photos`: more photos for a KOL already taught (detect, align, embed,
   pick the KOL's face in each photo, then one atomic :meth:`Pool.add`);
+- :func:`undo_merge`: a merge undone (:meth:`Pool.unmerge`), the photos that go back taken out of the
+  merged-into KOL in every model version too, so that only a retraining names the KOL again;
 - :func:`delete_kol`: a KOL (by slug) out of the pool, the job folders and every model version
   (the wizard's :func:`shared.training.wizard.delete_kol_named` finds the slug of a display name);
 - :func:`import_warnings`: before an import, the job's KOLs that are already in the
@@ -98,6 +100,18 @@ def delete_kol(pool, slug, models=None, jobs=None):
     if models is not None:
         models.forget(slug)
     return name
+
+
+def undo_merge(pool, mid, models=None):
+    """Undo the merge ``mid`` of ``pool`` (:meth:`shared.training.pool.Pool.unmerge`) and take the photos
+    that go back out of the merged-into KOL in every model version of ``models`` (a
+    :class:`shared.recognition.store.ModelStore`), so no model names them as that KOL any more; the
+    KOL that comes back is named again after a retraining. Returns the merge record (with
+    ``"moved_back"``: the chip ids). Raises the :class:`UserError` of :meth:`Pool.unmerge`."""
+    record = pool.unmerge(mid)
+    if models is not None:
+        models.forget(record["target"], chips=record["moved_back"])
+    return record
 
 
 def remove_photo(pool, slug, cid, models=None):

@@ -84,7 +84,7 @@ AUDITED = {
     "*:models.*": lambda: "model." + request.endpoint.split(".", 1)[1],
 }
 #: Form fields that name the object of an audited action (values kept, at most 20 per field).
-OBJECT_FIELDS = ("job", "kol", "delete", "mode", "reset", "remove", "keep", "slug", "name", "into", "target",
+OBJECT_FIELDS = ("job", "kol", "delete", "mode", "reset", "remove", "keep", "slug", "name", "into", "target", "merge",
                  "version", "video", "crop")
 #: Successful POSTs counted per user (never logged): endpoint -> kind.
 COUNTED = {
