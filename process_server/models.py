@@ -14,7 +14,9 @@ bp = Blueprint("models", __name__)
 
 @bp.get("/models")
 def index():
-    versions = version_history(models(), pool().display_names())
+    merged = {m["source"]: m["target"] for m in pool().merges(undone=True)}
+    # the pool's own names: a merged KOL keeps the name it had in the versions that knew it
+    versions = version_history(models(), pool().names(), merged)
     payload = {"current": models().current_version(), "versions": versions}
     return reply("process/models.html", payload, switched=request.args.get("switched"))
 

@@ -324,7 +324,8 @@ def train_model():
     result = record["summary"]
     names = (models().meta(result["model_version"]) or {}).get("names", {})
     return reply("process/train_model.html", result, names=names, record=record, pool_stats=pool().stats(),
-                 current=models().meta(), **_page_context(job, state))
+                 current=models().meta(), merged={m["source"]: m["target"] for m in pool().merges(undone=True)},
+                 **_page_context(job, state))
 
 
 @bp.app_context_processor

@@ -136,3 +136,34 @@ def test_accuracy_words_follow_the_numbers(data_dir):
         cmp = version_history(store, {"kol-2": "Zoe"})[0]["comparison"]
         assert cmp["accuracy"] == word and words in cmp["summary"], (before, after, cmp)
         assert cmp["summary"].startswith("1 KOL removed (Zoe); ")  # the pool's display name first
+
+
+def test_a_merge_reads_as_a_merge_and_the_report_names_who_left(process_app_no_worker, data_dir, tmp_path):
+    """Issue 25: after merging "Naomi" into "Naomi_Watts" the models page says so (not "1 KOL removed
+    (Naomi_Watts)"), a deleted KOL is named by its own name, and the retrain report names both."""
+    from shared.recognition.store import ModelStore
+    from shared.training.jobs import JobStore
+    from shared.training.pool import Pool
+    from shared.training.train import retrain
+
+    from .test_roster import _staged
+
+    pool, store = Pool(data_dir / "pool"), ModelStore(data_dir / "models")
+    watts = pool.add("Naomi_Watts", _staged(tmp_path, 3))
+    naomi = pool.add("Naomi", _staged(tmp_path, 2, seed=1))
+    zoe = pool.add("Zoë", _staged(tmp_path, 2, seed=2))
+    pool.add("Ben", _staged(tmp_path, 2, seed=3))
+    retrain(pool, store)
+    pool.merge(naomi, watts)
+    pool.remove(zoe)
+    summary = retrain(pool, store)
+    proc = signed_in(process_app_no_worker.test_client(), "admin")
+    newest = proc.get("/models", headers=JSON).get_json()["versions"][0]["comparison"]
+    assert newest["summary"].startswith("Naomi merged into Naomi_Watts; 1 KOL removed (Zoë)"), newest["summary"]
+    assert newest["merged"] == [{"slug": naomi, "into": watts}] and sorted(newest["removed"]) == sorted([naomi, zoe])
+    assert "Naomi merged into Naomi_Watts" in proc.get("/models").get_data(as_text=True)
+    jobs = JobStore(data_dir / "jobs")
+    job = jobs.create_pool_training()
+    jobs.update(job, lambda s: s["steps"].__setitem__("train", {"state": "done", "summary": summary}))
+    report = proc.get(f"/train_model?job={job}").get_data(as_text=True)
+    assert "2 removed (Naomi, merged into Naomi_Watts, Zoë)" in report, report[report.find("Compared"):][:400]

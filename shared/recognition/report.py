@@ -106,13 +106,16 @@ def training_metrics(model, seconds):
 
 
 def compare(previous_meta, model):
-    """Plain comparison with the previous model's meta: KOLs added / removed, photo counts."""
+    """Plain comparison with the previous model's meta: KOLs added / removed (``removed_names``: their
+    names in the previous model, which the new one no longer has), photo counts."""
     if not previous_meta:
         return None
     before = (previous_meta.get("metrics") or {}).get("per_kol") or {}
     after = model.meta["metrics"]["per_kol"]
+    removed = sorted(set(before) - set(after))
     return {"previous_version": previous_meta.get("version"),
-            "added": sorted(set(after) - set(before)), "removed": sorted(set(before) - set(after)),
+            "added": sorted(set(after) - set(before)), "removed": removed,
+            "removed_names": {s: (previous_meta.get("names") or {}).get(s, s) for s in removed},
             "more_photos": sorted(s for s in after if s in before and after[s] > before[s]),
             "fewer_photos": sorted(s for s in after if s in before and after[s] < before[s]),
             "identities_before": previous_meta.get("identities"), "samples_before": previous_meta.get("samples")}
@@ -127,19 +130,21 @@ def _names_list(slugs, names, most=8):
     return ", ".join(shown) + (f" and {len(slugs) - most} more" if len(slugs) > most else "")
 
 
-def version_history(store, names=None):
+def version_history(store, names=None, merged=None):
     """The kept model versions, newest first, each compared in plain words with the one kept before it.
 
     store: :class:`ModelStore`; names: ``{slug: display name}`` (normally the pool's
-    ``display_names()``, falling back to each version's own names, then to the slug).
+    ``names()``, falling back to each version's own names, then to the slug); merged: ``{slug: slug
+    it was merged into}`` (the pool's merges): a KOL that left a version by a merge into a KOL that
+    version knows reads "A merged into B", not "removed".
     Returns ``[{"version", "created" (ISO UTC or None), "current": bool, "identities": int,
     "samples": int, "cv_accuracy": float in [0, 1] or None, "kols": [slug] (sorted),
     "comparison": None for the oldest kept version, else {"previous": version, "added": [slug],
-    "removed": [slug], "accuracy_before", "accuracy_after", "accuracy": "better" | "worse" |
+    "removed": [slug] (merges included), "merged": [{"slug", "into"}], "accuracy_before", "accuracy_after", "accuracy": "better" | "worse" |
     "same" | "not comparable", "summary": one plain sentence}}]``. The comparison is with the
     previous KEPT version (older ones were pruned), from the KOLs in each version's meta.
     """
-    names = names or {}
+    names, merged = names or {}, merged or {}
     current = store.current_version()
     rows, before = [], None
     for version in store.versions():  # oldest first
@@ -154,6 +159,8 @@ def version_history(store, names=None):
             label = {**before["label"], **label}
             added = sorted(set(kols) - set(before["kols"]))
             removed = sorted(set(before["kols"]) - set(kols))
+            joined = [{"slug": s, "into": merged[s]} for s in removed if merged.get(s) in kols]
+            gone = [s for s in removed if merged.get(s) not in kols]
             a0, a1 = before["cv_accuracy"], row["cv_accuracy"]
             if a0 is None or a1 is None:
                 accuracy = "not comparable"
@@ -162,9 +169,10 @@ def version_history(store, names=None):
             parts = []
             if added:
                 parts.append(f"{len(added)} KOL{'' if len(added) == 1 else 's'} added ({_names_list(added, label)})")
-            if removed:
-                parts.append(f"{len(removed)} KOL{'' if len(removed) == 1 else 's'} removed "
-                             f"({_names_list(removed, label)})")
+            parts += [f"{label.get(m['slug'], m['slug'])} merged into {label.get(m['into'], m['into'])}"
+                      for m in joined]
+            if gone:
+                parts.append(f"{len(gone)} KOL{'' if len(gone) == 1 else 's'} removed ({_names_list(gone, label)})")
             if not parts:
                 parts.append("the same KOLs")
             if accuracy == "not comparable":
@@ -173,7 +181,7 @@ def version_history(store, names=None):
                 parts.append(f"accuracy unchanged ({_percent(a1)})")
             else:
                 parts.append(f"accuracy {accuracy} ({_percent(a0)} before, {_percent(a1)} now)")
-            row["comparison"] = {"previous": before["version"], "added": added, "removed": removed,
+            row["comparison"] = {"previous": before["version"], "added": added, "removed": removed, "merged": joined,
                                  "accuracy_before": a0, "accuracy_after": a1, "accuracy": accuracy,
                                  "summary": "; ".join(parts)[:1].upper() + "; ".join(parts)[1:] + "."}
         rows.append(row)

@@ -339,8 +339,8 @@ class Pool:
         return into["name"], moved
 
     def merges(self, target=None, undone=False):
-        """The merge records, newest first (only those into ``target`` when given; undone ones only
-        with ``undone=True``): ``[{"id", "at", "source" (slug), "name" (its display name then),
+        """The merge records, newest first (only those into ``target`` when given; the undone ones
+        too with ``undone=True``): ``[{"id", "at", "source" (slug), "name" (its display name then),
         "target" (slug), "into" (its display name then), "chips" (the chip ids that moved),
         "aliases", "undone" (iso time, once undone)}]``."""
         data = read_json(self.manifest_path, default={}) or {}
