@@ -152,7 +152,9 @@ def setup():
     sign_in(row)
     record("user.create", {"name": row["name"], "role": "admin", "first_run": True}, actor=row["name"],
            role="admin", via="session")
-    return redirect(url_for("auth.users"), 303)
+    flash(f"Your admin account {row['name']} is ready. Now teach the tool your first KOLs: upload a zip with one "
+          "folder of photos per KOL. Add users and API tokens later, under Users.")
+    return redirect(url_for("training.train_model"), 303)
 
 
 @bp.get("/account")
@@ -226,6 +228,7 @@ def user_action():
         row = accounts().create_user(request.form.get("name"), request.form.get("password"),
                                      request.form.get("role"), created_by=principal().actor)
         record("user.create", {"name": row["name"], "role": row["role"]})
+        said = f"The user {row['name']} ({row['role']}) was added: they can sign in now."
     else:
         user_id = _int_field("user")
         row = accounts().user(user_id)
@@ -235,16 +238,20 @@ def user_action():
             role = request.form.get("role")
             accounts().set_role(user_id, role)
             record("user.role", {"name": row["name"], "role": role})
+            said = f"{row['name']} is {'an' if role == 'admin' else 'a'} {role} now."
         elif action == "password":
             accounts().set_password(user_id, request.form.get("password"))
             record("user.password", {"name": row["name"]})
+            said = f"The password of {row['name']} was changed."
         elif action == "delete":
             accounts().delete_user(user_id)
             record("user.delete", {"name": row["name"]})
+            said = f"The user {row['name']} was removed and signed out."
         else:
             raise UserError("The action must be create, role, password or delete.", 400)
     if json_wanted():
         return jsonify({"users": accounts().users()})
+    flash(said)
     return redirect(url_for("auth.users"), 303)
 
 

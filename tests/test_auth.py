@@ -773,7 +773,9 @@ def test_first_run_in_a_browser_then_a_member_sees_no_admin_actions(fresh_stack,
     pg.fill("#password2", PASSWORD)
     with pg.expect_navigation():
         pg.click("button[type=submit]")
-    assert pg.url == main + "/admin/users"
+    assert pg.url == main + "/trainModel"  # issue 25: a new install is led to training
+    assert "Now teach the tool your first KOLs" in pg.inner_text("main")
+    pg.goto(main + "/admin/users")
     pg.fill("#new-name", "Mo")
     pg.fill("#new-password", PASSWORD)
     pg.select_option("#new-role", "member")

@@ -494,3 +494,19 @@ def test_import_page_offers_merge_for_duplicates(process_app, data_dir, tmp_path
     assert set(kols) == {mindy, twin}  # no second Mindy, no new "Zed"
     assert kols[mindy]["name"] == "mindy_kaling" and len(kols[mindy]["chips"]) == 2 + 6
     assert len(kols[twin]["chips"]) == 6
+
+
+def test_members_see_only_what_they_can_do(roster_app):
+    """Issue 25: a member reads no admin wording on the roster pages (no "upload a training zip", no
+    "Remove photos…" without a button, no "Manage the KOLs"); an admin still does."""
+    client, pool, slugs = roster_app
+    member = signed_in(client.application.test_client(), "member")
+    admin_words = ("upload a training zip", "Remove photos that show someone else", "Manage the KOLs",
+                   "Undo merge", "Merge into another KOL")
+    pages = [member.get("/kols"), member.get(f"/kols/{slugs['mindy']}"), member.get("/")]
+    assert all(r.status_code == 200 for r in pages)
+    text = "".join(r.get_data(True) for r in pages)
+    assert not [w for w in admin_words if w in text]
+    assert "Open a KOL to see the photos" in text
+    admin = "".join(client.get(p).get_data(True) for p in ("/kols", f"/kols/{slugs['mindy']}", "/"))
+    assert all(w in admin for w in admin_words[:3])
