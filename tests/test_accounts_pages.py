@@ -3,8 +3,11 @@ one lands on training; the home page without a model leads with Train; the Users
 Remove on one's own row (also right after making a token); adding a user says so."""
 import re
 
+from . import test_auth
 from .conftest import signed_in
-from .test_auth import MAIN_URL, PASSWORD, csrf_token, sign_in, three_apps  # noqa: F401 (a fixture)
+from .test_auth import MAIN_URL, PASSWORD, csrf_token, sign_in
+
+three_apps = test_auth.three_apps  # the fixture: the three apps on one data folder, with the admin "boss"
 
 
 def _users_rows(html):
