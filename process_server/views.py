@@ -81,7 +81,8 @@ def index():
     payload = {
         "job": job, "kind": state["kind"], "created": state["created"], "upload": state.get("upload"),
         "kols": [{"name": k["name"], "files": len(k["files"])} for k in state["kols"]],
-        "skipped": state["skipped"], "stage": state.get("stage"), "next": wizard.next_step(state),
+        "skipped": state["skipped"], "notes": state.get("notes") or [], "stage": state.get("stage"),
+        "next": wizard.next_step(state),
         "steps": {name: {key: rec.get(key) for key in ("state", "done", "total", "error", "summary")}
                   for name, rec in state["steps"].items()},
     }

@@ -10,7 +10,8 @@ from shared.faces import archive, layout
 from shared.faces.archive import ArchiveError
 from shared.faces.layout import extract_training_zip
 
-from .conftest import FACES, FIVE, VIDEO, needs_data, needs_video
+from ._synth import JSON
+from .conftest import FACES, FIVE, VIDEO, needs_data, needs_video, signed_in
 
 LFW = FACES / "lfw_dev"
 needs_lfw = pytest.mark.skipif(not LFW.is_dir(), reason=f"real LFW photos not found at {LFW}")
@@ -87,6 +88,25 @@ def test_names_are_display_names_and_never_paths(tmp_path, photo):
     assert sorted(names) == sorted(["Zoë Kravitz", "ctrlname", "José", "a..b"])
     assert all(Path(f["path"]).resolve().is_relative_to((tmp_path / "out").resolve())
                for k in out.kols for f in k["files"])
+
+
+def test_folder_names_keep_every_character_or_say_what_they_became(tmp_path, photo):
+    """Issue 25: ``AC\\DC`` and ``R&B <Star>`` are kept whole (a zip that uses '/' holds '\\' as a
+    character); a '/' always separates folders, so ``Slash/Name`` says on the job what it became."""
+    for sub in "bcdef":
+        (tmp_path / sub).mkdir()
+    out = extract(tmp_path, {"AC\\DC/1.jpg": photo, "R&B <Star>/2.jpg": photo, "Jane/3.jpg": photo})
+    assert sorted(k["name"] for k in out.kols) == ["AC\\DC", "Jane", "R&B <Star>"] and out.notes == []
+    out = extract(tmp_path / "b", {"Slash/Name/1.jpg": photo, "Slash/Name/2.jpg": photo})
+    assert [k["name"] for k in out.kols] == ["Name"]
+    assert "'Slash/' holds the folder of photos" in out.notes[0] and "the KOL is 'Name'" in out.notes[0]
+    refused(tmp_path / "c", {"Slash/Name/1.jpg": photo, "Jane/1.jpg": photo}, "a '/' in a zip path always separates")
+    out = extract(tmp_path / "d", {"L" * 90 + "/1.jpg": photo})
+    assert out.kols[0]["name"] == "L" * 80 and "longer than a KOL name may be" in out.notes[0]
+    # a zip written with '\\' between folders (no '/' anywhere): the backslash separates, as before
+    out = extract(tmp_path / "e", {"Jane\\1.jpg": photo, "Bob\\2.jpg": photo})
+    assert sorted(k["name"] for k in out.kols) == ["Bob", "Jane"]
+    refused(tmp_path / "f", {"ok/a.jpg": photo, "AC\\..\\..\\a.jpg": photo}, "climbs out")
 
 
 def test_utf8_names_without_the_utf8_flag(tmp_path, photo):
@@ -300,3 +320,28 @@ def test_video_zip_checks_videos(tmp_path):
 def test_photo_zip_as_video_upload_says_so(tmp_path, photo):
     err = refused(tmp_path, {"kol/a.jpg": photo}, "no video", kind="video")
     assert ".mp4" in err.message
+
+
+@needs_data
+def test_the_job_page_shows_names_whole_and_escaped_and_says_what_a_name_became(main_app, process_app, photo):
+    """Issue 25, through the servers: a training zip's KOL names are kept whole and shown as text (escaped)
+    on the job page, and a folder that became a wrapper is explained there."""
+    admin = signed_in(main_app.test_client(), "admin")
+    proc = signed_in(process_app.test_client(), "admin")
+
+    def upload(members):
+        zipped = make_zip(io.BytesIO(), members).getvalue()
+        r = admin.post("/trainByImage", data={"zip": (io.BytesIO(zipped), "k.zip")})
+        assert r.status_code == 303, r.get_data(as_text=True)[:300]
+        return r.headers["Location"].split("job=")[1]
+
+    job = upload({"AC\\DC/1.jpg": photo, "R&B <Star>/2.jpg": photo, "Jane/3.jpg": photo})
+    body = proc.get(f"/?job={job}", headers=JSON).get_json()
+    assert sorted(k["name"] for k in body["kols"]) == ["AC\\DC", "Jane", "R&B <Star>"] and body["notes"] == []
+    html = proc.get(f"/?job={job}").get_data(as_text=True)
+    assert "<td>AC\\DC</td>" in html and "<td>R&amp;B &lt;Star&gt;</td>" in html
+    job = upload({"<b>R&B</b> Star/1.jpg": photo, "<b>R&B</b> Star/2.jpg": photo})
+    html = proc.get(f"/?job={job}").get_data(as_text=True)
+    assert "<b>" not in html
+    assert "&#39;&lt;b&gt;R&amp;B&lt;/&#39; holds the folder of photos" in html, html[html.find("note"):][:500]
+    assert "the KOL is &#39;b&gt; Star&#39;" in html

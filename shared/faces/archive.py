@@ -141,8 +141,12 @@ def is_symlink(info):
     return info.create_system == 3 and stat.S_ISLNK(info.external_attr >> 16)
 
 
-def member_parts(name):
-    """Split a member name into safe parts, or raise for absolute / parent-relative names."""
+def member_parts(name, backslash_separates=True):
+    """Split a member name into safe parts, or raise for absolute / parent-relative names.
+
+    backslash_separates: ``\\`` separates folders too (zips written by some Windows tools); with
+    ``False`` (a zip whose names use ``/``) it is a character of the name (``AC\\DC``). Either way a
+    name that would climb out or be absolute when read with either separator is refused."""
     raw = name.replace("\\", "/")
     if raw.startswith("/") or (len(raw) > 1 and raw[1] == ":"):
         raise ArchiveError(f"The zip holds a file with an absolute path ('{name}'); "
@@ -151,6 +155,8 @@ def member_parts(name):
     if ".." in parts:
         raise ArchiveError(f"The zip holds a file whose path climbs out of the zip ('{name}'); "
                            "it was refused. Zip the KOL folders themselves.")
+    if not backslash_separates:
+        parts = [p for p in name.split("/") if p not in ("", ".")]
     return parts
 
 

@@ -14,6 +14,11 @@ showing the expected layout (:func:`ambiguous`): only loose photos (no KOL name)
 different depths (``A/1.jpg`` beside ``Actors/B/2.jpg``), and two folders in different places that
 would give the same KOL name (``Jane/2024/`` and ``Bob/2024/``). Loose photos beside KOL folders
 are skipped and listed.
+
+Names: a folder's name is kept whole as the KOL's display name (``AC\\DC``, ``R&B <Star>``: a zip whose
+names use ``/`` holds ``\\`` as a character); a ``/`` always separates two folders, so where a name
+is not its folder's (a wrapper folder, a name cleaned or shortened) :attr:`Extracted.notes` says
+what it became and why, for the job page.
 """
 import os
 import shutil
@@ -39,10 +44,13 @@ class Extracted:
     kols: ``[{"name": display name, "files": [{"path": str (absolute, on disk),
         "name": original name inside the zip}]}]`` in the order of the names.
     skipped: ``[{"name": member name, "reason": sentence}]`` for files not used.
+    notes: sentences saying where a KOL's name is not its folder's name as the zip holds it (folders
+        taken as wrappers, a name cleaned or shortened), for the job page.
     """
 
     kols: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
 
 
 def kol_path(folders):
@@ -108,7 +116,10 @@ def kol_groups(entries, kind):
         deep = next(k for k in outer.values() if len(k) == depths[-1])
         high = next(k for k in outer.values() if len(k) == depths[0])
         raise ambiguous(f"The {plural} lie at different depths of the zip ('{'/'.join(high[prefix:])}/' "
-                        f"and '{'/'.join(deep[prefix:])}/'), so it is not clear which folders are the KOLs.")
+                        f"and '{'/'.join(deep[prefix:])}/'), so it is not clear which folders are the KOLs. "
+                        f"If '{'/'.join(deep[prefix:])}' is one KOL's name: a '/' in a zip path always separates "
+                        "two folders, so a folder name cannot hold one; name the folder without it and rename "
+                        "the KOL after the import.")
     groups, skipped = {}, []
     for parts, _ in entries:
         if not parts[-1].lower().endswith(exts):
@@ -119,6 +130,28 @@ def kol_groups(entries, kind):
         else:
             groups.setdefault(outer[kol], []).append((parts, info))
     return groups, skipped, prefix
+
+
+def wrapper_notes(groups, prefix, plural):
+    """The note for folders taken as wrappers around the KOL folders (``prefix`` of them, the same in
+    every key of ``groups``): ``[]`` when there are none, else one sentence naming them."""
+    if not prefix or not groups:
+        return []
+    wrapper = "/".join(next(iter(groups))[:prefix])
+    kols = sorted(key[prefix] for key in groups)
+    if len(kols) > 1:
+        return [f"'{wrapper}/' holds every folder of {plural}, so it was taken as a folder around the KOLs, "
+                f"not as a KOL: the KOLs are the {len(kols)} folders inside it."]
+    return [f"'{wrapper}/' holds the folder of {plural}, so it was taken as a folder around the KOL, not as part "
+            f"of the name: the KOL is '{kols[0]}'. A '/' in a zip path always separates two folders, so a KOL "
+            f"name cannot hold one; if the name is '{wrapper}/{kols[0]}', rename the KOL after the import."]
+
+
+def name_note(folder, name):
+    """The note for a KOL folder whose name had to change to become a display name (:func:`display_name`)."""
+    if len(folder.strip()) > len(name) and folder.strip().startswith(name):
+        return f"The folder name '{folder}' is longer than a KOL name may be; the KOL is '{name}'."
+    return f"The folder name '{folder}' held invisible characters or extra spaces; the KOL is '{name}'."
 
 
 def extract_training_zip(zip_path, dest, kind="image", max_members=None, max_total=None, max_ratio=MAX_RATIO):
@@ -152,10 +185,13 @@ def _extract(zip_path, dest, kind, allowance, max_ratio):
     _, singular, plural = KINDS[kind]
     with open_zip(zip_path) as zf:
         infos = checked_infos(zf, os.path.getsize(zip_path), allowance, max_ratio)
+        # a zip whose names use '/' keeps a '\' as part of a name (AC\DC); one without any '/' was
+        # written by a Windows tool that separates folders with '\'
+        backslash_separates = not any("/" in member_name(info) for info in infos)
         entries = []
         for info in infos:
             name = member_name(info)
-            parts = member_parts(name)
+            parts = member_parts(name, backslash_separates)
             if not parts or is_junk(parts):
                 continue
             if is_symlink(info):
@@ -173,7 +209,7 @@ def _extract(zip_path, dest, kind, allowance, max_ratio):
         if not entries:
             raise ArchiveError("The zip is empty.")
         groups, skipped, prefix = kol_groups(entries, kind)
-        out = Extracted(skipped=skipped)
+        out = Extracted(skipped=skipped, notes=wrapper_notes(groups, prefix, plural))
         budget = allowance.bytes_left()
         names = {}  # display name -> (kol, its folder path)
         for folder in sorted(groups, key=lambda path: (path[-1], path)):
@@ -188,6 +224,8 @@ def _extract(zip_path, dest, kind, allowance, max_ratio):
                 raise ambiguous(f"The folders '{'/'.join(names[name][1][prefix:])}/' and "
                                 f"'{'/'.join(folder[prefix:])}/' would both be the KOL '{name}', "
                                 "so it is not clear which folders are the KOLs.")
+            if name != folder[-1].strip():
+                out.notes.append(name_note(folder[-1], name))
             if name in names:  # two sibling folders that differ only in invisible characters
                 kol = names[name][0]
             else:

@@ -15,7 +15,7 @@ pool (kind ``"pool"``: only the train step). Everything about it lives in
 
     {"job": id, "kind": "image"|"video"|"pool", "created": iso time, "upload": original zip name,
      "kols": [{"name": display name, "files": [{"path": relative to the job folder, "name": name in the zip}]}],
-     "skipped": [{"name", "reason"}],
+     "skipped": [{"name", "reason"}], "notes": [sentences: where a KOL's name is not its folder's name],
      "steps": {step: {"state": "queued"|"running"|"done"|"failed", "done": int, "total": int,
                       "error": str|None, "status": HTTP status of the error, "started", "finished",
                       "rq": [ids of the RQ jobs doing the step], "summary": {...}}},
@@ -83,7 +83,7 @@ class JobStore:
             kols = [{"name": k["name"],
                      "files": [{"path": str(Path(f["path"]).relative_to(folder)), "name": f["name"]}
                                for f in k["files"]]} for k in extracted.kols]
-            self._write_new(folder, kind, upload_name, kols, extracted.skipped)
+            self._write_new(folder, kind, upload_name, kols, extracted.skipped, extracted.notes)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -107,10 +107,10 @@ class JobStore:
         return folder
 
     @staticmethod
-    def _write_new(folder, kind, upload_name, kols, skipped):
+    def _write_new(folder, kind, upload_name, kols, skipped, notes=()):
         atomic_write_json(folder / "state.json", {
             "job": folder.name, "kind": kind, "created": now_iso(), "upload": upload_name,
-            "kols": kols, "skipped": skipped, "steps": {}, "stage": None})
+            "kols": kols, "skipped": skipped, "notes": list(notes), "steps": {}, "stage": None})
 
     def sweep_incomplete(self, older_than_s=INCOMPLETE_MAX_AGE_S):
         """Delete job folders that never got a ``state.json`` (an upload cut off by a crash or kill)
