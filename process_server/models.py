@@ -1,6 +1,8 @@
 """The kept model versions: a list with plain-words comparisons, and a switch back to any of them.
 
-Admin only (shared/web/access.py denies by default); the switch is audited as ``model.switch``.
+Admin only (shared/web/access.py denies by default); the switch is audited as ``model.switch``. The
+page also lists the merges of KOLs that can be undone, each linking to the main server's KOL page
+that undoes it.
 """
 from flask import Blueprint, jsonify, redirect, request, url_for
 
@@ -18,7 +20,7 @@ def index():
     # the pool's own names: a merged KOL keeps the name it had in the versions that knew it
     versions = version_history(models(), pool().names(), merged)
     payload = {"current": models().current_version(), "versions": versions}
-    return reply("process/models.html", payload, switched=request.args.get("switched"))
+    return reply("process/models.html", payload, switched=request.args.get("switched"), merges=pool().merges())
 
 
 @bp.post("/models/switch")

@@ -119,10 +119,19 @@ def test_roster_pages_rename_merge_retrain(roster_servers, bangkok_page):
     page.goto(main + "/kols")
     page.locator(".kol-card", has_text="Mindy K.").click()
     target = pool.same_name("mindy_kaling")
+    assert page.locator("#into").input_value() == ""  # nobody preselected (issue 25)
     page.select_option("#into", target)
     page.locator("#merge button").click()
+    page.wait_for_url(f"{main}/kols/*/merge?into={target}")  # both KOLs side by side first
+    assert page.locator("h1").inner_text() == "Merge Mindy K. into mindy_kaling?"
+    for side in ("#merge-source", "#merge-target"):
+        assert page.locator(f"{side} img").count() >= 1
+    assert page.evaluate("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+    shoot(page, "roster-04a-merge-confirm", phone=True)
+    page.locator("button", has_text="Merge Mindy K. into mindy_kaling").click()
     page.wait_for_url(f"{main}/kols/{target}")
     assert page.locator("h1").inner_text() == "mindy_kaling"
+    assert "Mindy K. was merged into mindy_kaling" in page.locator(".flash").inner_text()
     assert len(pool.kols()) == 3 and page.locator("ul.chip-grid li").count() == len(pool.kols()[target]["chips"])
     retrain = page.locator("button.retrain-now")
     assert retrain.count() == 1
@@ -134,6 +143,13 @@ def test_roster_pages_rename_merge_retrain(roster_servers, bangkok_page):
     page.locator(".thumbs a.thumb", has_text="Elton John").click()
     page.wait_for_url(f"{main}/kols/*")
     assert page.locator("h1").inner_text() == "Elton John"
+    # the merge is undone from the KOL it went into
+    page.goto(f"{main}/kols/{target}")
+    page.locator("#merges button", has_text="Undo merge").click()
+    page.wait_for_url(f"{main}/kols/*")
+    assert page.locator("h1").inner_text() == "Mindy K." and len(pool.kols()) == 4
+    assert "Mindy K. is back with 2 photos" in page.locator(".flash").inner_text()
+    shoot(page, "roster-05-unmerged")
     assert page.errors == []
 
 

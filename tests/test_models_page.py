@@ -161,7 +161,9 @@ def test_a_merge_reads_as_a_merge_and_the_report_names_who_left(process_app_no_w
     newest = proc.get("/models", headers=JSON).get_json()["versions"][0]["comparison"]
     assert newest["summary"].startswith("Naomi merged into Naomi_Watts; 1 KOL removed (Zoë)"), newest["summary"]
     assert newest["merged"] == [{"slug": naomi, "into": watts}] and sorted(newest["removed"]) == sorted([naomi, zoe])
-    assert "Naomi merged into Naomi_Watts" in proc.get("/models").get_data(as_text=True)
+    page = proc.get("/models").get_data(as_text=True)
+    assert "Naomi merged into Naomi_Watts" in page
+    assert f'/kols/{watts}#merges">undo it on the page of Naomi_Watts</a>' in page  # the way to undo it
     jobs = JobStore(data_dir / "jobs")
     job = jobs.create_pool_training()
     jobs.update(job, lambda s: s["steps"].__setitem__("train", {"state": "done", "summary": summary}))

@@ -507,6 +507,6 @@ def test_members_see_only_what_they_can_do(roster_app):
     assert all(r.status_code == 200 for r in pages)
     text = "".join(r.get_data(True) for r in pages)
     assert not [w for w in admin_words if w in text]
-    assert "Open a KOL to see the photos" in text
+    assert "Open a KOL to see the photos" in text and "An admin can retrain it." in text
     admin = "".join(client.get(p).get_data(True) for p in ("/kols", f"/kols/{slugs['mindy']}", "/"))
     assert all(w in admin for w in admin_words[:3])
