@@ -217,12 +217,15 @@ class Pool:
         return slugs
 
     def remove(self, slug):
-        """Delete a KOL for good: out of the manifest first, then its files. Returns its display name."""
+        """Delete a KOL for good: out of the manifest first, then its files. Returns its display name.
+        The records of merges into it go too (they cannot be undone any more)."""
         with locked(self.lock_path):
             data = read_json(self.manifest_path, default={}) or {}
             info = (data.get("kols") or {}).pop(str(slug), None)
             if info is None:
                 raise UserError("That KOL is not in the training pool.", 404)
+            if data.get("merges"):
+                data["merges"] = [m for m in data["merges"] if m["target"] != str(slug)]
             atomic_write_json(self.manifest_path, data)
             self._sweep(data)
         return info["name"]
