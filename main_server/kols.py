@@ -141,7 +141,8 @@ def unmerge(slug):
     record = roster.undo_merge(pool(), mid, models=models())
     n = len(record["moved_back"])
     _said(f"The merge was undone: {record['name']} is back with {n} photo{'' if n == 1 else 's'}, "
-          f"which no longer count for {record['into']}. Retrain so that {record['name']} is recognised again.")
+          f"which no longer count for {pool().kols()[slug]['name']}. Retrain so that {record['name']} "
+          "is recognised again.")
     return _done(record["source"])
 
 
