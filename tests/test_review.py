@@ -45,15 +45,42 @@ def _negatives(rows, slugs):
                             np.array(["0" * 16] * len(slugs), dtype=str))
 
 
-def test_a_not_x_face_is_no_longer_named_x_and_faces_like_it_neither(toy):
+def test_the_reviewed_face_itself_is_no_longer_named_x_even_when_sure(toy):
     model, a, _b, rng = toy
-    face = _unit(a + 0.35 * _unit(rng.normal(size=128)))  # a lookalike of 'a'
-    like_it = _unit(face + 0.02 * rng.normal(size=128))
-    before = [model.predict(e[None, :])[0] for e in (face, like_it)]  # one photo each: a KOL names one face a photo
-    assert [p.slug for p in before] == ["a", "a"]
-    after = [model.predict(e[None, :], negatives=_negatives([face], ["a"]))[0] for e in (face, like_it)]
-    assert [p.slug for p in after] == [None, None]
-    assert all(not p.known and p.confidence >= 0.5 for p in after)  # "unknown" is the more likely answer shown
+    face = _unit(a + 0.35 * _unit(rng.normal(size=128)))
+    before = model.predict(face[None, :])[0]
+    assert before.slug == "a" and before.confidence >= review.SURE
+    after = model.predict(face[None, :], negatives=_negatives([face], ["a"]))[0]
+    assert after.slug is None and not after.known and after.confidence >= 0.5  # "unknown", the more likely answer
+
+
+def _one_face(d_photo, d_not, p_right):
+    """One face (at the origin's unit vector) with one candidate, KOL 0: ``dn`` = ``d_photo``, one "not 0" face
+    ``d_not`` away, the rule's ``P`` = ``p_right`` and ``S`` = 0.2."""
+    e = np.zeros(128)
+    e[0] = 1.0
+    neg = np.zeros(128)
+    neg[0], neg[1] = 1.0, d_not
+    args = (e[None, :], np.array([[0, 1]]), np.array([[p_right, 0.1]]), np.array([[0.2, 0.2]]),
+            np.array([[d_photo, 0.9]]), ["a", "b"], _negatives([neg], ["a"]))
+    return review.veto(*args)
+
+
+def test_an_unsure_candidate_nearer_to_a_not_x_face_than_to_x_is_dropped():
+    P, S = _one_face(d_photo=0.45, d_not=0.35, p_right=0.7)
+    assert P[0].tolist() == [0.0, 0.1] and S[0, 0] == pytest.approx(0.9)  # unknown: 1 - the best P left
+
+
+def test_a_candidate_nearer_to_its_own_photo_stays():
+    P, S = _one_face(d_photo=0.35, d_not=0.45, p_right=0.7)
+    assert P[0].tolist() == [0.7, 0.1] and S[0].tolist() == [0.2, 0.2]
+
+
+def test_a_sure_candidate_stays_unless_it_is_the_reviewed_face_itself():
+    P, _ = _one_face(d_photo=0.45, d_not=0.35, p_right=0.95)
+    assert P[0, 0] == 0.95
+    P, _ = _one_face(d_photo=0.45, d_not=review.SAME_FACE / 2, p_right=0.95)
+    assert P[0, 0] == 0.0
 
 
 def test_a_not_x_face_does_not_hide_x_itself(toy):
