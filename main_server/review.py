@@ -33,13 +33,14 @@ def _review_count():
     return {"review_count": lambda: _queue().count()}
 
 
-def _public(item, kols):
+def _public(item, kols, photos=True):
     """An item as pages and scripts see it: the record plus its face's address, whether it waits, and each
-    candidate's pool photo nearest the face (``photo``: ``None`` for a KOL no longer in the pool)."""
-    candidates, embedding = [], _queue().embedding(item["id"])
+    candidate's pool photo nearest the face (``photo``: ``None`` for a KOL no longer in the pool, and in the
+    list, ``photos=False``, where reading every candidate's embeddings for every face would be slow)."""
+    candidates, embedding = [], _queue().embedding(item["id"]) if photos else None
     for c in item["candidates"]:
         photo = None
-        if c["slug"] in kols:
+        if photos and c["slug"] in kols:
             cid = predict.representative_chip(pool(), c["slug"], embedding)
             photo = url_for("predict.pool_photo", slug=c["slug"], cid=cid) if cid else None
         candidates.append(dict(c, name=kols[c["slug"]]["name"] if c["slug"] in kols else c["name"],
@@ -48,11 +49,15 @@ def _public(item, kols):
                 face_url=url_for("review.face", rid=item["id"]))
 
 
+#: Faces listed on the queue's page at most (the least sure first); ``count`` is all of them.
+LISTED = 200
+
+
 @bp.get("/review")
 def index():
-    kols = pool().kols()
-    items = [_public(i, kols) for i in _queue().pending()]
-    return reply("main/review.html", {"count": len(items), "items": items})
+    kols, waiting = pool().kols(), _queue().pending()
+    return reply("main/review.html", {"count": len(waiting), "items": [_public(i, kols, photos=False)
+                                                                       for i in waiting[:LISTED]]})
 
 
 @bp.get("/review/<rid>")
@@ -91,7 +96,7 @@ def answer(rid):
         raise UserError("Only an admin may add a face to a KOL's photos: answer without 'add'; nothing was changed.",
                         403)
     who = principal()
-    done = _queue().answer(rid, kind, kol, by=who.actor if who else "anonymous", kols=pool().kols(),
+    done = _queue().answer(rid, kind, kol, by=who.actor if who else "anonymous", kols=lambda: pool().kols(),
                            add=_adder(kol) if add else None)
     result = done["answer"]
     record("review.add_photo" if result["added"] else "review.answer",

@@ -256,7 +256,10 @@ def test_an_unsure_answer_is_queued_once_with_its_candidates_and_photos(app):
     assert item["shown"] == {k: face[k] for k in ("identity", "confidence", "known")}
     assert item["source"]["kind"] == "single" and item["source"]["photo"] == UNSURE[1]
     assert item["candidates"][0]["name"] == "Elton John" and len(item["candidates"]) == review.CANDIDATES
-    for url in [item["face_url"]] + [c["photo"] for c in item["candidates"]]:
+    assert [c["photo"] for c in item["candidates"]] == [None] * review.CANDIDATES  # the list reads no photos
+    one = client.get(f"/review/{item['id']}", headers=JSON).json
+    assert one["id"] == item["id"] and one["waiting"] is True
+    for url in [item["face_url"]] + [c["photo"] for c in one["candidates"]]:
         shown = client.get(url)
         assert shown.status_code == 200 and shown.data[:4] == b"\x89PNG"
     page = client.get(f"/review/{item['id']}", headers={"Accept": "text/html"})
@@ -304,6 +307,8 @@ def test_this_is_x_adds_the_face_for_admins_only_and_is_audited(app, data_dir):
     rid, slug = _waiting(member)["items"][0]["id"], _slug(data_dir, "Elton John")
     pool = Pool(data_dir / "pool")
     before = (_state(data_dir / "pool"), _state(data_dir / "review"))
+    page = admin.get(f"/review/{rid}", headers={"Accept": "text/html"}).text
+    assert "This is Elton John: add to photos" in page and 'name="add" value="1"' in page
     refused = _answer(member, rid, answer="is", kol=slug, add="1")
     assert refused.status_code == 403 and "only an admin" in refused.json["error"].lower()
     assert (_state(data_dir / "pool"), _state(data_dir / "review")) == before
@@ -343,6 +348,18 @@ def test_bad_answers_over_http_change_nothing(app, data_dir):
     before = state()
     twice = _answer(client, rid, answer="nobody")
     assert twice.status_code == 409 and "already reviewed" in twice.json["error"] and state() == before
+
+
+@needs_data
+def test_a_browser_answer_goes_on_to_the_next_face_or_the_list(app, data_dir):
+    client = signed_in(app.test_client(), "member")
+    _predict(client)
+    rid = _waiting(client)["items"][0]["id"]
+    done = client.post(f"/review/{rid}/answer", data={"answer": "nobody"}, headers={"Accept": "text/html"})
+    assert done.status_code == 303 and done.headers["Location"].endswith("/review")
+    listed = client.get("/review", headers={"Accept": "text/html"})
+    assert "Nothing to review" in listed.text and '<span class="count">' not in listed.text
+    assert "Answered: nobody we know." in listed.text  # the flash
 
 
 @needs_data

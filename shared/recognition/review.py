@@ -279,7 +279,7 @@ class Queue:
 
         kind: one of :data:`ANSWERS` ("is" / "not": the KOL ``kol``, a pool slug; "nobody": no KOL, the
         face becomes a "not" for each of its candidates still in the pool); by: who answered;
-        kols: the pool's ``{slug: info}`` now; add: for "is", ``add(chip, embedding) -> chip id`` puts the
+        kols: the pool's ``{slug: info}``, or a function giving it (read under the lock); add: for "is", ``add(chip, embedding) -> chip id`` puts the
         face (its aligned chip, RGB ``uint8``, and ``(128,)`` embedding) into the KOL's pool photos (called
         under the lock, before anything here changes).
         Returns the answered item. :class:`UserError`: 400 a bad answer, 404 a forged id or a KOL
@@ -294,6 +294,7 @@ class Queue:
             raise UserError("Only a face answered 'is' can be added to a KOL's photos.", 400)
         with locked(self.lock_path):
             item, folder = self.find(rid)
+            kols = kols() if callable(kols) else kols
             if item.get("answer"):
                 raise UserError(ALREADY.format(answer=describe(item["answer"])), 409)
             if kind != "nobody" and kol not in kols:
