@@ -120,9 +120,11 @@ def veto(E, idx, P, S, dn, classes, negatives):
     :data:`SAME_FACE` of a "not k" face (the reviewed face itself, whatever the rule now says of it).
     It has no constant fitted to anyone: it cannot drop a face that is nearer to one of k's own photos
     than to every "not k" face (a reviewed lookalike does not hide k's real photos), and it leaves the
-    answers shown as sure alone (they are right >= 99 % of the time on the development sets; measured
-    in ``bench/bench_review.py``: letting negatives overturn sure answers too lost 2-6 KOL photos per
-    population there and raised no share that this rule did not).
+    answers shown as sure alone. Measured with ``bench/bench_review.py`` (2026-12-03, faces not reviewed,
+    3 draws): letting the negatives overturn sure answers too caught a few more strangers (lfw_dev 5042
+    instead of 5029 of 5043, asian_dev 19 instead of 17 of 26) but unnamed KOL photos that were named
+    right (2 of 1400 on lfw_dev, 4 of 439 on asian_dev), so the KOL share no longer rose; this rule
+    raises or keeps both shares on both populations.
     A face whose first candidate is dropped keeps the stranger side's odds of the rest:
     ``S = max(S, 1 - the largest P left)``, so an "unknown" shown for it is the more likely answer.
     """
