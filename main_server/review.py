@@ -3,7 +3,8 @@
 ``GET /review`` (the faces waiting, least sure first), ``GET /review/<id>`` (one face beside its
 candidate KOLs' photos), ``GET /review/<id>/face.png``, ``POST /review/<id>/answer`` (``answer`` =
 ``is`` | ``not`` | ``nobody``, ``kol`` = a pool slug for the first two, ``add=1`` to put the face into
-that KOL's photos: admins only). Members may use them when the ``REVIEW_MEMBERS`` setting is on
+that KOL's photos: admins only), ``POST /review/<id>/add`` (admins: a face a member answered "this is X",
+into X's photos). Members may use them when the ``REVIEW_MEMBERS`` setting is on
 (:mod:`shared.web.access`); only admins change the pool. Every answer is recorded in the audit trail.
 The rules are in :mod:`shared.recognition.review`; every page answers JSON with ``Accept: application/json``.
 """
@@ -56,8 +57,11 @@ LISTED = 200
 @bp.get("/review")
 def index():
     kols, waiting = pool().kols(), _queue().pending()
-    return reply("main/review.html", {"count": len(waiting), "items": [_public(i, kols, photos=False)
-                                                                       for i in waiting[:LISTED]]})
+    payload = {"count": len(waiting), "items": [_public(i, kols, photos=False) for i in waiting[:LISTED]]}
+    if is_admin():  # the faces members said are a KOL, for an admin to add to that KOL's photos
+        payload["to_add"] = [_public(i, kols, photos=False) for i in _queue().to_add()[:LISTED]
+                             if i["answer"]["kol"] in kols]
+    return reply("main/review.html", payload, names={s: i["name"] for s, i in kols.items()})
 
 
 @bp.get("/review/<rid>")
@@ -74,6 +78,10 @@ def item(rid):
 def face(rid):
     _, folder = _queue().find(rid)  # 404 for a forged id
     return send_from_directory(folder, "face.png", max_age=3600)
+
+
+def _names():
+    return {s: i["name"] for s, i in pool().kols().items()}
 
 
 def _adder(slug):
@@ -103,8 +111,20 @@ def answer(rid):
            {"item": rid, "answer": kind, "kol": kol, "chip": result["added"], "negatives": result["negatives"]})
     if wants_json():
         return reply("main/review_item.html", _public(done, pool().kols()))
-    names = {s: i["name"] for s, i in pool().kols().items()}
-    flash(f"Answered: {review.describe(result, names)}"
+    flash(f"Answered: {review.describe(result, _names())}"
           + (" — added to the KOL's photos (retrain to use it)." if result["added"] else "."))
     waiting = _queue().pending()
     return redirect(url_for("review.item", rid=waiting[0]["id"]) if waiting else url_for("review.index"), 303)
+
+
+@bp.post("/review/<rid>/add")
+def add(rid):
+    """An admin adds a face answered "this is X" (by a member, without adding it) to X's photos."""
+    found, _ = _queue().find(rid)
+    slug = (found.get("answer") or {}).get("kol")
+    done = _queue().add_answered(rid, lambda: pool().kols(), _adder(slug))
+    record("review.add_photo", {"item": rid, "kol": slug, "chip": done["answer"]["added"]})
+    if wants_json():
+        return reply("main/review_item.html", _public(done, pool().kols()))
+    flash(f"Added to the photos of {_names().get(slug, slug)} (retrain to use it).")
+    return redirect(url_for("review.index"), 303)

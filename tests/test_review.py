@@ -325,6 +325,28 @@ def test_this_is_x_adds_the_face_for_admins_only_and_is_audited(app, data_dir):
 
 
 @needs_data
+def test_an_admin_adds_a_face_a_member_said_is_x(app, data_dir):
+    member, admin = signed_in(app.test_client(), "member"), signed_in(app.test_client(), "admin")
+    _predict(member)
+    rid, slug = _waiting(member)["items"][0]["id"], _slug(data_dir, "Elton John")
+    assert _answer(member, rid, answer="is", kol=slug).json["answer"]["added"] is None
+    assert "to_add" not in _waiting(member)
+    assert [i["id"] for i in _waiting(admin)["to_add"]] == [rid]
+    before = (_state(data_dir / "pool"), _state(data_dir / "review"))
+    refused = member.post(f"/review/{rid}/add", headers=JSON)
+    assert refused.status_code == 403 and (_state(data_dir / "pool"), _state(data_dir / "review")) == before
+    done = admin.post(f"/review/{rid}/add", headers=JSON)
+    assert done.status_code == 200, done.text[:300]
+    assert done.json["answer"]["added"] in Pool(data_dir / "pool").kols()[slug]["chips"]
+    assert _waiting(admin)["to_add"] == []
+    before = (_state(data_dir / "pool"), _state(data_dir / "review"))
+    again = admin.post(f"/review/{rid}/add", headers=JSON)
+    assert again.status_code == 409 and "added to the kol's photos already" in again.json["error"].lower()
+    assert admin.post("/review/0123456789abcdef/add", headers=JSON).status_code == 404
+    assert (_state(data_dir / "pool"), _state(data_dir / "review")) == before
+
+
+@needs_data
 def test_bad_answers_over_http_change_nothing(app, data_dir):
     client = signed_in(app.test_client(), "member")
     _predict(client)

@@ -317,6 +317,31 @@ class Queue:
             os.rename(folder, self.reviewed_dir / rid)
         return item
 
+    def to_add(self):
+        """The faces answered "this is X" without being added to X's photos (a member's answer), newest first."""
+        items = [read_json(f / "item.json") or {} for f in self._folders(self.reviewed_dir)]
+        items = [i for i in items if (i.get("answer") or {}).get("kind") == "is" and not i["answer"].get("added")]
+        return sorted(items, key=lambda i: (i["answer"]["at"], i["id"]), reverse=True)
+
+    def add_answered(self, rid, kols, add):
+        """Add the face ``rid``, answered "this is X" already, to X's photos: ``add(chip, embedding) -> chip id``
+        as for :meth:`answer`. Returns the item. 404 a forged id or X no longer in the pool, 409 a face not
+        answered "this is" (or waiting) or added already; nothing changes then."""
+        with locked(self.lock_path):
+            item, folder = self.find(rid)
+            answer = item.get("answer") or {}
+            if answer.get("kind") != "is":
+                raise UserError("Only a face answered 'this is' a KOL can be added to their photos; nothing was "
+                                "changed.", 409)
+            if answer.get("added"):
+                raise UserError("This face was added to the KOL's photos already; nothing was changed.", 409)
+            kols = kols() if callable(kols) else kols
+            if answer["kol"] not in kols:
+                raise UserError(GONE, 404)
+            answer["added"] = add(images.load_image(folder / "chip.png", max_side=None), read_arrays(folder / "chip.npy"))
+            atomic_write_json(folder / "item.json", item)
+        return item
+
     def _write_negatives(self, E, slugs, items):
         """Replace ``negatives.npz`` atomically (call under the lock)."""
         def write(fh):

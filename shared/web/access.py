@@ -66,7 +66,8 @@ MEMBER = (
     "process:wizard.pool_chip",  # the photos of the pool summary
     "main:kols.index",           # the roster, read-only (its changes are admin POSTs)
     "main:kols.kol",
-    ("main:review.*", _members_review),  # the review queue: list, one face, its photo, answers
+    *((f"main:review.{view}", _members_review)  # the review queue: list, one face, its photo, answers
+      for view in ("index", "item", "face", "answer")),  # (review.add, a face into the pool, is an admin's)
     "main:auth.logout",
     "main:auth.account",
     "main:auth.change_password",
