@@ -24,7 +24,7 @@ from shared.core.errors import UserError
 from shared.core.names import upload_name
 from shared.core.storage import atomic_write_bytes, read_json
 from shared.faces import engine, images
-from shared.recognition import batch, predict
+from shared.recognition import batch, predict, review
 from shared.web.access import principal
 from shared.web.factory import data_path, models, pool
 from shared.web.replies import reply, wants_json
@@ -61,6 +61,11 @@ def _new_result():
 def _result(run):
     """The folder of ``run`` if whoever is asking may read it (its maker, or an admin); 404 otherwise."""
     return _results().folder(run, principal())
+
+
+def _review_queue():
+    """The review queue of this data folder (:mod:`shared.recognition.review`)."""
+    return review.Queue(data_path(review.FOLDER))
 
 
 def _file_url(run, name):
@@ -105,13 +110,15 @@ def single_image():
         return _only_post("predict.single_page", "one photo in the field 'file'")
     started = time.perf_counter()
     stream, name = _single_upload()
-    model = _model()
+    model, queue = _model(), _review_queue()
     rgb, size = images.load_photo(stream, name=name)
-    objects, found = predict.predict_faces(rgb, model, original_size=size, names=pool().display_names())
+    names = pool().display_names()
+    objects, found = predict.predict_faces(rgb, model, original_size=size, names=names, negatives=queue.negatives())
     if not objects:
         raise UserError(f"No face was found in '{name}'. Try a photo where the face is larger, "
                         "sharper and turned towards the camera.", 422)
     run, folder = _new_result()
+    predict.queue_unsure(queue, rgb, found, objects, model, {"kind": "single", "run": run, "photo": name}, names)
     atomic_write_bytes(folder / "annotated.jpg", images.encode_jpeg(predict.annotated(rgb, objects, found)))
     elapsed = round((time.perf_counter() - started) * 1000, 1)
     payload = {"faces": objects, "model_version": model.version, "elapsed_ms": elapsed,
@@ -214,7 +221,8 @@ def similar_result():
                         "sharper and turned towards the camera.", 422)
     face = found[0]  # largest first
     names = pool().display_names()
-    objects, _ = predict.predict_faces(rgb, model, found=[face], original_size=size, names=names)
+    objects, _ = predict.predict_faces(rgb, model, found=[face], original_size=size, names=names,
+                                       negatives=_review_queue().negatives())
     matches, photos = [], []
     for slug, similarity, _distance in model.similar(face.embedding, k):
         matches.append({"identity": names.get(slug, model.names.get(slug, slug)), "similarity": similarity})

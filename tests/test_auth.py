@@ -36,6 +36,8 @@ MEMBER_SPEC = [
     ("video", "*", None), ("process", "wizard.pool_chip", None),
     ("process", "wizard.import_result", "GET"),  # without ?job: the pool summary
     ("main", "kols.index", "GET"), ("main", "kols.kol", "GET"),  # the roster, read-only
+    ("main", "review.index", None), ("main", "review.item", None), ("main", "review.face", None),
+    ("main", "review.answer", None),  # the review queue (issue 23) while REVIEW_MEMBERS is on, its default
 ]
 OPEN_SPEC = [("*", "healthz"), ("*", "static"), ("main", "auth.login"), ("main", "auth.setup")]
 

@@ -54,6 +54,9 @@ DEFAULTS = {
     # every 5 s, or every quarter of this when that is shorter).
     "BATCH_CONCURRENT_PER_USER": 2,
     "BATCH_STALE_S": 60,
+    # The review queue (shared/recognition/review.py, main_server/review.py): members may see it and answer
+    # (true), or only admins (false). Adding a reviewed face to the pool is an admin's in either case.
+    "REVIEW_MEMBERS": True,
     # The job queue (shared/training/jobqueue/): the Redis it lives in (empty: the one bin/redis starts,
     # redis://:PASSWORD@127.0.0.1:REDIS_PORT/0 with REDIS_PORT 6479 and the password generated
     # into DATA_DIR/instance/redis_password, see local_redis_url; a URL set by the user is used

@@ -25,6 +25,7 @@ import numpy as np
 
 from shared.core.errors import UserError
 from shared.faces import engine
+from shared.recognition import review
 from shared.recognition.report import training_metrics
 from shared.recognition.rule import RULE, features, logistic
 
@@ -165,11 +166,13 @@ class Model:
         second = D[np.arange(len(E)), order[:, 1]] if len(self.classes) > 1 else np.full(len(E), np.inf)
         return best, features(d, second, self.counts[best])
 
-    def predict(self, embeddings):
+    def predict(self, embeddings, negatives=None):
         """One :class:`Prediction` per row of ``embeddings`` ``(M, 128)``, in row order.
 
         The M rows are the faces of ONE photo or video frame: a KOL names at most one of
-        them (greedy assignment, most confident face first).
+        them (greedy assignment, most confident face first). negatives: the reviewed "not X" faces
+        (:class:`shared.recognition.review.Negatives`, applied by :func:`shared.recognition.review.veto`);
+        ``None``: none.
         """
         E = np.asarray(embeddings, dtype=np.float64).reshape(-1, engine.EMBEDDING_SIZE)
         if not len(E):
@@ -178,6 +181,7 @@ class Model:
             return [Prediction(None, 1.0, False, None, float("inf"), 0.0) for _ in E]
         with _one_blas_thread():
             idx, P, S, dn = self.scores(E)
+        P, S = review.veto(E, idx, P, S, dn, self.classes, negatives)
         choice = [None] * len(E)
         taken = set()
         pairs = sorted(((-P[i, j], i, j) for i in range(len(E)) for j in range(idx.shape[1]) if P[i, j] >= 0.5))

@@ -37,6 +37,7 @@ from shared.core.errors import UserError
 from shared.core.ids import RUN_RE
 from shared.core.storage import atomic_write_bytes, changed_at
 from shared.faces import draw, engine, images
+from shared.recognition import review
 from shared.recognition.store import ModelStore
 
 #: Longest side in pixels of the annotated thumbnails written for batch results.
@@ -60,7 +61,7 @@ def face_object(box, prediction, names, number=None):
     return obj
 
 
-def predict_faces(rgb, model, found=None, original_size=None, names=None):
+def predict_faces(rgb, model, found=None, original_size=None, names=None, negatives=None):
     """Name every face in ``rgb`` (RGB ``uint8`` ``(h, w, 3)``) with ``model``.
 
     found: the :class:`shared.faces.engine.Face` list if already computed (else detected here,
@@ -69,6 +70,7 @@ def predict_faces(rgb, model, found=None, original_size=None, names=None):
         (from :func:`shared.faces.images.load_photo`); the face objects' boxes are then in
         the photo's own pixels. ``None``: boxes in ``rgb``'s pixels.
     names: ``{slug: display name}`` (the pool's names); default the model's own.
+    negatives: the reviewed "not X" faces (:meth:`shared.recognition.review.Queue.negatives`); ``None``: none.
     Returns ``(objects, found)``: face objects (largest face first, numbered 1...) and
     the matching :class:`shared.faces.engine.Face` list, in the same order, boxes in ``rgb``'s pixels.
     """
@@ -76,7 +78,7 @@ def predict_faces(rgb, model, found=None, original_size=None, names=None):
         found = engine.analyze(rgb)
     if not found:
         return [], []
-    predictions = model.predict(np.array([f.embedding for f in found]))
+    predictions = model.predict(np.array([f.embedding for f in found]), negatives=negatives)
     shown = {**model.names, **(names or {})}
     size = original_size or (rgb.shape[1], rgb.shape[0])
     objects = [face_object(images.to_original(f.box, rgb.shape, size), p, shown, number=n)
@@ -245,6 +247,14 @@ def _model(models_root, version):
     return store.cached(version)
 
 
+def queue_unsure(queue, rgb, found, objects, model, source, names):
+    """:meth:`shared.recognition.review.Queue.collect`; a failure is logged, never the photo's error."""
+    try:
+        queue.collect(rgb, found, objects, model, source, names)
+    except Exception:  # noqa: BLE001 - the answer stands without its review item
+        log.exception("could not queue the unsure faces of %s for review", source.get("photo"))
+
+
 def predict_file(task):
     """Predict the faces of one uploaded photo (a batch item).
 
@@ -253,7 +263,9 @@ def predict_file(task):
         pool's ``{slug: display name}`` (may be ``None``).
     Returns ``{"index", "faces": [face objects], "error": str|None, "thumb": bool,
     "width", "height" (the photo's own size, 0 when unreadable), "worker": pid}``.
-    A bad photo gives an ``error`` sentence, never an exception.
+    A bad photo gives an ``error`` sentence, never an exception. The reviewed "not X" faces of the
+    review folder beside ``models_root`` are applied, and the faces below "sure" are queued there
+    (:mod:`shared.recognition.review`; the run is the folder of ``thumb_path``).
     """
     index, photo, name, models_root, version, thumb_path = task[:6]
     names = task[6] if len(task) > 6 else None
@@ -262,8 +274,11 @@ def predict_file(task):
     try:
         rgb, size = images.load_photo(photo, name=name)
         result["width"], result["height"] = size
-        objects, found = predict_faces(rgb, _model(models_root, version), original_size=size, names=names)
+        model, queue = _model(models_root, version), review.Queue(review.beside(models_root))
+        objects, found = predict_faces(rgb, model, original_size=size, names=names, negatives=queue.negatives())
         result["faces"] = objects
+        queue_unsure(queue, rgb, found, objects, model, {"kind": "batch", "run": Path(thumb_path).parent.name,
+                                                          "photo": name}, names)
         if not objects:
             result["error"] = "No face was found in this photo."
         atomic_write_bytes(Path(thumb_path),

@@ -8,7 +8,8 @@ the steps around them that involve faces or other stores:
   pick the KOL's face in each photo, then one atomic :meth:`Pool.add`);
 - :func:`undo_merge`: a merge undone (:meth:`Pool.unmerge`), the photos that go back taken out of the
   merged-into KOL in every model version too, so that only a retraining names the KOL again;
-- :func:`delete_kol`: a KOL (by slug) out of the pool, the job folders and every model version
+- :func:`delete_kol`: a KOL (by slug) out of the pool, the job folders, every model version and the
+  review queue's answers about them
   (the wizard's :func:`shared.training.wizard.delete_kol_named` finds the slug of a display name);
 - :func:`import_warnings`: before an import, the job's KOLs that are already in the
   pool under a slightly different name, or whose faces match a pool KOL's faces (:func:`matching_kols`).
@@ -20,8 +21,9 @@ import numpy as np
 
 from shared.core.errors import UserError
 from shared.faces import engine
+from shared.recognition import review
 from shared.training import sampling
-from shared.training.pool import chip_embedding, kol_slug, name_key
+from shared.training.pool import chip_embedding, kol_slug, name_key, save_chip
 
 def pick_faces(crops, known):
     """Which crops of one photo are the KOL's: ``crops`` are the photo's crop records
@@ -77,10 +79,29 @@ def add_photos(pool, slug, files, work, progress=None):
     if not pngs:
         why = f" ({skipped[0]['name']}: {skipped[0]['reason']})" if skipped else ""
         raise UserError(f"No face could be taken from the photos{why}; nothing was added.", 422)
-    before = len(info["chips"])
+    added, count = add_chips(pool, slug, pngs)
+    return {"name": info["name"], "added": added, "skipped": skipped, "count": count}
+
+
+def add_chips(pool, slug, pngs):
+    """Add chip PNGs (written by :func:`shared.training.pool.save_chip`, embeddings beside them) to the KOL
+    ``slug`` in one atomic :meth:`Pool.add` (chips it has already are not doubled): the last step of
+    :func:`add_photos`, and "this is X" of the review queue. Returns ``(chips added, chips now)``.
+    404 for a KOL not in the pool."""
+    info = pool.kols().get(slug)
+    if not info:
+        raise UserError("That KOL is not in the training pool.", 404)
     pool.add(info["name"], pngs)
     count = len(pool.kols()[slug]["chips"])
-    return {"name": info["name"], "added": count - before, "skipped": skipped, "count": count}
+    return count - len(info["chips"]), count
+
+
+def add_face(pool, slug, chip, embedding, work):
+    """Add one aligned face (``chip`` ``(150, 150, 3)`` RGB ``uint8`` and its ``(128,)`` embedding) to the KOL
+    ``slug``'s photos, staged in the scratch folder ``work`` (:func:`add_chips`). Returns its chip id."""
+    cid = save_chip(work, chip, embedding)
+    add_chips(pool, slug, [Path(work) / f"{cid}.png"])
+    return cid
 
 
 def delete_kol(pool, slug, models=None, jobs=None):
@@ -99,6 +120,7 @@ def delete_kol(pool, slug, models=None, jobs=None):
         purge_kol(jobs, lambda n: kol_slug(n) == slug or name_key(n) == key)
     if models is not None:
         models.forget(slug)
+    review.Queue(review.beside(pool.root)).forget_kol(slug)  # its "not X" faces and reviewed faces go too
     return name
 
 
@@ -123,6 +145,7 @@ def remove_photo(pool, slug, cid, models=None):
     left = pool.remove_chip(slug, cid)
     if models is not None:
         models.forget(slug, chips=[cid])
+    review.Queue(review.beside(pool.root)).forget_photo(slug, cid)  # the reviewed face it came from, if any
     return left
 
 

@@ -49,6 +49,12 @@ def _pool_summary_only():
     return request.method in ("GET", "HEAD") and not request.values.get("job")
 
 
+def _members_review():
+    """The review queue's pages and answers are for members too while ``REVIEW_MEMBERS`` is on (adding a face
+    to the pool stays an admin's: the view checks its ``add``)."""
+    return bool(current_app.config.get("REVIEW_MEMBERS"))
+
+
 #: Endpoints a ``member`` may use (admins may use everything).
 MEMBER = (
     "main:home.index",
@@ -60,6 +66,8 @@ MEMBER = (
     "process:wizard.pool_chip",  # the photos of the pool summary
     "main:kols.index",           # the roster, read-only (its changes are admin POSTs)
     "main:kols.kol",
+    *((f"main:review.{view}", _members_review)  # the review queue: list, one face, its photo, answers
+      for view in ("index", "item", "face", "answer")),  # (review.add, a face into the pool, is an admin's)
     "main:auth.logout",
     "main:auth.account",
     "main:auth.change_password",
