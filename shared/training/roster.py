@@ -138,11 +138,10 @@ def purge_kol(store, matches):
 
 
 #: A new KOL is asked about ("the same person as ...?") when the recognition model names at least
-#: this share of its faces as one pool KOL ...
+#: this share of its photos as one pool KOL, with an average confidence that the model would show as
+#: sure (:data:`shared.recognition.report.SURE`): never from one unsure photo. bench/bench_duplicates.py
+#: (README, Benchmarks): strangers' photos asked about, and real duplicates found, on lfw_dev and asian_dev.
 MATCH_SHARE = 0.5
-#: ... and either at least this many of its faces, or one face with a sure answer
-#: (:data:`shared.recognition.report.SURE`): never from one unsure photo.
-MATCH_MIN_FACES = 2
 
 
 def pool_model(pool_X, pool_slugs, names=None):
@@ -157,14 +156,14 @@ def pool_model(pool_X, pool_slugs, names=None):
                  chips=[str(i) for i in order], names={str(c): (names or {}).get(c, c) for c in classes})
 
 
-def matching_kols(X, model, share=MATCH_SHARE, min_faces=MATCH_MIN_FACES):
+def matching_kols(X, model, share=MATCH_SHARE, sure=SURE):
     """The pool KOLs that the faces ``X`` of a KOL about to be imported may be, by the recognition
     model's own calibrated answers.
 
     X: ``(n, 128)`` embeddings of the new KOL's faces, each from its own photo (each is one
     :meth:`Model.predict` call). model: the pool's :class:`shared.recognition.model.Model`.
-    A pool KOL matches when the model names at least ``share`` of the faces as that KOL, and either
-    at least ``min_faces`` of them or one with a sure answer (confidence >= :data:`SURE`).
+    A pool KOL matches when the model names at least ``share`` of the faces as that KOL with an
+    average confidence of ``sure`` or more (what the model shows as a sure answer).
     Returns ``[{"slug", "share": named / n (0-1), "faces": faces named, "photos": n, "confidence":
     the named faces' mean confidence (0-1), "sure": that confidence in words
     (:func:`shared.recognition.report.how_sure`)}]``, best match first (an empty list when nothing
@@ -181,7 +180,7 @@ def matching_kols(X, model, share=MATCH_SHARE, min_faces=MATCH_MIN_FACES):
     out = []
     for slug, confidences in named.items():
         frac, mean = len(confidences) / len(X), float(np.mean(confidences))
-        if frac >= share and (len(confidences) >= min_faces or mean >= SURE):
+        if frac >= share and mean >= sure:
             out.append({"slug": slug, "share": round(frac, 3), "faces": len(confidences), "photos": len(X),
                         "confidence": round(mean, 4), "sure": how_sure(mean)})
     return sorted(out, key=lambda m: (-m["share"], -m["confidence"]))
