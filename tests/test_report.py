@@ -36,7 +36,8 @@ def test_one_minimum_photo_count_everywhere():
     model = train(X[keep], [slugs[i] for i in keep], {}, chips=[chips[i] for i in keep])
     metrics = model.meta["metrics"]
     assert metrics["per_kol"]["k01"] == 4 and metrics["few_photos"] == ["k01"] and metrics["min_photos"] == 5
-    assert metrics["advice"][0] == {"do": "more_photos", "kols": ["k01"], "more": 1}
+    assert report.roster_report(model)["advice"][0] == {"do": "more_photos", "kols": ["k01"], "more": 1}
+    assert metrics["advice"][0]["do"] == "more_photos"  # added to the model's report
 
 
 def test_expected_answers_are_the_models_own_with_each_photo_left_out():
@@ -76,11 +77,14 @@ def test_look_alikes_are_only_pairs_that_were_confused(celeb_faces):
     other real photos of Madonna is, with the photos to check."""
     counts = {person: 8 for person in celeb_faces}
     X, slugs, chips = _faces(celeb_faces, counts)
-    metrics = train(X, slugs, {}, chips=chips).meta["metrics"]
+    model = train(X, slugs, {}, chips=chips)
+    report.roster_report(model)
+    metrics = model.meta["metrics"]
     assert len(metrics["confused"]) >= 3 and metrics["look_alike"] == []
     assert not [item for item in metrics["advice"] if item["do"] == "check_look_alike"]
     twin = [f.embedding for _, f in celeb_faces["madonna"][8:12]]
     model = train(np.concatenate([X, twin]), slugs + ["twin"] * 4, {}, chips=chips + [f"twin-{i}" for i in range(4)])
+    report.roster_report(model)
     metrics = model.meta["metrics"]
     assert [(p["a"], p["b"]) for p in metrics["look_alike"]] == [("madonna", "twin")]
     [item] = [item for item in metrics["advice"] if item["do"] == "check_look_alike"]
@@ -97,7 +101,9 @@ def test_how_sure_in_words():
 
 def test_forget_drops_a_kol_from_every_part_of_the_report():
     X, slugs, chips = _crowd()
-    metrics = train(X, slugs, {}, chips=chips).meta["metrics"]
+    model = train(X, slugs, {}, chips=chips)
+    report.roster_report(model)
+    metrics = model.meta["metrics"]
     gone = next(item["kols"][0] for item in metrics["advice"] if item["do"] == "check_look_alike")
     report.forget(metrics, gone)
     assert gone not in metrics["per_kol"] and gone not in metrics["expected"]["per_kol"]

@@ -2,6 +2,8 @@
 
 - :func:`training_metrics`: what the report page shows about a new model (photo counts, the
   KOL pairs most easily confused, the naming threshold and why, leave-one-out accuracy);
+- :func:`roster_report`: what this roster can expect (:func:`expectations`: the model's own answers
+  with each photo left out) and what to do (:func:`advice`), added by the app's training step;
 - :func:`compare`: a new model against the previous one's meta (KOLs added / removed, photo counts);
 - :func:`version_history`: the kept versions, newest first, each compared in one plain sentence
   with the one kept before it (the models page).
@@ -226,9 +228,11 @@ def forget(metrics, slug):
     (metrics.get("per_kol") or {}).pop(slug, None)
     if isinstance(metrics.get("few_photos"), list):
         metrics["few_photos"] = [s for s in metrics["few_photos"] if s != slug]
-    metrics["confused"] = [p for p in metrics.get("confused") or [] if slug not in (p.get("a"), p.get("b"))]
-    metrics["look_alike"] = [p for p in metrics.get("look_alike") or [] if slug not in (p.get("a"), p.get("b"))]
-    metrics["advice"] = [item for item in metrics.get("advice") or [] if slug not in item.get("kols", ())]
+    for key in ("confused", "look_alike"):
+        if key in metrics:
+            metrics[key] = [p for p in metrics[key] or [] if slug not in (p.get("a"), p.get("b"))]
+    if "advice" in metrics:
+        metrics["advice"] = [item for item in metrics["advice"] or [] if slug not in item.get("kols", ())]
     expected = metrics.get("expected") or {}
     (expected.get("per_kol") or {}).pop(slug, None)
     if "wrong_pairs" in expected:
@@ -237,9 +241,10 @@ def forget(metrics, slug):
 
 
 def training_metrics(model, seconds):
-    """The report page's numbers: photo counts, confused pairs, the threshold and why, what this roster
-    can expect (:func:`expectations`), what to do (:func:`advice`) and the development table
-    :data:`BY_PHOTOS`. ``look_alike``: the pairs of :func:`advice` that were actually confused."""
+    """The report's quick numbers, for every model built: photo counts (``few_photos``: under
+    :data:`MIN_PHOTOS`), the nearest KOL pairs (``confused``, with the photos nearer the other KOL),
+    the threshold and why, and the development table :data:`BY_PHOTOS`. The app's training step adds
+    what this roster can expect and what to do (:func:`roster_report`)."""
     thresholds = {n: decision_distance(model.rule, n) for n in (1, 3, 5, 20)}
     t1, t5, t20 = (thresholds[n] for n in (1, 5, 20))
     why = ("A face is named only when it is close to one KOL's average face and clearly closer to it than "
@@ -254,8 +259,6 @@ def training_metrics(model, seconds):
                 f"shrinks, down to about {decision_distance(model.rule, 5, 0.0):.2f}.")
     few = [s for s, n in zip(model.classes, model.counts) if n < MIN_PHOTOS]
     pairs = confused_pairs(model)
-    expected = expectations(model)
-    todo = advice(model, expected, pairs)
     return {
         "rule": "nearest centroid + calibrated open-set rule",
         "cv_accuracy": cross_validated_accuracy(model),
@@ -265,15 +268,28 @@ def training_metrics(model, seconds):
         "per_kol": {s: int(n) for s, n in zip(model.classes, model.counts)},
         "few_photos": few,
         "min_photos": MIN_PHOTOS,
-        "confused": [{"a": a, "b": b, "distance": d, "count": c} for a, b, d, c, _ in pairs],
-        "look_alike": [{"a": item["kols"][0], "b": item["kols"][1], "chips": item["chips"]}
-                       for item in todo if item["do"] == "check_look_alike"],
-        "expected": expected,
-        "advice": todo,
+        "confused": [{"a": a, "b": b, "distance": d, "count": c, "chips": chips} for a, b, d, c, chips in pairs],
         "by_photos": BY_PHOTOS,
         "sure": SURE,
         "train_seconds": round(seconds, 3),
     }
+
+
+def roster_report(model, budget=LOO_PHOTOS):
+    """The report's slower part, added by the app's training step (:func:`shared.training.train.retrain`)
+    rather than to every model built (benchmarks build hundreds): ``expected`` (:func:`expectations`),
+    ``advice`` (:func:`advice`) and ``look_alike`` (its pairs that were actually confused:
+    ``[{"a", "b", "chips"}]``). Adds them to ``model.meta["metrics"]`` (which :func:`training_metrics`
+    filled) and returns them."""
+    metrics = model.meta.setdefault("metrics", {})
+    pairs = [(p["a"], p["b"], p["distance"], p["count"], p.get("chips") or []) for p in metrics.get("confused") or []]
+    expected = expectations(model, budget)
+    todo = advice(model, expected, pairs)
+    out = {"expected": expected, "advice": todo,
+           "look_alike": [{"a": item["kols"][0], "b": item["kols"][1], "chips": item["chips"]}
+                          for item in todo if item["do"] == "check_look_alike"]}
+    metrics.update(out)
+    return out
 
 
 def compare(previous_meta, model):

@@ -24,6 +24,7 @@ from shared.recognition.report import SURE, how_sure
 from shared.training import sampling
 from shared.training.pool import chip_embedding, kol_slug, name_key
 
+
 def pick_faces(crops, known):
     """Which crops of one photo are the KOL's: ``crops`` are the photo's crop records
     (largest face first, each with an ``"embedding"``), ``known`` ``(n, 128)`` the KOL's
