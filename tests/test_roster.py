@@ -14,7 +14,10 @@ from shared.training.pool import Pool, name_key, save_chip
 from shared.training.roster import matching_kols
 
 from .builders import build_pool
-from .conftest import FIVE, ROOT, needs_data, signed_in
+from .conftest import FACES, FIVE, ROOT, needs_data, signed_in
+
+
+LFW = FACES / "lfw_dev"
 
 
 def _chip(seed):
@@ -221,12 +224,13 @@ def test_matching_kols_flags_the_same_faces_only():
     rng = np.random.default_rng(0)
     a, b = rng.normal(0, 0.09, 128), rng.normal(0, 0.09, 128)  # two people ~1.0 apart
     pool_X = np.vstack([a + rng.normal(0, 0.02, (5, 128)), b + rng.normal(0, 0.02, (5, 128))])
-    slugs = ["a"] * 5 + ["b"] * 5
-    same = matching_kols(a + rng.normal(0, 0.02, (4, 128)), pool_X, slugs)
-    assert [m["slug"] for m in same] == ["a"] and same[0]["share"] == 1.0 and same[0]["distance"] < 0.5
+    model = roster.pool_model(pool_X, ["a"] * 5 + ["b"] * 5)
+    same = matching_kols(a + rng.normal(0, 0.02, (4, 128)), model)
+    assert [m["slug"] for m in same] == ["a"] and same[0]["share"] == 1.0 and same[0]["faces"] == 4
+    assert same[0]["confidence"] >= 0.99 and same[0]["sure"] == "almost certainly"
     stranger = rng.normal(0, 0.09, 128)
-    assert matching_kols(stranger + rng.normal(0, 0.02, (4, 128)), pool_X, slugs) == []
-    assert matching_kols(np.zeros((0, 128)), pool_X, slugs) == []
+    assert matching_kols(stranger + rng.normal(0, 0.02, (4, 128)), model) == []
+    assert matching_kols(np.zeros((0, 128)), model) == []
 
 
 @needs_data
@@ -239,10 +243,43 @@ def test_real_faces_of_a_kol_under_another_name_are_flagged(tmp_path, celeb_face
             slugs.append(person)
     for person, found in celeb_faces.items():
         new = np.array([f.embedding for _, f in found[6:12]])
-        matches = matching_kols(new, np.array(pool_X), slugs)
+        matches = matching_kols(new, roster.pool_model(np.array(pool_X), slugs))
         assert [m["slug"] for m in matches] == [person], (person, matches)
         others = [(e, s) for e, s in zip(pool_X, slugs) if s != person]
-        assert matching_kols(new, np.array([e for e, _ in others]), [s for _, s in others]) == [], person
+        assert matching_kols(new, roster.pool_model(np.array([e for e, _ in others]), [s for _, s in others])) == [], person
+
+
+def _lfw_face(relpath):
+    """The face nearest the centre of an lfw_dev photo (LFW photos are centred on their person)."""
+    from shared.faces import engine, images
+
+    rgb = images.load_image(LFW / relpath)
+    found = engine.analyze(rgb)
+    h, w = rgb.shape[:2]
+    return min(found, key=lambda f: ((f.box[0] + f.box[2]) / 2 - h / 2) ** 2 + ((f.box[1] + f.box[3]) / 2 - w / 2) ** 2)
+
+
+@needs_data
+@pytest.mark.skipif(not LFW.is_dir(), reason=f"lfw_dev photos not found at {LFW}")
+def test_the_duplicate_check_asks_with_the_models_own_answer(tmp_path, celeb_faces):
+    """Issue 25 ("it asked whether Grandma is Madonna from one photo"): pool = the five_celebs KOLs,
+    6 photos each. One real photo of Michelle Yeoh, and one of Rudolph Giuliani, from lfw_dev are not
+    asked about (the old rule, nearest pool photo within 0.6, asked whether they were madonna and
+    elton_john); three lfw_dev photos of Madonna under the name "Madonna Ciccone" are, with how sure."""
+    pool, _ = build_pool(tmp_path / "pool", {p: [f for _, f in celeb_faces[p][:6]] for p in celeb_faces}, tmp_path / "s")
+    job_chips = tmp_path / "job" / "chips"
+    cases = [("Michelle Yeoh", ["Michelle_Yeoh/Michelle_Yeoh_0002.jpg"]),
+             ("Rudy G", ["Rudolph_Giuliani/Rudolph_Giuliani_0007.jpg"]),
+             ("Madonna Ciccone", [f"Madonna/Madonna_000{i}.jpg" for i in (1, 2, 3)])]
+    kols = []
+    for i, (name, files) in enumerate(cases):
+        faces = [_lfw_face(f) for f in files]
+        kols.append({"name": name, "kept": [{"crop": save_chip(job_chips / str(i), f.chip, f.embedding)} for f in faces]})
+    warnings = roster.import_warnings(pool, kols, job_chips)
+    assert set(warnings) == {2}, warnings
+    [match] = warnings[2]["looks_like"]
+    assert match["name"] == "madonna" and match["faces"] == 3 and match["photos"] == 3
+    assert match["sure"] in ("almost certainly", "very likely") and match["confidence"] >= 0.9
 
 
 def test_pick_faces_takes_the_kols_face_in_a_group_photo():
@@ -466,6 +503,7 @@ def test_import_warnings_same_name_and_same_faces(tmp_path, celeb_faces):
     assert warnings[1]["same_name"] is None
     [match] = warnings[1]["looks_like"]
     assert match["name"] == "elton_john" and len(match["chips"]) == 6 and match["share"] >= 0.5
+    assert match["faces"] == 4 and match["sure"] in ("almost certainly", "very likely")
 
 
 def test_import_page_offers_merge_for_duplicates(process_app, data_dir, tmp_path):
@@ -488,7 +526,7 @@ def test_import_page_offers_merge_for_duplicates(process_app, data_dir, tmp_path
     assert [m["slug"] for m in body["kols"]["Zed"]["looks_like"]] == [twin]
     page = client.get(f"/import_clean?job={job}").get_data(True)
     assert "Same KOL as <strong>mindy_kaling</strong>" in page
-    assert "look like <strong>Zed Twin</strong>" in page and f'name="into-1" value="{twin}"' in page
+    assert "<strong>Zed Twin</strong>, already in the pool" in page and f'name="into-1" value="{twin}"' in page
     assert page.count("/pool_chip?kol=" + twin) == 3 and page.count(f"/chip?job={job}&amp;kol=1&amp;crop=") >= 6
     r = client.post("/import_result", data={"job": job, "kol": ["Mindy Kaling", "Zed"], "into-1": twin})
     assert r.status_code == 303

@@ -6,6 +6,7 @@ come from ``../shared/data``.
 """
 import io
 import os
+import re
 import time
 import zipfile
 from pathlib import Path
@@ -150,6 +151,13 @@ def test_photo_wizard_end_to_end(live_servers, photo_zip):
     assert result["metrics"]["cv_accuracy"] >= 0.8
     html = s.http.get(f"{s.urls['process']}/train_model", params={"job": job}, timeout=10).text
     assert result["model_version"] in html and "Cross-validated accuracy" in html
+    # the report leads with what to do and what to expect, in words: distances and limits only behind details
+    assert html.index("What to do") < html.index("What to expect") < html.index("Cross-validated accuracy")
+    main_text = re.sub(r"<details>.*?</details>", "", html, flags=re.S)
+    assert not re.search(r"\b0\.\d\d\b|distance|threshold", main_text), re.findall(r".{60}\b0\.\d\d\b.{20}", main_text)
+    assert "named right" in main_text and "Photos per KOL" in main_text
+    expected = result["metrics"]["expected"]
+    assert expected["photos"] == result["samples"] and expected["sure_right"] <= expected["named_right"]
     home = s.http.get(f"{s.urls['main']}/", headers=JSON, timeout=10).json()
     assert home["model"]["version"] == result["model_version"]
 

@@ -2,6 +2,8 @@
 
 - :func:`training_metrics`: what the report page shows about a new model (photo counts, the
   KOL pairs most easily confused, the naming threshold and why, leave-one-out accuracy);
+- :func:`roster_report`: what this roster can expect (:func:`expectations`: the model's own answers
+  with each photo left out) and what to do (:func:`advice`), added by the app's training step;
 - :func:`compare`: a new model against the previous one's meta (KOLs added / removed, photo counts);
 - :func:`version_history`: the kept versions, newest first, each compared in one plain sentence
   with the one kept before it (the models page).
@@ -12,6 +14,40 @@ import numpy as np
 
 from shared.recognition.rule import KOL_ODDS, decision_distance
 
+#: The fewest photos a KOL should have, everywhere: cleaning and import warn below it, the training
+#: report asks for more. bench/bench_report.py (:data:`BY_PHOTOS`): KOL photos named right with 1 / 3 /
+#: 5 / 10 photos per KOL: asian_dev 57 / 78 / 85 / 91 %, lfw_dev 96 / 98 / 98.5 / 98 %; below 5 the
+#: East Asian faces lose 7 points or more.
+MIN_PHOTOS = 5
+#: An answer is shown as "sure" at this confidence or more.
+SURE = 0.9
+#: How accuracy grows with photos per KOL, on development photos of people who are not your KOLs:
+#: ``{population: {photos per KOL: {"named_right", "strangers_unknown", "sure", "sure_right"}}}``
+#: (shares in [0, 1]; ``sure``: answers with confidence >= :data:`SURE` among all answers,
+#: ``sure_right``: of those, the right ones). Measured by ``nice .venv/bin/python bench/bench_report.py``
+#: (its docstring has the protocol) with the rule of this version; rerun it when the rule changes.
+#: Measured 2026-12-03 (lfw_dev: 44 KOLs, 9,850 stranger answers; asian_dev: 14 KOLs, 265 stranger
+#: answers). East Asian strangers are mostly NOT answered "unknown" with this rule (issue 23).
+BY_PHOTOS = {
+    "lfw_dev": {1: {"named_right": 0.958, "strangers_unknown": 0.91, "sure": 0.758, "sure_right": 0.969},
+                3: {"named_right": 0.98, "strangers_unknown": 0.965, "sure": 0.898, "sure_right": 0.988},
+                5: {"named_right": 0.985, "strangers_unknown": 0.971, "sure": 0.913, "sure_right": 0.989},
+                10: {"named_right": 0.979, "strangers_unknown": 0.974, "sure": 0.923, "sure_right": 0.99}},
+    "asian_dev": {1: {"named_right": 0.572, "strangers_unknown": 0.136, "sure": 0.8, "sure_right": 0.558},
+                  3: {"named_right": 0.777, "strangers_unknown": 0.272, "sure": 0.634, "sure_right": 0.834},
+                  5: {"named_right": 0.845, "strangers_unknown": 0.351, "sure": 0.638, "sure_right": 0.893},
+                  10: {"named_right": 0.912, "strangers_unknown": 0.392, "sure": 0.583, "sure_right": 0.919}},
+}
+#: Photos shown per KOL of a look-alike pair ("check these photos").
+CHECK_PHOTOS = 3
+#: Pool photos held out, in all, by :func:`expectations` (spread over the KOLs).
+LOO_PHOTOS = 300
+#: KOLs around a held-out photo that :func:`expectations` keeps (its nearest centroids): the rule
+#: looks at the nearest two and :meth:`Model.predict` at the nearest five, so more changes nothing.
+LOCAL_KOLS = 12
+#: A KOL whose held-out photos are named right less often than this needs better photos.
+WEAK_KOL = 0.5
+
 
 def confused_pairs(model, top=10):
     """The KOL pairs most easily confused, for every KOL with a neighbour.
@@ -19,7 +55,8 @@ def confused_pairs(model, top=10):
     For each KOL its nearest other KOL by centroid distance; pairs are ranked by that
     distance, closest first. ``count`` is how many of the two KOLs' photos are nearer to the
     other KOL's centroid than to their own (own centroid without the photo itself; a KOL
-    with one photo counts as its own centroid). Returns ``[(slug_a, slug_b, distance, count)]``.
+    with one photo counts as its own centroid), ``chips`` up to :data:`CHECK_PHOTOS` of them per KOL
+    as ``[slug, chip id]``. Returns ``[(slug_a, slug_b, distance, count, chips)]``.
     Memory stays ``O(K * 1024)`` (centroid distances in blocks).
     """
     K = len(model.classes)
@@ -39,14 +76,17 @@ def confused_pairs(model, top=10):
         key = tuple(sorted((int(a), b)))
         if key in pairs:
             continue
-        count = 0
+        count, chips = 0, []
         for i, j in (key, key[::-1]):
-            rows = model.X[model.offsets[i]:model.offsets[i + 1]].astype(np.float64)
+            lo = model.offsets[i]
+            rows = model.X[lo:model.offsets[i + 1]].astype(np.float64)
             n = len(rows)
             own = (model.centroids[i] * n - rows) / (n - 1) if n > 1 else rows
-            count += int((np.linalg.norm(rows - model.centroids[j], axis=1) <
-                          np.linalg.norm(rows - own, axis=1)).sum())
-        pairs[key] = (model.classes[key[0]], model.classes[key[1]], round(float(dist[a]), 4), count)
+            nearer = np.flatnonzero(np.linalg.norm(rows - model.centroids[j], axis=1) <
+                                    np.linalg.norm(rows - own, axis=1))
+            count += len(nearer)
+            chips += [[model.classes[i], str(model.chips[lo + r])] for r in nearer[:CHECK_PHOTOS]]
+        pairs[key] = (model.classes[key[0]], model.classes[key[1]], round(float(dist[a]), 4), count, chips)
         if len(pairs) == top:
             break
     return list(pairs.values())
@@ -77,8 +117,134 @@ def cross_validated_accuracy(model, sample=2000):
 
 
 
+def how_sure(confidence):
+    """A confidence in [0, 1] in words: "almost certainly" (>= 0.99), "very likely" (>= :data:`SURE`),
+    "probably" (>= 0.7), else "possibly"."""
+    return ("almost certainly" if confidence >= 0.99 else "very likely" if confidence >= SURE
+            else "probably" if confidence >= 0.7 else "possibly")
+
+
+def _local_model(model, ks):
+    """A model of the KOLs ``ks`` (indices) of ``model`` only, same rule and meta: what
+    :meth:`Model.predict` answers for a face whose nearest KOLs are all in ``ks``, at a cost of ``ks``'s rows."""
+    ks = np.sort(np.asarray(ks, dtype=np.int64))
+    rows = np.concatenate([np.arange(model.offsets[k], model.offsets[k + 1]) for k in ks])
+    return type(model)(X=model.X[rows], offsets=np.concatenate([[0], np.cumsum(model.counts[ks])]),
+                       classes=[model.classes[k] for k in ks], chips=[str(model.chips[r]) for r in rows],
+                       names={model.classes[k]: model.names.get(model.classes[k]) for k in ks},
+                       rule=model.rule, version=model.version, meta=model.meta)
+
+
+def _held_out(model, budget, seed=0):
+    """Which pool rows :func:`expectations` holds out: up to ``budget`` rows of KOLs with >= 2 photos,
+    spread evenly over the KOLs (every KOL gets one before any gets two), a fixed random choice."""
+    rng = np.random.default_rng(seed)
+    per_kol = [rng.permutation(np.arange(model.offsets[k], model.offsets[k + 1])) for k in range(len(model.classes))
+               if model.counts[k] >= 2]
+    picked, depth = [], 0
+    while len(picked) < budget and any(depth < len(r) for r in per_kol):
+        layer = [int(r[depth]) for r in per_kol if depth < len(r)]
+        picked += rng.permutation(layer)[:budget - len(picked)].tolist()
+        depth += 1
+    return sorted(picked)
+
+
+def expectations(model, budget=LOO_PHOTOS):
+    """What this roster can expect, from the model's own answers on its pool photos (leave one out).
+
+    Each held-out photo (:func:`_held_out`) of a KOL is answered by :meth:`Model.predict` of the model
+    without that photo (a KOL's photo: should be named right), and of the model without its whole KOL
+    (the same face as a stranger's: should be "unknown"; how close strangers come on THIS roster).
+    Only the photo's :data:`LOCAL_KOLS` nearest KOLs are kept for each answer (the same answer, cheaper).
+    Returns ``None`` with fewer than 2 KOLs or no KOL with 2 photos, else ``{"photos": held out,
+    "named_right", "sure_right", "sure_wrong", "unknown", "wrong_name": counts of KOL-side answers,
+    "stranger_unknown", "stranger_sure_wrong": counts of stranger-side answers (``photos`` of each),
+    "per_kol": {slug: [held out, named right]}, "wrong_pairs": [[slug, answered slug, count, [chip ids]]]}``
+    (``wrong_pairs``: held-out photos of a KOL named as another, most first, up to :data:`CHECK_PHOTOS` chips each).
+    """
+    K = len(model.classes)
+    rows = _held_out(model, budget) if K >= 2 else []
+    if not rows:
+        return None
+    y = model.y
+    out = dict.fromkeys(("named_right", "sure_right", "sure_wrong", "unknown", "wrong_name",
+                         "stranger_unknown", "stranger_sure_wrong"), 0)
+    per_kol, wrong = {}, {}
+    near = np.argsort(model.sq_distances(model.X[rows]), axis=1)[:, :LOCAL_KOLS + 1]
+    for r, ks in zip(rows, near):
+        k, e = int(y[r]), model.X[r:r + 1]
+        slug, local = model.classes[k], _local_model(model, np.union1d(ks, [k]))
+        p = local.without_photos(slug, [str(model.chips[r])]).predict(e)[0]
+        right, sure = p.slug == slug, p.confidence >= SURE
+        out["named_right"] += right
+        out["sure_right"] += right and sure
+        out["sure_wrong"] += (not right) and sure
+        out["unknown"] += p.slug is None
+        out["wrong_name"] += p.slug is not None and not right
+        if p.slug is not None and not right:
+            wrong.setdefault((slug, p.slug), []).append(str(model.chips[r]))
+        tested = per_kol.setdefault(slug, [0, 0])
+        tested[0] += 1
+        tested[1] += right
+        q = local.without([slug]).predict(e)[0]
+        out["stranger_unknown"] += q.slug is None
+        out["stranger_sure_wrong"] += q.slug is not None and q.confidence >= SURE
+    return {"photos": len(rows), **{key: int(v) for key, v in out.items()}, "per_kol": per_kol,
+            "wrong_pairs": [[a, b, len(chips), chips[:CHECK_PHOTOS]]
+                            for (a, b), chips in sorted(wrong.items(), key=lambda item: -len(item[1]))]}
+
+
+def advice(model, expected, pairs, most=20):
+    """What to do, most useful first: ``[{"do": "more_photos" | "better_photos" | "check_look_alike",
+    "kols": [slug, ...], "more": photos to add (more_photos), "chips": [[slug, chip id]] (look-alikes)}]``.
+
+    - ``more_photos``: each KOL with fewer than :data:`MIN_PHOTOS` photos (``more`` = how many to add);
+    - ``better_photos``: each KOL whose held-out photos (:func:`expectations`, at least 2 of them)
+      were named right less often than :data:`WEAK_KOL`;
+    - ``check_look_alike``: each pair of KOLs that was actually confused: photos nearer the other
+      KOL's average face (:func:`confused_pairs`) or held-out photos named as the other.
+    At most ``most`` items of each kind.
+    """
+    items = [{"do": "more_photos", "kols": [s], "more": int(MIN_PHOTOS - n)}
+             for s, n in sorted(zip(model.classes, model.counts), key=lambda item: item[1]) if n < MIN_PHOTOS][:most]
+    few = {s for item in items for s in item["kols"]}
+    weak = sorted(((n_right / n, s) for s, (n, n_right) in ((expected or {}).get("per_kol") or {}).items()
+                   if n >= 2 and n_right / n < WEAK_KOL and s not in few))
+    items += [{"do": "better_photos", "kols": [s]} for _, s in weak[:most]]
+    alike = {}
+    for a, b, _d, count, chips in pairs:
+        if count:
+            alike[tuple(sorted((a, b)))] = chips
+    for a, b, _n, chips in (expected or {}).get("wrong_pairs") or []:
+        shown = alike.setdefault(tuple(sorted((a, b))), [])
+        shown += [[a, c] for c in chips if [a, c] not in shown][:max(0, 2 * CHECK_PHOTOS - len(shown))]
+    items += [{"do": "check_look_alike", "kols": list(pair), "chips": chips} for pair, chips in list(alike.items())[:most]]
+    return items
+
+
+def forget(metrics, slug):
+    """``metrics`` (a model's report, changed in place) without the KOL ``slug``: its photo count,
+    its advice, and the pairs and held-out counts that name it."""
+    (metrics.get("per_kol") or {}).pop(slug, None)
+    if isinstance(metrics.get("few_photos"), list):
+        metrics["few_photos"] = [s for s in metrics["few_photos"] if s != slug]
+    for key in ("confused", "look_alike"):
+        if key in metrics:
+            metrics[key] = [p for p in metrics[key] or [] if slug not in (p.get("a"), p.get("b"))]
+    if "advice" in metrics:
+        metrics["advice"] = [item for item in metrics["advice"] or [] if slug not in item.get("kols", ())]
+    expected = metrics.get("expected") or {}
+    (expected.get("per_kol") or {}).pop(slug, None)
+    if "wrong_pairs" in expected:
+        expected["wrong_pairs"] = [p for p in expected["wrong_pairs"] if slug not in p[:2]]
+    return metrics
+
+
 def training_metrics(model, seconds):
-    """The report page's numbers: photo counts, confused pairs, the threshold and why."""
+    """The report's quick numbers, for every model built: photo counts (``few_photos``: under
+    :data:`MIN_PHOTOS`), the nearest KOL pairs (``confused``, with the photos nearer the other KOL),
+    the threshold and why, and the development table :data:`BY_PHOTOS`. The app's training step adds
+    what this roster can expect and what to do (:func:`roster_report`)."""
     thresholds = {n: decision_distance(model.rule, n) for n in (1, 3, 5, 20)}
     t1, t5, t20 = (thresholds[n] for n in (1, 5, 20))
     why = ("A face is named only when it is close to one KOL's average face and clearly closer to it than "
@@ -91,7 +257,8 @@ def training_metrics(model, seconds):
                 f"photo, {t5:.2f} with five and {t20:.2f} with twenty (an average of many photos sits closer "
                 f"to every face, so its limit is tighter); when another KOL is nearly as close, the limit "
                 f"shrinks, down to about {decision_distance(model.rule, 5, 0.0):.2f}.")
-    few = [s for s, n in zip(model.classes, model.counts) if n < 3]
+    few = [s for s, n in zip(model.classes, model.counts) if n < MIN_PHOTOS]
+    pairs = confused_pairs(model)
     return {
         "rule": "nearest centroid + calibrated open-set rule",
         "cv_accuracy": cross_validated_accuracy(model),
@@ -100,9 +267,29 @@ def training_metrics(model, seconds):
         "threshold_why": why,
         "per_kol": {s: int(n) for s, n in zip(model.classes, model.counts)},
         "few_photos": few,
-        "confused": [{"a": a, "b": b, "distance": d, "count": c} for a, b, d, c in confused_pairs(model)],
+        "min_photos": MIN_PHOTOS,
+        "confused": [{"a": a, "b": b, "distance": d, "count": c, "chips": chips} for a, b, d, c, chips in pairs],
+        "by_photos": BY_PHOTOS,
+        "sure": SURE,
         "train_seconds": round(seconds, 3),
     }
+
+
+def roster_report(model, budget=LOO_PHOTOS):
+    """The report's slower part, added by the app's training step (:func:`shared.training.train.retrain`)
+    rather than to every model built (benchmarks build hundreds): ``expected`` (:func:`expectations`),
+    ``advice`` (:func:`advice`) and ``look_alike`` (its pairs that were actually confused:
+    ``[{"a", "b", "chips"}]``). Adds them to ``model.meta["metrics"]`` (which :func:`training_metrics`
+    filled) and returns them."""
+    metrics = model.meta.setdefault("metrics", {})
+    pairs = [(p["a"], p["b"], p["distance"], p["count"], p.get("chips") or []) for p in metrics.get("confused") or []]
+    expected = expectations(model, budget)
+    todo = advice(model, expected, pairs)
+    out = {"expected": expected, "advice": todo,
+           "look_alike": [{"a": item["kols"][0], "b": item["kols"][1], "chips": item["chips"]}
+                          for item in todo if item["do"] == "check_look_alike"]}
+    metrics.update(out)
+    return out
 
 
 def compare(previous_meta, model):

@@ -23,6 +23,7 @@ from shared.core.errors import UserError
 from shared.core.ids import VERSION_RE
 from shared.core.storage import (atomic_write, atomic_write_bytes, atomic_write_json, locked, read_arrays, read_json,
                                  sweep_temp_files)
+from shared.recognition import report
 from shared.recognition.model import Model
 
 #: Model versions kept by :meth:`ModelStore.prune` unless told otherwise (the ``MODEL_VERSIONS_KEEP`` setting's default).
@@ -195,11 +196,7 @@ class ModelStore:
                     changed.append(version)
                     continue
                 meta.get("names", {}).pop(slug, None)
-                metrics = meta.get("metrics") or {}
-                (metrics.get("per_kol") or {}).pop(slug, None)
-                if isinstance(metrics.get("few_photos"), list):
-                    metrics["few_photos"] = [s for s in metrics["few_photos"] if s != slug]
-                metrics["confused"] = [p for p in metrics.get("confused") or [] if slug not in (p.get("a"), p.get("b"))]
+                report.forget(meta.get("metrics") or {}, slug)
                 meta.update(identities=len(slim.classes), samples=int(len(slim.X)))
                 atomic_write_json(folder / "meta.json", meta)
                 changed.append(version)

@@ -12,7 +12,8 @@ the steps around them that involve faces or other stores:
   review queue's answers about them
   (the wizard's :func:`shared.training.wizard.delete_kol_named` finds the slug of a display name);
 - :func:`import_warnings`: before an import, the job's KOLs that are already in the
-  pool under a slightly different name, or whose faces match a pool KOL's faces (:func:`matching_kols`).
+  pool under a slightly different name, or whose faces the recognition model names as a pool KOL
+  (:func:`matching_kols`, with the model's own calibrated confidence, in words).
 """
 import shutil
 from pathlib import Path
@@ -22,8 +23,11 @@ import numpy as np
 from shared.core.errors import UserError
 from shared.faces import engine
 from shared.recognition import review
+from shared.recognition.model import Model
+from shared.recognition.report import SURE, how_sure
 from shared.training import sampling
 from shared.training.pool import chip_embedding, kol_slug, name_key, save_chip
+
 
 def pick_faces(crops, known):
     """Which crops of one photo are the KOL's: ``crops`` are the photo's crop records
@@ -171,41 +175,53 @@ def purge_kol(store, matches):
     return count
 
 
-#: A new KOL is flagged as "looks like" a pool KOL when at least this share of its faces
-#: has that KOL's faces as nearest neighbours, at a median distance under
-#: :data:`shared.faces.engine.SAME_PERSON_DISTANCE`. On the five_celebs photos (6 new faces
-#: against 6 pool faces per KOL) the same person's median is 0.38-0.54 and the nearest other
-#: KOL's, where it is nearest for half the faces, 0.67-0.76.
+#: A new KOL is asked about ("the same person as ...?") when the recognition model names at least
+#: this share of its photos as one pool KOL, with an average confidence that the model would show as
+#: sure (:data:`shared.recognition.report.SURE`): never from one unsure photo. bench/bench_duplicates.py
+#: (README, Benchmarks): strangers' photos asked about, and real duplicates found, on lfw_dev and asian_dev.
 MATCH_SHARE = 0.5
 
 
-def matching_kols(X, pool_X, pool_slugs, share=MATCH_SHARE, distance=engine.SAME_PERSON_DISTANCE):
-    """The pool KOLs whose faces match the faces ``X`` of a KOL about to be imported.
+def pool_model(pool_X, pool_slugs, names=None):
+    """The recognition model of the pool as it is now (:class:`shared.recognition.model.Model`, the
+    shipped rule, centroids only: no training report). pool_X ``(N, 128)``, pool_slugs ``N`` slugs
+    (as :meth:`Pool.embeddings` returns them), names ``{slug: display name}``."""
+    slugs = np.asarray(pool_slugs, dtype=str)
+    order = np.argsort(slugs, kind="stable")
+    classes, counts = np.unique(slugs[order], return_counts=True)
+    return Model(X=np.asarray(pool_X).reshape(-1, engine.EMBEDDING_SIZE)[order],
+                 offsets=np.concatenate([[0], np.cumsum(counts)]), classes=[str(c) for c in classes],
+                 chips=[str(i) for i in order], names={str(c): (names or {}).get(c, c) for c in classes})
 
-    X: ``(n, 128)`` embeddings of the new KOL's faces. pool_X: ``(N, 128)`` pool embeddings,
-    pool_slugs: ``N`` slugs (as :meth:`Pool.embeddings` returns them).
-    For each new face, the nearest pool face is found; a pool KOL matches when it is the
-    nearest for at least ``share`` of the new faces with a median distance (over those
-    faces) under ``distance``.
-    Returns ``[{"slug", "share" (0-1), "distance" (median, float)}]``, best match first
-    (an empty list when nothing matches or either side is empty).
+
+def matching_kols(X, model, share=MATCH_SHARE, sure=SURE):
+    """The pool KOLs that the faces ``X`` of a KOL about to be imported may be, by the recognition
+    model's own calibrated answers.
+
+    X: ``(n, 128)`` embeddings of the new KOL's faces, each from its own photo (each is one
+    :meth:`Model.predict` call). model: the pool's :class:`shared.recognition.model.Model`.
+    A pool KOL matches when the model names at least ``share`` of the faces as that KOL with an
+    average confidence of ``sure`` or more (what the model shows as a sure answer).
+    Returns ``[{"slug", "share": named / n (0-1), "faces": faces named, "photos": n, "confidence":
+    the named faces' mean confidence (0-1), "sure": that confidence in words
+    (:func:`shared.recognition.report.how_sure`)}]``, best match first (an empty list when nothing
+    matches or either side is empty).
     """
     X = np.asarray(X, dtype=np.float64).reshape(-1, engine.EMBEDDING_SIZE)
-    pool_X = np.asarray(pool_X, dtype=np.float64).reshape(-1, engine.EMBEDDING_SIZE)
-    if not len(X) or not len(pool_X):
+    if not len(X) or not len(model.classes):
         return []
-    squared = (X ** 2).sum(1)[:, None] + (pool_X ** 2).sum(1)[None, :] - 2 * X @ pool_X.T
-    d = np.sqrt(np.maximum(squared, 0))  # (n, N) distances, O(n N) memory
-    nearest = d.argmin(axis=1)
-    slugs = np.asarray(pool_slugs)[nearest]
-    best = d[np.arange(len(X)), nearest]
+    named = {}
+    for e in X:
+        p = model.predict(e[None, :])[0]
+        if p.known:
+            named.setdefault(p.slug, []).append(p.confidence)
     out = []
-    for slug in dict.fromkeys(slugs.tolist()):
-        mask = slugs == slug
-        frac, med = float(mask.mean()), float(np.median(best[mask]))
-        if frac >= share and med < distance:
-            out.append({"slug": slug, "share": round(frac, 3), "distance": round(med, 4)})
-    return sorted(out, key=lambda m: (-m["share"], m["distance"]))
+    for slug, confidences in named.items():
+        frac, mean = len(confidences) / len(X), float(np.mean(confidences))
+        if frac >= share and mean >= sure:
+            out.append({"slug": slug, "share": round(frac, 3), "faces": len(confidences), "photos": len(X),
+                        "confidence": round(mean, 4), "sure": how_sure(mean)})
+    return sorted(out, key=lambda m: (-m["share"], -m["confidence"]))
 
 
 def import_warnings(pool, kols, chip_folder):
@@ -213,22 +229,23 @@ def import_warnings(pool, kols, chip_folder):
 
     kols: the job's cleaned KOLs ``[{"name", "kept": [{"crop": chip id}]}]`` (index = folder
     under ``chip_folder``, whose chips carry cached embeddings).
-    Returns ``{kol index: {"same_name": slug or None, "looks_like": [{"slug", "name", "share",
-    "distance", "chips": [pool chip ids]}]}}`` for the KOLs with a warning only:
+    Returns ``{kol index: {"same_name": slug or None, "looks_like": [{"slug", "name", "share", "faces",
+    "photos", "confidence", "sure", "chips": [pool chip ids]}]}}`` for the KOLs with a warning only:
     ``same_name`` when a pool KOL has the same name up to case, spaces, underscores and
     accents (:func:`shared.training.pool.name_key`); ``looks_like`` when, under a *different* name,
-    a pool KOL's faces match this KOL's faces (:func:`matching_kols`).
+    the recognition model of the pool names this KOL's faces as a pool KOL (:func:`matching_kols`).
     """
     out = {}
     pool_kols = pool.kols()
     if not pool_kols:
         return out
     pool_X, pool_slugs, _ = pool.embeddings()
+    model = pool_model(pool_X, pool_slugs, {slug: info["name"] for slug, info in pool_kols.items()})
     for i, kol in enumerate(kols):
         same = pool.same_name(kol["name"])
         X = [chip_embedding(Path(chip_folder) / str(i) / f"{c['crop']}.png") for c in kol["kept"]]
         looks = []
-        for m in matching_kols(np.array(X).reshape(-1, engine.EMBEDDING_SIZE), pool_X, pool_slugs):
+        for m in matching_kols(np.array(X).reshape(-1, engine.EMBEDDING_SIZE), model):
             if m["slug"] != same:
                 info = pool_kols[m["slug"]]
                 looks.append({**m, "name": info["name"], "chips": info["chips"][:6]})

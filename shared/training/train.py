@@ -2,14 +2,15 @@
 
 :func:`retrain` takes the store's training lock, reads the pool under the pool's lock (reusing the
 current model's rows for chips it already holds), trains
-(:func:`shared.recognition.model.train`), saves, and prunes old versions.
+(:func:`shared.recognition.model.train`), adds the report's roster part
+(:func:`shared.recognition.report.roster_report`), saves, and prunes old versions.
 """
 import numpy as np
 
 from shared.core.errors import UserError
 from shared.core.storage import locked
 from shared.recognition.model import train
-from shared.recognition.report import compare
+from shared.recognition.report import compare, roster_report
 from shared.recognition.store import KEEP_VERSIONS, training_lock
 
 
@@ -43,6 +44,7 @@ def retrain(pool, store, progress=None, full=False, keep=None):
             raise UserError("The training pool is empty: import some KOLs first.", 409)
         reused = sum((s, c) in known for s, c in zip(slugs, chips))
         model = train(X.astype(np.float32), slugs, names, chips=chips)
+        roster_report(model)  # what to do and what to expect, on the report page
         model.meta["metrics"]["incremental"] = {"reused": reused, "read": len(slugs) - reused}
         model.meta["metrics"]["compared"] = compare(store.meta(), model)
         progress(2, 3)
