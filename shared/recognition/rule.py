@@ -1,27 +1,32 @@
 """The calibrated open-set rule: whether the nearest KOL is the face's person at all; its maths and constants.
 
-A prediction is two decisions, both made from distances between 128-d dlib embeddings:
+A prediction is two decisions, both made from 128-d dlib embeddings:
 
 1. *which* KOL (the candidate): the KOL whose centroid (mean pool embedding) is the
    nearest to the face, in Euclidean distance (:class:`shared.recognition.model.Model`);
-2. *whether* it is that KOL at all (this module): three numbers about the candidate,
-   ``d`` (distance to its centroid), the margin ``m`` (how much farther the second-best
-   KOL's centroid is, capped at :data:`MARGIN_CAP`) and ``1/n`` (``n`` = the candidate's
-   number of pool photos: a centroid of few photos is a noisier target), go into two
-   logistic curves with fixed coefficients :data:`RULE`:
+2. *whether* it is that KOL at all (this module): numbers about the candidate (:func:`features`):
+   ``d`` (distance to its centroid), the margin (how much farther the second-best KOL's centroid
+   is, capped at :data:`MARGIN_CAP`), ``1/n`` (``n`` = the candidate's number of pool photos: a
+   centroid of few photos is a noisier target), the roster's tightness ``u = 1 - shrink``
+   (:func:`roster_shrink`: how close this roster's KOLs come to each other compared with a Western
+   development roster; dlib packs East Asian faces closer together) with ``d * u``, and the
+   candidate's per-KOL linear SVM score (:func:`fit_svms`, against the other KOLs and a background
+   of development people; clipped to its margins) go into two logistic curves with fixed coefficients :data:`RULE`:
 
-   - ``p_right = P(the candidate is this person)``; the face is named when ``p_right >= 0.5``;
-   - ``p_stranger = P(this person is none of the KOLs)``, the confidence of an "unknown".
+   - ``p_right = P(the candidate is this person)``; the face is named when ``p_right >= 0.5``
+     (and never past :data:`FAR`);
+   - ``p_stranger = P(this person is none of the KOLs)``.
 
-   The coefficients were fitted once on development photos of *other* people
-   (``bench/bench_accuracy.py --fit``, lfw_dev) for a stream of faces in which KOLs
-   outnumber strangers :data:`KOL_ODDS` to 1, and are the same for every pool:
-   nothing about the decision is fitted on the agency's own KOLs, so adding a KOL
-   never moves anyone else's threshold and the confidence means the same in every model.
+   The coefficients were fitted once on development photos of *other* people, lfw_dev and asian_dev
+   weighing the same (``bench/bench_accuracy.py --fit``), for a stream of faces in which KOLs
+   outnumber strangers :data:`KOL_ODDS` to 1. What is measured on the agency's roster at each
+   training is its spread (``shrink``) and its SVMs; the coefficients are the same for every pool.
 
-``confidence`` is the probability that the answer shown is right: ``p_right`` for a
-named face, ``p_stranger`` for "unknown" (both in [0, 1], for that stream; the benchmark
-prints how often answers at each confidence level are right).
+``confidence`` (:func:`shown`) is the probability that the answer shown is right, taken at its
+worst over streams from 1 KOL face per 4 strangers to 6 per stranger (:data:`SHOWN_ODDS`): a named
+face's ``p_right`` for the stranger-heavy end, an "unknown"'s ``p_stranger`` for the KOL-heavy end
+(both in [0, 1]; the benchmark prints how often answers at each confidence level are right). So a
+named face can show a confidence below 0.5: it is the better answer for the usual stream, not a sure one.
 """
 import functools
 from pathlib import Path
@@ -34,9 +39,9 @@ from shared.faces import engine
 #: The margin to the second-best KOL counts up to this distance (a lone KOL gets the cap).
 MARGIN_CAP = 0.3
 #: The stream the rule is calibrated for: KOL faces per stranger face (an agency's own photos
-#: and videos are mostly of its KOLs). Chosen among 1, 2 and 3 by ``bench/bench_accuracy.py --fit``
-#: on development people alone (the odds whose lower share, KOL photos named right or strangers
-#: answered "unknown", is the highest when half of them are measured with the rule fitted on the other half).
+#: and videos are mostly of its KOLs). Chosen among 1, 2 and 3 on lfw_dev before issue 23 (the odds whose
+#: lower share, KOL photos named right or strangers answered "unknown", was the highest when half of the
+#: people were measured with the rule fitted on the other half); kept, not chosen again on asian_dev.
 KOL_ODDS = 3.0
 #: The roster's spread (:func:`roster_spread`) is this quantile of the distances between photos of different KOLs.
 SPREAD_QUANTILE = 0.1
@@ -61,8 +66,8 @@ SVM_NEGATIVES = 400
 #: times as common as KOL faces) to the second (strangers rare). The rule decides for :data:`KOL_ODDS`; the
 #: confidence shown is the lowest probability of being right over this range (:func:`shown`).
 SHOWN_ODDS = (0.25, 6.0)
-#: Logistic coefficients ``[bias, d, margin, 1/n]`` of the open-set rule, fitted by
-#: ``bench/bench_accuracy.py --fit`` on all of lfw_dev (see the module docstring).
+#: Logistic coefficients ``[bias, d, margin, 1/n, u, d * u, svm]`` of the open-set rule (:func:`features`),
+#: fitted by ``bench/bench_accuracy.py --fit`` on all of lfw_dev and asian_dev (see the module docstring).
 RULE = {
     "right": [5.2506, -14.4832, 23.4000, 1.9143, -4.9897, 2.6243, 4.2600],
     "stranger": [-7.1409, 17.5385, -14.9360, -2.8190, 14.7772, -29.0133, -3.2936],
@@ -229,9 +234,10 @@ def fit_rule(F, right, stranger, odds=KOL_ODDS, groups=None):
 def decision_distance(rule, n, margin=MARGIN_CAP, shrink=1.0):
     """The centroid distance below which a clear-margin face is named, for a KOL with ``n`` photos.
 
-    Solves ``p_right = 0.5`` for the given margin to the second-best KOL (default: at its cap, in
-    the rule's units); ``None`` when the rule does not decrease with distance. shrink: the model's
-    roster factor (:func:`roster_shrink`, ``Model.shrink``); the distance returned is in plain units.
+    Solves ``p_right = 0.5`` for the given margin to the second-best KOL (default: at its cap),
+    at an SVM score of 0 (on the KOL's SVM boundary); ``None`` when the rule does
+    not decrease with distance. shrink: the model's roster factor (:func:`roster_shrink`,
+    ``Model.shrink``; default 1: a Western-like roster).
     """
     c = np.concatenate([np.asarray(rule["right"], dtype=np.float64), np.zeros(3)])[:7]
     u = 1.0 - float(shrink)
