@@ -54,6 +54,7 @@ def test_each_kol_has_an_svm_that_scores_its_own_side_and_survives_save_and_load
     negatives, _, _ = _people(40, 2, seed=3)
     model = train(X, slugs, {}, negatives=negatives)
     assert model.svm_w.shape == (6, 128) and model.svm_b.shape == (6,)
+    assert model.meta["metrics"]["roster"] == {"shrink": round(model.shrink, 4), "svm_kols": 6, "background": 80}
     S = model.svm_scores(centres, np.tile(np.arange(6), (6, 1)))
     assert (S.argmax(1) == np.arange(6)).all() and (np.diag(S) > 0).all()
     assert (model.svm_scores(negatives, np.zeros((len(negatives), 1), dtype=int)) < 0).mean() > 0.9

@@ -304,7 +304,8 @@ def train(X, slugs, names, chips=None, rule=None, shrink=None, negatives=None):
     chips: ``N`` chip ids (default ``"0", "1", ...``); rule: :data:`RULE`-shaped (default RULE);
     shrink: the factor (default: measured on the pool; 1.0 = plain distances); negatives: ``(B, 128)``
     background embeddings for the per-KOL SVMs (default: :func:`shared.recognition.rule.background`;
-    ``False``: no SVMs).
+    ``False``: no SVMs). ``meta["metrics"]["roster"]`` says ``shrink``, ``svm_kols`` (KOLs with an SVM)
+    and ``background`` (negatives beside the other KOLs).
     Returns an unsaved :class:`Model` whose ``meta`` holds the metrics.
     Raises :class:`UserError` (409) when the pool is empty.
     """
@@ -321,7 +322,10 @@ def train(X, slugs, names, chips=None, rule=None, shrink=None, negatives=None):
                   rule=rule or {k: list(v) for k, v in RULE.items()})
     model.shrink = roster_shrink(model.X, model.offsets) if shrink is None else float(shrink)
     if negatives is not False:
-        model.svm_w, model.svm_b = fit_svms(model.X, model.offsets, background() if negatives is None else negatives)
+        negatives = background() if negatives is None else np.asarray(negatives).reshape(-1, engine.EMBEDDING_SIZE)
+        model.svm_w, model.svm_b = fit_svms(model.X, model.offsets, negatives)
     model.meta = {"identities": len(model.classes), "samples": int(len(X)),
                   "metrics": training_metrics(model, time.perf_counter() - started)}
+    model.meta["metrics"]["roster"] = {"shrink": round(model.shrink, 4), "svm_kols": 0 if model.svm_w is None else
+                                       len(model.svm_w), "background": 0 if negatives is False else int(len(negatives))}
     return model
