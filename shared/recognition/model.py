@@ -1,8 +1,8 @@
 """The model: nearest KOL centroid, the rule's answer per face, and find-similar's similarity.
 
-A :class:`Model` holds the pool's embeddings grouped by KOL and each KOL's centroid; it names
-faces with the calibrated open-set rule of :mod:`shared.recognition.rule`. Distances are
-Euclidean between 128-d dlib embeddings.
+A :class:`Model` holds the pool's embeddings grouped by KOL, each KOL's centroid and linear SVM, and
+the roster's spread; it names faces with the calibrated open-set rule of :mod:`shared.recognition.rule`.
+Distances are Euclidean between 128-d dlib embeddings.
 
 Within one photo or video frame (the rows given to :meth:`Model.predict`), one KOL names
 at most one face: faces are named greedily, most confident first, and a face whose best
@@ -14,8 +14,9 @@ to the KOL's nearest pool photo: in [0, 1], 1 for the same embedding, 0.5 at
 :data:`shared.faces.engine.SAME_PERSON_DISTANCE`), and comparable across models and retrains
 because the scale is a constant.
 
-:func:`train` builds a model (nothing is fitted to the pool); :mod:`shared.recognition.store`
-keeps its versions on disk.
+:func:`train` builds a model: the centroids, the roster's spread and one linear SVM per KOL (the
+rule's coefficients are fixed, never fitted to the pool); :mod:`shared.recognition.store` keeps its
+versions on disk (``model.npz``: also ``shrink``, ``svm_w``, ``svm_b``).
 """
 import contextlib
 import time
@@ -42,7 +43,8 @@ SIMILAR_PRESELECT = 64
 class Prediction:
     """The answer for one face: ``slug`` is the KOL's pool slug or ``None`` (unknown).
 
-    confidence: probability that this answer (the KOL, or "unknown") is right, in [0, 1].
+    confidence: probability that this answer (the KOL, or "unknown") is right, in [0, 1], at its worst
+    over the streams :data:`shared.recognition.rule.SHOWN_ODDS` (:func:`shared.recognition.rule.shown`).
     candidate: the nearest KOL's slug (by centroid), even when the face is unknown.
     distance: Euclidean distance to the candidate's nearest pool embedding.
     p_same: ``P(the face is the candidate)`` (``p_right`` of :mod:`shared.recognition.rule`), in [0, 1].
@@ -296,9 +298,10 @@ class Model:
 
 
 def train(X, slugs, names, chips=None, rule=None, shrink=None, negatives=None):
-    """Build a model from pool embeddings: centroids, and the roster's factor for the rule's distances
-    (:func:`shared.recognition.rule.roster_shrink`: how close this roster's KOLs come to each other;
-    the rule's coefficients are not fitted to the pool).
+    """Build a model from pool embeddings: centroids, the roster's factor for the rule
+    (:func:`shared.recognition.rule.roster_shrink`: how close this roster's KOLs come to each other)
+    and each KOL's linear SVM (:func:`shared.recognition.rule.fit_svms`); the rule's coefficients are
+    not fitted to the pool. Costs about 0.7 s for 100 KOLs x 10 photos (``bench_accuracy.py --train-cost``).
 
     X: ``(N, 128)``; slugs: ``N`` KOL slugs; names: ``{slug: display name}``;
     chips: ``N`` chip ids (default ``"0", "1", ...``); rule: :data:`RULE`-shaped (default RULE);
