@@ -1,41 +1,47 @@
-"""Open-set identification on lfw_dev: KOL photos named right, strangers answered "unknown".
+"""Open-set identification on lfw_dev, asian_dev and both mixed: KOL photos named right, strangers "unknown",
+and whether answers shown as sure are right.
 
-    .venv/bin/python bench/bench_accuracy.py          # the protocol below (~3 min once the cache is filled)
-    .venv/bin/python bench/bench_accuracy.py --fit    # print KOL_ODDS and RULE chosen and fitted on all of lfw_dev
+    .venv/bin/python bench/bench_accuracy.py            # the protocol below (a few minutes once the caches are filled)
+    .venv/bin/python bench/bench_accuracy.py --splits 1 --shots 5   # a quick look
+    .venv/bin/python bench/bench_accuracy.py --fit      # print the RULE fitted on all of both populations
+    .venv/bin/python bench/bench_accuracy.py --train-cost   # seconds to train 100 KOLs x 10 photos (SVMs, roster factor)
 
-Data: ``../shared/data/faces/lfw_dev`` (2,616 photos of 403 people), embedded once by
-``bench/lfw_cache.py`` (cached under ``bench/out/``, keyed by file hash); a photo's face is the
-one nearest its centre; photos with no face found are counted apart (listed, not scored).
+Data: ``../shared/data/faces/lfw_dev`` (2,616 photos of 403 people, mostly Western) and
+``../shared/data/faces/asian_dev`` (336 photos: 20 East Asian KOLs and 15 strangers, PEOPLE.tsv), embedded
+once by ``bench/lfw_cache.py`` (cached under ``bench/out/``, keyed by file hash); a photo's face is the one
+nearest its centre; photos with no face found are counted apart (not scored).
 
-Protocol:
+Protocol (cross-fitted: nothing fitted ever sees the people it is measured on):
 
-- the 403 people are split into two folds at random; each fold is measured with the rule
-  fitted on the *other* fold only (nothing fitted ever sees the people it is measured on);
-  this is done for :data:`SPLITS` different random splits (seeds 0, 1, ...), and the answers
-  of all splits are added up (each photo is a test once per split);
-- in the measured fold, people with >= 10 photos are KOLs: each is enrolled with ``shots``
-  photos (5; also 1, 2, 3) drawn at random, and their other photos are the KOL tests;
-- everyone else in the fold (never enrolled) is a stranger: all their photos are stranger tests;
-- a harder variant with many KOLs: everyone in the fold with >= 6 photos is a KOL (about 80);
-- the rule's development data on the fitting fold: for shots 1, 2, 3 and 5, three random
-  draws each, a random half of the people with more than ``shots`` photos are KOLs (so the
-  rule sees many KOLs, about 40-100 per draw) and everyone else is a stranger.
+- each population's people are split into two folds at random, :data:`SPLITS` times (seeds 0, 1, ...);
+  fold ``f`` is measured with the rule fitted on fold ``1 - f`` only, and the answers of all folds and
+  splits are added up (each photo is a test once per split; the intervals count it once);
+- measured populations: lfw_dev (KOLs: people with >= 10 photos), asian_dev (KOLs: PEOPLE.tsv role "kol")
+  and mixed (the two folds' people together, one roster);
+- in the measured fold each KOL is enrolled with ``shots`` photos (1, 3, 5, 10) drawn at random (a KOL with
+  no more photos than that is not enrolled: a stranger), its other photos are the KOL tests; everyone
+  else in the fold is a stranger (all their photos are tests);
+- every test face is predicted on its own (``Model.predict`` of one row);
+- the rule's development data on the fitting fold: for shots 1, 2, 3 and 5, three random draws each, a
+  random half of the people with more than ``shots`` photos are KOLs and everyone else is a stranger.
 
-Ratios: "KOL named right" = KOL test photos answered with their own KOL / KOL test photos;
-"KOL wrong name" = KOL test photos answered with another KOL / KOL test photos;
-"strangers unknown" = stranger photos answered "unknown" / stranger photos. 95 % Wilson
-intervals, computed with each photo counted once (counts divided by the number of splits).
+Rules compared (:data:`VARIANTS`): "today" is the shipped procedure before issue 23 (fitted on lfw_dev, plain
+distances); "both" is fitted on both populations (each weighs the same); "roster" is fitted on both with
+distances in units of the roster's own spread (:func:`shared.recognition.rule.roster_shrink`, measured at
+each training from the enrolment photos alone); "roster, lfw fit" fits it on lfw_dev only, so its asian_dev
+figures are for a population the rule never saw.
 
-Baselines in the same run, on the same embeddings and galleries:
+Ratios: "named right" = KOL test photos answered with their own KOL / KOL test photos; "wrong" = KOL test
+photos answered with another KOL; "unknown" = stranger photos answered "unknown" / stranger photos;
+"sure" = answers with confidence >= 0.9 / all answers, and how many of those are right. 95 % Wilson intervals.
 
-- ``face_recognition.compare_faces`` at its 0.6 tolerance on the nearest gallery photo
-  (named when the nearest photo matches, else unknown);
-- nearest centroid with the single distance threshold chosen *on the test itself* to maximise
-  the lower of the two ratios (an upper bound for a one-threshold centroid rule; it looks at the answers);
-- closed-set top-1 of a one-vs-rest linear SVM vs the nearest centroid (KOL tests only): does
-  an SVM earn a place as the "which KOL" step?
+Baselines in the same run, on the same embeddings and galleries: ``face_recognition.compare_faces`` at its
+0.6 tolerance on the nearest gallery photo; the nearest centroid with the one distance threshold chosen *on
+the test itself* (per population and photo count) to maximise the lower of the two ratios (an upper bound
+for a one-threshold centroid rule: it looks at the answers); the closed-set top-1 of a linear SVM.
 """
 import argparse
+import csv
 import time
 
 import numpy as np
@@ -46,8 +52,17 @@ from shared.recognition.model import train
 from shared.recognition.rule import KOL_ODDS, fit_rule
 
 TARGET = 0.98
-SHOTS = (5, 1, 2, 3)
-SPLITS = 6
+SURE = 0.9
+SHOTS = (5, 1, 3, 10)
+SPLITS = 3
+POPULATIONS = ("lfw_dev", "asian_dev", "mixed")
+#: name: (populations the rule is fitted on, the roster's spread as an input, the per-KOL SVM score as an input)
+VARIANTS = {
+    "today": (("lfw_dev",), False, False),
+    "both": (("lfw_dev", "asian_dev"), False, False),
+    "roster": (("lfw_dev", "asian_dev"), True, False),
+    "roster+svm": (("lfw_dev", "asian_dev"), True, True),
+}
 
 
 def wilson(k, n, z=1.96):
@@ -62,20 +77,28 @@ def wilson(k, n, z=1.96):
 
 def fmt(k, n, splits=1):
     lo, hi = wilson(k / splits, n / splits)
-    return f"{k:4d}/{n:<4d} {100 * k / max(n, 1):5.1f}% [{100 * lo:5.1f}, {100 * hi:5.1f}]"
+    return f"{k:5d}/{n:<5d} {100 * k / max(n, 1):5.1f}% [{100 * lo:5.1f}, {100 * hi:5.1f}]"
 
 
-def by_person(rows):
-    """``{person: [embedding, ...]}`` (photos with a face) and ``{person: photos without one}``."""
-    faces, missing = {}, {}
-    for person, _name, emb, _n in rows:
-        faces.setdefault(person, [])
-        missing.setdefault(person, 0)
+def load_population(name):
+    """``(faces, kols)``: ``{"name/person": [embedding, ...]}`` (photos with a face; the others are
+    left out) and the set of its KOLs; plus the number of photos with no face found."""
+    rows = lfw_cache.load(name)
+    faces, counts, missing = {}, {}, 0
+    for person, _file, emb, _n in rows:
+        key = f"{name}/{person}"
+        faces.setdefault(key, [])
+        counts[key] = counts.get(key, 0) + 1
         if emb is None:
-            missing[person] += 1
+            missing += 1
         else:
-            faces[person].append(emb)
-    return faces, missing
+            faces[key].append(emb)
+    if name == "asian_dev":
+        with open(lfw_cache.SETS[name] / "PEOPLE.tsv", newline="") as fh:
+            kols = {f"{name}/{r['person']}" for r in csv.DictReader(fh, delimiter="\t") if r["role"] == "kol"}
+    else:
+        kols = {p for p in faces if counts[p] >= 10}
+    return faces, kols & set(faces), missing, len(rows)
 
 
 def folds(people, k=2, seed=0):
@@ -102,19 +125,27 @@ def scenario(faces, kols, people, shots, seed):
                     tests.append((e, person, True))
         else:
             tests += [(e, person, False) for e in embs]
-    return np.array(X), slugs, tests
+    return np.array(X).reshape(-1, 128), slugs, tests
 
 
-def dev_data(faces, people, shot_list=(1, 2, 3, 5), draws=3):
-    """Features and outcomes for :func:`shared.recognition.rule.fit_rule` on ``people``."""
+def dev_data(faces, people, scaled, svm, shot_list=(1, 2, 3, 5), draws=3):
+    """Features and outcomes for :func:`shared.recognition.rule.fit_rule` on ``people``
+    (``scaled``: with the roster's spread; ``svm``: with per-KOL SVMs, whose background is a random
+    half of the non-KOL people, the other half being the strangers)."""
     F, right, stranger = [], [], []
     for shots in shot_list:
         for draw in range(draws):
             rng = np.random.default_rng(1000 + 10 * shots + draw)
             able = [p for p in people if len(faces[p]) > shots]
             kols = set(rng.choice(able, len(able) // 2, replace=False).tolist())
-            X, slugs, tests = scenario(faces, kols, people, shots, seed=1000 + 10 * shots + draw)
-            model = train(X, slugs, {})
+            others = [p for p in people if p not in kols]
+            bg = set(rng.choice(others, len(others) // 2, replace=False).tolist()) if svm else set()
+            X, slugs, tests = scenario(faces, kols, [p for p in people if p not in bg], shots,
+                                       seed=1000 + 10 * shots + draw)
+            if len(set(slugs)) < 2:
+                continue
+            negatives = np.array([e for p in sorted(bg) for e in faces[p]]).reshape(-1, 128) if svm else False
+            model = train(X, slugs, {}, shrink=None if scaled else 1.0, svm_background=negatives)
             best, f = model.describe(np.array([t[0] for t in tests]))
             F.append(f)
             right += [model.classes[b] == t[1] for b, t in zip(best, tests)]
@@ -122,80 +153,62 @@ def dev_data(faces, people, shot_list=(1, 2, 3, 5), draws=3):
     return np.concatenate(F), np.array(right), np.array(stranger)
 
 
-ODDS_CHOICES = (1.0, 2.0, 3.0)
-
-
-def inner_rates(faces, fit_people, test_people, odds_list, seed):
-    """For each odds in ``odds_list``: ``(KOL named right, strangers unknown)`` on ``test_people``
-    (a random half of those with more than 5 photos enrolled with 5, the rest strangers) with the
-    rule fitted on ``fit_people``."""
-    dev = dev_data(faces, fit_people)
-    rng = np.random.default_rng(seed)
-    able = [p for p in test_people if len(faces[p]) > 5]
-    kols = set(rng.choice(able, len(able) // 2, replace=False).tolist())
-    X, slugs, tests = scenario(faces, kols, test_people, 5, seed=seed)
-    out = []
-    for odds in odds_list:
-        model = train(X, slugs, {}, rule=fit_rule(*dev, odds=odds))
-        tally = Tally()
-        run_ours(model, tests, tally, [])
-        out.append(np.array(tally.both()))
-    return out
-
-
-def choose_odds(faces, people, seed=0):
-    """The stream odds (:data:`shared.recognition.rule.KOL_ODDS`) that these ``people`` alone pick: split them
-    in two halves, fit on one and measure on the other (both ways, two draws), and keep the odds
-    whose lower share (KOL named right or strangers unknown) is the highest."""
-    score = np.zeros((len(ODDS_CHOICES), 2))
-    for draw in range(2):
-        a, b = folds(people, seed=10_000 + 100 * seed + draw)
-        for fit, test in ((a, b), (b, a)):
-            score += np.array(inner_rates(faces, fit, test, ODDS_CHOICES, seed=20_000 + 100 * seed + draw))
-    return ODDS_CHOICES[int(np.argmax(score.min(axis=1)))]
-
-
-def fit_on(faces, people, seed=0):
-    """``(odds, rule)`` fitted on ``people`` alone: the odds by :func:`choose_odds`, then the rule."""
-    odds = choose_odds(faces, people, seed)
-    return odds, fit_rule(*dev_data(faces, people), odds=odds)
+def fit_variant(faces, people_by_pop, pops, scaled, svm):
+    """The rule fitted on the people of ``pops`` (``people_by_pop[pop]``), each population weighing the same."""
+    parts = [dev_data(faces, people_by_pop[pop], scaled, svm) for pop in pops]
+    groups = np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(parts)])
+    F, right, stranger = (np.concatenate([p[i] for p in parts]) for i in range(3))
+    return fit_rule(F, right, stranger, odds=KOL_ODDS, groups=groups)
 
 
 class Tally:
     def __init__(self):
         self.kol_right = self.kol_wrong = self.kol = self.stranger_unknown = self.stranger = 0
+        self.sure = self.sure_right = self.answers = self.sure_wrong_named = 0
 
-    def add(self, answer, person, is_kol):
+    def add(self, answer, person, is_kol, confidence=None):
         if is_kol:
             self.kol += 1
             self.kol_right += answer == person
             self.kol_wrong += answer is not None and answer != person
+            right = answer == person
         else:
             self.stranger += 1
             self.stranger_unknown += answer is None
+            right = answer is None
+        self.answers += 1
+        if confidence is not None and confidence >= SURE:
+            self.sure += 1
+            self.sure_right += right
+            self.sure_wrong_named += (not right) and answer is not None
 
     def merge(self, other):
         for k, v in vars(other).items():
             setattr(self, k, getattr(self, k) + v)
         return self
 
-    def line(self, label, splits=1):
-        return (f"  {label:44s} KOL named right {fmt(self.kol_right, self.kol, splits)}   wrong name "
-                f"{self.kol_wrong:3d}   strangers unknown {fmt(self.stranger_unknown, self.stranger, splits)}")
-
-    def short(self):
-        k, s = self.both()
-        return f"{100 * k:.1f}% / {100 * s:.1f}%"
+    def line(self, label, splits=1, sure=True):
+        out = (f"    {label:34s} named right {fmt(self.kol_right, self.kol, splits)}  wrong {self.kol_wrong:4d}  "
+               f"unknown {fmt(self.stranger_unknown, self.stranger, splits)}")
+        if sure:
+            out += (f"  sure {100 * self.sure / max(1, self.answers):5.1f}% of answers, right "
+                    f"{fmt(self.sure_right, self.sure, splits)} (wrong: {self.sure_wrong_named} named, "
+                    f"{self.sure - self.sure_right - self.sure_wrong_named} unknown)")
+        return out
 
     def both(self):
         return self.kol_right / max(1, self.kol), self.stranger_unknown / max(1, self.stranger)
 
+    def sure_rate(self):
+        return self.sure_right / max(1, self.sure)
 
-def run_ours(model, tests, tally, reliability, odds=KOL_ODDS):
+
+def run_ours(model, tests, tally, reliability):
+    """Each test face predicted on its own."""
     for (e, person, is_kol) in tests:
         p = model.predict(e[None, :])[0]
-        tally.add(p.slug, person, is_kol)
-        reliability.append((p.confidence, (p.slug == person) if is_kol else p.slug is None, is_kol, odds))
+        tally.add(p.slug, person, is_kol, p.confidence)
+        reliability.append((p.confidence, (p.slug == person) if is_kol else p.slug is None))
 
 
 def run_compare_faces(X, slugs, tests, tally):
@@ -219,16 +232,21 @@ def centroid_distances(X, slugs, tests):
 def best_single_threshold(cases):
     """``cases``: ``[(nearest, distance, person, is_kol)]`` over all folds; the threshold that
     maximises min(KOL right, strangers unknown) on these very answers."""
-    grid = np.arange(0.30, 0.80, 0.0025)
+    nearest = np.array([c[0] for c in cases], dtype=object)
+    d = np.array([c[1] for c in cases])
+    person = np.array([c[2] for c in cases], dtype=object)
+    is_kol = np.array([c[3] for c in cases], dtype=bool)
+    hit = nearest == person
     best = None
-    for t in grid:
-        tally = Tally()
-        for nearest, d, person, is_kol in cases:
-            tally.add(nearest if d <= t else None, person, is_kol)
-        score = min(tally.both())
+    for t in np.arange(0.20, 0.80, 0.0025):
+        named = d <= t
+        score = min((named & hit & is_kol).sum() / max(1, is_kol.sum()), (~named & ~is_kol).sum() / max(1, (~is_kol).sum()))
         if best is None or score > best[0]:
-            best = (score, float(t), tally)
-    return best[1], best[2]
+            best = (score, float(t))
+    tally = Tally()
+    for n, dd, p, k in cases:
+        tally.add(n if dd <= best[1] else None, p, k)
+    return best[1], tally
 
 
 def svm_vs_centroid(X, slugs, tests):
@@ -244,104 +262,143 @@ def svm_vs_centroid(X, slugs, tests):
 
 
 def reliability_table(rows):
-    """Rows ``(confidence, right, is_kol, odds)``; strangers are re-weighted so that the KOL photos
-    weigh ``odds`` times as much as them in total (the stream each answer's rule is calibrated for)."""
-    rows = np.array(rows, dtype=float)
-    n_kol, n_str = rows[:, 2].sum(), (1 - rows[:, 2]).sum()
-    w = np.where(rows[:, 2] == 1, 1.0, n_kol / max(n_str, 1) / rows[:, 3])
-    out = ["  confidence   answers  right (raw)   right (weighted to the calibrated stream, odds:1 KOL/stranger)"]
+    """Rows ``(confidence, right)``: how often the answers at each confidence level are right."""
+    rows = np.array(rows, dtype=float).reshape(-1, 2)
+    out = ["      confidence   answers   right   (mean confidence)"]
     for lo, hi in [(0.0, 0.5), (0.5, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 0.95), (0.95, 0.99), (0.99, 1.01)]:
         sel = (rows[:, 0] >= lo) & (rows[:, 0] < hi)
         if sel.any():
-            raw = rows[sel, 1].mean()
-            weighted = (rows[sel, 1] * w[sel]).sum() / w[sel].sum()
-            out.append(f"  {lo:.2f}-{min(hi, 1):.2f}  {int(sel.sum()):8d}  {100 * raw:9.1f}%   {100 * weighted:9.1f}%"
-                       f"   (mean confidence {100 * rows[sel, 0].mean():.1f}%)")
+            out.append(f"      {lo:.2f}-{min(hi, 1):.2f}  {int(sel.sum()):8d}  {100 * rows[sel, 1].mean():6.1f}%"
+                       f"   ({100 * rows[sel, 0].mean():.1f}%)")
     return out
+
+
+def train_cost(faces, repeat=3):
+    """Median seconds of :func:`shared.recognition.model.train` (shipped background, SVMs and roster
+    factor included) for 100 KOLs x 10 photos: lfw_dev photos, each person's photos reused as needed."""
+    people = sorted(faces, key=lambda p: -len(faces[p]))[:100]
+    X = np.array([faces[p][i % len(faces[p])] for p in people for i in range(10)])
+    slugs = [p for p in people for _ in range(10)]
+    train(X[:20], slugs[:20], {})  # the first training reads the background and imports scikit-learn
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        train(X, slugs, {})
+        times.append(time.perf_counter() - t)
+    plain = time.perf_counter()
+    train(X, slugs, {}, svm_background=False, shrink=1.0)
+    return float(np.median(times)), time.perf_counter() - plain
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--fit", action="store_true", help="print the RULE fitted on all of lfw_dev")
+    parser.add_argument("--fit", action="store_true", help="print the RULE fitted on all of both populations")
     parser.add_argument("--splits", type=int, default=SPLITS, help="random splits of the people into 2 folds")
+    parser.add_argument("--shots", type=int, nargs="*", default=list(SHOTS), help="photos per KOL")
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), help="rules compared")
+    parser.add_argument("--no-baselines", action="store_true", help="ours only")
+    parser.add_argument("--train-cost", action="store_true", help="time a training of 100 KOLs x 10 photos")
     args = parser.parse_args()
     started = time.perf_counter()
-    rows = lfw_cache.load()
-    faces, missing = by_person(rows)
-    photo_counts = {p: len(faces[p]) + missing[p] for p in faces}
-    people = sorted(faces)
+    faces, kols, people = {}, set(), {}
+    for name in ("lfw_dev", "asian_dev"):
+        f, k, missing, photos = load_population(name)
+        faces.update(f)
+        kols |= k
+        people[name] = sorted(f)
+        print(f"{name}: {photos} photos of {len(f)} people, no face found in {missing} (not scored); "
+              f"{len(k)} KOLs, {len(f) - len(k)} strangers")
+    if args.train_cost:
+        full, plain = train_cost(faces)
+        print(f"train 100 KOLs x 10 photos: {full:.2f} s (median of 3; without SVMs and roster factor: {plain:.2f} s)")
+        return
     if args.fit:
-        odds, rule = fit_on(faces, people)
-        print(f"KOL_ODDS = {odds}")
+        rule = fit_variant(faces, people, ("lfw_dev", "asian_dev"), True, True)
         print("RULE = {")
         for k, v in rule.items():
             print(f'    "{k}": [{", ".join(f"{c:.4f}" for c in v)}],')
         print("}")
         return
-    kols = {p for p in people if photo_counts[p] >= 10}
     S = args.splits
-    print(f"lfw_dev: {len(rows)} photos of {len(people)} people; no face found in {sum(missing.values())} photos "
-          f"(not scored); {len(kols)} people with >= 10 photos are the KOLs, {len(people) - len(kols)} never-enrolled "
-          f"people are the strangers; {S} random splits into 2 folds of people, each fold measured with the rule "
-          f"fitted on the other (and the odds it is calibrated for chosen on the other fold alone)")
-    splits = [folds(people, seed=seed) for seed in range(S)]
-    fitted = [[fit_on(faces, parts[1 - f], seed=seed) for f in range(2)] for seed, parts in enumerate(splits)]
-    rules = [[rule for _odds, rule in pair] for pair in fitted]
-    odds_of = [[odds for odds, _rule in pair] for pair in fitted]
-    print("  odds chosen on the fitting folds (split by split, fold 0 then 1): "
-          + ", ".join("/".join(f"{odds:g}" for odds, _rule in pair) for pair in fitted))
-    headline = None
-    reliability = []
-    for shots in SHOTS:
+    print(f"{S} random splits of each population into 2 folds of people; each fold measured with the rules "
+          f"fitted on the other fold; KOL_ODDS {KOL_ODDS:g}; every test face predicted on its own")
+    splits = [{pop: folds(people[pop], seed=seed) for pop in ("lfw_dev", "asian_dev")} for seed in range(S)]
+
+    def fold_people(seed, f, pop):
+        if pop == "mixed":
+            return splits[seed]["lfw_dev"][f] + splits[seed]["asian_dev"][f]
+        return splits[seed][pop][f]
+
+    rules = {}
+    for v in args.variants:
+        pops, scaled, svm = VARIANTS[v]
+        rules[v] = [[fit_variant(faces, {p: fold_people(seed, 1 - f, p) for p in pops}, pops, scaled, svm)
+                     for f in range(2)] for seed in range(S)]
+    # the SVMs' background at test time: every photo of the fitting fold's people (both populations)
+    negatives = [[np.array([e for p in fold_people(seed, 1 - f, "mixed") for e in faces[p]]) for f in range(2)]
+                 for seed in range(S)]
+    print(f"  rules fitted ({time.perf_counter() - started:.0f} s)")
+    summary = {}
+    reliability = {(v, pop): [] for v in args.variants for pop in POPULATIONS}
+    for shots in args.shots:
         print(f"\nenrolled with {shots} photo{'s' if shots > 1 else ''} each:")
-        total = {k: Tally() for k in ("ours", "cf")}
-        cases = []
-        svm_right = cen_right = closed = 0
-        per_split = []
-        for seed, parts in enumerate(splits):
-            mine = Tally()
-            for f in range(2):
-                X, slugs, tests = scenario(faces, kols, parts[f], shots, seed=shots + 100 * seed)
-                model = train(X, slugs, {}, rule=rules[seed][f])
-                ours, cf = Tally(), Tally()
-                run_ours(model, tests, ours, reliability if shots == 5 else [], odds_of[seed][f])
-                run_compare_faces(X, slugs, tests, cf)
-                nearest, d = centroid_distances(X, slugs, tests)
-                cases += [(n, dd, t[1], t[2]) for n, dd, t in zip(nearest, d, tests)]
-                mine.merge(ours)
-                total["cf"].merge(cf)
-                if len(set(slugs)) > 1:
-                    s, c, n = svm_vs_centroid(X, slugs, tests)
-                    svm_right, cen_right, closed = svm_right + s, cen_right + c, closed + n
-            total["ours"].merge(mine)
-            per_split.append(mine)
-        t, oracle = best_single_threshold(cases)
-        print("  ours, split by split (KOL named right / strangers unknown): "
-              + ", ".join(m.short() for m in per_split))
-        print(total["ours"].line(f"all {S} splits: ours", S))
-        print(total["cf"].line("face_recognition.compare_faces 0.6", S))
-        print(oracle.line(f"centroid, threshold {t:.3f} chosen on the test", S))
-        print(f"  closed-set top-1 on KOL tests: linear SVM (one-vs-rest) {fmt(svm_right, closed, S)}, "
-              f"nearest centroid {fmt(cen_right, closed, S)}")
-        if shots == 5:
-            headline = total["ours"]
-    many, cf = Tally(), Tally()
-    for seed, parts in enumerate(splits):
-        for f in range(2):
-            X, slugs, tests = scenario(faces, {p for p in parts[f] if len(faces[p]) >= 6}, parts[f], 5, seed=5 + 100 * seed)
-            run_ours(train(X, slugs, {}, rule=rules[seed][f]), tests, many, [])
-            run_compare_faces(X, slugs, tests, cf)
-    print("\nmany KOLs (everyone in the fold with >= 6 photos is a KOL, about 80 per fold, 5 photos each; "
-          "their 1-4 other photos are harder tests):")
-    print(many.line(f"all {S} splits: ours", S))
-    print(cf.line("face_recognition.compare_faces 0.6", S))
-    print("\nreliability of ours' confidence (5 photos each, all splits; 'right' = the answer shown is right):")
-    print("\n".join(reliability_table(reliability)))
-    kol_rate, stranger_rate = headline.both()
-    ok = kol_rate >= TARGET and stranger_rate >= TARGET
-    print(f"\ntarget >= {TARGET:.0%} KOL photos named right and >= {TARGET:.0%} strangers unknown (5 photos each): "
-          f"{'MET' if ok else 'NOT MET'} ({100 * kol_rate:.1f}% / {100 * stranger_rate:.1f}%)  "
-          f"({time.perf_counter() - started:.0f} s)")
+        for pop in POPULATIONS:
+            ours = {v: Tally() for v in args.variants}
+            roster = {v: [] for v in args.variants}
+            cf = Tally()
+            cases = []
+            svm_right = cen_right = closed = 0
+            for seed in range(S):
+                for f in range(2):
+                    X, slugs, tests = scenario(faces, kols, fold_people(seed, f, pop), shots, seed=shots + 100 * seed)
+                    if not slugs:
+                        continue
+                    for v in args.variants:
+                        _pops, scaled, svm = VARIANTS[v]
+                        model = train(X, slugs, {}, rule=rules[v][seed][f], shrink=None if scaled else 1.0,
+                                      svm_background=negatives[seed][f] if svm else False)
+                        run_ours(model, tests, ours[v], reliability[(v, pop)] if shots == 5 else [])
+                        roster[v].append(model.shrink)
+                    if args.no_baselines:
+                        continue
+                    run_compare_faces(X, slugs, tests, cf)
+                    nearest, d = centroid_distances(X, slugs, tests)
+                    cases += [(n, dd, t[1], t[2]) for n, dd, t in zip(nearest, d, tests)]
+                    if len(set(slugs)) > 1:
+                        s, c, n = svm_vs_centroid(X, slugs, tests)
+                        svm_right, cen_right, closed = svm_right + s, cen_right + c, closed + n
+            print(f"  {pop}:")
+            for v in args.variants:
+                print(ours[v].line(f"ours ({v})", S) + f"  [roster shrink {np.mean(roster[v]):.2f}]")
+                summary[(v, pop, shots)] = ours[v]
+            if not args.no_baselines:
+                t, oracle = best_single_threshold(cases)
+                print(cf.line("compare_faces 0.6", S, sure=False))
+                print(oracle.line(f"centroid, best threshold {t:.3f} on test", S, sure=False))
+                print(f"    closed-set top-1 on KOL tests: linear SVM {fmt(svm_right, closed, S)}, "
+                      f"nearest centroid {fmt(cen_right, closed, S)}")
+                summary[("oracle", pop, shots)] = oracle
+    if 5 in args.shots:
+        print("\nreliability (5 photos each, all splits; 'right' = the answer shown is right, the test's own mix):")
+        for v in args.variants:
+            for pop in POPULATIONS:
+                print(f"  {v}, {pop}:")
+                print("\n".join(reliability_table(reliability[(v, pop)])))
+        print(f"\ntargets at 5 photos (sure answers >= 99 % right everywhere; lfw_dev >= {TARGET:.0%} / {TARGET:.0%}; "
+              f"asian_dev above the best-threshold centroid on both):")
+        for v in args.variants:
+            lfw, asian = summary[(v, "lfw_dev", 5)], summary[(v, "asian_dev", 5)]
+            sure_ok = all(summary[(v, pop, s)].sure_rate() >= 0.99 for pop in POPULATIONS for s in args.shots)
+            line = (f"  {v:18s} sure >= 99 % right at every count and population: {'MET' if sure_ok else 'NOT MET'}; "
+                    f"lfw_dev {100 * lfw.both()[0]:.1f}% / {100 * lfw.both()[1]:.1f}% "
+                    f"({'MET' if min(lfw.both()) >= TARGET else 'NOT MET'})")
+            if ("oracle", "asian_dev", 5) in summary:
+                o = summary[("oracle", "asian_dev", 5)].both()
+                a = asian.both()
+                line += (f"; asian_dev {100 * a[0]:.1f}% / {100 * a[1]:.1f}% vs bound {100 * o[0]:.1f}% / "
+                         f"{100 * o[1]:.1f}% ({'MET' if a[0] > o[0] and a[1] > o[1] else 'NOT MET'})")
+            print(line)
+    print(f"({time.perf_counter() - started:.0f} s)")
 
 
 if __name__ == "__main__":

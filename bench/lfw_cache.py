@@ -1,12 +1,16 @@
-"""Embeddings of every lfw_dev photo, computed once and cached under ``bench/out/lfw_cache/``.
+"""Embeddings of every photo of a development set (lfw_dev, asian_dev), computed once and cached under ``bench/out/lfw_cache/``.
 
-    .venv/bin/python bench/lfw_cache.py        # fill the cache (2 worker processes)
+    .venv/bin/python bench/lfw_cache.py                # fill the lfw_dev cache (2 worker processes)
+    .venv/bin/python bench/lfw_cache.py asian_dev 1    # fill the asian_dev cache (1 worker)
+
+A development set is a folder of ``../shared/data/faces/`` (:data:`SETS`) with one sub-folder per person.
 
 Each photo is keyed by the SHA-1 of its bytes: ``bench/out/lfw_cache/<sha1>.npz`` holds
 ``boxes`` ``(F, 4)`` (top, right, bottom, left) and ``embeddings`` ``(F, 128)`` of every face
 found by the app's own path (:func:`shared.faces.engine.analyze`, HOG with one upsampling step;
 a second pass with two steps when the first finds nothing). LFW photos are 250x250 with the
-photo's subject centred, so :func:`subject` picks the face nearest the centre.
+photo's subject centred, and asian_dev photos are mostly face crops, so :func:`subject` picks the
+face nearest the centre. The cache is shared by the sets (a photo's key is its bytes).
 """
 import hashlib
 import io
@@ -20,12 +24,17 @@ import numpy as np
 from common import ROOT, SHARED_DATA
 
 LFW = SHARED_DATA / "faces" / "lfw_dev"
+#: The development sets by name: their folders.
+SETS = {"lfw_dev": LFW, "asian_dev": SHARED_DATA / "faces" / "asian_dev"}
 CACHE = ROOT / "bench" / "out" / "lfw_cache"
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-def photos():
-    """``[(person, path)]`` for every lfw_dev photo, sorted."""
-    return [(p.name, f) for p in sorted(x for x in LFW.iterdir() if x.is_dir()) for f in sorted(p.glob("*.jpg"))]
+def photos(name="lfw_dev"):
+    """``[(person, path)]`` for every photo of the development set ``name``, sorted."""
+    folder = SETS[name]
+    return [(p.name, f) for p in sorted(x for x in folder.iterdir() if x.is_dir())
+            for f in sorted(p.iterdir()) if f.suffix.lower() in PHOTO_SUFFIXES]
 
 
 def _key(path):
@@ -52,13 +61,14 @@ def _compute(path):
     return str(path)
 
 
-def fill(workers=2):
+def fill(name="lfw_dev", workers=2):
+    """Embed the photos of ``name`` not cached yet; returns how many were embedded."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    todo = [str(f) for _, f in photos() if not (CACHE / f"{_key(f)}.npz").exists()]
+    todo = [str(f) for _, f in photos(name) if not (CACHE / f"{_key(f)}.npz").exists()]
     if not todo:
         return 0
     started = time.perf_counter()
-    print(f"embedding {len(todo)} lfw_dev photos into {CACHE} ...", flush=True)
+    print(f"embedding {len(todo)} {name} photos into {CACHE} ...", flush=True)
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         for i, _ in enumerate(pool.imap_unordered(_compute, todo, chunksize=4), 1):
             if i % 200 == 0:
@@ -77,11 +87,11 @@ def subject(entry):
     return emb[int(np.argmin(cy ** 2 + cx ** 2))]
 
 
-def load():
-    """``[(person, file name, subject embedding or None, number of faces)]`` for every photo (cache filled first)."""
-    fill()
+def load(name="lfw_dev"):
+    """``[(person, file name, subject embedding or None, number of faces)]`` for every photo of ``name`` (cache filled first)."""
+    fill(name)
     out = []
-    for person, f in photos():
+    for person, f in photos(name):
         with np.load(CACHE / f"{_key(f)}.npz", allow_pickle=False) as z:
             entry = (z["boxes"], z["embeddings"], z["shape"])
         out.append((person, f.name, subject(entry), len(entry[0])))
@@ -89,6 +99,7 @@ def load():
 
 
 if __name__ == "__main__":
-    n = fill()
-    rows = load()
+    which = sys.argv[1] if len(sys.argv) > 1 else "lfw_dev"
+    n = fill(which, workers=int(sys.argv[2]) if len(sys.argv) > 2 else 2)
+    rows = load(which)
     print(f"{len(rows)} photos, {n} newly embedded, no face in {sum(r[2] is None for r in rows)}")

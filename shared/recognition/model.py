@@ -1,8 +1,8 @@
 """The model: nearest KOL centroid, the rule's answer per face, and find-similar's similarity.
 
-A :class:`Model` holds the pool's embeddings grouped by KOL and each KOL's centroid; it names
-faces with the calibrated open-set rule of :mod:`shared.recognition.rule`. Distances are
-Euclidean between 128-d dlib embeddings.
+A :class:`Model` holds the pool's embeddings grouped by KOL, each KOL's centroid and linear SVM, and
+the roster's spread; it names faces with the calibrated open-set rule of :mod:`shared.recognition.rule`.
+Distances are Euclidean between 128-d dlib embeddings.
 
 Within one photo or video frame (the rows given to :meth:`Model.predict`), one KOL names
 at most one face: faces are named greedily, most confident first, and a face whose best
@@ -14,8 +14,9 @@ to the KOL's nearest pool photo: in [0, 1], 1 for the same embedding, 0.5 at
 :data:`shared.faces.engine.SAME_PERSON_DISTANCE`), and comparable across models and retrains
 because the scale is a constant.
 
-:func:`train` builds a model (nothing is fitted to the pool); :mod:`shared.recognition.store`
-keeps its versions on disk.
+:func:`train` builds a model: the centroids, the roster's spread and one linear SVM per KOL (the
+rule's coefficients are fixed, never fitted to the pool); :mod:`shared.recognition.store` keeps its
+versions on disk (``model.npz``: also ``shrink``, ``svm_w``, ``svm_b``).
 """
 import contextlib
 import time
@@ -27,7 +28,7 @@ from shared.core.errors import UserError
 from shared.faces import engine
 from shared.recognition import review
 from shared.recognition.report import training_metrics
-from shared.recognition.rule import RULE, features, logistic
+from shared.recognition.rule import FAR, RULE, background, features, fit_svms, logistic, roster_shrink, shown
 
 #: Distance at which find-similar's similarity is 0.5. On lfw_dev's photo pairs, 92.6 % of
 #: same-person pairs are closer than 0.55 and 0.18 % of different-person pairs (dlib's usual 0.6,
@@ -43,7 +44,8 @@ SIMILAR_PRESELECT = 64
 class Prediction:
     """The answer for one face: ``slug`` is the KOL's pool slug or ``None`` (unknown).
 
-    confidence: probability that this answer (the KOL, or "unknown") is right, in [0, 1].
+    confidence: probability that this answer (the KOL, or "unknown") is right, in [0, 1], at its worst
+    over the streams :data:`shared.recognition.rule.SHOWN_ODDS` (:func:`shared.recognition.rule.shown`).
     candidate: the nearest KOL's slug (by centroid), even when the face is unknown.
     distance: Euclidean distance to the candidate's nearest pool embedding.
     p_same: ``P(the face is the candidate)`` (``p_right`` of :mod:`shared.recognition.rule`), in [0, 1].
@@ -80,7 +82,12 @@ class Model:
 
     X: ``(N, 128)`` ``float32`` pool embeddings, grouped by KOL (rows of KOL ``i`` are
     ``X[offsets[i]:offsets[i + 1]]``); chips: ``N`` chip ids (list or string array); classes: ``K`` slugs (sorted);
-    centroids: ``(K, 128)`` ``float32``; names: ``{slug: display name}``; rule: :data:`RULE`-shaped.
+    centroids: ``(K, 128)`` ``float32``; names: ``{slug: display name}``; rule: :data:`RULE`-shaped;
+    shrink: the roster's factor for the rule's distances (:func:`shared.recognition.rule.roster_shrink`,
+    measured at training; 1.0 for a model saved before it existed, whose rule was fitted without it);
+    svm_w, svm_b: ``(K, 128)`` and ``(K,)`` ``float32``, each KOL's linear SVM against the other KOLs and a
+    background of development people (:func:`shared.recognition.rule.fit_svms`), or ``None`` (no SVMs:
+    the rule's SVM input is 0).
     """
 
     X: np.ndarray
@@ -92,6 +99,9 @@ class Model:
     rule: dict = field(default_factory=lambda: {k: list(v) for k, v in RULE.items()})
     version: str = ""
     meta: dict = field(default_factory=dict)
+    shrink: float = 1.0
+    svm_w: np.ndarray = None
+    svm_b: np.ndarray = None
 
     def __post_init__(self):
         self.X = np.ascontiguousarray(self.X, dtype=np.float32).reshape(-1, engine.EMBEDDING_SIZE)
@@ -103,6 +113,9 @@ class Model:
             self.centroids = sums / np.maximum(self.counts, 1)[:, None]
         self.centroids = np.ascontiguousarray(self.centroids, dtype=np.float32)
         self._c_sq = (self.centroids * self.centroids).sum(1)
+        if self.svm_w is not None:
+            self.svm_w = np.ascontiguousarray(self.svm_w, dtype=np.float32).reshape(-1, engine.EMBEDDING_SIZE)
+            self.svm_b = np.asarray(self.svm_b, dtype=np.float32).reshape(-1)
         self._index = {s: i for i, s in enumerate(self.classes)}
 
     def sq_distances(self, E):
@@ -114,6 +127,13 @@ class Model:
     def y(self):
         """``(N,)`` class index of each row of ``X``."""
         return np.repeat(np.arange(len(self.classes)), self.counts)
+
+    def svm_scores(self, E, idx):
+        """``(M, t)`` SVM scores of the faces ``E`` ``(M, 128)`` for the KOLs ``idx`` ``(M, t)``; ``None`` without SVMs."""
+        if self.svm_w is None:
+            return None
+        E = np.asarray(E, dtype=np.float32)
+        return np.einsum("md,mtd->mt", E, self.svm_w[idx]) + self.svm_b[idx]
 
     def _nearest_photos(self, e, ks):
         """Distance from ``e`` ``(128,)`` to the nearest pool photo of each KOL in ``ks``: ``(len(ks),)``.
@@ -132,6 +152,8 @@ class Model:
         Returns ``(idx, P, S, dn)``, each ``(M, t)`` with ``t = min(top, K)``: ``idx`` KOL indices
         nearest first (by centroid), ``P`` = ``p_right`` if that KOL were named, ``S`` =
         ``p_stranger`` for the face (same for every column), ``dn`` distance to that KOL's nearest photo.
+        ``P`` is 0 for a KOL whose centroid is farther than :data:`shared.recognition.rule.FAR`, and
+        that far the KOL's SVM is not consulted (its input is 0).
         """
         E = np.asarray(embeddings, dtype=np.float32).reshape(-1, engine.EMBEDDING_SIZE)
         K = len(self.classes)
@@ -149,22 +171,28 @@ class Model:
         other = np.where(np.arange(t)[None, :] == 0, second, best)  # nearest centroid other than this one
         dn = np.array([self._nearest_photos(E[i], idx[i]) for i in range(len(E))]).reshape(len(E), t)
         n = self.counts[idx]
-        F = features(d.ravel(), other.ravel(), n.ravel())
-        P = logistic(self.rule["right"], F).reshape(len(E), t)
-        F0 = features(d[:, 0], other[:, 0], n[:, 0])
+        s = self.svm_scores(E, idx)
+        if s is not None:
+            s = np.where(d > FAR, 0.0, s)  # past FAR the SVMs are not consulted (see rule.FAR)
+        F = features(d.ravel(), other.ravel(), n.ravel(), self.shrink, None if s is None else s.ravel())
+        P = np.where(d > FAR, 0.0, logistic(self.rule["right"], F).reshape(len(E), t))
+        F0 = features(d[:, 0], other[:, 0], n[:, 0], self.shrink, None if s is None else s[:, 0])
         S = np.repeat(logistic(self.rule["stranger"], F0)[:, None], t, axis=1)
         return idx, P, S, dn
 
     def describe(self, embeddings):
         """The rule's view of each face: ``(best, F)``, ``best`` ``(M,)`` the nearest KOL's index and
-        ``F`` ``(M, 3)`` its :func:`features` (what :func:`fit_rule` is fitted on)."""
+        ``F`` ``(M, 6)`` its :func:`features` (what :func:`fit_rule` is fitted on)."""
         E = np.asarray(embeddings, dtype=np.float32).reshape(-1, engine.EMBEDDING_SIZE)
         D = np.sqrt(self.sq_distances(E))
         order = np.argsort(D, axis=1)[:, :2]
         best = order[:, 0]
         d = D[np.arange(len(E)), best]
         second = D[np.arange(len(E)), order[:, 1]] if len(self.classes) > 1 else np.full(len(E), np.inf)
-        return best, features(d, second, self.counts[best])
+        s = self.svm_scores(E, best[:, None])
+        if s is not None:
+            s = np.where(d[:, None] > FAR, 0.0, s)
+        return best, features(d, second, self.counts[best], self.shrink, None if s is None else s[:, 0])
 
     def predict(self, embeddings, negatives=None):
         """One :class:`Prediction` per row of ``embeddings`` ``(M, 128)``, in row order.
@@ -195,12 +223,12 @@ class Model:
             j = choice[i]
             if j is not None:
                 slug = self.classes[int(idx[i, j])]
-                out.append(Prediction(slug, round(float(P[i, j]), 4), True, slug, round(float(dn[i, j]), 4),
-                                      round(float(P[i, j]), 4)))
+                out.append(Prediction(slug, round(float(shown(P[i, j], True)), 4), True, slug,
+                                      round(float(dn[i, j]), 4), round(float(P[i, j]), 4)))
             else:
                 slug = self.classes[int(idx[i, 0])]
-                out.append(Prediction(None, round(float(S[i, 0]), 4), False, slug, round(float(dn[i, 0]), 4),
-                                      round(float(P[i, 0]), 4)))
+                out.append(Prediction(None, round(float(shown(S[i, 0], False)), 4), False, slug,
+                                      round(float(dn[i, 0]), 4), round(float(P[i, 0]), 4)))
         return out
 
     @staticmethod
@@ -251,7 +279,7 @@ class Model:
         counts[k] = len(kept)
         centroids = self.centroids.copy()
         centroids[k] = self.X[kept].astype(np.float64).mean(0)
-        return self._subset(rows, counts, list(self.classes), dict(self.names), centroids)
+        return self._subset(rows, counts, list(self.classes), dict(self.names), centroids, np.arange(len(self.classes)))
 
     def without(self, slugs):
         """A copy of this model without the KOLs ``slugs`` (same rule and meta)."""
@@ -260,20 +288,31 @@ class Model:
         rows = [np.arange(self.offsets[i], self.offsets[i + 1]) for i in keep]
         rows = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
         return self._subset(rows, self.counts[keep], [self.classes[i] for i in keep],
-                            {s: n for s, n in self.names.items() if s not in drop}, self.centroids[keep])
+                            {s: n for s, n in self.names.items() if s not in drop}, self.centroids[keep],
+                            np.asarray(keep, dtype=np.int64))
 
-    def _subset(self, rows, counts, classes, names, centroids):
-        """A model of this one's rows ``rows`` (grouped by KOL, ``counts`` per KOL of ``classes``), same rule and meta."""
+    def _subset(self, rows, counts, classes, names, centroids, kols):
+        """A model of this one's rows ``rows`` (grouped by KOL, ``counts`` per KOL of ``classes``, which are this
+        model's KOLs ``kols``, their SVMs kept as trained), same rule, roster factor and meta."""
+        svm = (None, None) if self.svm_w is None else (self.svm_w[kols], self.svm_b[kols])
         return Model(X=self.X[rows], offsets=np.concatenate([[0], np.cumsum(counts)]), classes=classes,
                      chips=np.asarray(self.chips, dtype=str)[rows], names=names, centroids=centroids,
-                     rule=self.rule, version=self.version, meta=dict(self.meta))
+                     rule=self.rule, version=self.version, meta=dict(self.meta), shrink=self.shrink,
+                     svm_w=svm[0], svm_b=svm[1])
 
 
-def train(X, slugs, names, chips=None, rule=None):
-    """Build a model from pool embeddings (centroids; nothing is fitted to the pool).
+def train(X, slugs, names, chips=None, rule=None, shrink=None, svm_background=None):
+    """Build a model from pool embeddings: centroids, the roster's factor for the rule
+    (:func:`shared.recognition.rule.roster_shrink`: how close this roster's KOLs come to each other)
+    and each KOL's linear SVM (:func:`shared.recognition.rule.fit_svms`); the rule's coefficients are
+    not fitted to the pool. Costs about 0.7 s for 100 KOLs x 10 photos (``bench_accuracy.py --train-cost``).
 
     X: ``(N, 128)``; slugs: ``N`` KOL slugs; names: ``{slug: display name}``;
-    chips: ``N`` chip ids (default ``"0", "1", ...``); rule: :data:`RULE`-shaped (default RULE).
+    chips: ``N`` chip ids (default ``"0", "1", ...``); rule: :data:`RULE`-shaped (default RULE);
+    shrink: the factor (default: measured on the pool; 1.0 = plain distances); svm_background: ``(B, 128)``
+    background embeddings for the per-KOL SVMs (default: :func:`shared.recognition.rule.background`;
+    ``False``: no SVMs). ``meta["metrics"]["roster"]`` says ``shrink``, ``svm_kols`` (KOLs with an SVM)
+    and ``background`` (negatives beside the other KOLs).
     Returns an unsaved :class:`Model` whose ``meta`` holds the metrics.
     Raises :class:`UserError` (409) when the pool is empty.
     """
@@ -288,6 +327,13 @@ def train(X, slugs, names, chips=None, rule=None):
     model = Model(X=X[order], offsets=np.concatenate([[0], np.cumsum(counts)]), classes=[str(c) for c in classes],
                   chips=[chips[i] for i in order], names={s: names.get(s, s) for s in map(str, classes)},
                   rule=rule or {k: list(v) for k, v in RULE.items()})
+    model.shrink = roster_shrink(model.X, model.offsets) if shrink is None else float(shrink)
+    if svm_background is not False:
+        svm_background = (background() if svm_background is None
+                          else np.asarray(svm_background).reshape(-1, engine.EMBEDDING_SIZE))
+        model.svm_w, model.svm_b = fit_svms(model.X, model.offsets, svm_background)
     model.meta = {"identities": len(model.classes), "samples": int(len(X)),
                   "metrics": training_metrics(model, time.perf_counter() - started)}
+    model.meta["metrics"]["roster"] = {"shrink": round(model.shrink, 4), "svm_kols": 0 if model.svm_w is None else
+                                       len(model.svm_w), "background": 0 if svm_background is False else int(len(svm_background))}
     return model

@@ -245,7 +245,7 @@ def training_metrics(model, seconds):
     :data:`MIN_PHOTOS`), the nearest KOL pairs (``confused``, with the photos nearer the other KOL),
     the threshold and why, and the development table :data:`BY_PHOTOS`. The app's training step adds
     what this roster can expect and what to do (:func:`roster_report`)."""
-    thresholds = {n: decision_distance(model.rule, n) for n in (1, 3, 5, 20)}
+    thresholds = {n: decision_distance(model.rule, n, shrink=model.shrink) for n in (1, 3, 5, 20)}
     t1, t5, t20 = (thresholds[n] for n in (1, 5, 20))
     why = ("A face is named only when it is close to one KOL's average face and clearly closer to it than "
            "to any other KOL; otherwise it is \"unknown\". The limits are fixed, not tuned on your KOLs: they "
@@ -256,7 +256,7 @@ def training_metrics(model, seconds):
         why += (f" When no other KOL comes close, the limit is a distance of {t1:.2f} from a KOL with one "
                 f"photo, {t5:.2f} with five and {t20:.2f} with twenty (an average of many photos sits closer "
                 f"to every face, so its limit is tighter); when another KOL is nearly as close, the limit "
-                f"shrinks, down to about {decision_distance(model.rule, 5, 0.0):.2f}.")
+                f"shrinks, down to about {decision_distance(model.rule, 5, 0.0, shrink=model.shrink):.2f}.")
     few = [s for s, n in zip(model.classes, model.counts) if n < MIN_PHOTOS]
     pairs = confused_pairs(model)
     return {

@@ -36,7 +36,9 @@ def _write_model(path, model):
         np.savez(fh, X=model.X, offsets=model.offsets, centroids=model.centroids,
                  classes=np.array(model.classes, dtype=str).reshape(-1),
                  chips=np.array(model.chips, dtype=str).reshape(-1),
-                 rule_right=np.array(model.rule["right"]), rule_stranger=np.array(model.rule["stranger"]))
+                 rule_right=np.array(model.rule["right"]), rule_stranger=np.array(model.rule["stranger"]),
+                 shrink=np.array(model.shrink),
+                 **({} if model.svm_w is None else {"svm_w": model.svm_w, "svm_b": model.svm_b}))
     atomic_write(path, write, suffix=".npz")
 
 
@@ -138,7 +140,9 @@ class ModelStore:
         return Model(X=arrays["X"], offsets=arrays["offsets"], centroids=arrays["centroids"],
                      classes=arrays["classes"].tolist(), chips=arrays["chips"],
                      names=meta.get("names", {}), version=version, meta=meta,
-                     rule={"right": arrays["rule_right"].tolist(), "stranger": arrays["rule_stranger"].tolist()})
+                     rule={"right": arrays["rule_right"].tolist(), "stranger": arrays["rule_stranger"].tolist()},
+                     shrink=float(arrays["shrink"]) if "shrink" in arrays else 1.0,
+                     svm_w=arrays.get("svm_w"), svm_b=arrays.get("svm_b"))
 
     def cached(self, version):
         """The model ``version``, loaded once and reloaded whenever its file was rewritten since.

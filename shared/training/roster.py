@@ -23,7 +23,7 @@ import numpy as np
 from shared.core.errors import UserError
 from shared.faces import engine
 from shared.recognition import review
-from shared.recognition.model import Model
+from shared.recognition.model import train
 from shared.recognition.report import SURE, how_sure
 from shared.training import sampling
 from shared.training.pool import chip_embedding, kol_slug, name_key, save_chip
@@ -183,15 +183,11 @@ MATCH_SHARE = 0.5
 
 
 def pool_model(pool_X, pool_slugs, names=None):
-    """The recognition model of the pool as it is now (:class:`shared.recognition.model.Model`, the
-    shipped rule, centroids only: no training report). pool_X ``(N, 128)``, pool_slugs ``N`` slugs
-    (as :meth:`Pool.embeddings` returns them), names ``{slug: display name}``."""
-    slugs = np.asarray(pool_slugs, dtype=str)
-    order = np.argsort(slugs, kind="stable")
-    classes, counts = np.unique(slugs[order], return_counts=True)
-    return Model(X=np.asarray(pool_X).reshape(-1, engine.EMBEDDING_SIZE)[order],
-                 offsets=np.concatenate([[0], np.cumsum(counts)]), classes=[str(c) for c in classes],
-                 chips=[str(i) for i in order], names={str(c): (names or {}).get(c, c) for c in classes})
+    """The recognition model of the pool as it is now (:func:`shared.recognition.model.train`: the
+    shipped rule with this roster's spread and SVMs, as a training would make it). pool_X ``(N, 128)``,
+    pool_slugs ``N`` slugs (as :meth:`Pool.embeddings` returns them), names ``{slug: display name}``."""
+    return train(np.asarray(pool_X, dtype=np.float32).reshape(-1, engine.EMBEDDING_SIZE),
+                 [str(s) for s in pool_slugs], {str(s): (names or {}).get(s, s) for s in set(pool_slugs)})
 
 
 def matching_kols(X, model, share=MATCH_SHARE, sure=SURE):
