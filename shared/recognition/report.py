@@ -125,14 +125,13 @@ def how_sure(confidence):
 
 
 def _local_model(model, ks):
-    """A model of the KOLs ``ks`` (indices) of ``model`` only, same rule and meta: what
-    :meth:`Model.predict` answers for a face whose nearest KOLs are all in ``ks``, at a cost of ``ks``'s rows."""
+    """A model of the KOLs ``ks`` (indices) of ``model`` only, same rule, roster factor, SVMs and meta: what
+    :meth:`Model.predict` answers for a face whose nearest KOLs are all in ``ks``, at a cost of ``ks``'s rows.
+    (The SVMs are the full model's, so a held-out photo was among its KOL's SVM's positives: optimistic.)"""
     ks = np.sort(np.asarray(ks, dtype=np.int64))
     rows = np.concatenate([np.arange(model.offsets[k], model.offsets[k + 1]) for k in ks])
-    return type(model)(X=model.X[rows], offsets=np.concatenate([[0], np.cumsum(model.counts[ks])]),
-                       classes=[model.classes[k] for k in ks], chips=[str(model.chips[r]) for r in rows],
-                       names={model.classes[k]: model.names.get(model.classes[k]) for k in ks},
-                       rule=model.rule, version=model.version, meta=model.meta)
+    return model._subset(rows, model.counts[ks], [model.classes[k] for k in ks],
+                         {model.classes[k]: model.names.get(model.classes[k]) for k in ks}, model.centroids[ks], ks)
 
 
 def _held_out(model, budget, seed=0):

@@ -196,10 +196,11 @@ def matching_kols(X, model, share=MATCH_SHARE, sure=SURE):
 
     X: ``(n, 128)`` embeddings of the new KOL's faces, each from its own photo (each is one
     :meth:`Model.predict` call). model: the pool's :class:`shared.recognition.model.Model`.
-    A pool KOL matches when the model names at least ``share`` of the faces as that KOL with an
-    average confidence of ``sure`` or more (what the model shows as a sure answer).
-    Returns ``[{"slug", "share": named / n (0-1), "faces": faces named, "photos": n, "confidence":
-    the named faces' mean confidence (0-1), "sure": that confidence in words
+    A pool KOL matches when the model names at least ``share`` of the faces as that KOL with a
+    confidence of ``sure`` or more each (what the model shows as a sure answer; one unsure photo
+    among sure ones does not hide a duplicate).
+    Returns ``[{"slug", "share": sure answers / n (0-1), "faces": faces named so, "photos": n, "confidence":
+    those faces' mean confidence (0-1), "sure": that confidence in words
     (:func:`shared.recognition.report.how_sure`)}]``, best match first (an empty list when nothing
     matches or either side is empty).
     """
@@ -209,12 +210,12 @@ def matching_kols(X, model, share=MATCH_SHARE, sure=SURE):
     named = {}
     for e in X:
         p = model.predict(e[None, :])[0]
-        if p.known:
+        if p.known and p.confidence >= sure:
             named.setdefault(p.slug, []).append(p.confidence)
     out = []
     for slug, confidences in named.items():
         frac, mean = len(confidences) / len(X), float(np.mean(confidences))
-        if frac >= share and mean >= sure:
+        if frac >= share:
             out.append({"slug": slug, "share": round(frac, 3), "faces": len(confidences), "photos": len(X),
                         "confidence": round(mean, 4), "sure": how_sure(mean)})
     return sorted(out, key=lambda m: (-m["share"], -m["confidence"]))
