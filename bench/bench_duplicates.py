@@ -3,7 +3,7 @@
     nice .venv/bin/python bench/bench_duplicates.py
 
 Pools: the five_celebs KOLs with 6 one-face photos each (faces from ``bench_cleaning``'s align cache),
-and asian_dev's 20 KOLs with 5 photos each (``bench_report``'s embeddings). New KOLs, each checked
+and asian_dev's 20 KOLs with 5 photos each (``lfw_cache``'s embeddings). New KOLs, each checked
 alone against the pool: lfw_dev people who are not in five_celebs (their first 1 or 3 photos) and
 asian_dev's 15 strangers (1 photo, all photos) must not be asked about; lfw_dev's photos of the
 five_celebs people, and asian_dev KOLs' other photos (1, 3), are real duplicates and should be.
@@ -16,7 +16,6 @@ import numpy as np
 
 import lfw_cache
 from bench_cleaning import aligned
-from bench_report import ASIAN, folder_faces
 from shared.faces import engine
 from shared.training import roster
 
@@ -45,10 +44,7 @@ def run(label, pool, cases):
 
 
 def main():
-    lfw = {}
-    for person, _name, e, _faces in lfw_cache.load():
-        if e is not None:
-            lfw.setdefault(person, []).append(e)
+    lfw = lfw_cache.faces("lfw_dev")
     five = {kol["name"]: [s["crops"][0]["embedding"] for s in kol["sources"] if len(s["crops"]) == 1][:6]
             for kol in aligned("five_celebs")["kols"]}
     others = [p for p in lfw if p not in SAME]
@@ -57,7 +53,7 @@ def main():
         "lfw_dev stranger, 3 photos": [lfw[p][:3] for p in others if len(lfw[p]) >= 3],
         "same person (lfw_dev), 1 photo": [lfw[p][:1] for p in SAME if p in lfw],
         "same person (lfw_dev), 3 photos": [lfw[p][:3] for p in SAME if len(lfw.get(p, ())) >= 3]})
-    asian = folder_faces(ASIAN)
+    asian = lfw_cache.faces("asian_dev")
     kols = [p for p in asian if len(asian[p]) >= 8]
     strangers = [p for p in asian if len(asian[p]) < 8]
     run("pool asian_dev, 5 photos", {p: asian[p][:5] for p in kols}, {

@@ -98,6 +98,16 @@ def load(name="lfw_dev"):
     return out
 
 
+def faces(name="lfw_dev"):
+    """``{person: [subject embedding, ...]}`` of ``name``'s photos in file order (photos without a face left out)."""
+    out = {}
+    for person, _file, e, _n in load(name):
+        out.setdefault(person, [])
+        if e is not None:
+            out[person].append(e)
+    return out
+
+
 if __name__ == "__main__":
     which = sys.argv[1] if len(sys.argv) > 1 else "lfw_dev"
     n = fill(which, workers=int(sys.argv[2]) if len(sys.argv) > 2 else 2)
