@@ -6,6 +6,10 @@ with strict names; :class:`shared.recognition.predict.ResultFolders` sweeps away
 than the ``PREDICTION_MAX_AGE_S`` setting (a day). A result is for the one who made it (and
 admins): every route that reads one answers anyone else 404, as for an unknown id
 (:mod:`shared.core.owners`). Boxes are in the pixels of the photo as uploaded (see shared.recognition.predict).
+A result read again (a batch's page, its CSV, an annotated photo) names the KOLs as the pool does
+then: a KOL deleted since is "deleted KOL" (:func:`shared.recognition.predict.shown`). A single
+result's annotated photo can be downloaded (``?download=1``). Find similar uses the face chosen in
+field ``face`` (default the largest); its page's faces are buttons that ask again with ``run``.
 
 A batch (:mod:`shared.recognition.batch`) sent from a browser runs in the background: the browser is
 sent to ``/predictBatch/<run>``, which shows a progress bar until the results are ready and
