@@ -19,7 +19,7 @@ NOW = datetime(2026, 12, 3, 12, 0, 0, tzinfo=timezone.utc)
 
 
 def job(step, state, done=0, total=0, started_s_ago=None):
-    """A job record as :func:`status.live_state` gives it, with one step in ``state``."""
+    """A job record as :func:`status.live_state` gives it, with one step in ``state`` (queued ``started_s_ago``)."""
     started = (NOW - timedelta(seconds=started_s_ago)).isoformat(timespec="seconds") if started_s_ago else None
     return {"job": "0" * 16, "steps": {step: {"state": state, "done": done, "total": total, "started": started}}}
 
@@ -35,6 +35,14 @@ def test_two_running_jobs_say_when_they_will_be_ready():
                    "sentence": "2 jobs running, ready in about 1 min."}
     assert glance([job("align", "running", 10, 120, 60)])["sentence"] == "1 job running, ready in about 11 min."
     assert glance([job("align", "running", 1, 1000, 60)])["sentence"] == "1 job running, ready in about 17 h."
+
+
+def test_the_pace_leaves_out_the_wait_for_a_worker():
+    # queued 100 s ago, taken by a worker 10 s ago, half done since: 10 s left, not 100
+    waited = job("align", "running", 60, 120, 100)
+    waited["steps"]["align"]["began"] = NOW.timestamp() - 10
+    assert glance([waited])["ready_in_s"] == 10
+    assert glance([job("align", "running", 60, 120, 100)])["ready_in_s"] == 100  # no "began": from the queueing
 
 
 def test_no_pace_yet_no_guess():

@@ -41,11 +41,26 @@ def step_progress(conn, store, job_id, step=None):
 
 
 def live_state(conn, store, state):
-    """The job's record with every queued/running step's state, counts and error as the queue says now."""
+    """The job's record with every queued/running step's state, counts and error as the queue says now;
+    a running step also gets ``"began"``: when a worker first took its work (:func:`began_s`)."""
     for name, rec in state["steps"].items():
         if rec.get("state") in ACTIVE:
             rec.update(live(conn, store, state["job"], name, rec))
+            if rec["state"] == "running":
+                rec["began"] = began_s(conn, rec)
     return state
+
+
+def began_s(conn, rec):
+    """When a worker first took the step's work (Unix seconds): the earliest start of its RQ jobs,
+    ``None`` while none has started. Unlike the record's ``started`` (when it was queued), this leaves
+    out the time spent waiting for a worker."""
+    starts = []
+    for rq_job in Job.fetch_many(rec.get("rq") or [], connection=conn):
+        at = rq_job.started_at if rq_job is not None else None
+        if at is not None:
+            starts.append((at if at.tzinfo else at.replace(tzinfo=timezone.utc)).timestamp())
+    return min(starts) if starts else None
 
 
 def wait(conn, store, job_id, step, timeout):
@@ -151,11 +166,13 @@ def _started_s(rec):
 
 
 def time_left_s(rec, now=None):
-    """Seconds a running step still needs, guessed from its pace so far: the time since it
-    started times the share of its work not done yet over the share done. ``None`` before
-    anything is done (no pace yet) or when the record has no start time."""
+    """Seconds a running step still needs, guessed from its pace so far: the time since its work
+    began (``"began"`` of :func:`live_state`, else since it was queued) times the share of its work
+    not done yet over the share done. ``None`` before anything is done (no pace yet) or when the
+    record has no start time."""
     now = time.time() if now is None else now
-    started, done, total = _started_s(rec), int(rec.get("done") or 0), int(rec.get("total") or 0)
+    started = rec.get("began") or _started_s(rec)
+    done, total = int(rec.get("done") or 0), int(rec.get("total") or 0)
     if started is None or done <= 0 or total <= 0:
         return None
     return max(0.0, (now - started) * max(0, total - done) / done)
