@@ -6,6 +6,10 @@ with strict names; :class:`shared.recognition.predict.ResultFolders` sweeps away
 than the ``PREDICTION_MAX_AGE_S`` setting (a day). A result is for the one who made it (and
 admins): every route that reads one answers anyone else 404, as for an unknown id
 (:mod:`shared.core.owners`). Boxes are in the pixels of the photo as uploaded (see shared.recognition.predict).
+A result read again (a batch's page, its CSV, an annotated photo) names the KOLs as the pool does
+then: a KOL deleted since is "deleted KOL" (:func:`shared.recognition.predict.shown`). A single
+result's annotated photo can be downloaded (``?download=1``). Find similar uses the face chosen in
+field ``face`` (default the largest); its page's faces are buttons that ask again with ``run``.
 
 A batch (:mod:`shared.recognition.batch`) sent from a browser runs in the background: the browser is
 sent to ``/predictBatch/<run>``, which shows a progress bar until the results are ready and
@@ -17,12 +21,14 @@ with the photos it had named.
 import io
 import re
 import time
+from pathlib import Path
 
+import numpy as np
 from flask import Blueprint, current_app, jsonify, redirect, request, send_from_directory, url_for
 
 from shared.core.errors import UserError
 from shared.core.names import upload_name
-from shared.core.storage import atomic_write_bytes, read_json
+from shared.core.storage import atomic_write_json, read_json
 from shared.faces import engine, images
 from shared.recognition import batch, predict, review
 from shared.web.access import principal
@@ -68,8 +74,15 @@ def _review_queue():
     return review.Queue(data_path(review.FOLDER))
 
 
-def _file_url(run, name):
-    return url_for("predict.prediction_file", run=run, name=name)
+def _file_url(run, name, **args):
+    return url_for("predict.prediction_file", run=run, name=name, **args)
+
+
+def _names(model=None):
+    """``{slug: display name}`` of every KOL as named now: the current model's names under the
+    pool's (renames, merges); a KOL deleted for good is in neither (:func:`shared.recognition.predict.shown`)."""
+    model = model or models().current()
+    return {**(model.names if model is not None else {}), **pool().display_names()}
 
 
 def _single_upload():
@@ -112,19 +125,20 @@ def single_image():
     stream, name = _single_upload()
     model, queue = _model(), _review_queue()
     rgb, size = images.load_photo(stream, name=name)
-    names = pool().display_names()
+    names = _names(model)
     objects, found = predict.predict_faces(rgb, model, original_size=size, names=names, negatives=queue.negatives())
     if not objects:
         raise UserError(f"No face was found in '{name}'. Try a photo where the face is larger, "
                         "sharper and turned towards the camera.", 422)
     run, folder = _new_result()
     predict.queue_unsure(queue, rgb, found, objects, model, {"kind": "single", "run": run, "photo": name}, names)
-    atomic_write_bytes(folder / "annotated.jpg", images.encode_jpeg(predict.annotated(rgb, objects, found)))
+    predict.save_drawn(folder, "annotated.jpg", rgb, objects, [f.box for f in found], source=name)
     elapsed = round((time.perf_counter() - started) * 1000, 1)
-    payload = {"faces": objects, "model_version": model.version, "elapsed_ms": elapsed,
-               "width": size[0], "height": size[1]}
-    return reply("main/predict_single_result.html", payload, filename=name,
-                 image_url=_file_url(run, "annotated.jpg"), size=size,
+    payload = {"faces": [predict.shown(o, names) for o in objects], "model_version": model.version,
+               "elapsed_ms": elapsed, "width": size[0], "height": size[1],
+               "image_url": _file_url(run, "annotated.jpg"),
+               "download_url": _file_url(run, "annotated.jpg", download=1)}
+    return reply("main/predict_single_result.html", payload, filename=name, size=size,
                  analysed=(rgb.shape[1], rgb.shape[0]))
 
 
@@ -185,8 +199,14 @@ def batch_result(run):
             return reply("main/predict_batch_progress.html", batch.public(state), status=202)
         return reply("main/predict_batch_progress.html", batch.public(state), run=run)
     thumbs = {int(k): _file_url(run, v) for k, v in stored["thumbs"].items()}
-    payload = dict(stored["payload"], error=stored["error"]) if stored.get("error") else stored["payload"]
-    return reply("main/predict_batch_result.html", payload, thumbs=thumbs, summary=stored["summary"],
+    rows = predict.shown_rows(stored["payload"]["results"], _names())
+    payload = dict(stored["payload"], results=rows)
+    if stored.get("error"):
+        payload["error"] = stored["error"]
+    faces = [f for r in rows for f in r["faces"]]
+    summary = dict(stored["summary"], known=sum(f["known"] for f in faces),
+                   deleted=sum(bool(f.get("deleted")) for f in faces))
+    return reply("main/predict_batch_result.html", payload, thumbs=thumbs, summary=summary,
                  csv_url=_file_url(run, "results.csv"))
 
 
@@ -207,32 +227,70 @@ def _k():
     return int(raw)
 
 
-@bp.route("/findSimilarKOLResult", methods=["GET", "POST"])
-def similar_result():
-    if request.method == "GET":
-        return _only_post("predict.similar_page", "one photo in the field 'file' (and optionally 'k')")
-    k = _k()
+def _face_number(count):
+    """The face chosen in form field ``face`` (its number on the photo, 1 = the largest; default 1)
+    among the ``count`` faces found; 400 otherwise."""
+    raw = (request.form.get("face") or "").strip()
+    if not raw:
+        return 1
+    if not re.fullmatch(r"[0-9]{1,4}", raw) or not 1 <= int(raw) <= count:
+        faces = "1 face" if count == 1 else f"{count} faces"
+        raise UserError(f"face must be the number of a face on the photo, from 1 to {count} (the photo has "
+                        f"{faces}; got '{raw[:20]}').", 400)
+    return int(raw)
+
+
+def _similar_query(model):
+    """The photo to look up: a new upload (its faces found, drawn and kept in a new result), or,
+    with form field ``run``, the faces kept from an earlier upload of the asker's.
+
+    Returns ``(run, query)``: ``query`` is ``{"filename", "faces": [face objects with "kol"],
+    "embeddings": [[128 floats], ...]}`` (largest face first), as kept in ``query.json``.
+    """
+    if request.form.get("run"):
+        run = request.form["run"]
+        query = read_json(_result(run) / "query.json")
+        if query is None:
+            raise UserError("There is no such result: results are kept for one day.", 404)
+        return run, query
     stream, name = _single_upload()
-    model = _model()
     rgb, size = images.load_photo(stream, name=name)
     found = engine.analyze(rgb)
     if not found:
         raise UserError(f"No face was found in '{name}'. Try a photo where the face is larger, "
                         "sharper and turned towards the camera.", 422)
-    face = found[0]  # largest first
-    names = pool().display_names()
-    objects, _ = predict.predict_faces(rgb, model, found=[face], original_size=size, names=names,
+    objects, _ = predict.predict_faces(rgb, model, found=found, original_size=size, names=_names(model),
                                        negatives=_review_queue().negatives())
-    matches, photos = [], []
-    for slug, similarity, _distance in model.similar(face.embedding, k):
-        matches.append({"identity": names.get(slug, model.names.get(slug, slug)), "similarity": similarity})
-        cid = predict.representative_chip(pool(), slug, face.embedding)
-        photos.append(url_for("predict.pool_photo", slug=slug, cid=cid) if cid else None)
     run, folder = _new_result()
-    atomic_write_bytes(folder / "annotated.jpg", images.encode_jpeg(predict.annotated(rgb, objects, [face])))
-    payload = {"face": objects[0], "matches": matches}
-    return reply("main/similar_result.html", payload, filename=name, faces_found=len(found), k=k,
-                 photos=photos, image_url=_file_url(run, "annotated.jpg"))
+    predict.save_drawn(folder, "annotated.jpg", rgb, objects, [f.box for f in found], source=name)
+    query = {"filename": name, "width": size[0], "height": size[1], "faces": objects,
+             "embeddings": [[float(v) for v in f.embedding] for f in found]}
+    atomic_write_json(folder / "query.json", query)
+    return run, query
+
+
+@bp.route("/findSimilarKOLResult", methods=["GET", "POST"])
+def similar_result():
+    """The ``k`` KOLs most like one face of a photo: face ``face`` (default 1, the largest) of a new
+    upload, or of the photo of an earlier answer (field ``run``: its page's faces are clickable)."""
+    if request.method == "GET":
+        return _only_post("predict.similar_page", "one photo in the field 'file' (and optionally 'k' and 'face')")
+    k = _k()
+    model = _model()
+    run, query = _similar_query(model)
+    number = _face_number(len(query["faces"]))
+    embedding = np.array(query["embeddings"][number - 1])
+    names = _names(model)
+    faces = [predict.shown(f, names) for f in query["faces"]]
+    matches, photos = [], []
+    for slug, similarity, _distance in model.similar(embedding, k):
+        matches.append({"identity": names.get(slug, slug), "similarity": similarity})
+        cid = predict.representative_chip(pool(), slug, embedding)
+        photos.append(url_for("predict.pool_photo", slug=slug, cid=cid) if cid else None)
+    payload = {"face": faces[number - 1], "faces": faces, "matches": matches}
+    return reply("main/similar_result.html", payload, filename=query["filename"], k=k, run=run,
+                 size=(query["width"], query["height"]), photos=photos,
+                 image_url=_file_url(run, "annotated.jpg"))
 
 
 # -- files --------------------------------------------------------------------------
@@ -245,9 +303,14 @@ def prediction_file(run, name):
     folder = _result(run)
     if not (folder / name).is_file():
         raise UserError("There is no such result: results are kept for one day.", 404)
-    return send_from_directory(folder, name, as_attachment=name.endswith(".csv"),
-                               download_name="predictions.csv" if name.endswith(".csv") else None,
-                               max_age=3600)
+    if name.endswith(".csv"):
+        return send_from_directory(folder, predict.current_csv(folder, _names(), name), as_attachment=True,
+                                   download_name="predictions.csv", max_age=0)
+    download = request.args.get("download") == "1"
+    source = predict.drawn_source(folder, name) if download else None
+    return send_from_directory(folder, predict.current_image(folder, name, _names()), as_attachment=download,
+                               download_name=f"{Path(source or 'photo').stem}-faces.jpg" if download else None,
+                               max_age=0)
 
 
 @bp.get("/similar/photo/<slug>/<cid>.png")

@@ -59,15 +59,27 @@ def _page_context(job, state):
             "job_state": state, "job_id": job, "result_page": RESULT_PAGE}
 
 
-def _listing():
-    conn, store = redis(), jobs()
-    out = []
+def _working(state):
+    """``{"step", "state", "done", "total"}`` of the job's queued or running step, or ``None``."""
+    for name, rec in state["steps"].items():
+        if rec.get("state") in ACTIVE:
+            return {"step": name, "state": rec["state"], "done": int(rec.get("done") or 0),
+                    "total": int(rec.get("total") or 0)}
+    return None
+
+
+def _listing(conn):
+    """``(the jobs list of the index page, their records as the queue says now)``."""
+    store = jobs()
+    out, states = [], []
     for s in store.list():
         s = status.live_state(conn, store, s)
+        states.append(s)
         out.append({"job": s["job"], "kind": s["kind"], "created": s["created"], "upload": s.get("upload"),
                     "kols": len(s["kols"]), "next": wizard.next_step(s),
-                    "active": any(r.get("state") in ACTIVE for r in s["steps"].values())})
-    return out
+                    "active": any(r.get("state") in ACTIVE for r in s["steps"].values()),
+                    "working": _working(s)})
+    return out, states
 
 
 # -- R1: navigation -----------------------------------------------------------
@@ -75,8 +87,12 @@ def _listing():
 def index():
     job = _job_id(required=False)
     if job is None:
-        payload = {"pool": pool().stats(), "jobs": _listing(), "queue": status.overview(redis())}
-        return reply("process/index.html", payload, deleted=request.args.get("deleted"))
+        conn = redis()
+        listing, states = _listing(conn)
+        queue = status.overview(conn)
+        now = status.at_a_glance(states, sum(1 for w in queue["workers"] if w["alive"]))
+        payload = {"pool": pool().stats(), "now": now, "jobs": listing, "queue": queue}
+        return reply("process/index.html", payload, deleted=request.args.get("deleted"), titles=STEP_TITLES)
     state = _state(job)
     payload = {
         "job": job, "kind": state["kind"], "created": state["created"], "upload": state.get("upload"),

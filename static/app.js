@@ -1,5 +1,22 @@
 // Small helpers for the pages of the three servers; every page still works without them.
 (function () {
+  // The menu is one line that scrolls sideways on a phone (style.css): the current page's entry is
+  // scrolled into view, and the right edge fades while more entries are hidden there.
+  var menu = document.querySelector("header.topbar nav");
+  if (menu) {
+    var current = menu.querySelector("a.active");
+    if (current && menu.scrollWidth > menu.clientWidth) {
+      menu.scrollLeft = current.offsetLeft - menu.offsetLeft - (menu.clientWidth - current.offsetWidth) / 2;
+    }
+    var edges = function () {
+      menu.classList.toggle("scrolls", menu.scrollWidth > menu.clientWidth + 1);
+      menu.classList.toggle("at-end", menu.scrollLeft + menu.clientWidth >= menu.scrollWidth - 1);
+    };
+    edges();
+    menu.addEventListener("scroll", edges, { passive: true });
+    window.addEventListener("resize", edges);
+  }
+
   // Progress polling for long work: an element with data-poll="<json url>" is refreshed
   // twice a second; when the job is done the page moves on to data-next. Each answer
   // {"state", "done", "total", "error", ...} is shown in the element: [data-field=<key>]

@@ -131,7 +131,8 @@ def test_every_held_back_photo_with_a_face_is_named(trained):
                 continue
             assert r.status_code == 200, r.text
             body = r.json()
-            assert set(body) == {"faces", "model_version", "elapsed_ms", "width", "height"}  # size: issue 12
+            assert set(body) == {"faces", "model_version", "elapsed_ms", "width", "height",  # size: issue 12
+                                 "image_url", "download_url"}  # the annotated photo: issue 25
             assert body["model_version"] == trained["version"]
             assert type(body["elapsed_ms"]) is float and body["elapsed_ms"] > 0
             for face in body["faces"]:
@@ -286,7 +287,7 @@ def test_similar_kols(trained, live_servers):
     r = trained["http"].post(url + "/findSimilarKOLResult", files=files([photo]), data={"k": "3"}, headers=JSON)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"face", "matches"}
+    assert set(body) == {"face", "faces", "matches"}  # faces: every face of the photo (issue 25)
     check_face(body["face"])
     assert body["face"]["identity"] == "Madonna"
     matches = body["matches"]

@@ -17,11 +17,23 @@ answer (the name, or "unknown") is right (see :mod:`shared.recognition.rule`). F
 listed largest first. ``identity`` is the display name the training pool has for
 the KOL *now* (:meth:`shared.training.pool.Pool.display_names`), so a rename needs no retraining.
 
+Kept results. :func:`predict_faces` also gives each face its ``"kol"`` (the KOL's pool slug,
+``None`` when unknown): what a result folder stores. Whoever shows a stored face again passes it
+through :func:`shown`, with the names of the pool as it is then: a renamed KOL shows the new
+name, and a KOL deleted since (not in the pool, not in the models) shows as
+``{"identity": None, "known": False, "deleted": True}`` ("deleted KOL" on pages, photos and CSV),
+``confidence`` as it was. The stored files are never rewritten: an annotated photo is kept with
+its unlabelled copy and its faces (:func:`save_drawn`), and a photo or CSV whose labels changed is
+drawn again beside it, once (:func:`current_image`, :func:`current_csv`).
+
 This module also keeps the prediction result folders (:class:`ResultFolders`), writes
 the batch CSV (:func:`batch_csv`) and finds a KOL's pool photo nearest a face
 (:func:`representative_chip`).
 """
+import contextlib
+import hashlib
 import io
+import json
 import logging
 import os
 import shutil
@@ -35,13 +47,15 @@ import numpy as np
 from shared.core import config, csvsafe, owners
 from shared.core.errors import UserError
 from shared.core.ids import RUN_RE
-from shared.core.storage import atomic_write_bytes, changed_at
+from shared.core.storage import atomic_write_bytes, atomic_write_json, changed_at, read_json
 from shared.faces import draw, engine, images
 from shared.recognition import review
 from shared.recognition.store import ModelStore
 
 #: Longest side in pixels of the annotated thumbnails written for batch results.
 THUMB_SIDE = 320
+#: What a face of a KOL deleted after the result was made is called on pages, photos and in the CSV.
+DELETED = "deleted KOL"
 
 log = logging.getLogger(__name__)
 
@@ -81,28 +95,145 @@ def predict_faces(rgb, model, found=None, original_size=None, names=None, negati
     predictions = model.predict(np.array([f.embedding for f in found]), negatives=negatives)
     shown = {**model.names, **(names or {})}
     size = original_size or (rgb.shape[1], rgb.shape[0])
-    objects = [face_object(images.to_original(f.box, rgb.shape, size), p, shown, number=n)
+    objects = [dict(face_object(images.to_original(f.box, rgb.shape, size), p, shown, number=n),
+                    kol=p.slug if p.known else None)
                for n, (f, p) in enumerate(zip(found, predictions), 1)]
     return objects, found
 
 
+def shown(face, names):
+    """The contract's face object for a face of :func:`predict_faces` (fresh or stored), named with
+    ``names`` (``{slug: display name}`` as the pool and the model name the KOLs now).
+
+    Its ``"kol"`` is dropped; a KOL no longer in ``names`` (deleted since) gives ``identity``
+    ``None``, ``known`` ``False`` and ``"deleted": True``. A face stored without ``"kol"`` (before
+    results kept it) is shown as stored.
+    """
+    out = {key: value for key, value in face.items() if key != "kol"}
+    slug = face.get("kol")
+    if slug is None:
+        return out
+    if slug in names:
+        out["identity"] = names[slug]
+    else:
+        out.update(identity=None, known=False, deleted=True)
+    return out
+
+
+def shown_rows(rows, names):
+    """Batch result rows with every face :func:`shown` (new dicts; ``rows`` are left as they are)."""
+    return [dict(row, faces=[shown(f, names) for f in row["faces"]]) for row in rows]
+
+
 def label(obj):
-    """The text drawn beside a face: ``"1 Name 97%"`` or ``"2 unknown 88%"`` (number first when known)."""
-    text = f"{obj['identity'] if obj['known'] else 'unknown'} {obj['confidence'] * 100:.0f}%"
+    """The text drawn beside a face: ``"1 Name 97%"``, ``"2 unknown 88%"`` or ``"3 deleted KOL"``
+    (number first when known)."""
+    if obj.get("deleted"):
+        text = DELETED
+    else:
+        text = f"{obj['identity'] if obj['known'] else 'unknown'} {obj['confidence'] * 100:.0f}%"
     return f"{obj['number']} {text}" if obj.get("number") else text
 
 
-def annotated(rgb, objects, found=None):
-    """A new RGB array with a box and a :func:`label` drawn for each face object.
-
-    found: the :class:`shared.faces.engine.Face` list of ``rgb`` (boxes in its pixels), in the
-    order of ``objects``; without it the objects' own boxes are drawn (they must then
-    be in ``rgb``'s pixels).
-    """
-    boxes = ([f.box for f in found] if found is not None else
-             [(o["box"]["top"], o["box"]["right"], o["box"]["bottom"], o["box"]["left"]) for o in objects])
-    items = [(b, label(o), o["known"]) for b, o in zip(boxes, objects)]
+def annotated(rgb, boxes, faces):
+    """A new RGB array: ``rgb`` with a box and a :func:`label` drawn for each face object of
+    ``faces``, at ``boxes`` (``(top, right, bottom, left)`` in ``rgb``'s pixels, in the same order)."""
+    items = [(box, label(face), face["known"]) for box, face in zip(boxes, faces)]
     return draw.labelled_boxes(np.array(rgb, copy=True, order="C"), items)
+
+
+def _sidecars(name):
+    """The files kept beside the annotated photo ``name``: its unlabelled copy and its record."""
+    stem = Path(name).stem
+    return f"{stem}.plain.jpg", f"{stem}.faces.json"
+
+
+def save_drawn(folder, name, rgb, objects, boxes, source=None, side=None, quality=90):
+    """Write ``folder/name``: ``rgb`` with each face object's box and :func:`label` (``side``: as a
+    thumbnail of that longest side), with what :func:`current_image` needs to draw it again.
+
+    boxes: the faces' ``(top, right, bottom, left)`` in ``rgb``'s pixels, in the order of
+    ``objects``; source: the uploaded photo's name (the download is named after it). Beside it:
+    ``<stem>.plain.jpg`` (the same picture without boxes) and ``<stem>.faces.json``
+    ``{"source", "plain", "boxes" (in the plain copy's pixels), "faces" (the objects, with
+    "kol"), "labels" (as drawn)}``.
+    """
+    folder = Path(folder)
+    drawn, plain = annotated(rgb, boxes, objects), rgb
+    if side:
+        drawn, plain = thumbnail(drawn, side), thumbnail(rgb, side)
+    sy, sx = plain.shape[0] / rgb.shape[0], plain.shape[1] / rgb.shape[1]
+    scaled = [[round(t * sy), round(r * sx), round(b * sy), round(left * sx)] for t, r, b, left in boxes]
+    plain_name, record_name = _sidecars(name)
+    atomic_write_bytes(folder / plain_name, images.encode_jpeg(plain, quality=quality))
+    atomic_write_json(folder / record_name, {"source": source, "plain": plain_name, "boxes": scaled,
+                                             "faces": objects, "labels": [label(o) for o in objects]})
+    atomic_write_bytes(folder / name, images.encode_jpeg(drawn, quality=quality))
+
+
+def drawn_source(folder, name):
+    """The uploaded photo's name recorded by :func:`save_drawn` for ``folder/name``, or ``None``."""
+    record = read_json(Path(folder) / _sidecars(name)[1])
+    return (record or {}).get("source")
+
+
+@contextlib.contextmanager
+def _keeping_age(folder):
+    """Files written in ``folder`` inside this block leave its modification time as it was: a result
+    expires a fixed time after it was made (:func:`sweep_predictions`), however often it is read."""
+    before = changed_at(folder)
+    try:
+        yield
+    finally:
+        if before is not None:
+            with contextlib.suppress(OSError):
+                os.utime(folder, (time.time(), before))
+
+
+def _copy_once(folder, name, suffix, key, make_bytes):
+    """The name of ``<stem of name>.<hash of key><suffix>`` in ``folder``, written (atomically, its
+    age kept) from ``make_bytes()`` unless it is there already."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    copy = f"{Path(name).stem}.{digest}{suffix}"
+    if not (Path(folder) / copy).is_file():
+        with _keeping_age(folder):
+            atomic_write_bytes(Path(folder) / copy, make_bytes())
+    return copy
+
+
+def current_image(folder, name, names):
+    """The name of the file in ``folder`` to send for the annotated photo ``name``, its labels as
+    ``names`` (``{slug: display name}`` now) give them: ``name`` itself while they are the ones drawn
+    (and for photos kept without a record), else a copy drawn again from the unlabelled one, once
+    per set of labels (a deleted KOL reads :data:`DELETED`, a renamed one its new name)."""
+    folder = Path(folder)
+    record = read_json(folder / _sidecars(name)[1])
+    if record is None or not (folder / record["plain"]).is_file():
+        return name
+    faces = [shown(f, names) for f in record["faces"]]
+    labels = [label(f) for f in faces]
+    if labels == record["labels"]:
+        return name
+
+    def redraw():
+        plain = images.load_image(folder / record["plain"], max_side=None)
+        return images.encode_jpeg(annotated(plain, record["boxes"], faces))
+
+    return _copy_once(folder, name, ".jpg", labels, redraw)
+
+
+def current_csv(folder, names, name="results.csv"):
+    """The name of the batch CSV in ``folder`` to send, its faces :func:`shown` with ``names``:
+    ``name`` itself while nothing changed (and for a batch without ``results.json``), else a copy
+    written once per content."""
+    folder = Path(folder)
+    stored = read_json(folder / "results.json")
+    if stored is None or not (folder / name).is_file():
+        return name
+    data = batch_csv(shown_rows(stored["payload"]["results"], names))
+    if data == (folder / name).read_bytes():
+        return name
+    return _copy_once(folder, name, ".csv", hashlib.sha256(data).hexdigest(), lambda: data)
 
 
 def thumbnail(rgb, side=THUMB_SIDE):
@@ -150,7 +281,8 @@ def batch_csv(results):
             writer.writerow([row["filename"], "", "", "", "", "", "", "", "", row["error"] or ""] + tail)
         for n, face in enumerate(row["faces"], 1):
             b = face["box"]
-            writer.writerow([row["filename"], face.get("number", n), face["identity"] or "unknown", face["known"],
+            who = DELETED if face.get("deleted") else face["identity"] or "unknown"
+            writer.writerow([row["filename"], face.get("number", n), who, face["known"],
                              f"{face['confidence']:.4f}", b["top"], b["right"], b["bottom"], b["left"],
                              row["error"] or ""] + tail)
     return ("\ufeff" + out.getvalue()).encode("utf-8")
@@ -281,8 +413,8 @@ def predict_file(task):
                                                           "photo": name}, names)
         if not objects:
             result["error"] = "No face was found in this photo."
-        atomic_write_bytes(Path(thumb_path),
-                           images.encode_jpeg(thumbnail(annotated(rgb, objects, found)), quality=82))
+        save_drawn(Path(thumb_path).parent, Path(thumb_path).name, rgb, objects, [f.box for f in found],
+                   source=name, side=THUMB_SIDE, quality=82)
         result["thumb"] = True
     except UserError as exc:
         result["error"] = exc.message

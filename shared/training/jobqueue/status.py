@@ -5,6 +5,7 @@ whether that is still true is the queue's to say: :func:`live` asks the step's R
 records the step as failed when they failed for good or were lost
 (:func:`shared.training.jobqueue.faults.fail`).
 """
+import math
 import time
 from datetime import datetime, timezone
 
@@ -40,11 +41,26 @@ def step_progress(conn, store, job_id, step=None):
 
 
 def live_state(conn, store, state):
-    """The job's record with every queued/running step's state, counts and error as the queue says now."""
+    """The job's record with every queued/running step's state, counts and error as the queue says now;
+    a running step also gets ``"began"``: when a worker first took its work (:func:`began_s`)."""
     for name, rec in state["steps"].items():
         if rec.get("state") in ACTIVE:
             rec.update(live(conn, store, state["job"], name, rec))
+            if rec["state"] == "running":
+                rec["began"] = began_s(conn, rec)
     return state
+
+
+def began_s(conn, rec):
+    """When a worker first took the step's work (Unix seconds): the earliest start of its RQ jobs,
+    ``None`` while none has started. Unlike the record's ``started`` (when it was queued), this leaves
+    out the time spent waiting for a worker."""
+    starts = []
+    for rq_job in Job.fetch_many(rec.get("rq") or [], connection=conn):
+        at = rq_job.started_at if rq_job is not None else None
+        if at is not None:
+            starts.append((at if at.tzinfo else at.replace(tzinfo=timezone.utc)).timestamp())
+    return min(starts) if starts else None
 
 
 def wait(conn, store, job_id, step, timeout):
@@ -139,3 +155,63 @@ def overview(conn):
                                "last_heartbeat": beat.isoformat(timespec="seconds") if beat else None})
     out["workers"].sort(key=lambda w: (not w["alive"], w["host"] or "", w["pid"] or 0))
     return out
+
+
+def _started_s(rec):
+    """When a step's work started (Unix seconds), from its record's ISO ``started``, or ``None``."""
+    try:
+        return datetime.fromisoformat(rec["started"]).timestamp()
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def time_left_s(rec, now=None):
+    """Seconds a running step still needs, guessed from its pace so far: the time since its work
+    began (``"began"`` of :func:`live_state`, else since it was queued) times the share of its work
+    not done yet over the share done. ``None`` before anything is done (no pace yet) or when the
+    record has no start time."""
+    now = time.time() if now is None else now
+    started = rec.get("began") or _started_s(rec)
+    done, total = int(rec.get("done") or 0), int(rec.get("total") or 0)
+    if started is None or done <= 0 or total <= 0:
+        return None
+    return max(0.0, (now - started) * max(0, total - done) / done)
+
+
+def _minutes(seconds):
+    """``seconds`` in plain words: "about 1 min", "about 12 min", "about 3 h"."""
+    minutes = max(1, math.ceil(seconds / 60))
+    return f"about {minutes} min" if minutes < 120 else f"about {round(minutes / 60)} h"
+
+
+def at_a_glance(states, workers_alive, now=None):
+    """The jobs page's first line, for people: how many jobs are running or waiting and when
+    the running ones will be ready.
+
+    states: the jobs' records as the queue says now (:func:`live_state`); workers_alive: how many
+    queue workers are alive. Returns ``{"running": int, "waiting": int, "ready_in_s": int|None,
+    "sentence": str}``: ``ready_in_s`` is the longest :func:`time_left_s` of the running steps
+    (``None`` while one of them has no pace yet, or when nothing runs), e.g. "2 jobs running, ready
+    in about 1 min."
+    """
+    running, waiting = [], 0
+    for state in states:
+        active = [rec for rec in state["steps"].values() if rec.get("state") in ACTIVE]
+        if any(rec["state"] == "running" for rec in active):
+            running += [rec for rec in active if rec["state"] == "running"][:1]
+        elif active:
+            waiting += 1
+    lefts = [time_left_s(rec, now) for rec in running]
+    ready = None if not running or None in lefts else round(max(lefts))
+    parts = []
+    if running:
+        jobs = f"{len(running)} job{'' if len(running) == 1 else 's'} running"
+        parts.append(f"{jobs}, ready in {_minutes(ready)}" if ready is not None else
+                     f"{jobs}; the time left shows once the first part is done")
+    if waiting:
+        parts.append(f"{waiting} waiting for a worker" if running else
+                     f"{waiting} job{'' if waiting == 1 else 's'} waiting for a worker")
+    if waiting and not workers_alive:
+        parts.append("no worker is running, so nothing will start until one is started")
+    sentence = "; ".join(parts) + "." if parts else "No training work is running."
+    return {"running": len(running), "waiting": waiting, "ready_in_s": ready, "sentence": sentence[0].upper() + sentence[1:]}
