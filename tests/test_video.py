@@ -174,6 +174,23 @@ def test_hamilton_clip_streams_every_frame_and_names_only_lin(servers):
     assert lin_rows and all(r[1] == "1" and float(r[2]) < float(r[3]) for r in lin_rows)
     assert abs(sum(float(r[4]) for r in lin_rows) - lin["frames"] / done["fps"]) < 1.5  # the same time on screen
     assert {r[0] for r in rows} == {a["label"] for a in done["appearances"]}
+    # every frame's faces as data (issue 22), and as subtitles and a table
+    log = servers.http.get(servers.urls["video"] + "/video_tracks.json", params={"video": vid}, timeout=10)
+    assert log.status_code == 200 and log.headers["Content-Type"].startswith("application/json")
+    log = log.json()
+    assert log["frame_count"] == 275 and [r["frame"] for r in log["frames"]] == list(range(275))
+    faces = [f for r in log["frames"] for f in r["faces"]]
+    assert faces and all({"box", "track", "identity", "confidence", "known", "label"} <= set(f) for f in faces)
+    assert {f["identity"] for f in faces} <= {"Lin-Manuel Miranda", None}
+    lin_frames = sum(1 for r in log["frames"] if any(f["identity"] == "Lin-Manuel Miranda" for f in r["faces"]))
+    assert lin_frames == lin["frames"]  # the summary counts the frames the file names him on
+    assert not any(f["label"].startswith("unknown 0%") for f in faces)  # an unsure face reads "?"
+    vtt = servers.http.get(servers.urls["video"] + "/video_tracks.vtt", params={"video": vid}, timeout=10)
+    assert vtt.status_code == 200 and vtt.headers["Content-Type"].startswith("text/vtt")
+    assert vtt.text.startswith("WEBVTT") and "Lin-Manuel Miranda" in vtt.text
+    table = servers.http.get(servers.urls["video"] + "/video_tracks.csv", params={"video": vid}, timeout=10)
+    assert table.status_code == 200 and table.text.startswith("frame,time_s,track,who,kol,confidence,")
+    assert len(table.text.strip().split("\r\n")) == len(faces) + 1
 
 
 @pytest.mark.live
