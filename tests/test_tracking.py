@@ -55,6 +55,13 @@ def test_one_bad_vote_never_renames_a_track_but_takes_its_name_away_until_two_ag
         agreed.vote("lin", 0.8)
     assert agreed.slug == "lin" and t.votes == [("elton", 0.8), ("lin", 0.8), ("lin", 0.8)]
     assert t.confidence < agreed.confidence  # the dissenting vote since the name was lost still counts
+    # "unknown" with the shown KOL nearest (a face turned away) is an ordinary vote; with another KOL nearest, dissent
+    blurred = Track(3, (10, 50, 50, 10), 0)
+    for slug, candidate in [("lin", "lin"), ("lin", "lin"), (None, "lin"), (None, "lin")]:
+        blurred.vote(slug, 0.7, candidate)
+    assert blurred.slug == "lin" and len(blurred.votes) == 4  # a tie keeps the name shown
+    blurred.vote(None, 0.7, "elton")
+    assert blurred.slug is None and blurred.votes == [(None, 0.7)]
 
 
 def test_a_stranger_matched_once_by_chance_is_never_named():

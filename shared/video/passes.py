@@ -117,14 +117,7 @@ def _inside(a, b):
 def full_scale(shape, settings):
     """The factor a frame of ``shape`` is resized by for a full pass (see the module docstring)."""
     h, w = shape[:2]
-    return min(HOG_MIN_PX / min_face(shape, settings), (settings.max_full_pixels / float(h * w)) ** 0.5)
-
-
-def min_face(shape, settings):
-    """The smallest face (box side, frame pixels) a full pass of a frame of ``shape`` looks for:
-    ``Settings.min_face_px``, or ``Settings.min_face_frac`` of the frame's height when that is smaller
-    (in a small video, a face of a tenth of the height is a few dozen pixels)."""
-    return float(min(settings.min_face_px, settings.min_face_frac * shape[0]))
+    return min(HOG_MIN_PX / float(settings.min_face_px), (settings.max_full_pixels / float(h * w)) ** 0.5)
 
 
 def _scaled(boxes, s, x0):

@@ -4,8 +4,8 @@ A track collects *votes*: each time its face is recognised, the model's
 :class:`shared.recognition.model.Prediction` for it adds ``(slug or None, confidence)``.
 The name shown is the majority of the votes, "unknown" (``None``) being a candidate
 like any KOL (:func:`decide`); a KOL needs :data:`MIN_VOTES` votes. A vote that disagrees with
-the KOL a track shows takes that name away at once (:meth:`Track.vote`: the earlier votes are
-forgotten), so a box that came onto another face never keeps the first face's name; the face
+the KOL a track shows (another KOL, or "unknown" with another KOL nearest) takes that name away at
+once (:meth:`Track.vote`: the earlier votes are forgotten), so a box that came onto another face never keeps the first face's name; the face
 reads "?" until its votes agree again. The confidence shown is the mean of the model's
 calibrated P(right) over the votes (:attr:`Track.confidence`); under :data:`SURE` a face reads "?".
 
@@ -79,13 +79,17 @@ class Track:
         self.changed = None  # the latest frame its box or appearance moved away from those (shared.video.votes)
         self.answers = []  # [[answer, first, last], ...]: what it showed on the frames drawn (answer: slug or None)
 
-    def vote(self, slug, confidence):
+    def vote(self, slug, confidence, candidate=None):
         """Add one recognition (the prediction's slug or ``None``) and re-decide :attr:`slug` (:func:`decide`).
 
-        A vote that is not for the KOL the track shows forgets the earlier votes first: the name is
-        lost at once (the face reads "?" or "unknown" until its votes agree again).
+        candidate: the KOL nearest to the face (the prediction's ``candidate``; default ``slug``).
+        A vote that disagrees with the KOL the track shows (another KOL, or "unknown" with another KOL
+        nearest) forgets the earlier votes first: the name is lost at once (the face reads "?" or
+        "unknown" until its votes agree again). An "unknown" whose nearest KOL is the one shown (a
+        face turned away, blurred) is an ordinary vote: the majority decides.
         """
-        if self.slug is not None and slug != self.slug:
+        candidate = slug if candidate is None else candidate
+        if self.slug is not None and slug != self.slug and (slug is not None or candidate != self.slug):
             self.votes = []
             self.slug, self.decided = None, False
         self.votes.append((slug, float(confidence)))
