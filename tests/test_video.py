@@ -463,6 +463,14 @@ def test_without_a_model_the_stream_still_plays_and_the_page_says_so(main_app, v
     assert body.count(b"--frame\r\nContent-Type: image/jpeg") == 200
     s = video.get("/", query_string={"video": vid}, headers=JSON).get_json()
     assert s["state"] == "done" and [a["identity"] for a in s["appearances"]] == [None]
+    # reopening the player starts a new run: no note of the frames an earlier run skipped (issue 25)
+    from shared.video import videos
+
+    folder = Path(video_app.config["DATA_DIR"]) / "videos" / vid
+    videos.write_status(folder, dict(s, dropped=7))  # as a paced run that fell behind leaves it
+    page = video.get("/", query_string={"video": vid}).get_data(as_text=True)
+    assert re.search(r'<p class="hint" id="dropped" role="status" hidden>', page)
+    assert '<span id="dropped-count">0</span>' in page and 'id="pause"' in page and 'id="tracks-vtt"' in page
 
 
 # -- the first frame ------------------------------------------------------------------
