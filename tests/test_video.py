@@ -18,7 +18,7 @@ from shared.faces import draw, engine, frames, images
 from shared.recognition.model import train
 from shared.recognition.store import ModelStore
 from shared.training.pool import kol_slug
-from shared.video import streaming
+from shared.video import streaming, videos
 
 from .builders import build_pool
 from .conftest import VIDEO, needs_data, needs_video, signed_in
@@ -426,8 +426,6 @@ def test_ids_come_only_from_the_upload_store(servers):
 
 @pytest.mark.live
 def test_ten_uploads_in_a_row_and_the_cleanup_rule(servers, tmp_path):
-    from shared.video import videos
-
     clip = _faceless_clip(tmp_path / "small.avi", n=5)
     ids = [upload_id(servers, clip, f"clip{i}.avi") for i in range(10)]
     assert len(set(ids)) == 10
@@ -464,8 +462,6 @@ def test_without_a_model_the_stream_still_plays_and_the_page_says_so(main_app, v
     s = video.get("/", query_string={"video": vid}, headers=JSON).get_json()
     assert s["state"] == "done" and [a["identity"] for a in s["appearances"]] == [None]
     # reopening the player starts a new run: no note of the frames an earlier run skipped (issue 25)
-    from shared.video import videos
-
     folder = Path(video_app.config["DATA_DIR"]) / "videos" / vid
     videos.write_status(folder, dict(s, dropped=7))  # as a paced run that fell behind leaves it
     page = video.get("/", query_string={"video": vid}).get_data(as_text=True)
