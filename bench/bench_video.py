@@ -1,7 +1,19 @@
 """Video recognition: speed and quality of our stream against face_recognition's own ways, same run.
 
     .venv/bin/python bench/bench_video.py [--plain-frames 12] [--fast-frames 120] [--clips tv720,crowd1080,hamilton1080]
-                                          [--before] [--skip-baselines] [--seed 14]
+                                          [--real friends_tux,sweden_promo] [--cuts] [--before] [--skip-baselines]
+                                          [--seed 14]
+
+Real clips (``--real``, :mod:`real_clips`; ``--real ''`` for none): the two development clips of
+``../shared/data/video/dev/`` (640x360, real cuts), scored against ``bench/truth/<clip>.json``
+(every second frame): face-frames named right, named as another KOL (and its share of all named
+face-frames), KOLs missed, strangers named, names drawn over no truth face, name changes per
+face. Each clip has its own model: its people plus 20 lfw_dev KOLs. Three ways: **ours** (as
+``/video_feed?pace=0``; its per-frame answers are read from the ``tracks.json`` the stream writes,
+the file behind ``GET /video_tracks.json``), the **plain** per-frame loop (quality on every truth
+frame from the cached boxes and embeddings, speed timed on the first ``--plain-frames`` frames) and
+the documented **fast** path (every frame). ``--cuts`` prints the cut detector's hits, misses and
+false alarms on the clips' known cuts.
 
 Clips (made by ``bench/video_scenes.py`` into ``bench/out/``, deterministic):
 
@@ -54,6 +66,7 @@ from pathlib import Path
 
 from common import VIDEO, require_data
 
+import real_clips
 import video_scenes
 
 
@@ -99,13 +112,19 @@ def cpu_seconds(executor=None):
     return total
 
 
-def ours(folder, model, executor, max_side):
+def ours(folder, model, executor, max_side, from_file=False):
+    """Our stream as ``/video_feed?pace=0`` runs it: ``(fps, parts, shown, cpu seconds, seconds to the first part)``.
+
+    from_file: ``shown`` is read from the ``tracks.json`` the stream wrote (``GET /video_tracks.json``)
+    rather than from its ``observe`` hook.
+    """
     from shared.video import streaming
 
     shown = {}
 
     def observe(index, views):
-        shown[index] = [(v.box, v.slug) for v in views]
+        if not from_file:
+            shown[index] = [(v.box, v.slug) for v in views]
 
     cpu = cpu_seconds(executor)
     started = time.perf_counter()
@@ -115,7 +134,19 @@ def ours(folder, model, executor, max_side):
             parts += 1
             first_s = time.perf_counter() - started if first_s is None else first_s
     elapsed = time.perf_counter() - started
+    if from_file:
+        shown = tracks_shown(folder, model)
     return parts / elapsed, parts, shown, cpu_seconds(executor) - cpu, first_s
+
+
+def tracks_shown(folder, model):
+    """``{frame: [(box, slug or None)]}`` from the stream's per-frame file (shared.video.framelog)."""
+    from shared.video import framelog
+
+    by_name = {v: k for k, v in model.names.items()}
+    return {row["frame"]: [(tuple(f["box"]), by_name.get(f["identity"]) if f["known"] else None)
+                           for f in row["faces"]]
+            for row in framelog.read(folder)["frames"]}
 
 
 #: Asked: at most this many seconds from opening the player to its first frame (warm workers); the
@@ -218,6 +249,8 @@ def main():
     parser.add_argument("--plain-frames", type=int, default=12)
     parser.add_argument("--fast-frames", type=int, default=120)
     parser.add_argument("--clips", default="tv720,crowd1080,hamilton1080")
+    parser.add_argument("--real", default=",".join(real_clips.CLIPS), help="real dev clips ('' for none)")
+    parser.add_argument("--cuts", action="store_true", help="check the cut detector on the real clips' known cuts")
     parser.add_argument("--skip-baselines", action="store_true")
     parser.add_argument("--before", action="store_true", help=f"also run the loop of commit {BEFORE}")
     parser.add_argument("--stream-side", type=int, default=None,
@@ -230,18 +263,29 @@ def main():
 
     side = streaming.STREAM_SIDE if args.stream_side is None else args.stream_side
 
+    real = [c for c in args.real.split(",") if c]
+    if args.cuts:
+        for clip in real:
+            hits, misses, alarms = real_clips.cut_check(clip)
+            print(f"cuts {clip}: {len(hits)} of {len(hits) + len(misses)} found, missed {misses}, "
+                  f"false alarms {len(alarms)} {alarms}")
+    executor = parallel.executor()
+    streaming.warm(executor, parallel.workers())
+    print(f"cores: {parallel.workers()}, load average before: {os.getloadavg()[0]:.2f}")
+    for clip in real:
+        real_clip(clip, executor, side, args)
+    if not args.clips:
+        parallel.shutdown()
+        return
     t0 = time.perf_counter()
     clips, kols, _strangers = video_scenes.build(args.seed)
     model = train_model(kols)
     print(f"clips and model ready in {time.perf_counter() - t0:.1f} s: {len(model.classes)} KOLs, "
           f"{len(model.X)} photos")
-    executor = parallel.executor()
-    streaming.warm(executor, parallel.workers())
-    print(f"cores: {parallel.workers()}, load average before: {os.getloadavg()[0]:.2f}")
     print(f"{'clip':13s} {'way':6s} {'frames':>6s} {'fps':>6s} {'x real':>6s} {'cpu/s':>6s}  quality")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.clips.split(","):
+        for name in [c for c in args.clips.split(",") if c]:
             path, truth = clips[name]
             folder, info = video_folder(tmp, path)
             src = info.fps
@@ -268,6 +312,35 @@ def main():
                   f"ours / fast = {results[(name, 'ours')] / results[(name, 'fast')]:.2f}x")
     print(f"load average after: {os.getloadavg()[0]:.2f} (other work on the machine lowers every number)")
     parallel.shutdown()
+
+
+def real_clip(clip, executor, side, args):
+    """Ours, the plain loop and the fast path on one real dev clip, scored against its truth (module docstring)."""
+    path = real_clips.DEV / f"{clip}.mp4"
+    truth = real_clips.load_truth(clip)
+    model = real_clips.model_for(clip)
+    print(f"{clip}: {len(model.classes)} KOLs ({len(model.X)} photos), {len(truth['frames_scored'])} truth frames")
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder, info = video_folder(tmp, path)
+        fps, n, shown, cpu, _first = ours(folder, model, executor, side, from_file=True)
+        rows["ours"] = fps
+        print(f"{clip:13s} {'ours':6s} {n:6d} {fps:6.1f} {fps / info.fps:6.2f} {cpu / (n / info.fps):6.2f}  "
+              f"{real_clips.describe(real_clips.score(truth, shown))}")
+        sys.stdout.flush()
+    if args.skip_baselines:
+        return
+    fps = real_clips.plain_speed(clip, model, args.plain_frames)
+    rows["plain"] = fps
+    shown = real_clips.plain_shown(clip, model, truth["frames_scored"])
+    print(f"{clip:13s} {'plain':6s} {len(shown):6d} {fps:6.1f} {fps / info.fps:6.2f} {'-':>6s}  "
+          f"{real_clips.describe(real_clips.score(truth, shown))}")
+    fps, shown, cpu = fast(path, model, None, side)
+    rows["fast"] = fps
+    print(f"{clip:13s} {'fast':6s} {len(shown):6d} {fps:6.1f} {fps / info.fps:6.2f} "
+          f"{cpu / (len(shown) / info.fps):6.2f}  {real_clips.describe(real_clips.score(truth, shown))}")
+    print(f"{'':13s} ours / plain = {rows['ours'] / rows['plain']:.1f}x, ours / fast = {rows['ours'] / rows['fast']:.2f}x")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

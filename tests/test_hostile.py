@@ -61,6 +61,9 @@ ROUTES = [
     Route("video", "/", ("GET",), ids=("video",)),
     Route("video", "/video_feed", ("GET", "POST"), ids=("video",)),
     Route("video", "/appearances.csv", ("GET",), ids=("video",)),
+    Route("video", "/video_tracks.json", ("GET",), ids=("video",)),
+    Route("video", "/video_tracks.vtt", ("GET",), ids=("video",)),
+    Route("video", "/video_tracks.csv", ("GET",), ids=("video",)),
 ]
 #: Routes with the id in the path rather than a query field: (server, url template).
 PATH_ID_ROUTES = [

@@ -152,7 +152,7 @@ def test_videos_are_for_their_uploader_and_admins(people, tmp_path):
     ann_vid = _upload(people["ann"]["main"], clip)
     mia = people["mia"]
     mia_vid = _upload(mia["main"], clip, {"csrf_token": _csrf(mia["main"].get("/uploadVideoPage").get_data(as_text=True))})
-    routes = ["/", "/appearances.csv", "/video_feed"]
+    routes = ["/", "/appearances.csv", "/video_feed", "/video_tracks.json", "/video_tracks.vtt", "/video_tracks.csv"]
 
     def url(route, vid):
         return f"{route}?video={vid}&pace=0" if route == "/video_feed" else f"{route}?video={vid}"
@@ -173,6 +173,7 @@ def test_videos_are_for_their_uploader_and_admins(people, tmp_path):
             assert people[who]["video"].get(url("/appearances.csv", vid)).status_code == 200
     feed = people["ann"]["video"].get(url("/video_feed", ann_vid))
     assert feed.status_code == 200 and feed.get_data().count(b"--frame\r\nContent-Type: image/jpeg") == len(sky)
+    assert people["ann"]["video"].get(url("/video_tracks.json", ann_vid)).get_json()["frame_count"] == len(sky)
     assert people["boss"]["video"].get(url("/", ann_vid), headers=JSON).get_json()["state"] == "done"
 
     # a video uploaded before owners were recorded has no owner.json: for admins only

@@ -39,18 +39,29 @@ def test_decide_keeps_the_current_name_unless_outvoted():
     assert decide(votes + [("b", 0.9), ("b", 0.9)], "a", True) == "b"
 
 
-def test_one_bad_vote_never_renames_a_track():
+def test_one_bad_vote_never_renames_a_track_but_takes_its_name_away_until_two_agree_again():
+    """Issue 22: a vote against the name shown takes it away at once (the face reads "?"), never puts the
+    other name on; two agreeing votes bring a name back."""
     t = Track(1, (10, 50, 50, 10), 0)
     shown = []
-    for slug in ["lin", "lin", "elton", "lin", None, "lin", "elton", "lin"]:
+    for slug in ["lin", "lin", "elton", "lin", None, "lin", "elton", "lin", "lin"]:
         t.vote(slug, 0.8)
         shown.append(t.slug)
-    assert shown == [None] + ["lin"] * 7
-    # dissent lowers how sure the name shown is: below a track whose votes all agree at the same strength
+    assert shown == [None, "lin", None, None, None, "lin", None, None, "lin"]
+    assert "elton" not in shown
+    # a name shown comes from votes that agree: as sure as a track whose votes all agree at the same strength
     agreed = Track(2, (10, 50, 50, 10), 0)
     for _ in range(8):
         agreed.vote("lin", 0.8)
-    assert agreed.slug == "lin" and t.confidence < agreed.confidence
+    assert agreed.slug == "lin" and t.votes == [("elton", 0.8), ("lin", 0.8), ("lin", 0.8)]
+    assert t.confidence < agreed.confidence  # the dissenting vote since the name was lost still counts
+    # "unknown" with the shown KOL nearest (a face turned away) is an ordinary vote; with another KOL nearest, dissent
+    blurred = Track(3, (10, 50, 50, 10), 0)
+    for slug, candidate in [("lin", "lin"), ("lin", "lin"), (None, "lin"), (None, "lin")]:
+        blurred.vote(slug, 0.7, candidate)
+    assert blurred.slug == "lin" and len(blurred.votes) == 4  # a tie keeps the name shown
+    blurred.vote(None, 0.7, "elton")
+    assert blurred.slug is None and blurred.votes == [(None, 0.7)]
 
 
 def test_a_stranger_matched_once_by_chance_is_never_named():
@@ -282,13 +293,17 @@ def test_a_full_pass_keeps_the_biggest_box_of_a_face_and_any_embedding_of_it():
 
 @needs_video
 def test_settled_tracks_reuse_their_embedding_and_keep_their_names(celeb_faces):
-    """Full passes skip faces whose track has settled: fewer embeddings, the same names."""
+    """Full passes skip faces whose track has settled: fewer embeddings, the same names.
+
+    (Issue 22: a settled track is also re-verified on a schedule and when its box or look changes; that
+    re-verification then embeds it, not the full pass, so reuse is compared here with it turned off.)"""
     model = _hamilton_model(celeb_faces)
 
     def run(reuse_s):
         names, rec = [], None
         for _i, _t, _rgb, views, rec in recognizer.run(VIDEO / "short_hamilton_clip.mp4", model,
-                                                     settings=Settings(reuse_s=reuse_s)):
+                                                     settings=Settings(reuse_s=reuse_s, verify_s=1e9, verify_look=-2.0,
+                                                                       verify_scale=1e9, verify_shift=1e9)):
             names.append(sorted(str(v.slug) for v in views))
         return names, rec.voting.embeddings
 
@@ -656,7 +671,9 @@ def test_a_box_carried_onto_another_face_loses_its_name_at_the_next_look(tmp_pat
         return wrong
 
     assert wrong_frames(Settings()) <= 2 * Settings().detect_every
-    assert wrong_frames(Settings(same_face=99.0, cross_iou=2.0)) > 50  # the same clips without the check
+    # the same clips without the checks (issue 22's re-verification on a changed look or box catches it too)
+    assert wrong_frames(Settings(same_face=99.0, cross_iou=2.0, verify_s=1e9, verify_look=-2.0, verify_scale=1e9,
+                                 verify_shift=1e9)) > 50
 
 
 def test_a_track_settles_on_two_sure_agreeing_votes_or_three_and_not_before_a_vote_after_crossing():

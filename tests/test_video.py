@@ -18,7 +18,7 @@ from shared.faces import draw, engine, frames, images
 from shared.recognition.model import train
 from shared.recognition.store import ModelStore
 from shared.training.pool import kol_slug
-from shared.video import streaming
+from shared.video import streaming, videos
 
 from .builders import build_pool
 from .conftest import VIDEO, needs_data, needs_video, signed_in
@@ -174,6 +174,23 @@ def test_hamilton_clip_streams_every_frame_and_names_only_lin(servers):
     assert lin_rows and all(r[1] == "1" and float(r[2]) < float(r[3]) for r in lin_rows)
     assert abs(sum(float(r[4]) for r in lin_rows) - lin["frames"] / done["fps"]) < 1.5  # the same time on screen
     assert {r[0] for r in rows} == {a["label"] for a in done["appearances"]}
+    # every frame's faces as data (issue 22), and as subtitles and a table
+    log = servers.http.get(servers.urls["video"] + "/video_tracks.json", params={"video": vid}, timeout=10)
+    assert log.status_code == 200 and log.headers["Content-Type"].startswith("application/json")
+    log = log.json()
+    assert log["frame_count"] == 275 and [r["frame"] for r in log["frames"]] == list(range(275))
+    faces = [f for r in log["frames"] for f in r["faces"]]
+    assert faces and all({"box", "track", "identity", "confidence", "known", "label"} <= set(f) for f in faces)
+    assert {f["identity"] for f in faces} <= {"Lin-Manuel Miranda", None}
+    lin_frames = sum(1 for r in log["frames"] if any(f["identity"] == "Lin-Manuel Miranda" for f in r["faces"]))
+    assert lin_frames == lin["frames"]  # the summary counts the frames the file names him on
+    assert not any(f["label"].startswith("unknown 0%") for f in faces)  # an unsure face reads "?"
+    vtt = servers.http.get(servers.urls["video"] + "/video_tracks.vtt", params={"video": vid}, timeout=10)
+    assert vtt.status_code == 200 and vtt.headers["Content-Type"].startswith("text/vtt")
+    assert vtt.text.startswith("WEBVTT") and "Lin-Manuel Miranda" in vtt.text
+    table = servers.http.get(servers.urls["video"] + "/video_tracks.csv", params={"video": vid}, timeout=10)
+    assert table.status_code == 200 and table.text.startswith("frame,time_s,track,who,kol,confidence,")
+    assert len(table.text.strip().split("\r\n")) == len(faces) + 1
 
 
 @pytest.mark.live
@@ -409,8 +426,6 @@ def test_ids_come_only_from_the_upload_store(servers):
 
 @pytest.mark.live
 def test_ten_uploads_in_a_row_and_the_cleanup_rule(servers, tmp_path):
-    from shared.video import videos
-
     clip = _faceless_clip(tmp_path / "small.avi", n=5)
     ids = [upload_id(servers, clip, f"clip{i}.avi") for i in range(10)]
     assert len(set(ids)) == 10
@@ -446,6 +461,12 @@ def test_without_a_model_the_stream_still_plays_and_the_page_says_so(main_app, v
     assert body.count(b"--frame\r\nContent-Type: image/jpeg") == 200
     s = video.get("/", query_string={"video": vid}, headers=JSON).get_json()
     assert s["state"] == "done" and [a["identity"] for a in s["appearances"]] == [None]
+    # reopening the player starts a new run: no note of the frames an earlier run skipped (issue 25)
+    folder = Path(video_app.config["DATA_DIR"]) / "videos" / vid
+    videos.write_status(folder, dict(s, dropped=7))  # as a paced run that fell behind leaves it
+    page = video.get("/", query_string={"video": vid}).get_data(as_text=True)
+    assert re.search(r'<p class="hint" id="dropped" role="status" hidden>', page)
+    assert '<span id="dropped-count">0</span>' in page and 'id="pause"' in page and 'id="tracks-vtt"' in page
 
 
 # -- the first frame ------------------------------------------------------------------

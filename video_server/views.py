@@ -13,6 +13,9 @@
   (tests, benchmarks).
 - ``GET /appearances.csv?video=<id>``: who appeared when, one line per time range
   (:func:`shared.video.appearances.to_csv`), from the latest status.
+- ``GET /video_tracks.json?video=<id>`` (and ``.vtt``, ``.csv``): every frame's faces of the latest
+  run that reached the end (:mod:`shared.video.framelog`): boxes, names, confidence, track ids;
+  as WebVTT cues or one CSV line per face per frame. 404 before a run has reached the end.
 
 Only an id is taken from the URL (checked by :func:`shared.video.videos.video_dir`
 against a strict pattern before any disk access); the file is found inside
@@ -20,13 +23,14 @@ against a strict pattern before any disk access); the file is found inside
 admins); anyone else gets the 404 of an unknown id (:func:`shared.video.videos.readable_dir`).
 """
 import dataclasses
+import json
 
 from flask import Blueprint, Response, current_app, request
 from werkzeug.utils import secure_filename
 
 from shared.core.errors import UserError
 from shared.faces import frames, parallel
-from shared.video import appearances, streaming, videos
+from shared.video import appearances, framelog, streaming, videos
 from shared.video.passes import warm_job
 from shared.web.access import principal
 from shared.web.factory import data_path, models, pool
@@ -84,12 +88,37 @@ def video_feed():
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
+def _download(folder, text, mimetype, suffix):
+    """``text`` as a download named after the upload (``<stem>-<suffix>``)."""
+    name = (videos.read_meta(folder) or {}).get("filename") or "video"
+    stem = secure_filename(name.rsplit(".", 1)[0]) or "video"  # the upload's name, safe in a header
+    return Response(text, mimetype=mimetype,
+                    headers={"Content-Disposition": f'attachment; filename="{stem}-{suffix}"',
+                             "Cache-Control": "no-store"})
+
+
 @bp.get("/appearances.csv")
 def appearances_csv():
     folder = _folder()
     status = videos.current_status(folder)
-    name = (videos.read_meta(folder) or {}).get("filename") or "video"
-    stem = secure_filename(name.rsplit(".", 1)[0]) or "video"  # the upload's name, safe in a header
-    return Response(appearances.to_csv(status.get("appearances") or []), mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{stem}-appearances.csv"',
-                             "Cache-Control": "no-store"})
+    return _download(folder, appearances.to_csv(status.get("appearances") or []), "text/csv", "appearances.csv")
+
+
+@bp.get("/video_tracks.json")
+def video_tracks_json():
+    """Every frame's faces of the latest complete run (:mod:`shared.video.framelog`)."""
+    data = framelog.read(_folder())
+    return Response(json.dumps(data, separators=(",", ":")), mimetype="application/json",
+                    headers={"Cache-Control": "no-store"})
+
+
+@bp.get("/video_tracks.vtt")
+def video_tracks_vtt():
+    folder = _folder()
+    return _download(folder, framelog.to_vtt(framelog.read(folder)), "text/vtt", "faces.vtt")
+
+
+@bp.get("/video_tracks.csv")
+def video_tracks_csv():
+    folder = _folder()
+    return _download(folder, framelog.to_csv(framelog.read(folder)), "text/csv", "faces.csv")

@@ -61,7 +61,9 @@ def summarize(tracks, fps, model=None, min_frames=3, gap_s=0.5):
 
     tracks: every :class:`shared.video.tracks.Track` so far; fps: the video's frame rate;
     model: the :class:`shared.recognition.model.Model` used (``None``: no face is named).
-    Tracks drawn on fewer than ``min_frames`` frames are left out.
+    Tracks drawn on fewer than ``min_frames`` frames are left out. A track counts for a KOL on the
+    frames it showed that KOL (:meth:`shared.video.tracks.Track.spans_of`); a track that never
+    showed one is a stranger.
 
     Returns ``[{"identity", "label", "unknown", "first_s", "last_s", "frames",
     "ranges"}]``: ``identity`` is the KOL's display name or ``None``; ``label`` is
@@ -76,9 +78,12 @@ def summarize(tracks, fps, model=None, min_frames=3, gap_s=0.5):
     kept = sorted((t for t in tracks if t.frames_shown >= min_frames), key=lambda t: (t.spans[0][0], t.id))
     known, strangers, unembedded = {}, [], []
     for t in kept:
-        if model is not None and t.slug is not None:
-            known.setdefault(model.names.get(t.slug, t.slug), []).extend(t.spans)
-        elif model is not None and t.embeddings:
+        named = {a for a, _, _ in t.answers if a is not None} if model is not None else set()
+        for slug in sorted(named):  # the frames it showed each KOL on (a track loses a name it was wrong about)
+            known.setdefault(model.names.get(slug, slug), []).extend(t.spans_of(slug))
+        if named:
+            continue  # its other frames read "?" while its name was being checked: not a stranger
+        if model is not None and t.embeddings:
             strangers.append(t)
         else:
             unembedded.append(t)

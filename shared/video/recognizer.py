@@ -36,7 +36,7 @@ from shared.faces.boxes import clip_box, iou, match
 from shared.video import appearances
 from shared.video.flow import Flow
 from shared.video.schedule import Schedule
-from shared.video.tracks import FaceView, TrackSet
+from shared.video.tracks import SURE, FaceView, TrackSet
 from shared.video.votes import Voting
 
 
@@ -62,9 +62,16 @@ class Settings:
     cross_iou: float = 0.2  # tracks whose boxes overlap this much have crossed: each needs a fresh vote after
     same_face: float = engine.SAME_PERSON_DISTANCE  # a fresh embedding this far from its track's mean: another face (Voting.someone_else)
     reuse_s: float = 2.0  # a scheduled full pass does not re-embed a settled track voted on this recently (s)
+    verify_s: float = 1.0  # a settled track is embedded again when its latest vote is this old (s) ...
+    verify_scale: float = 1.4  # ... or its box grew or shrank this many times since (Voting.watch) ...
+    verify_shift: float = 1.0  # ... or moved this many box sides ...
+    verify_look: float = 0.3  # ... or its face's grey patch correlates less than this with the one then
     max_misses: int = 2  # passes in a row a track may miss before it is dropped
     iou_match: float = 0.3  # least overlap for a detection to continue a track
-    cut_diff: float = 30.0  # mean absolute colour difference (0-255) of 32x18 thumbnails that counts as a cut
+    cut_diff: float = 30.0  # mean absolute difference (0-255) of 64x36 grey thumbnails that is always a cut ...
+    cut_min_diff: float = 10.0  # ... or above this and cut_ratio times the median of the differences since the
+    cut_ratio: float = 5.0  # last cut (its last cut_window), see shared.video.flow.is_cut
+    cut_window: int = 8
     lookahead: int = 16  # decoded frames kept ahead of drawing (hides the latency of a full pass)
     min_frames: int = 3  # tracks shown on fewer frames are left out of the summary
 
@@ -116,10 +123,12 @@ class Recognizer:
         """Advance to frame ``index`` (prepared by :meth:`prepare`); returns the :class:`FaceView` list to draw."""
         tracks = self.trackset
         changes = tracks.changes
+        self.voting.now = index
         if prepared.cut:
-            tracks.drop(list(tracks.live))
+            tracks.drop(list(tracks.live))  # every track's claim to a name ends at a cut
         elif tracks.live:
             self.flow.follow(tracks.live, prepared.grey)
+        patch = lambda box: self.flow.patch(box, prepared.grey)  # noqa: E731 - one frame's appearance patches
         fresh = []
         region = None if prepared.full is not None else self.schedule.take_region(index)
         if prepared.full is not None:
@@ -131,8 +140,9 @@ class Recognizer:
         if prepared.discover is not None and not prepared.cut:
             self._apply_discovery(index, prepared.discover.result(), prepared.grey)
         if fresh:
-            self.voting.vote(self._reidentify(fresh, index, prepared.grey), tracks.live, index)
+            self.voting.vote(self._reidentify(fresh, index, prepared.grey), tracks.live, index, patch)
         self.voting.crossings(tracks.live, index)
+        self.voting.watch(tracks.live, index, patch)
         self.schedule.drawn(prepared, tracks.changes != changes)
         self.flow.drawn(prepared.grey)
         self.processed = index + 1
@@ -140,12 +150,14 @@ class Recognizer:
         for t in tracks.live:
             if t.misses > 1 or (self.model is not None and not t.votes):
                 continue  # lost for now, or found by a discovery pass and not recognised yet
-            t.shown(index)
-            views.append(self._view(t, rgb.shape))
+            view = self._view(t, rgb.shape)
+            t.shown(index, view.slug)
+            views.append(view)
         return views
 
     def _view(self, t, shape):
-        known = self.model is not None and t.slug is not None
+        """How track ``t`` is drawn: its KOL only when that is at least :data:`shared.video.tracks.SURE` likely."""
+        known = self.model is not None and t.slug is not None and t.confidence >= SURE
         name = self.model.names.get(t.slug, t.slug) if known else None
         return FaceView(clip_box(t.box, shape), t.id, t.slug if known else None, name,
                         round(t.confidence, 2), known)

@@ -27,7 +27,7 @@ import numpy as np
 from shared.core import config
 from shared.core.storage import atomic_write_json, read_json
 from shared.faces import draw
-from shared.video import recognizer
+from shared.video import framelog, recognizer
 from shared.video.passes import warm_job
 from shared.video.videos import claim, read_meta, source_path, write_status
 
@@ -94,7 +94,8 @@ def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0
     ``failed`` with the error; the status also holds ``sent`` (parts sent) and
     ``dropped`` (frames dropped to stay in time). When the viewer goes away (the
     generator is closed) decoding and pending work stop at once, and the status goes
-    back to the last complete summary, else to ``pending``.
+    back to the last complete summary, else to ``pending``. A run that reaches the end also
+    writes every frame's faces to ``tracks.json`` (:mod:`shared.video.framelog`, ``GET /video_tracks.json``).
     """
     folder = Path(folder)
     meta = read_meta(folder)
@@ -103,6 +104,7 @@ def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0
     token = claim(folder)
     base = {"video": meta["video"], "fps": fps, "frames": int(meta["frames"]), "error": None}
     counts = {"processed": 0, "sent": 0, "dropped": 0}
+    rows = []  # per-frame results (shared.video.framelog), written when the run reaches the end
     rec = None
     outcome = None
 
@@ -137,6 +139,7 @@ def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0
             counts["processed"] = index + 1
             if observe is not None:
                 observe(index, views)
+            rows.append(framelog.row(index, fps, views, rec.model is not None))
             late = pace and started is not None and clock.monotonic() - (started + index * interval) > interval
             if late and run < MAX_DROP_RUN and index + 1 < base["frames"]:
                 counts["dropped"] += 1
@@ -165,6 +168,7 @@ def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0
         else:
             body = status("done", frames=counts["processed"])
             try:
+                framelog.write(folder, meta["video"], fps, rows)
                 atomic_write_json(folder / "summary.json", body)
             except OSError:
                 pass

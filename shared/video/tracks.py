@@ -3,8 +3,11 @@
 A track collects *votes*: each time its face is recognised, the model's
 :class:`shared.recognition.model.Prediction` for it adds ``(slug or None, confidence)``.
 The name shown is the majority of the votes, "unknown" (``None``) being a candidate
-like any KOL, and changes only when another candidate has strictly more votes
-(:func:`decide`), so a single bad frame never renames a face.
+like any KOL (:func:`decide`); a KOL needs :data:`MIN_VOTES` votes. A vote that disagrees with
+the KOL a track shows (another KOL, or "unknown" with another KOL nearest) takes that name away at
+once (:meth:`Track.vote`: the earlier votes are forgotten), so a box that came onto another face never keeps the first face's name; the face
+reads "?" until its votes agree again. The confidence shown is the mean of the model's
+calibrated P(right) over the votes (:attr:`Track.confidence`); under :data:`SURE` a face reads "?".
 
 Boxes are ``(top, right, bottom, left)`` in frame pixels; frame indices count from 0.
 """
@@ -13,8 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Votes a KOL needs before a track shows that name (before that it reads "unknown").
+#: Votes a KOL needs before a track shows that name (before that it reads "?" or "unknown").
 MIN_VOTES = 2
+#: An answer ("unknown" or a KOL) is drawn only when it is at least this likely to be right; else "?".
+SURE = 0.5
 
 
 def decide(votes, current=None, has_current=False, min_votes=MIN_VOTES):
@@ -70,9 +75,23 @@ class Track:
         self.embeddings = []
         self.voted = None  # the frame of the latest vote
         self.crossed = None  # the latest frame its box overlapped another track's (set by the recognition loop)
+        self.checked = None  # (box, appearance patch) at the latest vote (set by the recognition loop)
+        self.changed = None  # the latest frame its box or appearance moved away from those (shared.video.votes)
+        self.answers = []  # [[answer, first, last], ...]: what it showed on the frames drawn (answer: slug or None)
 
-    def vote(self, slug, confidence):
-        """Add one recognition (the prediction's slug or ``None``) and re-decide :attr:`slug` (:func:`decide`)."""
+    def vote(self, slug, confidence, candidate=None):
+        """Add one recognition (the prediction's slug or ``None``) and re-decide :attr:`slug` (:func:`decide`).
+
+        candidate: the KOL nearest to the face (the prediction's ``candidate``; default ``slug``).
+        A vote that disagrees with the KOL the track shows (another KOL, or "unknown" with another KOL
+        nearest) forgets the earlier votes first: the name is lost at once (the face reads "?" or
+        "unknown" until its votes agree again). An "unknown" whose nearest KOL is the one shown (a
+        face turned away, blurred) is an ordinary vote: the majority decides.
+        """
+        candidate = slug if candidate is None else candidate
+        if self.slug is not None and slug != self.slug and (slug is not None or candidate != self.slug):
+            self.votes = []
+            self.slug, self.decided = None, False
         self.votes.append((slug, float(confidence)))
         self.slug = decide(self.votes, self.slug, self.decided)
         self.decided = True
@@ -94,12 +113,20 @@ class Track:
             return 0.0
         return float(np.mean([c if s == self.slug else 1.0 - c for s, c in self.votes]))
 
-    def shown(self, index):
-        """Record that the track was drawn on frame ``index``."""
+    def shown(self, index, answer=None):
+        """Record that the track was drawn on frame ``index`` showing ``answer`` (a KOL's slug, ``None``: none)."""
         if self.spans and self.spans[-1][1] == index - 1:
             self.spans[-1][1] = index
         else:
             self.spans.append([index, index])
+        if self.answers and self.answers[-1][0] == answer and self.answers[-1][2] == index - 1:
+            self.answers[-1][2] = index
+        else:
+            self.answers.append([answer, index, index])
+
+    def spans_of(self, answer):
+        """The ``[[first, last], ...]`` frame ranges where the track was drawn showing ``answer``."""
+        return [[a, b] for who, a, b in self.answers if who == answer]
 
     @property
     def frames_shown(self):
@@ -148,7 +175,8 @@ class FaceView:
 
     box: ``(top, right, bottom, left)`` ints; track: the track id; slug: the KOL's slug or
     ``None``; name: its display name or ``None``; confidence: probability the shown
-    answer is right (see :attr:`Track.confidence`); known: a KOL is shown.
+    answer is right (see :attr:`Track.confidence`); known: a KOL is shown (only when that is
+    at least :data:`SURE` likely).
     """
 
     box: tuple
@@ -159,9 +187,12 @@ class FaceView:
     known: bool
 
     def label(self, has_model=True):
-        """The text drawn under the box: ``"<name> 93%"``, ``"unknown 80%"`` or ``"no model"``."""
+        """The text drawn under the box: ``"<name> 93%"``, ``"unknown 80%"``, ``"?"`` (the tool is unsure:
+        "unknown" is less than :data:`SURE` likely) or ``"no model"``."""
         if not has_model:
             return "no model"
+        if not self.known and self.confidence < SURE:
+            return "?"
         return f"{self.name if self.known else 'unknown'} {percent(self.confidence)}"
 
 
