@@ -14,6 +14,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -232,3 +233,14 @@ def aligned_job(data_dir, kols=("Ann", "Bob"), per_kol=8, seed=0, chip_px=150):
     store.write(job, "align", result)
     store.finish_sync(job, "align", summary={}, total=len(kols) * per_kol)
     return job
+
+
+def write_clip(path, rgb_frames, fps, fourcc="mp4v"):
+    """A real video file at ``path`` of ``rgb_frames`` (RGB ``uint8`` arrays of one size) at ``fps``,
+    encoded by OpenCV with ``fourcc`` (``"mp4v"`` for .mp4, ``"MJPG"`` for .avi). Returns ``path``."""
+    h, w = rgb_frames[0].shape[:2]
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
+    for rgb in rgb_frames:
+        out.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    out.release()
+    return path

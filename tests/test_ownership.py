@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from . import _synth
-from ._synth import JSON
+from ._synth import JSON, write_clip
 from .builders import build_pool, one_face_each
 from .conftest import FIVE, _config, app_token, needs_data
 
@@ -129,16 +129,6 @@ def test_prediction_results_are_for_their_maker_and_admins(people):
     assert people["boss"]["main"].get(urls[0]).status_code == 200
 
 
-def _clip(path, frames, fps=10.0):
-    """An MJPG .avi of ``frames`` (RGB arrays of one size)."""
-    h, w = frames[0].shape[:2]
-    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
-    for rgb in frames:
-        out.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    out.release()
-    return path
-
-
 def _upload(main, path, form=None):
     with open(path, "rb") as fh:
         r = main.post("/predictVideoResult", data={"file": (fh, path.name), **(form or {})})
@@ -148,7 +138,7 @@ def _upload(main, path, form=None):
 
 def test_videos_are_for_their_uploader_and_admins(people, tmp_path):
     sky = [np.full((120, 160, 3), (90, 150 + i, 200), np.uint8) for i in range(4)]
-    clip = _clip(tmp_path / "sky.avi", sky)
+    clip = write_clip(tmp_path / "sky.avi", sky, 10.0, "MJPG")
     ann_vid = _upload(people["ann"]["main"], clip)
     mia = people["mia"]
     mia_vid = _upload(mia["main"], clip, {"csrf_token": _csrf(mia["main"].get("/uploadVideoPage").get_data(as_text=True))})
@@ -216,7 +206,7 @@ def test_appearances_csv_escapes_kol_names_a_spreadsheet_would_run(people, tmp_p
         frames += [_on_canvas(images.load_image(FIVE / person / "train_1.jpg"))] * 8
     retrain(pool, ModelStore(data_dir / "models"))
     boss = people["boss"]
-    vid = _upload(boss["main"], _clip(tmp_path / "four.avi", frames, fps=8.0))
+    vid = _upload(boss["main"], write_clip(tmp_path / "four.avi", frames, 8.0, "MJPG"))
     body = boss["video"].get("/video_feed", query_string={"video": vid, "pace": "0"}).get_data()
     assert body.count(b"--frame\r\nContent-Type: image/jpeg") == len(frames)
     status = boss["video"].get("/", query_string={"video": vid}, headers=JSON).get_json()

@@ -15,25 +15,19 @@ from shared.video.flow import Flow
 from shared.video.recognizer import Settings
 from shared.video.tracks import FaceView
 
+from ._synth import write_clip
 from .conftest import VIDEO
 
 DEV = VIDEO / "dev"
 FRIENDS = DEV / "friends_tux.mp4"
+#: friends_tux's frame rate (its README)
+FRIENDS_FPS = 23.976
 needs_dev = pytest.mark.skipif(not FRIENDS.is_file(), reason=f"dev clips not found at {DEV} (set KOL_SHARED_DATA)")
 
 
 def _frames(first, last):
     """RGB frames ``first`` .. ``last`` (inclusive) of friends_tux."""
     return [rgb for i, _, rgb in frames.iter_frames(FRIENDS, max_frames=last + 1) if i >= first]
-
-
-def _write(path, rgb_frames, fps=23.976):
-    h, w = rgb_frames[0].shape[:2]
-    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    for f in rgb_frames:
-        out.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    out.release()
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +56,7 @@ def test_no_name_crosses_a_cut_between_two_shots_of_one_room(tmp_path, friends_m
     """Monica (frames 40-87) then, straight after, Joey and Chandler on the sofa of the same living room (1160-1208):
     every name after the join comes from a track that started after it."""
     before, after = _frames(40, 87), _frames(1160, 1208)
-    path = _write(tmp_path / "join.mp4", before + after)
+    path = write_clip(tmp_path / "join.mp4", before + after, FRIENDS_FPS)
     join = len(before)
 
     def crossed(settings):
@@ -115,9 +109,9 @@ def test_a_settled_track_whose_face_is_swapped_is_renamed(tmp_path, friends_mode
     found = engine.detect(source, upsample=1)
     assert monica and found, "no face found to swap"
     joey = max(found, key=lambda b: b[1])  # Joey sits right of Chandler
-    path = _write(tmp_path / "swap.mp4", clip[:swap] + _swap_face(clip[swap:], source, monica[0], joey))
-    fps = 23.976
-    verify_frames = int(Settings().verify_s * fps) + 2 * Settings().detect_every
+    path = write_clip(tmp_path / "swap.mp4", clip[:swap] + _swap_face(clip[swap:], source, monica[0], joey),
+                      FRIENDS_FPS)
+    verify_frames = int(Settings().verify_s * FRIENDS_FPS) + 2 * Settings().detect_every
 
     def names(settings):
         out, rec = _run(path, friends_model, settings)
