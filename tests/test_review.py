@@ -6,6 +6,7 @@ a model in the test on real five_celebs faces (three ``train_`` photos per perso
 files, the real accounts SQLite for the audit trail, the real process pool for batches.
 """
 import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -408,3 +409,9 @@ def test_members_review_only_while_the_setting_is_on(data_dir, tmp_path, real_fa
     assert member.get("/review", headers=JSON).status_code == 403
     rid = _waiting(admin)["items"][0]["id"]
     assert _answer(member, rid, answer="nobody").status_code == 403 and _waiting(admin)["count"] == 1
+
+
+def test_the_menu_marks_to_review_and_nothing_else_on_its_page(admin_client):
+    page = admin_client.get("/review").text
+    active = re.findall(r'<a [^>]*class="active"[^>]*>([^<]*)', page)
+    assert [a.strip() for a in active] == ["To review"], active
