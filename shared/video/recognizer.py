@@ -156,8 +156,9 @@ class Recognizer:
         return views
 
     def _view(self, t, shape):
-        """How track ``t`` is drawn: its KOL only when that is at least :data:`shared.video.tracks.SURE` likely."""
-        known = self.model is not None and t.slug is not None and t.confidence >= SURE
+        """How track ``t`` is drawn: its KOL only when that is at least :data:`shared.video.tracks.SURE`
+        likely by the rule's naming probability (:attr:`shared.video.tracks.Track.likely`)."""
+        known = self.model is not None and t.slug is not None and t.likely >= SURE
         name = self.model.names.get(t.slug, t.slug) if known else None
         return FaceView(clip_box(t.box, shape), t.id, t.slug if known else None, name,
                         round(t.confidence, 2), known)

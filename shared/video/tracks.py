@@ -6,8 +6,11 @@ The name shown is the majority of the votes, "unknown" (``None``) being a candid
 like any KOL (:func:`decide`); a KOL needs :data:`MIN_VOTES` votes. A vote that disagrees with
 the KOL a track shows (another KOL, or "unknown" with another KOL nearest) takes that name away at
 once (:meth:`Track.vote`: the earlier votes are forgotten), so a box that came onto another face never keeps the first face's name; the face
-reads "?" until its votes agree again. The confidence shown is the mean of the model's
-calibrated P(right) over the votes (:attr:`Track.confidence`); under :data:`SURE` a face reads "?".
+reads "?" until its votes agree again. A KOL is drawn when the votes make it at least :data:`SURE`
+likely by the rule's own naming probability (:attr:`Track.likely`, the mean of the votes' ``p_same``:
+the same line a photo's face is named at); the confidence shown is the mean of the model's calibrated
+confidence over the votes (:attr:`Track.confidence`, what a photo shows); an "unknown" under
+:data:`SURE` reads "?".
 
 Boxes are ``(top, right, bottom, left)`` in frame pixels; frame indices count from 0.
 """
@@ -64,6 +67,7 @@ class Track:
         self.id = track_id
         self.box = np.asarray(box, dtype=np.float64)
         self.votes = []
+        self.p_same = []  # the votes' P(face is their candidate), aligned with votes
         self.slug = None
         self.decided = False
         self.misses = 0
@@ -79,10 +83,12 @@ class Track:
         self.changed = None  # the latest frame its box or appearance moved away from those (shared.video.votes)
         self.answers = []  # [[answer, first, last], ...]: what it showed on the frames drawn (answer: slug or None)
 
-    def vote(self, slug, confidence, candidate=None):
+    def vote(self, slug, confidence, candidate=None, p_same=None):
         """Add one recognition (the prediction's slug or ``None``) and re-decide :attr:`slug` (:func:`decide`).
 
-        candidate: the KOL nearest to the face (the prediction's ``candidate``; default ``slug``).
+        candidate: the KOL nearest to the face (the prediction's ``candidate``; default ``slug``);
+        p_same: the prediction's P(the face is the candidate) (default: ``confidence`` for a named vote,
+        ``1 - confidence`` for an "unknown").
         A vote that disagrees with the KOL the track shows (another KOL, or "unknown" with another KOL
         nearest) forgets the earlier votes first: the name is lost at once (the face reads "?" or
         "unknown" until its votes agree again). An "unknown" whose nearest KOL is the one shown (a
@@ -90,9 +96,12 @@ class Track:
         """
         candidate = slug if candidate is None else candidate
         if self.slug is not None and slug != self.slug and (slug is not None or candidate != self.slug):
-            self.votes = []
+            self.votes, self.p_same = [], []
             self.slug, self.decided = None, False
         self.votes.append((slug, float(confidence)))
+        if p_same is None:
+            p_same = confidence if slug is not None else 1.0 - confidence
+        self.p_same.append((candidate, float(p_same)))
         self.slug = decide(self.votes, self.slug, self.decided)
         self.decided = True
 
@@ -112,6 +121,15 @@ class Track:
         if not self.votes:
             return 0.0
         return float(np.mean([c if s == self.slug else 1.0 - c for s, c in self.votes]))
+
+    @property
+    def likely(self):
+        """How likely the KOL shown (:attr:`slug`) is this face's person by the rule's naming probability,
+        in [0, 1] (0.0 without votes or when "unknown" is shown): the mean over the votes of their
+        ``p_same`` when their candidate is the KOL shown, ``1 - p_same`` (at most) when it is another."""
+        if not self.p_same or self.slug is None:
+            return 0.0
+        return float(np.mean([p if c == self.slug else 1.0 - p for c, p in self.p_same]))
 
     def shown(self, index, answer=None):
         """Record that the track was drawn on frame ``index`` showing ``answer`` (a KOL's slug, ``None``: none)."""
@@ -175,8 +193,8 @@ class FaceView:
 
     box: ``(top, right, bottom, left)`` ints; track: the track id; slug: the KOL's slug or
     ``None``; name: its display name or ``None``; confidence: probability the shown
-    answer is right (see :attr:`Track.confidence`); known: a KOL is shown (only when that is
-    at least :data:`SURE` likely).
+    answer is right (see :attr:`Track.confidence`); known: a KOL is shown (only when
+    :attr:`Track.likely` is at least :data:`SURE`).
     """
 
     box: tuple

@@ -153,7 +153,7 @@ class Voting:
         for (t, is_new), p in zip(voters, self.model.predict(np.array(rows))):
             if is_new:
                 t.remember(new[id(t)])
-                t.vote(p.slug, p.confidence, p.candidate)
+                t.vote(p.slug, p.confidence, p.candidate, p.p_same)
                 t.voted = index
                 t.checked = (t.box.copy(), patch(t.box) if patch is not None else None)
                 self.embeddings += 1
