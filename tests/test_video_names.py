@@ -12,8 +12,8 @@ from shared.faces import engine, frames, images
 from shared.recognition.model import train
 from shared.video import framelog, recognizer
 from shared.video.flow import Flow
-from shared.video.recognizer import Settings
-from shared.video.tracks import FaceView
+from shared.video.recognizer import Recognizer, Settings
+from shared.video.tracks import SURE, FaceView, Track
 
 from ._synth import write_clip
 from .conftest import VIDEO
@@ -152,6 +152,18 @@ def test_unsure_faces_read_a_question_mark_not_unknown_0():
     assert FaceView((0, 10, 10, 0), 1, None, None, 0.49, False).label() == "?"
     assert FaceView((0, 10, 10, 0), 1, None, None, 0.8, False).label() == "unknown 80%"
     assert FaceView((0, 10, 10, 0), 1, "a", "Anna", 0.87, True).label() == "Anna 87%"
+
+
+def test_a_kol_not_likely_enough_to_show_reads_a_question_mark_not_unknown_with_its_percentage():
+    """Votes that lean to Anna (two for her, one "unknown" with her nearest) without making her SURE likely:
+    the percentage is Anna's, so the face must not read "unknown 67%"."""
+    track = Track(1, (0, 10, 10, 0), 0)
+    for slug, confidence, p_same in (("a", 0.9, 0.55), ("a", 0.9, 0.55), (None, 0.8, 0.2)):
+        track.vote(slug, confidence, "a", p_same)
+    assert track.slug == "a" and track.likely < SURE <= track.confidence
+    rec = Recognizer(train(np.eye(128)[:2], ["a", "b"], {"a": "Anna", "b": "Bo"}, svm_background=False), 25.0)
+    view = rec._view(track, (100, 100, 3))
+    assert (view.known, view.label()) == (False, "?")
 
 
 def test_per_frame_results_as_data_vtt_and_csv(tmp_path):

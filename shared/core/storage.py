@@ -181,6 +181,17 @@ def sweep_temp_files(root, max_age_s=TEMP_MAX_AGE_S, now=None):
     return sorted(deleted)
 
 
+def file_identity(path):
+    """What identifies the content of the file at ``path`` right now: ``(st_ino, st_mtime_ns, st_size)``,
+    or ``None`` when there is none. Every write here is a new file renamed over the old one
+    (:func:`atomic_write`), so a rewrite always changes it: the key of a per-process cache of a file."""
+    try:
+        st = Path(path).stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 def read_arrays(path):
     """Read the array file at ``path`` whole, without pickles, one thread at a time (:data:`ARRAY_READ_LOCK`).
 

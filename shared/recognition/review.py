@@ -37,13 +37,13 @@ import numpy as np
 
 from shared.core.errors import UserError
 from shared.core.ids import HEX16_RE
-from shared.core.storage import atomic_write, atomic_write_bytes, atomic_write_json, locked, read_arrays, read_json
+from shared.core.storage import (atomic_write, atomic_write_bytes, atomic_write_json, file_identity, locked, read_arrays,
+                                 read_json)
 from shared.faces import engine, images
+from shared.recognition.report import SURE  # answers below it go to the queue (what the pages call "sure")
 
 #: The review folder's name under DATA_DIR.
 FOLDER = "review"
-#: Answers below this confidence go to the queue (the confidence the pages call "sure").
-SURE = 0.9
 #: Embedding distance under which a face counts as the reviewed face itself. Measured (2026-12-03): the same
 #: photo scaled to 90 % and saved again as JPEG (quality 70) came back 0.05-0.19 away (8 asian_dev photos);
 #: two different photos of one person are under 0.2 in well under 1 % of pairs (under 0.25: 0.56 % of lfw_dev's
@@ -154,14 +154,6 @@ _negatives_cache = {}  # {negatives.npz path: (file identity, Negatives)} of thi
 _negatives_lock = threading.Lock()
 
 
-def _identity(path):
-    try:
-        st = Path(path).stat()
-    except FileNotFoundError:
-        return None
-    return st.st_ino, st.st_mtime_ns, st.st_size
-
-
 def _now():
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -180,7 +172,7 @@ class Queue:
         rewritten (one ``stat`` per call, as :meth:`shared.recognition.store.ModelStore.cached`), so a new
         "not X" reaches every process on its next prediction."""
         key = str(self.negatives_path)
-        identity = _identity(self.negatives_path)
+        identity = file_identity(self.negatives_path)
         with _negatives_lock:
             hit = _negatives_cache.get(key)
             if hit is not None and hit[0] == identity:

@@ -21,8 +21,8 @@ import numpy as np
 from shared.core import config
 from shared.core.errors import UserError
 from shared.core.ids import VERSION_RE
-from shared.core.storage import (atomic_write, atomic_write_bytes, atomic_write_json, locked, read_arrays, read_json,
-                                 sweep_temp_files)
+from shared.core.storage import (atomic_write, atomic_write_bytes, atomic_write_json, file_identity, locked, read_arrays,
+                                 read_json, sweep_temp_files)
 from shared.recognition import report
 from shared.recognition.model import Model
 
@@ -53,11 +53,8 @@ def model_file_identity(root, version):
     """
     if not VERSION_RE.match(str(version)):
         return None
-    try:
-        st = (Path(root) / str(version) / "model.npz").stat()
-    except FileNotFoundError:
-        return None
-    return str(root), str(version), st.st_ino, st.st_mtime_ns, st.st_size
+    identity = file_identity(Path(root) / str(version) / "model.npz")
+    return None if identity is None else (str(root), str(version), *identity)
 
 
 class ModelStore:
@@ -185,9 +182,9 @@ class ModelStore:
         with locked(self.lock_path):
             for version in self.versions():
                 folder = self.root / version
-                if slug not in set(read_arrays(folder / "model.npz")["classes"].tolist()):
-                    continue
                 model = self.load(version)
+                if slug not in model.classes:
+                    continue
                 slim = model.without([slug]) if chips is None else model.without_photos(slug, chips)
                 if slim is model:
                     continue

@@ -161,7 +161,7 @@ class Recognizer:
         known = self.model is not None and t.slug is not None and t.likely >= SURE
         name = self.model.names.get(t.slug, t.slug) if known else None
         return FaceView(clip_box(t.box, shape), t.id, t.slug if known else None, name,
-                        round(t.confidence, 2), known)
+                        round(t.confidence, 2), known, unsure=self.model is not None and t.slug is not None and not known)
 
     def _apply_full(self, index, found, grey):
         """Match a full pass to the tracks; returns ``[(track, embedding)]`` to vote with."""

@@ -167,11 +167,12 @@ def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0
             status("failed", error="No frame of this video could be decoded.")
         else:
             body = status("done", frames=counts["processed"])
-            try:
-                framelog.write(folder, meta["video"], fps, rows)
-                atomic_write_json(folder / "summary.json", body)
-            except OSError:
-                pass
+            for write in (lambda: atomic_write_json(folder / "summary.json", body),
+                          lambda: framelog.write(folder, meta["video"], fps, rows)):
+                try:  # each on its own: a per-frame log that cannot be written never costs the summary
+                    write()
+                except OSError:
+                    pass
         yield b"--frame--\r\n"
     except GeneratorExit:
         raise

@@ -194,7 +194,8 @@ class FaceView:
     box: ``(top, right, bottom, left)`` ints; track: the track id; slug: the KOL's slug or
     ``None``; name: its display name or ``None``; confidence: probability the shown
     answer is right (see :attr:`Track.confidence`); known: a KOL is shown (only when
-    :attr:`Track.likely` is at least :data:`SURE`).
+    :attr:`Track.likely` is at least :data:`SURE`); unsure: the votes lean to a KOL that is not
+    :data:`SURE` enough to show (``confidence`` is then that KOL's, so it reads "?", never "unknown").
     """
 
     box: tuple
@@ -203,13 +204,14 @@ class FaceView:
     name: object
     confidence: float
     known: bool
+    unsure: bool = False
 
     def label(self, has_model=True):
-        """The text drawn under the box: ``"<name> 93%"``, ``"unknown 80%"``, ``"?"`` (the tool is unsure:
-        "unknown" is less than :data:`SURE` likely) or ``"no model"``."""
+        """The text drawn under the box: ``"<name> 93%"``, ``"unknown 80%"``, ``"?"`` (the tool is unsure: a
+        KOL not sure enough to show, or "unknown" less than :data:`SURE` likely) or ``"no model"``."""
         if not has_model:
             return "no model"
-        if not self.known and self.confidence < SURE:
+        if self.unsure or (not self.known and self.confidence < SURE):
             return "?"
         return f"{self.name if self.known else 'unknown'} {percent(self.confidence)}"
 
