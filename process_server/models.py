@@ -16,7 +16,7 @@ bp = Blueprint("models", __name__)
 
 @bp.get("/models")
 def index():
-    merged = {m["source"]: m["target"] for m in pool().merges(undone=True)}
+    merged = pool().merged_into()
     # the pool's own names: a merged KOL keeps the name it had in the versions that knew it
     versions = version_history(models(), pool().names(), merged)
     payload = {"current": models().current_version(), "versions": versions}

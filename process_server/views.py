@@ -341,7 +341,7 @@ def train_model():
     result = record["summary"]
     names = (models().meta(result["model_version"]) or {}).get("names", {})
     return reply("process/train_model.html", result, names=names, record=record, pool_stats=pool().stats(),
-                 current=models().meta(), merged={m["source"]: m["target"] for m in pool().merges(undone=True)},
+                 current=models().meta(), merged=pool().merged_into(),
                  **_page_context(job, state))
 
 

@@ -146,6 +146,18 @@ def test_a_merge_can_be_undone_with_the_photos_that_moved(tmp_path):
     assert err.value.status == 404
 
 
+def test_where_a_kol_went_is_its_newest_merge(tmp_path):
+    """Merged into one KOL, undone, merged into another: the Models page and the retrain report say the second."""
+    pool = Pool(tmp_path / "pool")
+    a = pool.add("Ann", _staged(tmp_path, 2))
+    b = pool.add("Bea", _staged(tmp_path, 2, seed=1))
+    c = pool.add("Cat", _staged(tmp_path, 2, seed=2))
+    pool.merge(a, b)
+    pool.unmerge(pool.merges(b)[0]["id"])
+    pool.merge(a, c)
+    assert pool.merged_into() == {a: c}
+
+
 def test_undoing_a_merge_is_refused_when_it_no_longer_fits(tmp_path):
     pool = Pool(tmp_path / "pool")
     a = pool.add("A", _staged(tmp_path, 2))

@@ -322,7 +322,8 @@ class Pool:
                     into["chips"].append(cid)
                     seen.add(cid)
                     moved += 1
-                into["updated"] = _now()
+                at = _now()  # one time for the KOL's change, the record and its id
+                into["updated"] = at
                 gone = kols.pop(source)
                 aliases = data.setdefault("aliases", {})
                 pointed = sorted(old for old, new in aliases.items() if new == source)
@@ -330,7 +331,7 @@ class Pool:
                     aliases[old] = target
                 aliases[source] = target
                 data.setdefault("merges", []).append({
-                    "id": merge_id(source, target, _now()), "at": _now(), "source": source, "name": gone["name"],
+                    "id": merge_id(source, target, at), "at": at, "source": source, "name": gone["name"],
                     "added": gone.get("added"), "target": target, "into": into["name"],
                     "chips": [c for c in gone["chips"] if c not in before["kols"][target]["chips"]],
                     "aliases": pointed})
@@ -350,6 +351,11 @@ class Pool:
         rows = [m for m in data.get("merges") or [] if (target is None or m["target"] == target)
                 and (undone or not m.get("undone"))]
         return rows[::-1]
+
+    def merged_into(self):
+        """``{source slug: target slug}``: where each KOL that was ever merged went, by its newest merge
+        (undone ones included: a model trained before the undo may still lack the source)."""
+        return {m["source"]: m["target"] for m in reversed(self.merges(undone=True))}
 
     def unmerge(self, mid):
         """Undo the merge ``mid`` (see :meth:`merges`): the merged KOL comes back under its slug and
