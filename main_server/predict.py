@@ -30,9 +30,9 @@ from shared.core.errors import UserError
 from shared.core.names import upload_name
 from shared.core.storage import atomic_write_json, read_json
 from shared.faces import engine, images
-from shared.recognition import batch, predict, review
+from shared.recognition import batch, predict
 from shared.web.access import principal
-from shared.web.factory import data_path, models, pool
+from shared.web.factory import data_path, models, pool, review_queue
 from shared.web.replies import reply, wants_json
 
 bp = Blueprint("predict", __name__)
@@ -67,11 +67,6 @@ def _new_result():
 def _result(run):
     """The folder of ``run`` if whoever is asking may read it (its maker, or an admin); 404 otherwise."""
     return _results().folder(run, principal())
-
-
-def _review_queue():
-    """The review queue of this data folder (:mod:`shared.recognition.review`)."""
-    return review.Queue(data_path(review.FOLDER))
 
 
 def _file_url(run, name, **args):
@@ -123,7 +118,7 @@ def single_image():
         return _only_post("predict.single_page", "one photo in the field 'file'")
     started = time.perf_counter()
     stream, name = _single_upload()
-    model, queue = _model(), _review_queue()
+    model, queue = _model(), review_queue()
     rgb, size = images.load_photo(stream, name=name)
     names = _names(model)
     objects, found = predict.predict_faces(rgb, model, original_size=size, names=names, negatives=queue.negatives())
@@ -260,7 +255,7 @@ def _similar_query(model):
         raise UserError(f"No face was found in '{name}'. Try a photo where the face is larger, "
                         "sharper and turned towards the camera.", 422)
     objects, _ = predict.predict_faces(rgb, model, found=found, original_size=size, names=_names(model),
-                                       negatives=_review_queue().negatives())
+                                       negatives=review_queue().negatives())
     run, folder = _new_result()
     predict.save_drawn(folder, "annotated.jpg", rgb, objects, [f.box for f in found], source=name)
     query = {"filename": name, "width": size[0], "height": size[1], "faces": objects,

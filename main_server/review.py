@@ -17,28 +17,23 @@ from shared.core.errors import UserError
 from shared.recognition import predict, review
 from shared.training import roster
 from shared.web.access import is_admin, principal, record
-from shared.web.factory import data_path, pool
+from shared.web.factory import data_path, pool, review_queue
 from shared.web.replies import reply, wants_json
 
 bp = Blueprint("review", __name__)
 
 
-def _queue():
-    """The review queue of this data folder."""
-    return review.Queue(data_path(review.FOLDER))
-
-
 @bp.app_context_processor
 def _review_count():
     """Templates: ``review_count()``, the faces waiting (the menu shows it)."""
-    return {"review_count": lambda: _queue().count()}
+    return {"review_count": lambda: review_queue().count()}
 
 
 def _public(item, kols, photos=True):
     """An item as pages and scripts see it: the record plus its face's address, whether it waits, and each
     candidate's pool photo nearest the face (``photo``: ``None`` for a KOL no longer in the pool, and in the
     list, ``photos=False``, where reading every candidate's embeddings for every face would be slow)."""
-    candidates, embedding = [], _queue().embedding(item["id"]) if photos else None
+    candidates, embedding = [], review_queue().embedding(item["id"]) if photos else None
     for c in item["candidates"]:
         photo = None
         if photos and c["slug"] in kols:
@@ -56,10 +51,10 @@ LISTED = 200
 
 @bp.get("/review")
 def index():
-    kols, waiting = pool().kols(), _queue().pending()
+    kols, waiting = pool().kols(), review_queue().pending()
     payload = {"count": len(waiting), "items": [_public(i, kols, photos=False) for i in waiting[:LISTED]]}
     if is_admin():  # the faces members said are a KOL, for an admin to add to that KOL's photos
-        payload["to_add"] = [_public(i, kols, photos=False) for i in _queue().to_add()[:LISTED]
+        payload["to_add"] = [_public(i, kols, photos=False) for i in review_queue().to_add()[:LISTED]
                              if i["answer"]["kol"] in kols]
     return reply("main/review.html", payload, names={s: i["name"] for s, i in kols.items()})
 
@@ -67,7 +62,7 @@ def index():
 @bp.get("/review/<rid>")
 def item(rid):
     kols = pool().kols()
-    found, _ = _queue().find(rid)
+    found, _ = review_queue().find(rid)
     others = sorted(((s, i["name"]) for s, i in kols.items()), key=lambda x: x[1].lower())
     names = dict(others)
     answered = review.describe(found["answer"], names) if found.get("answer") else None
@@ -76,12 +71,8 @@ def item(rid):
 
 @bp.get("/review/<rid>/face.png")
 def face(rid):
-    _, folder = _queue().find(rid)  # 404 for a forged id
+    _, folder = review_queue().find(rid)  # 404 for a forged id
     return send_from_directory(folder, "face.png", max_age=3600)
-
-
-def _names():
-    return {s: i["name"] for s, i in pool().kols().items()}
 
 
 def _adder(slug):
@@ -104,27 +95,27 @@ def answer(rid):
         raise UserError("Only an admin may add a face to a KOL's photos: answer without 'add'; nothing was changed.",
                         403)
     who = principal()
-    done = _queue().answer(rid, kind, kol, by=who.actor if who else "anonymous", kols=lambda: pool().kols(),
+    done = review_queue().answer(rid, kind, kol, by=who.actor if who else "anonymous", kols=lambda: pool().kols(),
                            add=_adder(kol) if add else None)
     result = done["answer"]
     record("review.add_photo" if result["added"] else "review.answer",
            {"item": rid, "answer": kind, "kol": kol, "chip": result["added"], "negatives": result["negatives"]})
     if wants_json():
         return reply("main/review_item.html", _public(done, pool().kols()))
-    flash(f"Answered: {review.describe(result, _names())}"
+    flash(f"Answered: {review.describe(result, pool().names())}"
           + (" — added to the KOL's photos (retrain to use it)." if result["added"] else "."))
-    waiting = _queue().pending()
+    waiting = review_queue().pending()
     return redirect(url_for("review.item", rid=waiting[0]["id"]) if waiting else url_for("review.index"), 303)
 
 
 @bp.post("/review/<rid>/add")
 def add(rid):
     """An admin adds a face answered "this is X" (by a member, without adding it) to X's photos."""
-    found, _ = _queue().find(rid)
+    found, _ = review_queue().find(rid)
     slug = (found.get("answer") or {}).get("kol")
-    done = _queue().add_answered(rid, lambda: pool().kols(), _adder(slug))
+    done = review_queue().add_answered(rid, lambda: pool().kols(), _adder(slug))
     record("review.add_photo", {"item": rid, "kol": slug, "chip": done["answer"]["added"]})
     if wants_json():
         return reply("main/review_item.html", _public(done, pool().kols()))
-    flash(f"Added to the photos of {_names().get(slug, slug)} (retrain to use it).")
+    flash(f"Added to the photos of {pool().names().get(slug, slug)} (retrain to use it).")
     return redirect(url_for("review.index"), 303)

@@ -128,12 +128,16 @@ class Model:
         """``(N,)`` class index of each row of ``X``."""
         return np.repeat(np.arange(len(self.classes)), self.counts)
 
-    def svm_scores(self, E, idx):
-        """``(M, t)`` SVM scores of the faces ``E`` ``(M, 128)`` for the KOLs ``idx`` ``(M, t)``; ``None`` without SVMs."""
+    def svm_scores(self, E, idx, d=None):
+        """``(M, t)`` SVM scores of the faces ``E`` ``(M, 128)`` for the KOLs ``idx`` ``(M, t)``; ``None`` without SVMs.
+
+        d: ``(M, t)`` the faces' distances to those KOLs' centroids, if given: past
+        :data:`shared.recognition.rule.FAR` an SVM is not consulted (its score is 0)."""
         if self.svm_w is None:
             return None
         E = np.asarray(E, dtype=np.float32)
-        return np.einsum("md,mtd->mt", E, self.svm_w[idx]) + self.svm_b[idx]
+        s = np.einsum("md,mtd->mt", E, self.svm_w[idx]) + self.svm_b[idx]
+        return s if d is None else np.where(d > FAR, 0.0, s)
 
     def _nearest_photos(self, e, ks):
         """Distance from ``e`` ``(128,)`` to the nearest pool photo of each KOL in ``ks``: ``(len(ks),)``.
@@ -171,9 +175,7 @@ class Model:
         other = np.where(np.arange(t)[None, :] == 0, second, best)  # nearest centroid other than this one
         dn = np.array([self._nearest_photos(E[i], idx[i]) for i in range(len(E))]).reshape(len(E), t)
         n = self.counts[idx]
-        s = self.svm_scores(E, idx)
-        if s is not None:
-            s = np.where(d > FAR, 0.0, s)  # past FAR the SVMs are not consulted (see rule.FAR)
+        s = self.svm_scores(E, idx, d)
         F = features(d.ravel(), other.ravel(), n.ravel(), self.shrink, None if s is None else s.ravel())
         P = np.where(d > FAR, 0.0, logistic(self.rule["right"], F).reshape(len(E), t))
         F0 = features(d[:, 0], other[:, 0], n[:, 0], self.shrink, None if s is None else s[:, 0])
@@ -189,9 +191,7 @@ class Model:
         best = order[:, 0]
         d = D[np.arange(len(E)), best]
         second = D[np.arange(len(E)), order[:, 1]] if len(self.classes) > 1 else np.full(len(E), np.inf)
-        s = self.svm_scores(E, best[:, None])
-        if s is not None:
-            s = np.where(d[:, None] > FAR, 0.0, s)
+        s = self.svm_scores(E, best[:, None], d[:, None])
         return best, features(d, second, self.counts[best], self.shrink, None if s is None else s[:, 0])
 
     def predict(self, embeddings, negatives=None):

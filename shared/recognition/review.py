@@ -370,8 +370,8 @@ class Queue:
         return sorted(deleted)
 
     def forget_photo(self, slug, cid):
-        """A pool photo removed: the reviewed face it was added from (if any) is deleted with it (and
-        any "not" rows it left). Returns the ids deleted."""
+        """A pool photo removed: the reviewed face it was added from (if any) is deleted with it (only
+        "this is X" answers add photos, and they leave no "not" rows). Returns the ids deleted."""
         deleted = []
         with locked(self.lock_path):
             for folder in self._folders(self.reviewed_dir):
@@ -379,11 +379,6 @@ class Queue:
                 if answer.get("kol") == str(slug) and answer.get("added") == str(cid):
                     shutil.rmtree(folder, ignore_errors=True)
                     deleted.append(folder.name)
-            if deleted:
-                current = self._read_negatives()
-                keep = ~np.isin(current.items, deleted)
-                if not keep.all():
-                    self._write_negatives(current.E[keep], current.slugs[keep], current.items[keep])
         return sorted(deleted)
 
     @staticmethod

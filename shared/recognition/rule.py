@@ -204,13 +204,13 @@ def shown(p, named):
 def fit_rule(F, right, stranger, odds=KOL_ODDS, groups=None):
     """Fit :data:`RULE`-shaped coefficients on development faces.
 
-    F: ``(M, 3)`` :func:`features` of each face's candidate; right: ``(M,)`` bool, the
+    F: ``(M, 6)`` :func:`features` of each face's candidate; right: ``(M,)`` bool, the
     candidate is the face's person; stranger: ``(M,)`` bool, the face's person is not enrolled.
     The faces are weighted so that KOL faces weigh ``odds`` times as much as stranger faces in
     total (the stream the probabilities are calibrated for, :data:`KOL_ODDS`); groups: optional ``(M,)``
     labels (e.g. the development population of each face): each group then weighs the same in total,
     with that KOL/stranger balance inside it.
-    Returns ``{"right": [4 floats], "stranger": [4 floats]}``.
+    Returns ``{"right": [7 floats], "stranger": [7 floats]}`` (bias, then one per feature).
     """
     # imported here: scikit-learn is only needed by the benchmark's --fit, never by a server
     from sklearn.linear_model import LogisticRegression

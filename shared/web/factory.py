@@ -87,6 +87,13 @@ def models():
     return current_app.extensions["models"]
 
 
+def review_queue():
+    """The review queue of the current app's data folder (:class:`shared.recognition.review.Queue`)."""
+    from shared.recognition import review
+
+    return review.Queue(data_path(review.FOLDER))
+
+
 def data_path(*parts):
     """A path under the current app's ``DATA_DIR``."""
     from flask import current_app
