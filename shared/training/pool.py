@@ -95,6 +95,15 @@ def chip_embedding(png_path):
     return vector
 
 
+def _copy_chip(src_png, dst_png):
+    """The chip ``src_png`` and its embedding at ``dst_png`` (and its ``.npy``): the PNG copied unless one is
+    there already, the embedding read from the source's cache (computed when missing) and written beside it."""
+    vector = chip_embedding(src_png)
+    if not dst_png.exists():
+        atomic_write_bytes(dst_png, src_png.read_bytes())
+    _write_embedding(dst_png.with_suffix(".npy"), vector)
+
+
 def _now():
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -200,11 +209,7 @@ class Pool:
                         cid = png.stem
                         if not CHIP_ID_RE.match(cid) or cid in seen:
                             continue
-                        vector = chip_embedding(png)  # cached beside the source chip
-                        target = folder / f"{cid}.png"
-                        if not target.exists():
-                            atomic_write_bytes(target, png.read_bytes())
-                        _write_embedding(target.with_suffix(".npy"), vector)
+                        _copy_chip(png, folder / f"{cid}.png")
                         current.append(cid)
                         seen.add(cid)
                     kols[slug] = {"name": name, "chips": current, "updated": _now(),
@@ -313,12 +318,7 @@ class Pool:
                 for cid in kols[source]["chips"]:
                     if cid in seen:
                         continue
-                    src = self.root / source / f"{cid}.png"
-                    vector = chip_embedding(src)
-                    dst = self.root / target / f"{cid}.png"
-                    if not dst.exists():
-                        atomic_write_bytes(dst, src.read_bytes())
-                    _write_embedding(dst.with_suffix(".npy"), vector)
+                    _copy_chip(self.root / source / f"{cid}.png", self.root / target / f"{cid}.png")
                     into["chips"].append(cid)
                     seen.add(cid)
                     moved += 1
@@ -389,14 +389,11 @@ class Pool:
             before = json_copy(data)
             try:
                 for cid in back:
-                    src = self.root / target / f"{cid}.png"
                     dst = self.root / source / f"{cid}.png"
                     dst.parent.mkdir(parents=True, exist_ok=True)
-                    vector = chip_embedding(src)
-                    if not dst.exists():
-                        atomic_write_bytes(dst, src.read_bytes())
-                    _write_embedding(dst.with_suffix(".npy"), vector)
-                into["chips"] = [c for c in into["chips"] if c not in set(back)]
+                    _copy_chip(self.root / target / f"{cid}.png", dst)
+                went_back = set(back)
+                into["chips"] = [c for c in into["chips"] if c not in went_back]
                 into["updated"] = _now()
                 kols[source] = {"name": record["name"], "chips": back, "updated": _now(),
                                 "added": record.get("added") or _now()}
