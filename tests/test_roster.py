@@ -245,6 +245,22 @@ def test_matching_kols_flags_the_same_faces_only():
     assert matching_kols(np.zeros((0, 128)), model) == []
 
 
+def test_the_pool_model_is_trained_once_per_version_of_the_pool(tmp_path):
+    """The import page checks duplicates on every view: the same pool gives the same model object,
+    and any change of the pool (a KOL added, a photo removed) gives a new one that knows it."""
+    pool = Pool(tmp_path / "pool")
+    assert roster.current_pool_model(pool) is None
+    a = pool.add("Ann", _staged(tmp_path, 3, seed=1))
+    first = roster.current_pool_model(pool)
+    assert roster.current_pool_model(pool) is first and list(first.classes) == [a]
+    b = pool.add("Bo", _staged(tmp_path, 3, seed=5))
+    second = roster.current_pool_model(pool)
+    assert second is not first and sorted(second.classes) == sorted([a, b])
+    pool.remove_chip(b, pool.kols()[b]["chips"][0])
+    third = roster.current_pool_model(pool)
+    assert third is not second and len(third.X) == 5
+
+
 @needs_data
 def test_real_faces_of_a_kol_under_another_name_are_flagged(tmp_path, celeb_faces):
     """Real dlib embeddings: Mindy Kaling's other photos match her pool KOL, not anyone else's."""

@@ -16,11 +16,13 @@ the steps around them that involve faces or other stores:
   (:func:`matching_kols`, with the model's own calibrated confidence, in words).
 """
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from shared.core.errors import UserError
+from shared.core.storage import file_identity
 from shared.faces import engine
 from shared.recognition import review
 from shared.recognition.model import train
@@ -190,6 +192,31 @@ def pool_model(pool_X, pool_slugs, names=None):
                  [str(s) for s in pool_slugs], {str(s): (names or {}).get(s, s) for s in set(pool_slugs)})
 
 
+#: The pool model last made per pool folder in this process: ``{pool root: (manifest identity, model)}``
+#: (:func:`current_pool_model`); a page that checks an import for duplicates is opened again and again.
+_POOL_MODELS = {}
+_POOL_MODELS_LOCK = threading.Lock()
+
+
+def current_pool_model(pool):
+    """:func:`pool_model` of ``pool`` (:class:`shared.training.pool.Pool`) as it is now, trained once per
+    version of its manifest in this process (every change of the pool rewrites the manifest atomically,
+    so its :func:`shared.core.storage.file_identity` changes). ``None`` for an empty pool."""
+    key = file_identity(pool.manifest_path)
+    root = str(Path(pool.root).resolve())
+    with _POOL_MODELS_LOCK:
+        cached = _POOL_MODELS.get(root)
+        if cached is not None and key is not None and cached[0] == key:
+            return cached[1]
+        pool_kols = pool.kols()
+        if not pool_kols:
+            return None
+        pool_X, pool_slugs, _ = pool.embeddings()
+        model = pool_model(pool_X, pool_slugs, {slug: info["name"] for slug, info in pool_kols.items()})
+        _POOL_MODELS[root] = (key, model)
+        return model
+
+
 def matching_kols(X, model, share=MATCH_SHARE, sure=SURE):
     """The pool KOLs that the faces ``X`` of a KOL about to be imported may be, by the recognition
     model's own calibrated answers.
@@ -236,8 +263,7 @@ def import_warnings(pool, kols, chip_folder):
     pool_kols = pool.kols()
     if not pool_kols:
         return out
-    pool_X, pool_slugs, _ = pool.embeddings()
-    model = pool_model(pool_X, pool_slugs, {slug: info["name"] for slug, info in pool_kols.items()})
+    model = current_pool_model(pool)
     for i, kol in enumerate(kols):
         same = pool.same_name(kol["name"])
         X = [chip_embedding(Path(chip_folder) / str(i) / f"{c['crop']}.png") for c in kol["kept"]]
