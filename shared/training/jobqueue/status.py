@@ -45,18 +45,19 @@ def live_state(conn, store, state):
     a running step also gets ``"began"``: when a worker first took its work (:func:`began_s`)."""
     for name, rec in state["steps"].items():
         if rec.get("state") in ACTIVE:
-            rec.update(live(conn, store, state["job"], name, rec))
+            now, rq_jobs = _live(conn, store, state["job"], name, rec, True)
+            rec.update(now)
             if rec["state"] == "running":
-                rec["began"] = began_s(conn, rec)
+                rec["began"] = began_s(rq_jobs)
     return state
 
 
-def began_s(conn, rec):
-    """When a worker first took the step's work (Unix seconds): the earliest start of its RQ jobs,
-    ``None`` while none has started. Unlike the record's ``started`` (when it was queued), this leaves
-    out the time spent waiting for a worker."""
+def began_s(rq_jobs):
+    """When a worker first took a step's work (Unix seconds): the earliest start of its RQ jobs
+    (``rq.job.Job`` or ``None`` each, as fetched), ``None`` while none has started. Unlike the record's
+    ``started`` (when it was queued), this leaves out the time spent waiting for a worker."""
     starts = []
-    for rq_job in Job.fetch_many(rec.get("rq") or [], connection=conn):
+    for rq_job in rq_jobs:
         at = rq_job.started_at if rq_job is not None else None
         if at is not None:
             starts.append((at if at.tzinfo else at.replace(tzinfo=timezone.utc)).timestamp())
@@ -83,27 +84,33 @@ def live(conn, store, job_id, step, rec, persist=True):
     An align's progress adds up its chunks (each weighted by the plan); other steps'
     is their one RQ job's ``meta``.
     """
+    return _live(conn, store, job_id, step, rec, persist)[0]
+
+
+def _live(conn, store, job_id, step, rec, persist):
+    """:func:`live`'s answer and the RQ jobs it read (``rq.job.Job`` or ``None`` each), fetched once."""
     ids = rec.get("rq") or []
     total = int(rec.get("total", 0))
     rq_jobs = Job.fetch_many(ids, connection=conn) if ids else []
     if not ids or any(rq_job is None for rq_job in rq_jobs):
         # the finishing RQ job of an align is created up front: it exists unless the queue lost it
-        return fail(conn, store, job_id, step, rec, LOST, rq_jobs, persist)
+        return fail(conn, store, job_id, step, rec, LOST, rq_jobs, persist), rq_jobs
     statuses = [rq_job.get_status(refresh=False) for rq_job in rq_jobs]
     if JobStatus.STARTED in statuses and sweep_abandoned(conn, {rq_job.origin for rq_job in rq_jobs}):
         rq_jobs = Job.fetch_many(ids, connection=conn)
         if any(rq_job is None for rq_job in rq_jobs):
-            return fail(conn, store, job_id, step, rec, LOST, rq_jobs, persist)
+            return fail(conn, store, job_id, step, rec, LOST, rq_jobs, persist), rq_jobs
         statuses = [rq_job.get_status(refresh=False) for rq_job in rq_jobs]
     for rq_job, status in zip(rq_jobs, statuses):
         if status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
-            return fail(conn, store, job_id, step, rec, failure_sentence(step, rq_job, conn), rq_jobs, persist)
+            why = failure_sentence(step, rq_job, conn)
+            return fail(conn, store, job_id, step, rec, why, rq_jobs, persist), rq_jobs
     if all(s == JobStatus.FINISHED for s in statuses):
         # the work wrote its outcome into the record before the queue marked it finished
         now = (store.state(job_id)["steps"].get(step) or {})
         if now.get("state") not in ACTIVE:
-            return {k: now.get(k) for k in ("state", "done", "total", "error")}
-        return fail(conn, store, job_id, step, rec, LOST, rq_jobs, persist)
+            return {k: now.get(k) for k in ("state", "done", "total", "error")}, rq_jobs
+        return fail(conn, store, job_id, step, rec, LOST, rq_jobs, persist), rq_jobs
     if step == "align":
         weights = rec.get("weights") or [0] * (len(rq_jobs) - 1)
         done = sum(w if s == JobStatus.FINISHED else min(w, int((rq_job.meta or {}).get("done", 0)))
@@ -112,7 +119,7 @@ def live(conn, store, job_id, step, rec, persist=True):
         meta = rq_jobs[0].meta or {}
         done, total = int(meta.get("done", 0)), int(meta.get("total") or total)
     running = any(s in (JobStatus.STARTED, JobStatus.FINISHED) for s in statuses)
-    return {"state": "running" if running else "queued", "done": done, "total": total, "error": None}
+    return {"state": "running" if running else "queued", "done": done, "total": total, "error": None}, rq_jobs
 
 
 def active_step(conn, store, job_id, state):
