@@ -93,22 +93,26 @@ def test_a_singleton_needs_the_stricter_bar(tmp_path):
     assert loose.add_faces(rows)["new_groups"] == [1]
 
 
-def test_a_face_between_two_people_joins_one_and_proposes_the_pair(inbox):
+def test_a_face_between_two_people_merges_nothing_and_proposes_the_pair(tmp_path):
     bulent, diana, _ = PEOPLE
-    inbox.add_faces(faces_of(bulent, "m1") + faces_of(diana, "m1"))
     a = np.mean([e for e, _ in real_faces()[bulent]], axis=0)
     b = np.mean([e for e, _ in real_faces()[diana]], axis=0)
-    middle = (a + b) / 2
-    wide = Inbox(inbox.root.parent.parent, join=1.0, single=1.0)  # a bar both groups meet for the middle face
-    done = wide.add_faces([("bridge", middle, None, {"media": "m2", "photo": 0})])
-    assert done["new_groups"] == [] and done["proposals"] == 1
-    sizes = sorted(g["appearances"] for g in wide.groups())
-    assert sizes == [5, 6], "the two people stay two groups; the bridging face joined one of them"
-    assert wide.proposals() == [{"a": 1, "b": 2, "faces": 1}]
+    boxes = []
+    for name in ("middle", "nearer"):
+        Inbox(tmp_path / name, **BARS).add_faces(faces_of(bulent, "m1") + faces_of(diana, "m1"))
+        boxes.append(Inbox(tmp_path / name, join=1.0, single=1.0))  # a bar both groups meet for the faces between
+    middle, nearer = boxes
+    done = middle.add_faces([("bridge", (a + b) / 2, None, {"media": "m2", "photo": 0})])
+    assert done["new_groups"] == [3] and done["proposals"] == 1, "as near one as the other: it joins neither"
+    assert sorted(g["appearances"] for g in middle.groups()) == [1, 5, 5], "the two people stay two groups"
+    assert middle.proposals() == [{"a": 1, "b": 2, "faces": 1}]
+    done = nearer.add_faces([("near-a", (2 * a + b) / 3, None, {"media": "m2", "photo": 0})])
+    assert done["groups"] == {"near-a": 1} and done["proposals"] == 1, "clearly nearer Bulent: joins him only"
+    assert nearer.group(2)["appearances"] == 5 and nearer.proposals() == [{"a": 1, "b": 2, "faces": 1}]
     # said apart: the proposal goes and is not made again
-    wide.apart(1, 2)
-    wide.add_faces([("bridge2", middle + 1e-4, None, {"media": "m3", "photo": 0})])
-    assert wide.proposals() == []
+    middle.apart(1, 2)
+    middle.add_faces([("bridge2", (a + b) / 2 + 1e-4, None, {"media": "m3", "photo": 0})])
+    assert [(p["a"], p["b"]) for p in middle.proposals()] == [(1, 3)], "1 and 2 are two people now"
 
 
 def test_merge_split_and_bad_requests_change_nothing(inbox):
@@ -160,7 +164,7 @@ def test_forget_a_face_and_a_media(inbox):
 def test_naming_leaves_the_inbox_when_the_import_lands(inbox):
     bulent, diana, _ = PEOPLE
     inbox.add_faces(faces_of(bulent, "m1") + faces_of(diana, "m1"))
-    faces = inbox.name(1, "Bulent Ecevit")
+    faces = inbox.name(1)
     assert [f[0] for f in faces] == [f"m1-Bulent-{i}" for i in range(PHOTOS)]
     assert faces[0][1].shape == (128,) and faces[0][2].is_file()
     inbox.start_naming(1, "Bulent Ecevit", "0123456789abcdef")
@@ -201,12 +205,23 @@ def test_other_processes_adding_at_once_lose_nothing_and_are_seen_here(tmp_path)
     assert sorted(numbers) == list(range(1, 21)), "random faces are 20 people, each number given once"
 
 
-def test_the_rule_alone_joins_by_average_link():
-    X = np.zeros((3, 128))
-    X[1, 0], X[2, 0] = 0.1, 0.9   # group 1: faces at 0 and 0.1; group 2: one face at 0.9
+def test_the_rule_alone_joins_by_average_link_to_a_clearly_nearest_group():
+    one = np.zeros((2, 128))
+    one[1, 0] = 0.1               # group 1: faces at 0 and 0.1
     e = np.zeros(128)
-    e[0] = 0.5                  # 0.45 on average from group 1; 0.4 from group 2, a singleton
-    labels, bridges = unknowns.assign(X, [1, 1, 2], [e], join=0.5, single=0.35)
-    assert labels == [1] and bridges == []
-    labels, bridges = unknowns.assign(X, [1, 1, 2], [e], join=0.5, single=0.45)
-    assert labels == [2] and bridges == [(0, 2, 1)]
+    e[0] = 0.5                    # 0.45 from group 1 on average
+    assert unknowns.assign(one, [1, 1], [e], join=0.5, single=0.5)[0] == [1]
+    assert unknowns.assign(one, [1, 1], [e], join=0.44, single=0.5)[0] == [2]
+    X = np.vstack([one, np.zeros((1, 128))])
+    X[2, 0] = 0.9                 # group 2: one face at 0.9, 0.4 from e
+    labels, bridges = unknowns.assign(X, [1, 1, 2], [e], join=0.5, single=0.45, ratio=1.0)
+    assert labels == [2] and bridges == [(0, 2, 1)], "the nearest group, both within the bar: proposed"
+    labels, bridges = unknowns.assign(X, [1, 1, 2], [e], join=0.5, single=0.35, ratio=1.0)
+    assert labels == [3] and bridges == [], "group 2 is a singleton over its bar, and nearer than group 1"
+    labels, bridges = unknowns.assign(X, [1, 1, 2], [e], join=0.5, single=0.45, ratio=0.85)
+    assert labels == [3] and bridges == [(0, 2, 1)], "0.40 is not clearly nearer than 0.45: a new group"
+    e[0] = 0.7                    # 0.2 from group 2, 0.65 from group 1 (over the bar, still the runner-up)
+    labels, _ = unknowns.assign(X, [1, 1, 2], [e], join=0.5, single=0.45, ratio=0.3)
+    assert labels == [3], "0.2 is more than 0.3 x 0.65: the runner-up counts even outside the bar"
+    labels, _ = unknowns.assign(X, [1, 1, 2], [e], join=0.5, single=0.45, ratio=0.35)
+    assert labels == [2]
