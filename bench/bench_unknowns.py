@@ -32,7 +32,6 @@ import numpy as np
 
 import lfw_cache
 from common import require_data
-
 from shared.library import unknowns
 
 POPULATIONS = ("lfw_dev", "asian_dev")
