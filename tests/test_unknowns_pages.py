@@ -127,4 +127,12 @@ def test_the_inbox_in_a_browser(live_servers, page):
     page.locator("li.unknown h2 a").first.click()
     page.wait_for_url(re.compile(r".*/unknowns/\d+$"))
     screenshot(page, "unknowns-group")
+    faces = page.locator("#faces img").count()
+    page.fill("#kol-name", "Someone From The Inbox")
+    with page.expect_navigation():
+        page.locator("button", has_text="Make a KOL of these faces").click()
+    assert page.url.startswith(live_servers.urls["process"] + "/clean?job="), page.url
+    assert "Someone From The Inbox" in page.inner_text("main")
+    assert page.evaluate("[...document.images].filter(i => i.complete && i.naturalWidth > 0).length") >= faces
+    screenshot(page, "unknowns-named-cleaning")
     assert page.errors == []
