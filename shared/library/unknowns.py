@@ -147,7 +147,7 @@ class Inbox:
 
     join / single / ratio: the rule's bars (:data:`JOIN_DISTANCE`, :data:`SINGLE_DISTANCE`, :data:`CLEAR_RATIO`).
     Methods that change something return the group(s) changed, as :meth:`group` shows them; a bad
-    number or face id is a :class:`UserError` (404 / 400 / 409) and changes nothing.
+    number or face id is a :class:`UserError` (404 / 400) and changes nothing.
     """
 
     def __init__(self, data_dir, join=JOIN_DISTANCE, single=SINGLE_DISTANCE, ratio=CLEAR_RATIO):
@@ -191,6 +191,8 @@ class Inbox:
             state = copy.deepcopy(state)
             result, X = change(state, X)
             self._write(state, X)
+            with _cache_lock:  # what this process just wrote is the file now (no other writer holds the lock)
+                _cache[str(self.path)] = (file_identity(self.path), state, np.asarray(X, dtype=np.float32))
             return result
 
     def groups(self, states=SHOWN):
