@@ -38,6 +38,8 @@ MEMBER_SPEC = [
     ("main", "kols.index", "GET"), ("main", "kols.kol", "GET"),  # the roster, read-only
     ("main", "review.index", None), ("main", "review.item", None), ("main", "review.face", None),
     ("main", "review.answer", None),  # the review queue (issue 23) while REVIEW_MEMBERS is on, its default
+    ("main", "unknowns.index", "GET"), ("main", "unknowns.group", "GET"),  # the inbox of unknown people, read-only
+    ("main", "unknowns.chip", "GET"),
 ]
 OPEN_SPEC = [("*", "healthz"), ("*", "static"), ("main", "auth.login"), ("main", "auth.setup")]
 

@@ -59,7 +59,7 @@ def test_every_main_page_fits_the_screen_with_a_one_line_menu(served, page, size
     page.set_viewport_size(size)
     slug = served.pool.slug_for(LONG)
     pages = {"main": ["/", "/predictSinglePage", "/predictBatchPage", "/findSimilarKOLPage", "/uploadVideoPage",
-                      "/kols", f"/kols/{slug}", "/review", "/trainModel", "/trainExplain", "/account", "/admin/users",
+                      "/kols", f"/kols/{slug}", "/review", "/unknowns", "/trainModel", "/trainExplain", "/account", "/admin/users",
                       "/admin/audit"],
              "process": ["/", "/import_result", "/models"], "video": ["/"]}
     too_wide, menus = [], {}

@@ -13,13 +13,18 @@ Stores: ``store`` is a :class:`shared.training.jobs.JobStore`, ``pool`` a
 import shutil
 from concurrent.futures import Future
 
+import cv2
+import numpy as np
+
 from shared.core import config
 from shared.core.errors import UserError
 from shared.core.ids import CROP_ID_RE
-from shared.core.storage import read_json
+from shared.core.names import display_name
+from shared.core.storage import atomic_write_bytes, read_json
+from shared.faces import engine, images
 from shared.training import cleaning, roster, sampling
 from shared.training.jobs import KIND_STEPS
-from shared.training.pool import SLUG_RE
+from shared.training.pool import SLUG_RE, save_chip
 from shared.training.train import retrain
 
 #: Photos per align chunk: a job of more photos is split so that every worker takes a part at once.
@@ -168,6 +173,59 @@ def align_summary(result):
             "several_faces": [s["name"] for s in srcs if len(s["crops"]) > 1 and result["kind"] == "image"],
         }
     return out
+
+
+def job_from_faces(store, name, faces, upload_name):
+    """A photo job of one KOL ``name`` made of faces found and embedded already (the unknown inbox's "name it"),
+    aligned and cleaned here, so that its next page is the clean step's result, then import and train as usual.
+
+    faces: ``[(chip, embedding (128,), source name, face size in pixels or None)]``: chip is an aligned face
+    (:data:`shared.faces.engine.CHIP_SIZE` square, RGB; a photo of another size is scaled to it) as a path or
+    JPEG/PNG bytes; the embedding is the face's own, kept as it is; the size (the shorter side of the face's
+    box in its media) is what cleaning's "too small" check reads (the chip's side when ``None``).
+    Each face is a source photo of its own (``input/0/<n>.png``, the chip), with one crop.
+    Returns the job id; on any error nothing is left on disk.
+    """
+    name = display_name(name)
+    if not faces:
+        raise UserError("There are no faces to make a KOL from.", 400)
+    folder = store._new_folder()
+    try:
+        files, sources = [], []
+        (folder / "input" / "0").mkdir(parents=True)
+        for n, (chip, embedding, label, size) in enumerate(faces):
+            rgb = images.load_image(chip, max_side=None)
+            if rgb.shape[:2] != (engine.CHIP_SIZE, engine.CHIP_SIZE):
+                rgb = np.ascontiguousarray(cv2.resize(rgb, (engine.CHIP_SIZE, engine.CHIP_SIZE),
+                                                      interpolation=cv2.INTER_AREA))
+            rel = f"input/0/{n:05d}.png"
+            atomic_write_bytes(folder / rel, images.encode_png(rgb))
+            embedding = np.asarray(embedding, dtype=np.float64).reshape(engine.EMBEDDING_SIZE)
+            side = int(size or engine.CHIP_SIZE)
+            face = engine.Face((0, side, side, 0), rgb, embedding)
+            cid = save_chip(folder / "chips" / "0", rgb, embedding)
+            files.append({"path": rel, "name": label})
+            sources.append({"id": sampling.source_id(rel), "name": label, "path": rel, "error": None,
+                            "width": side, "height": side, "crops": [sampling._crop_record(face, cid, 1)]})
+        store._write_new(folder, "image", upload_name, [{"name": name, "files": files}], [])
+        result = {"kind": "image", "kols": [{"name": name, "sources": sources}]}
+        store.write(folder.name, "align", result)
+        store.finish_sync(folder.name, "align", align_summary(result), total=len(files))
+        done = clean(store, folder.name)
+        store.finish_sync(folder.name, "clean", done["summary"], total=done["total"])
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return folder.name
+
+
+def import_landed(store, job_id):
+    """The KOL names a job's import put into the pool, ``None`` while it has not run, ``[]`` when the job is gone."""
+    try:
+        record = store.state(job_id)["steps"].get("import") or {}
+    except UserError:
+        return []
+    return (record.get("summary") or {}).get("imported") if record.get("state") == "done" else None
 
 
 # -- clean ------------------------------------------------------------------------------

@@ -68,6 +68,9 @@ MEMBER = (
     "main:kols.kol",
     *((f"main:review.{view}", _members_review)  # the review queue: list, one face, its photo, answers
       for view in ("index", "item", "face", "answer")),  # (review.add, a face into the pool, is an admin's)
+    "main:unknowns.index",       # the inbox of unknown people, read-only (its changes are admin POSTs)
+    "main:unknowns.group",
+    "main:unknowns.chip",
     "main:auth.logout",
     "main:auth.account",
     "main:auth.change_password",
@@ -89,11 +92,12 @@ AUDITED = {
     "process:wizard.train_model": "model.train",
     "process:wizard.*": lambda: "job." + request.endpoint.split(".", 1)[1],
     "main:kols.*": lambda: "kol." + request.endpoint.split(".", 1)[1],
+    "main:unknowns.*": lambda: "unknown." + request.endpoint.split(".", 1)[1],
     "*:models.*": lambda: "model." + request.endpoint.split(".", 1)[1],
 }
 #: Form fields that name the object of an audited action (values kept, at most 20 per field).
 OBJECT_FIELDS = ("job", "kol", "delete", "mode", "reset", "remove", "keep", "slug", "name", "into", "target", "merge",
-                 "version", "video", "crop")
+                 "version", "video", "crop", "other", "face")
 #: Successful POSTs counted per user (never logged): endpoint -> kind.
 COUNTED = {
     "main:predict.single_image": "single",
