@@ -38,6 +38,7 @@ MEMBER_SPEC = [
     ("main", "kols.index", "GET"), ("main", "kols.kol", "GET"),  # the roster, read-only
     ("main", "review.index", None), ("main", "review.item", None), ("main", "review.face", None),
     ("main", "review.answer", None),  # the review queue (issue 23) while REVIEW_MEMBERS is on, its default
+    ("main", "analysis.*", None),  # videos analysed on the queue and their screen time (issue 24), one's own
 ]
 OPEN_SPEC = [("*", "healthz"), ("*", "static"), ("main", "auth.login"), ("main", "auth.setup")]
 

@@ -23,8 +23,8 @@ at the edge (boxes overlapping by ``Settings.iou_match``: :func:`join`) into one
 
 Each chunk runs the stream's own loop (:class:`shared.video.recognizer.Recognizer`, inline, pace 0,
 nothing drawn) on its frames, decoded frame-exactly (:func:`shared.faces.frames.iter_range`), and
-saves, for each KOL a track shows, a crop of the face where it is first shown (``thumbs/``, for the
-screen-time report). All chunks of a video use the model version current at the upload.
+saves a crop of the face at the first frame of each run of frames on which a track shows a KOL
+(``thumbs/``: every moment of the screen-time report starts with one). All chunks of a video use the model version current at the upload.
 
 Layout under ``DATA_DIR/library/analyses/``::
 
@@ -378,13 +378,13 @@ def _track_data(t, start, stop):
 def analyse_chunk(path, model, start, stop, fps, thumbs, has_cut, progress=None):
     """Recognise frames ``start`` .. ``stop - 1`` of a video: the chunk's result (module docstring).
 
-    thumbs: the folder for face crops (one per track and KOL it shows, at its first frame shown);
+    thumbs: the folder for face crops (one at the first frame of each run of frames on which a track shows a KOL);
     has_cut: ``start`` is a scene cut (else the recognizer starts :data:`WARMUP_S` earlier).
     progress: ``progress(done, total)`` or ``None``.
     """
     first = start if has_cut else max(0, start - int(round(WARMUP_S * fps)))
     total = (stop if stop is not None else max(start + 1, frames.probe(path).frames)) - start
-    rows, saved, seen = [], [], set()
+    rows, saved, shown = [], [], {}
     loop = recognise(path, model, first, start, stop)
     while True:
         try:
@@ -394,11 +394,11 @@ def analyse_chunk(path, model, start, stop, fps, thumbs, has_cut, progress=None)
             break
         rows.append(framelog.row(index, fps, views, model is not None))
         for v in views:
-            if v.known and (v.track, v.slug) not in seen:
-                seen.add((v.track, v.slug))
+            if v.known and shown.get(v.track) != (v.slug, index - 1):  # the first frame of a run naming a KOL
                 name = f"{index:07d}-{secrets.token_hex(4)}.jpg"
                 atomic_write_bytes(Path(thumbs) / name, _crop(rgb, tuple(int(x) for x in v.box)))
                 saved.append({"frame": index, "track": v.track, "identity": v.name, "file": name})
+            shown[v.track] = (v.slug if v.known else None, index)
         if progress is not None:
             progress(len(rows), total)
     tracks = [d for d in (_track_data(t, start, stop) for t in rec.trackset.every()) if d is not None]
