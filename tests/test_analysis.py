@@ -97,6 +97,19 @@ def test_chunks_cut_at_scene_cuts_join_into_exactly_the_one_pass_frames(tmp_path
     assert thumbs and all((tmp_path / "thumbs" / th["file"]).is_file() for th in thumbs)
 
 
+@needs_dev
+def test_a_part_decodes_exactly_its_frames_of_the_real_clip():
+    """friends_tux.mp4 as published (H.264 whose container says 23.92 fps): a part starting at the cut at frame 241
+    or at frame 600 gets exactly those frames, pixel for pixel, as one pass decodes them (OpenCV's seek lands a
+    frame early there)."""
+    one = {i: rgb for i, _, rgb in frames.iter_frames(FRIENDS, max_frames=606)}
+    for start in (241, 600):
+        part = list(frames.iter_range(FRIENDS, start, start + 5))
+        assert [i for i, _, _ in part] == list(range(start, start + 5))
+        assert all(np.array_equal(rgb, one[i]) for i, _, rgb in part), start
+    assert [i for i, _, _ in frames.iter_range(FRIENDS, 1205)] == [1205, 1206, 1207, 1208]  # to the end
+
+
 AOC = VIDEO / "sadtalker_WDA_AlexandriaOcasioCortez_000.mp4"
 
 
