@@ -7,7 +7,8 @@
 - ``GET /analysis/<id>/<video>/<file>``: a finished video's results: ``tracks.json`` (the stream's per-frame
   format), ``tracks.vtt``, ``tracks.csv``, ``appearances.csv``; ``.../source`` the video itself (range
   requests), ``.../thumbs/<name>`` a face crop, ``.../player?t=<s>`` a player at that second;
-- ``GET /screentime`` (page or JSON; ``?analysis=<id>`` repeatable, ``?kol=<name>``) and ``GET /screentime.csv``.
+- ``GET /screentime`` (page or JSON; ``?analysis=<id>`` and ``?video=<id>:<video>`` repeatable, ``?kol=<name>``)
+  and ``GET /screentime.csv``.
 
 An analysis is for the one who uploaded it (and admins): anyone else gets the 404 of an unknown id.
 """
@@ -141,14 +142,18 @@ def player(analysis_id, video_id):
 
 def _report():
     chosen = set(request.args.getlist("analysis")) or None
-    return screentime.report(screentime.finished_videos(_root(), principal(), chosen), request.args.get("kol") or None)
+    videos = set(request.args.getlist("video")) or None
+    return screentime.report(screentime.finished_videos(_root(), principal(), chosen, videos),
+                             request.args.get("kol") or None)
 
 
 @bp.get("/screentime")
 def screen_time():
-    """The screen-time report: per KOL, total and per video, the moments, a chart; printable."""
+    """The screen-time report: per KOL, total and per video, the moments, a chart; printable; a form to choose videos."""
+    every = screentime.finished_videos(_root(), principal(), set(request.args.getlist("analysis")) or None)
     return reply("main/screentime.html", _report(), chosen=request.args.getlist("analysis"),
-                 kol=request.args.get("kol") or "")
+                 picked=request.args.getlist("video"), kol=request.args.get("kol") or "",
+                 choices=[{"value": f"{a}:{v['video']}", "filename": v["filename"]} for a, v, _ in every])
 
 
 @bp.get("/screentime.csv")

@@ -159,6 +159,11 @@ def test_a_failed_part_fails_its_video_with_the_reason_and_the_other_goes_on(tmp
     for v in record["videos"]:
         for i in range(len(v["edges"])):
             analysis.run_chunk(record["analysis"], v["video"], i)
+    # every part is there but not joined yet: not done, no results
+    assert analysis.status(None, root, record["analysis"], reader=_Admin())["videos"][1]["state"] == "running"
+    with pytest.raises(Exception, match="not finished"):
+        analysis.result(root, record["analysis"], kept["video"], _Admin())
+    for v in record["videos"]:
         analysis.run_finish(record["analysis"], v["video"])
     status = analysis.status(None, root, record["analysis"], reader=_Admin())
     by_id = {v["video"]: v for v in status["videos"]}
@@ -289,6 +294,9 @@ def test_two_uploaded_videos_are_analysed_by_the_workers_into_results_and_screen
     assert monica["seconds"] > 0.5 and monica["videos"][0]["filename"] == "monica.webm"
     moments = [m for k in report["kols"] for v in k["videos"] for m in v["moments"]]
     assert moments and all(m["thumb"] for m in moments), moments  # each moment has its face crop
+    sofa = status["videos"][1]["video"]
+    only = servers.http.get(f"{main}/screentime?video={status['analysis']}:{sofa}", headers=JSON).json()
+    assert [v["filename"] for v in only["videos"]] == ["sofa.webm"] and "Monica Geller" not in str(only["kols"])
     csv = servers.http.get(f"{main}/screentime.csv?analysis={status['analysis']}").text
     assert csv.splitlines()[0] == ",".join(screentime.CSV_COLUMNS) and "Monica Geller" in csv
 

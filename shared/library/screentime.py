@@ -25,15 +25,18 @@ from shared.core import csvsafe
 from shared.library import analysis
 
 
-def finished_videos(root, reader, chosen=None):
+def finished_videos(root, reader, chosen=None, videos=None):
     """``[(analysis id, video record, video folder)]`` of every finished video ``reader`` may read, newest
-    analysis first; ``chosen``: only these analysis ids (unknown or unreadable ones are left out)."""
+    analysis first; ``chosen``: only the videos of these analysis ids; ``videos``: only these
+    ``"<analysis id>:<video id>"`` (unknown or unreadable ones are left out)."""
     out = []
     for item in analysis.listing(root, reader):
         if chosen and item["analysis"] not in chosen:
             continue
         folder = Path(root) / item["analysis"]
         for v in analysis.read_record(folder)["videos"]:
+            if videos and f"{item['analysis']}:{v['video']}" not in videos:
+                continue
             if (folder / v["video"] / "done.json").is_file():
                 out.append((item["analysis"], v, folder / v["video"]))
     return out
