@@ -25,12 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, require_data
+from common import require_data  # puts the repository on sys.path
 
 import bench_video
 import video_scenes
-
-sys.path.insert(0, str(ROOT))
 
 
 def _uploads(path, copies):
