@@ -4,6 +4,8 @@ Reads the same settings as the servers (``DATA_DIR``, ``REDIS_URL``, ... from th
 environment, see :func:`shared.core.config.load`) and runs N RQ workers
 (:func:`shared.training.jobqueue.worker.work`), one process each; N defaults to this machine's cores
 (setting ``WORKERS``). A worker that dies (killed, out of memory) is started again;
+Each serves the training queues (:data:`shared.training.jobqueue.steps.QUEUES`) and then the video
+analyses' (:data:`shared.library.analysis.QUEUE`), whose RQ jobs name their function by dotted path.
 SIGTERM or Ctrl-C stops them all (a job in progress is finished first by RQ's warm
 shutdown, or retried elsewhere if the worker is killed).
 
@@ -22,7 +24,12 @@ import time
 
 from shared.core import config
 from shared.faces import parallel
+from shared.library import analysis
+from shared.training.jobqueue.steps import QUEUES
 from shared.training.jobqueue.worker import work
+
+#: The queues every worker serves, in order: the training's, then the video analyses'.
+SERVED = QUEUES + (analysis.QUEUE,)
 
 
 def _settings():
@@ -42,7 +49,7 @@ def main(argv=None):
     count = args.workers or parallel.workers()
     if count == 1:
         redis_url, data_dir = _settings()
-        work(redis_url, data_dir, burst=args.burst, preload=not args.no_preload)
+        work(redis_url, data_dir, burst=args.burst, preload=not args.no_preload, queues=SERVED)
         return 0
     return supervise(count, args)
 

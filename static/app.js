@@ -51,6 +51,44 @@
     tick();
   });
 
+  // Progress of several items on one page (the videos of an analysis): [data-poll-items=<json url>] holds
+  // rows [data-item=<id>] with their [data-state]; each answer's "videos" fill their rows as showProgress
+  // does, and the page reloads when an item's state changes (to show its results).
+  document.querySelectorAll("[data-poll-items]").forEach(function (el) {
+    var url = el.getAttribute("data-poll-items");
+    function tick() {
+      fetch(url, { headers: { Accept: "application/json" } })
+        .then(function (r) { return r.json(); })
+        .then(function (s) {
+          var changed = false;
+          (s.videos || []).forEach(function (v) {
+            var row = el.querySelector('[data-item="' + v.video + '"]');
+            if (!row) { return; }
+            changed = changed || row.getAttribute("data-state") !== v.state;
+            showProgress(row, v);
+          });
+          if (changed) { window.location.reload(); return; }
+          if (s.state !== "failed" && s.state !== "done") { setTimeout(tick, 1000); }
+        })
+        .catch(function () { setTimeout(tick, 2000); });
+    }
+    tick();
+  });
+
+  // A button that prints the page (the screen-time report: print CSS hides the menus).
+  document.querySelectorAll("button[data-print]").forEach(function (b) {
+    b.addEventListener("click", function () { window.print(); });
+  });
+
+  // A player opened at a moment (the screen time's thumbnails): video.moment[data-start] starts there
+  // (the #t= fragment does it too; this covers browsers that ignore it).
+  document.querySelectorAll("video.moment[data-start]").forEach(function (v) {
+    v.addEventListener("loadedmetadata", function () {
+      var t = parseFloat(v.getAttribute("data-start")) || 0;
+      if (Math.abs(v.currentTime - t) > 0.5) { v.currentTime = t; }
+    });
+  });
+
   // A form that was sent says so on its button and cannot be sent twice by a double click;
   // uploads and recognition can take a while. Coming back with the Back button re-enables it.
   document.addEventListener("submit", function (event) {

@@ -40,6 +40,7 @@ MEMBER_SPEC = [
     ("main", "review.answer", None),  # the review queue (issue 23) while REVIEW_MEMBERS is on, its default
     ("main", "unknowns.index", "GET"), ("main", "unknowns.group", "GET"),  # the inbox of unknown people, read-only
     ("main", "unknowns.chip", "GET"),
+    ("main", "analysis.*", None),  # videos analysed on the queue and their screen time (issue 24), one's own
 ]
 OPEN_SPEC = [("*", "healthz"), ("*", "static"), ("main", "auth.login"), ("main", "auth.setup")]
 

@@ -86,6 +86,13 @@ DEFAULTS = {
     # files one upload may unpack, and most bytes once uncompressed (counted while unzipping too).
     "UPLOAD_MAX_FILES": 5000,
     "UPLOAD_MAX_UNPACKED_BYTES": 4 * 1024 ** 3,
+    # Video analysis on the queue (shared/library/analysis.py, /analysis): seconds of video per chunk (one RQ
+    # job each, all workers take them at once), the longest video analysed (seconds), the most pixels a
+    # frame may have (width x height: 4K is 8,294,400), the most videos one upload may hold (0: no limit).
+    "ANALYSIS_CHUNK_S": 60,
+    "ANALYSIS_MAX_VIDEO_S": 2 * 3600,
+    "ANALYSIS_MAX_PIXELS": 3840 * 2160,
+    "ANALYSIS_MAX_VIDEOS": 100,
 }
 
 #: The documented names that also work without the ``KOL_`` prefix (the prefixed name wins).

@@ -61,6 +61,7 @@ MEMBER = (
     "main:predict.*",            # single, batch, similar: forms, results, result files, pool photos
     "main:video.upload_video_page",
     "main:video.predict_video_result",
+    "main:analysis.*",           # analyse videos on the queue, their results, the screen-time report (own ones)
     "video:*",                   # the whole video server: player, stream, status
     ("process:wizard.import_result", _pool_summary_only),
     "process:wizard.pool_chip",  # the photos of the pool summary
@@ -94,6 +95,7 @@ AUDITED = {
     "main:kols.*": lambda: "kol." + request.endpoint.split(".", 1)[1],
     "main:unknowns.*": lambda: "unknown." + request.endpoint.split(".", 1)[1],
     "*:models.*": lambda: "model." + request.endpoint.split(".", 1)[1],
+    "main:analysis.upload": "analysis.upload",
 }
 #: Form fields that name the object of an audited action (values kept, at most 20 per field).
 OBJECT_FIELDS = ("job", "kol", "delete", "mode", "reset", "remove", "keep", "slug", "name", "into", "target", "merge",

@@ -40,9 +40,15 @@ def configure(data_dir):
     _context["data_dir"] = str(Path(data_dir).resolve())
 
 
+def data_dir():
+    """This worker's data folder (:func:`configure`; else the settings' ``DATA_DIR``), also for the work that
+    higher layers queue by RQ's dotted path on queues of their own (``work(queues=...)``)."""
+    return _context.get("data_dir") or config.load()["DATA_DIR"]
+
+
 def _stores():
     """The :class:`shared.training.jobqueue.steps.Stores` of this worker's data folder."""
-    root = Path(_context.get("data_dir") or config.load()["DATA_DIR"])
+    root = Path(data_dir())
     return Stores(JobStore(root / "jobs"), Pool(root / "pool"), ModelStore(root / "models"))
 
 
@@ -129,10 +135,13 @@ class Worker(RQWorker):
         return self.job_monitoring_interval + HEARTBEAT_GRACE_S
 
 
-def work(redis_url, data_dir, burst=False, preload=True, name=None):
+def work(redis_url, data_dir, burst=False, preload=True, name=None, queues=QUEUES):
     """Run one worker in this process until it is stopped (or, with ``burst``, until the queues are empty).
 
-    data_dir: this machine's mount of the shared data folder. preload: load dlib once
+    data_dir: this machine's mount of the shared data folder. queues: the queue names it serves, in order
+    (default :data:`shared.training.jobqueue.steps.QUEUES`; the worker command adds the queues of higher
+    layers, whose RQ jobs name their function by dotted path, so this package never imports them).
+    preload: load dlib once
     before taking work (each RQ job runs in a child process forked from this one, which then
     starts with the networks loaded).
     """
@@ -141,7 +150,7 @@ def work(redis_url, data_dir, burst=False, preload=True, name=None):
         engine.networks()
     threadpool_limits(limits=1)  # one worker per core: BLAS must not start a thread per core in each
     conn = worker_connection(redis_url)
-    worker = Worker([queue(conn, n) for n in QUEUES], connection=conn, name=name, worker_ttl=WORKER_TTL_S,
+    worker = Worker([queue(conn, n) for n in queues], connection=conn, name=name, worker_ttl=WORKER_TTL_S,
                     job_monitoring_interval=JOB_MONITORING_S, maintenance_interval=MAINTENANCE_S)
     worker.max_connection_wait_time = 5.0  # come back within seconds once Redis is back
     return worker.work(burst=burst, with_scheduler=False, logging_level="INFO")
