@@ -16,7 +16,8 @@ because the scale is a constant.
 
 :func:`train` builds a model: the centroids, the roster's spread and one linear SVM per KOL (the
 rule's coefficients are fixed, never fitted to the pool); :mod:`shared.recognition.store` keeps its
-versions on disk (``model.npz``: also ``shrink``, ``svm_w``, ``svm_b``).
+versions on disk (``model.npz``: also ``shrink``, ``svm_w``, ``svm_b``; the roster's reach in ``meta.json``,
+``metrics.roster.reach``).
 """
 import contextlib
 import time
