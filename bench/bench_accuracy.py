@@ -3,7 +3,7 @@ and whether answers shown as sure are right.
 
     .venv/bin/python bench/bench_accuracy.py            # the protocol below (a few minutes once the caches are filled)
     .venv/bin/python bench/bench_accuracy.py --splits 1 --shots 5   # a quick look
-    .venv/bin/python bench/bench_accuracy.py --fit      # print the RULE fitted on all of both populations
+    .venv/bin/python bench/bench_accuracy.py --fit      # print the RULE fitted on all of both populations, REACH and DOUBT
     .venv/bin/python bench/bench_accuracy.py --train-cost   # seconds to train 100 KOLs x 10 photos (SVMs, roster factor)
 
 Data: ``../shared/data/faces/lfw_dev`` (2,616 photos of 403 people, mostly Western) and
@@ -25,11 +25,18 @@ Protocol (cross-fitted: nothing fitted ever sees the people it is measured on):
 - the rule's development data on the fitting fold: for shots 1, 2, 3 and 5, three random draws each, a
   random half of the people with more than ``shots`` photos are KOLs and everyone else is a stranger.
 
+The roster-aware confidence (:func:`shared.recognition.rule.confidence`: :data:`~shared.recognition.rule.REACH`
+and :data:`~shared.recognition.rule.DOUBT`) of the "shipped" variant is chosen for fold ``f`` inside fold
+``1 - f`` only: its people are split in two halves, the rule fitted on one half answers the other half's
+development rosters (and the other way round), and :func:`choose_gate` picks the pair that shows the most
+answers as sure while those are right >= :data:`GATE_TARGET` on each population. ``--fit`` chooses the
+shipped pair the same way on 2-fold splits of all the people.
+
 Rules compared (:data:`VARIANTS`): "today" is the shipped procedure before issue 23 (fitted on lfw_dev, plain
 distances); "both" is fitted on both populations (each weighs the same); "roster" is fitted on both with
 distances in units of the roster's own spread (:func:`shared.recognition.rule.roster_shrink`, measured at
-each training from the enrolment photos alone); "roster, lfw fit" fits it on lfw_dev only, so its asian_dev
-figures are for a population the rule never saw.
+each training from the enrolment photos alone); "roster+svm" adds the per-KOL SVM score; "shipped" is
+"roster+svm" with the roster-aware confidence (the servers' rule).
 
 Ratios: "named right" = KOL test photos answered with their own KOL / KOL test photos; "wrong" = KOL test
 photos answered with another KOL; "unknown" = stranger photos answered "unknown" / stranger photos;
@@ -49,6 +56,7 @@ import numpy as np
 import lfw_cache
 from common import ROOT  # noqa: F401  (puts the repository on sys.path)
 from shared.recognition.model import train
+from shared.recognition import rule as rules_mod
 from shared.recognition.rule import KOL_ODDS, fit_rule
 
 TARGET = 0.98
@@ -56,13 +64,22 @@ SURE = 0.9
 SHOTS = (5, 1, 3, 10)
 SPLITS = 3
 POPULATIONS = ("lfw_dev", "asian_dev", "mixed")
-#: name: (populations the rule is fitted on, the roster's spread as an input, the per-KOL SVM score as an input)
+#: name: (populations the rule is fitted on, the roster's spread as an input, the per-KOL SVM score as an input,
+#: the roster-aware confidence: rule.DOUBT and rule.REACH, chosen fold by fold as :func:`choose_gate` says)
 VARIANTS = {
-    "today": (("lfw_dev",), False, False),
-    "both": (("lfw_dev", "asian_dev"), False, False),
-    "roster": (("lfw_dev", "asian_dev"), True, False),
-    "roster+svm": (("lfw_dev", "asian_dev"), True, True),
+    "today": (("lfw_dev",), False, False, False),
+    "both": (("lfw_dev", "asian_dev"), False, False, False),
+    "roster": (("lfw_dev", "asian_dev"), True, False, False),
+    "roster+svm": (("lfw_dev", "asian_dev"), True, True, False),
+    "shipped": (("lfw_dev", "asian_dev"), True, True, True),
 }
+#: The roster-aware confidence's two constants are chosen on cross-fitted answers (:func:`gate_answers`) as the pair
+#: that shows the most answers as sure while the sure ones are right at least this often on each population.
+GATE_TARGET = 0.995
+REACHES = (1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 2.0, 2.2, float("inf"))
+DOUBTS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0)
+#: No roster-aware correction (the variants before it).
+NO_GATE = (float("inf"), 0.0)
 
 
 def wilson(k, n, z=1.96):
@@ -128,11 +145,11 @@ def scenario(faces, kols, people, shots, seed):
     return np.array(X).reshape(-1, 128), slugs, tests
 
 
-def dev_data(faces, people, scaled, svm, shot_list=(1, 2, 3, 5), draws=3):
-    """Features and outcomes for :func:`shared.recognition.rule.fit_rule` on ``people``
-    (``scaled``: with the roster's spread; ``svm``: with per-KOL SVMs, whose background is a random
-    half of the non-KOL people, the other half being the strangers)."""
-    F, right, stranger = [], [], []
+def dev_scenarios(faces, people, scaled, svm, rule=None, shot_list=(1, 2, 3, 5), draws=3):
+    """The rule's development rosters on ``people``: yields ``(model, tests)`` (``scaled``: with the roster's
+    spread; ``svm``: with per-KOL SVMs, whose background is a random half of the non-KOL people, the other half
+    being the strangers). For shots 1, 2, 3 and 5, three random draws each, a random half of the people with more
+    than ``shots`` photos are KOLs and everyone else is a stranger."""
     for shots in shot_list:
         for draw in range(draws):
             rng = np.random.default_rng(1000 + 10 * shots + draw)
@@ -145,12 +162,79 @@ def dev_data(faces, people, scaled, svm, shot_list=(1, 2, 3, 5), draws=3):
             if len(set(slugs)) < 2:
                 continue
             negatives = np.array([e for p in sorted(bg) for e in faces[p]]).reshape(-1, 128) if svm else False
-            model = train(X, slugs, {}, shrink=None if scaled else 1.0, svm_background=negatives)
-            best, f = model.describe(np.array([t[0] for t in tests]))
-            F.append(f)
-            right += [model.classes[b] == t[1] for b, t in zip(best, tests)]
-            stranger += [not t[2] for t in tests]
+            yield train(X, slugs, {}, rule=rule, shrink=None if scaled else 1.0, svm_background=negatives), tests
+
+
+def dev_data(faces, people, scaled, svm):
+    """Features and outcomes for :func:`shared.recognition.rule.fit_rule` on ``people`` (:func:`dev_scenarios`)."""
+    F, right, stranger = [], [], []
+    for model, tests in dev_scenarios(faces, people, scaled, svm):
+        best, f = model.describe(np.array([t[0] for t in tests]))
+        F.append(f)
+        right += [model.classes[b] == t[1] for b, t in zip(best, tests)]
+        stranger += [not t[2] for t in tests]
     return np.concatenate(F), np.array(right), np.array(stranger)
+
+
+def answer(model, e):
+    """The rule's answer for one face before a confidence is shown: ``(slug or None, p, d)``, ``p`` = ``p_right``
+    of the KOL named or ``p_stranger`` of an "unknown", ``d`` the distance to the nearest centroid."""
+    a = model.decide(e[None, :])
+    j = int(a["choice"][0])
+    if j < 0:
+        return None, float(a["S"][0, 0]), float(a["d"][0])
+    return model.classes[int(a["idx"][0, j])], float(a["P"][0, j]), float(a["d"][0])
+
+
+def gate_answers(faces, people_by_pop, rule_people_by_pop):
+    """Answers for :func:`choose_gate`, cross-fitted: the shipped rule's procedure fitted on
+    ``rule_people_by_pop``, its answers on the development rosters (:func:`dev_scenarios`) of
+    ``people_by_pop`` (other people). Returns ``{pop: (named, p, right, d, shrink, reach)}`` arrays."""
+    pops = ("lfw_dev", "asian_dev")
+    rule = fit_variant(faces, rule_people_by_pop, pops, True, True)
+    out = {}
+    for pop in pops:
+        rows = []
+        for model, tests in dev_scenarios(faces, people_by_pop[pop], True, True, rule=rule):
+            for e, person, is_kol in tests:
+                slug, p, d = answer(model, e)
+                rows.append((slug is not None, p, (slug == person) if is_kol else slug is None, d, model.shrink,
+                             model.reach))
+        out[pop] = tuple(np.array(c) for c in zip(*rows))
+    return out
+
+
+def gated_confidence(named, p, d, shrink, reach, gate):
+    """:func:`shared.recognition.rule.confidence` of answers (arrays) with ``gate = (REACH, DOUBT)``."""
+    beyond, doubt = gate
+    conf = np.empty(len(p))
+    conf[named] = rules_mod.confidence(p[named], True, shrink[named], doubt=doubt)
+    conf[~named] = rules_mod.confidence(p[~named], False, shrink[~named], d[~named], reach[~named], doubt, beyond)
+    return conf
+
+
+def choose_gate(parts, target=GATE_TARGET):
+    """``(REACH, DOUBT)``: the pair of :data:`REACHES` x :data:`DOUBTS` under which the sure answers of each
+    population's answers (``parts``, a list of :func:`gate_answers` results, pooled) are right at least
+    ``target`` of the time and the most answers (mean share of the populations) are sure; when no pair
+    qualifies, the pair whose worse population is right most often."""
+    pooled = {pop: tuple(np.concatenate([part[pop][i] for part in parts]) for i in range(6)) for pop in parts[0]}
+    best, fallback = None, None
+    for beyond in REACHES:
+        for doubt in DOUBTS:
+            shares, ok, worst = [], True, 1.0
+            for named, p, right, d, shrink, reach in pooled.values():
+                sure = gated_confidence(named, p, d, shrink, reach, (beyond, doubt)) >= SURE
+                rate = right[sure].mean() if sure.any() else 1.0
+                ok &= rate >= target
+                worst = min(worst, rate)
+                shares.append(sure.mean())
+            score = float(np.mean(shares))
+            if ok and (best is None or score > best[0] + 1e-12):
+                best = (score, (beyond, doubt))
+            if fallback is None or worst > fallback[0] + 1e-12:
+                fallback = (worst, (beyond, doubt))
+    return best[1] if best else fallback[1]
 
 
 def fit_variant(faces, people_by_pop, pops, scaled, svm):
@@ -203,12 +287,16 @@ class Tally:
         return self.sure_right / max(1, self.sure)
 
 
-def run_ours(model, tests, tally, reliability):
-    """Each test face predicted on its own."""
+def run_ours(model, tests, tally, reliability, gate=NO_GATE):
+    """Each test face predicted on its own (:meth:`Model.decide` of one row, as ``Model.predict`` answers it),
+    the confidence shown with the roster-aware constants ``gate = (REACH, DOUBT)``."""
     for (e, person, is_kol) in tests:
-        p = model.predict(e[None, :])[0]
-        tally.add(p.slug, person, is_kol, p.confidence)
-        reliability.append((p.confidence, (p.slug == person) if is_kol else p.slug is None))
+        slug, p, d = answer(model, e)
+        named = np.array([slug is not None])
+        conf = round(float(gated_confidence(named, np.array([p]), np.array([d]), np.array([model.shrink]),
+                                            np.array([model.reach]), gate)[0]), 4)  # as Model.predict rounds it
+        tally.add(slug, person, is_kol, conf)
+        reliability.append((conf, (slug == person) if is_kol else slug is None))
 
 
 def run_compare_faces(X, slugs, tests, tally):
@@ -318,6 +406,13 @@ def main():
         for k, v in rule.items():
             print(f'    "{k}": [{", ".join(f"{c:.4f}" for c in v)}],')
         print("}")
+        parts = []
+        for seed in range(args.splits):
+            halves = {pop: folds(people[pop], seed=seed) for pop in ("lfw_dev", "asian_dev")}
+            parts += [gate_answers(faces, {p: h[f] for p, h in halves.items()}, {p: h[1 - f] for p, h in halves.items()})
+                      for f in range(2)]
+        beyond, doubt = choose_gate(parts)
+        print(f"REACH = {beyond:g}\nDOUBT = {doubt:g}  (cross-fitted answers of {args.splits} splits, target {GATE_TARGET:.1%})")
         return
     S = args.splits
     print(f"{S} random splits of each population into 2 folds of people; each fold measured with the rules "
@@ -329,11 +424,24 @@ def main():
             return splits[seed]["lfw_dev"][f] + splits[seed]["asian_dev"][f]
         return splits[seed][pop][f]
 
-    rules = {}
+    rules, fitted = {}, {}
     for v in args.variants:
-        pops, scaled, svm = VARIANTS[v]
-        rules[v] = [[fit_variant(faces, {p: fold_people(seed, 1 - f, p) for p in pops}, pops, scaled, svm)
-                     for f in range(2)] for seed in range(S)]
+        pops, scaled, svm, _gate = VARIANTS[v]
+        if (pops, scaled, svm) not in fitted:
+            fitted[(pops, scaled, svm)] = [[fit_variant(faces, {p: fold_people(seed, 1 - f, p) for p in pops}, pops,
+                                                        scaled, svm) for f in range(2)] for seed in range(S)]
+        rules[v] = fitted[(pops, scaled, svm)]
+    # the roster-aware confidence's constants for fold f: chosen inside the fitting fold 1 - f (its two halves,
+    # a rule fitted on one answering the other's development rosters), never on fold f's people
+    gates = [[NO_GATE, NO_GATE] for _ in range(S)]
+    if any(VARIANTS[v][3] for v in args.variants):
+        for seed in range(S):
+            for f in range(2):
+                halves = {p: folds(fold_people(seed, 1 - f, p), seed=100 + seed) for p in ("lfw_dev", "asian_dev")}
+                gates[seed][f] = choose_gate([gate_answers(faces, {p: h[i] for p, h in halves.items()},
+                                                           {p: h[1 - i] for p, h in halves.items()}) for i in range(2)])
+        print("  roster-aware confidence (REACH, DOUBT) per split and fold: " +
+              ", ".join(f"{g[0]:g}/{g[1]:g}" for row in gates for g in row))
     # the SVMs' background at test time: every photo of the fitting fold's people (both populations)
     negatives = [[np.array([e for p in fold_people(seed, 1 - f, "mixed") for e in faces[p]]) for f in range(2)]
                  for seed in range(S)]
@@ -353,12 +461,16 @@ def main():
                     X, slugs, tests = scenario(faces, kols, fold_people(seed, f, pop), shots, seed=shots + 100 * seed)
                     if not slugs:
                         continue
+                    models = {}
                     for v in args.variants:
-                        _pops, scaled, svm = VARIANTS[v]
-                        model = train(X, slugs, {}, rule=rules[v][seed][f], shrink=None if scaled else 1.0,
-                                      svm_background=negatives[seed][f] if svm else False)
-                        run_ours(model, tests, ours[v], reliability[(v, pop)] if shots == 5 else [])
-                        roster[v].append(model.shrink)
+                        _pops, scaled, svm, gated = VARIANTS[v]
+                        key = (id(rules[v]), scaled, svm)
+                        if key not in models:
+                            models[key] = train(X, slugs, {}, rule=rules[v][seed][f], shrink=None if scaled else 1.0,
+                                                svm_background=negatives[seed][f] if svm else False)
+                        run_ours(models[key], tests, ours[v], reliability[(v, pop)] if shots == 5 else [],
+                                 gates[seed][f] if gated else NO_GATE)
+                        roster[v].append(models[key].shrink)
                     if args.no_baselines:
                         continue
                     run_compare_faces(X, slugs, tests, cf)

@@ -72,6 +72,19 @@ def test_an_unsure_candidate_nearer_to_a_not_x_face_than_to_x_is_dropped():
     assert P[0].tolist() == [0.0, 0.1] and S[0, 0] == pytest.approx(0.9)  # unknown: 1 - the best P left
 
 
+def test_a_veto_alone_never_makes_an_unknown_sure(toy):
+    """The stranger side is raised to the odds of the candidates left, but not past SURE: a face whose only
+    plausible KOL was vetoed is "unknown" and not shown as sure (before: S = 0.99, shown 0.98)."""
+    P, S = review.veto(np.eye(128)[:1], np.array([[0, 1]]), np.array([[0.7, 0.01]]), np.array([[0.2, 0.2]]),
+                       np.array([[0.45, 0.9]]), ["a", "b"],
+                       _negatives([np.eye(128)[0] + 0.35 * np.eye(128)[1]], ["a"]))
+    assert P[0].tolist() == [0.0, 0.01] and S[0, 0] == pytest.approx(review.SURE)
+    model, a, _b, rng = toy
+    face = _unit(a + 0.35 * _unit(rng.normal(size=128)))
+    after = model.predict(face[None, :], negatives=_negatives([face], ["a"]))[0]
+    assert not after.known and 0.5 <= after.confidence < review.SURE
+
+
 def test_a_candidate_nearer_to_its_own_photo_stays():
     P, S = _one_face(d_photo=0.35, d_not=0.45, p_right=0.7)
     assert P[0].tolist() == [0.7, 0.1] and S[0].tolist() == [0.2, 0.2]

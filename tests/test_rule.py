@@ -54,7 +54,8 @@ def test_each_kol_has_an_svm_that_scores_its_own_side_and_survives_save_and_load
     negatives, _, _ = _people(40, 2, seed=3)
     model = train(X, slugs, {}, svm_background=negatives)
     assert model.svm_w.shape == (6, 128) and model.svm_b.shape == (6,)
-    assert model.meta["metrics"]["roster"] == {"shrink": round(model.shrink, 4), "svm_kols": 6, "background": 80}
+    assert model.meta["metrics"]["roster"] == {"shrink": round(model.shrink, 4), "reach": model.reach, "svm_kols": 6,
+                                               "background": 80}
     S = model.svm_scores(centres, np.tile(np.arange(6), (6, 1)))
     assert (S.argmax(1) == np.arange(6)).all() and (np.diag(S) > 0).all()
     assert (model.svm_scores(negatives, np.zeros((len(negatives), 1), dtype=int)) < 0).mean() > 0.9
@@ -130,3 +131,54 @@ def test_a_face_past_far_is_never_named_whatever_its_svm_says():
     assert model.svm_scores(far[None], np.zeros((1, 1), dtype=int))[0, 0] > 0
     answer = model.predict(far[None])[0]
     assert not answer.known and answer.p_same == 0.0 and answer.confidence > 0.5
+
+
+def test_roster_reach_is_how_far_the_rosters_strangers_come():
+    """The reach is the median distance from a KOL's photo to another KOL's centroid: it scales with the roster
+    (the same people pulled together 0.5 times), and a lone KOL gets the development prior."""
+    X, slugs, _ = _people(12, 5, seed=11)
+    wide, tight = (train(X * s, slugs, {}, svm_background=False).reach for s in (1.0, 0.5))
+    model = train(X, slugs, {}, svm_background=False)
+    D = np.linalg.norm(model.X[:, None, :] - model.centroids[None, :, :], axis=2)
+    D[np.arange(len(X)), model.y] = np.inf
+    assert abs(wide - np.median(D.min(1))) < 1e-3 and abs(tight / wide - 0.5) < 1e-3
+    assert train(X[:5], slugs[:5], {}, svm_background=False).reach == rule.PRIOR_REACH
+
+
+def test_an_unknown_beyond_the_rosters_reach_is_never_shown_as_sure():
+    """A face far from every KOL, farther than the roster's strangers come (REACH times its reach), is
+    answered "unknown" but not as sure, on a wide and a tight roster: on asian_dev such faces were mostly KOLs'
+    own odd photos. An ordinary stranger of the wide roster stays a sure "unknown". (Before, the far face showed 1.0.)"""
+    for scale in (1.0, 0.45):
+        X, slugs, _ = _people(10, 5, seed=12, scale=scale)
+        model = train(X, slugs, {}, svm_background=False)
+        stranger = _people(1, 1, seed=13, spread=0.0, scale=scale)[0]
+        far = np.random.default_rng(14).normal(0, 0.25, size=(1, 128)) * scale
+        assert np.linalg.norm(model.centroids - far, axis=1).min() > 2.5 * model.reach  # REACH is at most 2.2
+        assert np.linalg.norm(model.centroids - stranger, axis=1).min() < rule.REACH * model.reach
+        near, odd = model.predict(stranger)[0], model.predict(far)[0]
+        assert not near.known and (near.confidence >= 0.9 or scale < 1)
+        assert not odd.known and odd.confidence <= rule.BEYOND_REACH
+
+
+def test_a_tighter_roster_shows_the_same_probabilities_as_less_sure():
+    """The roster-aware doubt: the same rule probability is shown lower on a roster tighter than the Western
+    prior (shrink < 1), the same on one as wide or wider; a named face's confidence never depends on its reach."""
+    p = np.array([0.9, 0.99, 0.999])
+    for named in (True, False):
+        plain = rule.shown(p, named)
+        assert np.allclose(rule.confidence(p, named, 1.0), plain) and np.allclose(rule.confidence(p, named, 1.2), plain)
+        assert (rule.confidence(p, named, 0.7) < plain).all()
+    assert np.allclose(rule.confidence(p, True, 0.7, d=np.full(3, 9.0), reach=0.1), rule.confidence(p, True, 0.7))
+
+
+def test_reach_survives_save_and_load_and_an_older_model_has_no_reach_cap(tmp_path):
+    X, slugs, _ = _people(6, 5, seed=15)
+    model = train(X, slugs, {}, svm_background=False)
+    store = ModelStore(tmp_path)
+    loaded = store.load(store.save(model))
+    assert loaded.reach == model.reach and loaded.without(["k1"]).reach == model.reach
+    older = Model(X=model.X, offsets=model.offsets, classes=model.classes, chips=model.chips, names={},
+                  shrink=model.shrink)
+    far = np.random.default_rng(16).normal(0, 0.25, size=(1, 128))
+    assert older.reach is None and older.predict(far)[0].confidence > 0.9

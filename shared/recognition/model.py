@@ -16,7 +16,8 @@ because the scale is a constant.
 
 :func:`train` builds a model: the centroids, the roster's spread and one linear SVM per KOL (the
 rule's coefficients are fixed, never fitted to the pool); :mod:`shared.recognition.store` keeps its
-versions on disk (``model.npz``: also ``shrink``, ``svm_w``, ``svm_b``).
+versions on disk (``model.npz``: also ``shrink``, ``svm_w``, ``svm_b``; the roster's reach in ``meta.json``,
+``metrics.roster.reach``).
 """
 import contextlib
 import time
@@ -28,7 +29,8 @@ from shared.core.errors import UserError
 from shared.faces import engine
 from shared.recognition import review
 from shared.recognition.report import training_metrics
-from shared.recognition.rule import FAR, RULE, background, features, fit_svms, logistic, roster_shrink, shown
+from shared.recognition.rule import (FAR, RULE, background, confidence, features, fit_svms, logistic, roster_reach,
+                                     roster_shrink)
 
 #: Distance at which find-similar's similarity is 0.5. On lfw_dev's photo pairs, 92.6 % of
 #: same-person pairs are closer than 0.55 and 0.18 % of different-person pairs (dlib's usual 0.6,
@@ -45,7 +47,7 @@ class Prediction:
     """The answer for one face: ``slug`` is the KOL's pool slug or ``None`` (unknown).
 
     confidence: probability that this answer (the KOL, or "unknown") is right, in [0, 1], at its worst
-    over the streams :data:`shared.recognition.rule.SHOWN_ODDS` (:func:`shared.recognition.rule.shown`).
+    over the streams :data:`shared.recognition.rule.SHOWN_ODDS`, corrected for the roster (:func:`shared.recognition.rule.confidence`).
     candidate: the nearest KOL's slug (by centroid), even when the face is unknown.
     distance: Euclidean distance to the candidate's nearest pool embedding.
     p_same: ``P(the face is the candidate)`` (``p_right`` of :mod:`shared.recognition.rule`), in [0, 1].
@@ -87,7 +89,9 @@ class Model:
     measured at training; 1.0 for a model saved before it existed, whose rule was fitted without it);
     svm_w, svm_b: ``(K, 128)`` and ``(K,)`` ``float32``, each KOL's linear SVM against the other KOLs and a
     background of development people (:func:`shared.recognition.rule.fit_svms`), or ``None`` (no SVMs:
-    the rule's SVM input is 0).
+    the rule's SVM input is 0); reach: how far this roster's strangers come (:func:`shared.recognition.rule.roster_reach`,
+    measured at training and kept in ``meta["metrics"]["roster"]["reach"]``, read from there when not given;
+    ``None`` for a model trained before it: no reach cap on its confidences).
     """
 
     X: np.ndarray
@@ -102,6 +106,7 @@ class Model:
     shrink: float = 1.0
     svm_w: np.ndarray = None
     svm_b: np.ndarray = None
+    reach: float = None
 
     def __post_init__(self):
         self.X = np.ascontiguousarray(self.X, dtype=np.float32).reshape(-1, engine.EMBEDDING_SIZE)
@@ -117,6 +122,8 @@ class Model:
             self.svm_w = np.ascontiguousarray(self.svm_w, dtype=np.float32).reshape(-1, engine.EMBEDDING_SIZE)
             self.svm_b = np.asarray(self.svm_b, dtype=np.float32).reshape(-1)
         self._index = {s: i for i, s in enumerate(self.classes)}
+        if self.reach is None:
+            self.reach = ((self.meta or {}).get("metrics") or {}).get("roster", {}).get("reach")
 
     def sq_distances(self, E):
         """Squared Euclidean distances ``(M, K)`` ``float32`` between rows of ``E`` ``(M, 128)`` and the centroids."""
@@ -194,40 +201,58 @@ class Model:
         s = self.svm_scores(E, best[:, None], d[:, None])
         return best, features(d, second, self.counts[best], self.shrink, None if s is None else s[:, 0])
 
+    def decide(self, embeddings, negatives=None):
+        """The rule's decision for the faces of ONE photo or video frame, before any confidence is shown.
+
+        Returns ``{"idx", "P", "S", "dn"}`` as :meth:`scores` gives them (``(M, t)``; after the reviewed
+        "not X" faces ``negatives`` are applied, :func:`shared.recognition.review.veto`), ``"choice"``
+        ``(M,)`` the column of ``idx`` each face is named as (-1: "unknown"; greedy assignment, most
+        confident face first, a KOL names at most one face) and ``"d"`` ``(M,)`` the distance to the
+        nearest centroid. ``M`` must be >= 1 and the model must have KOLs.
+        """
+        E = np.asarray(embeddings, dtype=np.float64).reshape(-1, engine.EMBEDDING_SIZE)
+        with _one_blas_thread():
+            idx, P, S, dn = self.scores(E)
+            d = np.sqrt(self.sq_distances(E)[np.arange(len(E)), idx[:, 0]])
+        P, S = review.veto(E, idx, P, S, dn, self.classes, negatives)
+        choice = np.full(len(E), -1, dtype=np.int64)
+        taken = set()
+        pairs = sorted(((-P[i, j], i, j) for i in range(len(E)) for j in range(idx.shape[1]) if P[i, j] >= 0.5))
+        for _, i, j in pairs:
+            k = int(idx[i, j])
+            if choice[i] < 0 and k not in taken:
+                choice[i] = j
+                taken.add(k)
+        return {"idx": idx, "P": P, "S": S, "dn": dn, "choice": choice, "d": d}
+
     def predict(self, embeddings, negatives=None):
         """One :class:`Prediction` per row of ``embeddings`` ``(M, 128)``, in row order.
 
         The M rows are the faces of ONE photo or video frame: a KOL names at most one of
-        them (greedy assignment, most confident face first). negatives: the reviewed "not X" faces
+        them (greedy assignment, most confident face first: :meth:`decide`). negatives: the reviewed "not X" faces
         (:class:`shared.recognition.review.Negatives`, applied by :func:`shared.recognition.review.veto`);
-        ``None``: none.
+        ``None``: none. The confidence is :func:`shared.recognition.rule.confidence` (the roster's tightness
+        and reach, :attr:`shrink` and :attr:`reach`).
         """
         E = np.asarray(embeddings, dtype=np.float64).reshape(-1, engine.EMBEDDING_SIZE)
         if not len(E):
             return []
         if not self.classes:
             return [Prediction(None, 1.0, False, None, float("inf"), 0.0) for _ in E]
-        with _one_blas_thread():
-            idx, P, S, dn = self.scores(E)
-        P, S = review.veto(E, idx, P, S, dn, self.classes, negatives)
-        choice = [None] * len(E)
-        taken = set()
-        pairs = sorted(((-P[i, j], i, j) for i in range(len(E)) for j in range(idx.shape[1]) if P[i, j] >= 0.5))
-        for _, i, j in pairs:
-            k = int(idx[i, j])
-            if choice[i] is None and k not in taken:
-                choice[i] = j
-                taken.add(k)
+        a = self.decide(E, negatives)
+        idx, P, S, dn = a["idx"], a["P"], a["S"], a["dn"]
         out = []
         for i in range(len(E)):
-            j = choice[i]
-            if j is not None:
+            j = int(a["choice"][i])
+            if j >= 0:
                 slug = self.classes[int(idx[i, j])]
-                out.append(Prediction(slug, round(float(shown(P[i, j], True)), 4), True, slug,
+                shown = confidence(P[i, j], True, self.shrink)
+                out.append(Prediction(slug, round(float(shown), 4), True, slug,
                                       round(float(dn[i, j]), 4), round(float(P[i, j]), 4)))
             else:
                 slug = self.classes[int(idx[i, 0])]
-                out.append(Prediction(None, round(float(shown(S[i, 0], False)), 4), False, slug,
+                shown = confidence(S[i, 0], False, self.shrink, a["d"][i], self.reach)
+                out.append(Prediction(None, round(float(shown), 4), False, slug,
                                       round(float(dn[i, 0]), 4), round(float(P[i, 0]), 4)))
         return out
 
@@ -298,7 +323,7 @@ class Model:
         return Model(X=self.X[rows], offsets=np.concatenate([[0], np.cumsum(counts)]), classes=classes,
                      chips=np.asarray(self.chips, dtype=str)[rows], names=names, centroids=centroids,
                      rule=self.rule, version=self.version, meta=dict(self.meta), shrink=self.shrink,
-                     svm_w=svm[0], svm_b=svm[1])
+                     svm_w=svm[0], svm_b=svm[1], reach=self.reach)
 
 
 def train(X, slugs, names, chips=None, rule=None, shrink=None, svm_background=None):
@@ -311,7 +336,7 @@ def train(X, slugs, names, chips=None, rule=None, shrink=None, svm_background=No
     chips: ``N`` chip ids (default ``"0", "1", ...``); rule: :data:`RULE`-shaped (default RULE);
     shrink: the factor (default: measured on the pool; 1.0 = plain distances); svm_background: ``(B, 128)``
     background embeddings for the per-KOL SVMs (default: :func:`shared.recognition.rule.background`;
-    ``False``: no SVMs). ``meta["metrics"]["roster"]`` says ``shrink``, ``svm_kols`` (KOLs with an SVM)
+    ``False``: no SVMs). ``meta["metrics"]["roster"]`` says ``shrink``, ``reach`` (:attr:`Model.reach`), ``svm_kols`` (KOLs with an SVM)
     and ``background`` (negatives beside the other KOLs).
     Returns an unsaved :class:`Model` whose ``meta`` holds the metrics.
     Raises :class:`UserError` (409) when the pool is empty.
@@ -334,6 +359,8 @@ def train(X, slugs, names, chips=None, rule=None, shrink=None, svm_background=No
         model.svm_w, model.svm_b = fit_svms(model.X, model.offsets, svm_background)
     model.meta = {"identities": len(model.classes), "samples": int(len(X)),
                   "metrics": training_metrics(model, time.perf_counter() - started)}
-    model.meta["metrics"]["roster"] = {"shrink": round(model.shrink, 4), "svm_kols": 0 if model.svm_w is None else
-                                       len(model.svm_w), "background": 0 if svm_background is False else int(len(svm_background))}
+    model.reach = round(roster_reach(model.X, model.offsets, model.centroids), 4)  # as meta keeps it
+    model.meta["metrics"]["roster"] = {"shrink": round(model.shrink, 4), "reach": round(model.reach, 4),
+                                       "svm_kols": 0 if model.svm_w is None else len(model.svm_w),
+                                       "background": 0 if svm_background is False else int(len(svm_background))}
     return model

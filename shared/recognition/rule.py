@@ -22,11 +22,16 @@ A prediction is two decisions, both made from 128-d dlib embeddings:
    outnumber strangers :data:`KOL_ODDS` to 1. What is measured on the agency's roster at each
    training is its spread (``shrink``) and its SVMs; the coefficients are the same for every pool.
 
-``confidence`` (:func:`shown`) is the probability that the answer shown is right, taken at its
+``confidence`` (:func:`confidence`) is the probability that the answer shown is right, taken at its
 worst over streams from 1 KOL face per 4 strangers to 6 per stranger (:data:`SHOWN_ODDS`): a named
 face's ``p_right`` for the stranger-heavy end, an "unknown"'s ``p_stranger`` for the KOL-heavy end
 (both in [0, 1]; the benchmark prints how often answers at each confidence level are right). So a
 named face can show a confidence below 0.5: it is the better answer for the usual stream, not a sure one.
+Two roster-aware corrections keep "sure" (>= 0.9) meaning >= 99 % right on East Asian rosters too:
+the log-odds are lowered in proportion to the roster's tightness (:data:`DOUBT`), and an "unknown"
+beyond the roster's reach (:data:`REACH` times :func:`roster_reach`, the median distance at which this
+roster's KOLs, each left out in turn, meet the others) is never sure: on asian_dev most wrong "sure"
+answers were KOLs' own odd photos (a small face in a stage photo, a partial crop) far from every centroid.
 """
 import functools
 from pathlib import Path
@@ -66,6 +71,21 @@ SVM_NEGATIVES = 400
 #: times as common as KOL faces) to the second (strangers rare). The rule decides for :data:`KOL_ODDS`; the
 #: confidence shown is the lowest probability of being right over this range (:func:`shown`).
 SHOWN_ODDS = (0.25, 6.0)
+#: The roster's reach (:func:`roster_reach`) of a roster with one KOL, where no stranger distance can be measured
+#: (lfw_dev's 5-photo rosters measure 0.59-0.61; asian_dev's 0.38-0.40).
+PRIOR_REACH = 0.6
+#: An "unknown" farther than this many times the roster's reach from its nearest KOL's centroid is never shown as
+#: sure (:func:`confidence`): it lies beyond where this roster's strangers come, where the development photos are
+#: mostly KOLs' own odd photos (a small face in a stage photo, a partial crop), so the stranger curve is not trusted
+#: there. Chosen by ``bench/bench_accuracy.py --fit`` on answers cross-fitted over both populations (see there).
+REACH = 1.5
+#: Beyond :data:`REACH` an "unknown" shows at most this confidence (a guess: the face may be a KOL's odd photo).
+BEYOND_REACH = 0.5
+#: The rule's log-odds shown are lowered by this much per unit of the roster's tightness ``u = 1 - shrink``
+#: (:func:`confidence`; only for rosters tighter than the Western prior, ``u > 0``): without it the rule's sure
+#: answers were right less often on tight rosters (asian_dev 94-98 %, lfw_dev 99.4-99.9 %, cross-fitted), most of
+#: the rest between two look-alike KOLs. Chosen with :data:`REACH` by ``bench/bench_accuracy.py --fit``.
+DOUBT = 0.5
 #: Logistic coefficients ``[bias, d, margin, 1/n, u, d * u, svm]`` of the open-set rule (:func:`features`),
 #: fitted by ``bench/bench_accuracy.py --fit`` on all of lfw_dev and asian_dev (see the module docstring).
 RULE = {
@@ -181,6 +201,26 @@ def roster_shrink(X, offsets):
     return float(blended / PRIOR_SPREAD)
 
 
+def roster_reach(X, offsets, centroids, limit=SPREAD_SAMPLE, seed=0):
+    """How far this roster's strangers come: the median distance from a pool photo to the nearest centroid of
+    another KOL (each KOL in turn plays a stranger against the rest: leave-one-KOL-out, which for centroids only
+    hides the photo's own), over at most ``limit`` photos (a fixed random sample); :data:`PRIOR_REACH` for a roster
+    of one KOL. X: ``(N, 128)`` grouped by KOL (``offsets``, ``(K + 1,)``); centroids: ``(K, 128)``. Costs ``O(limit * K)``."""
+    X = np.asarray(X, dtype=np.float32)
+    C = np.asarray(centroids, dtype=np.float32)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    if len(C) < 2:
+        return PRIOR_REACH
+    y = np.repeat(np.arange(len(C)), np.diff(offsets))
+    rows = np.arange(len(X))
+    if len(rows) > limit:
+        rows = np.sort(np.random.default_rng(seed).choice(len(X), limit, replace=False))
+    E, y = X[rows], y[rows]
+    D = (E * E).sum(1)[:, None] + (C * C).sum(1)[None, :] - 2.0 * (E @ C.T)
+    D[np.arange(len(E)), y] = np.inf
+    return float(np.median(np.sqrt(np.maximum(D.min(1), 0.0))))
+
+
 def logistic(coef, F):
     """``(M,)`` probabilities of the logistic curve ``coef`` (``[bias, d, margin, 1/n, u, d * u, s]``) at the rows of
     ``F`` ``(M, 6)`` (:func:`features`). A shorter rule uses the first columns only (a model saved before
@@ -191,14 +231,32 @@ def logistic(coef, F):
     return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
 
-def shown(p, named):
+def shown(p, named, doubt=0.0):
     """The confidence shown for the rule's probabilities ``p`` (array, at :data:`KOL_ODDS`): the lowest
     probability of being right over the streams :data:`SHOWN_ODDS` (a change of the prior odds shifts
     the logit by their log ratio). named: ``p`` is ``p_right`` of a named face (the stranger-heaviest
-    stream is the worst case) or ``p_stranger`` of an "unknown" (the KOL-heaviest stream is)."""
+    stream is the worst case) or ``p_stranger`` of an "unknown" (the KOL-heaviest stream is).
+    doubt: a further shift of the log-odds (>= 0; :func:`confidence` gives the roster's)."""
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1 - 1e-12)
     shift = np.log(KOL_ODDS / SHOWN_ODDS[0]) if named else np.log(SHOWN_ODDS[1] / KOL_ODDS)
-    return 1.0 / (1.0 + np.exp(-(np.log(p / (1 - p)) - max(shift, 0.0))))
+    return 1.0 / (1.0 + np.exp(-(np.log(p / (1 - p)) - max(shift, 0.0) - np.maximum(doubt, 0.0))))
+
+
+def confidence(p, named, shrink=1.0, d=None, reach=None, doubt=None, beyond=None):
+    """The confidence shown for an answer, the same promise on every roster: :func:`shown` of the rule's ``p``
+    (``p_right`` of a named face, ``p_stranger`` of an "unknown"; arrays), with the log-odds lowered by
+    ``doubt * u`` for a roster tighter than the Western prior (``u = 1 - shrink > 0``; default :data:`DOUBT`),
+    and an "unknown" farther than ``beyond`` (default :data:`REACH`) times the roster's ``reach``
+    (:func:`roster_reach`) from its nearest centroid (``d``) shown at most :data:`BEYOND_REACH`.
+    ``reach`` or ``d`` ``None`` (a model saved before it was measured): no such cap. ``shrink``, ``d`` and
+    ``reach`` may be arrays shaped like ``p`` (the benchmark's many rosters at once); ``named`` is one bool."""
+    doubt = DOUBT if doubt is None else doubt
+    out = shown(p, named, doubt * np.maximum(1.0 - np.asarray(shrink, dtype=np.float64), 0.0))
+    if named or reach is None or d is None:
+        return out
+    beyond = REACH if beyond is None else beyond
+    far = np.asarray(d, dtype=np.float64) > beyond * np.asarray(reach, dtype=np.float64)
+    return np.where(far, np.minimum(out, BEYOND_REACH), out)
 
 
 def fit_rule(F, right, stranger, odds=KOL_ODDS, groups=None):
