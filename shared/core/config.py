@@ -86,6 +86,11 @@ DEFAULTS = {
     # files one upload may unpack, and most bytes once uncompressed (counted while unzipping too).
     "UPLOAD_MAX_FILES": 5000,
     "UPLOAD_MAX_UNPACKED_BYTES": 4 * 1024 ** 3,
+    # The media library (shared/library/): its database (empty: SQLite in DATA_DIR/instance/library.sqlite3;
+    # any SQLAlchemy URL, e.g. postgresql://...), and days kept media stay before housekeeping deletes
+    # them (0: kept until someone deletes them). Results not kept still go after PREDICTION_MAX_AGE_S.
+    "LIBRARY_DB_URL": "",
+    "LIBRARY_RETENTION_DAYS": 0,
 }
 
 #: The documented names that also work without the ``KOL_`` prefix (the prefixed name wins).
