@@ -1,7 +1,8 @@
 """Main server: choose a mode, upload photos, videos or training sets, see predictions.
 
 Views live in blueprints by concern: ``home`` (R1, the home page), ``training`` (R2-R5),
-``predict`` (R8-R13), ``video`` (R6-R7), ``kols`` (the roster), ``review`` (the review queue), ``accounts`` (sign-in, users,
+``predict`` (R8-R13), ``video`` (R6-R7), ``kols`` (the roster), ``review`` (the review queue), ``library`` (kept media and
+search), ``accounts`` (sign-in, users,
 tokens, audit trail); ``cli`` adds the account commands.
 """
 from shared.web import housekeeping
@@ -11,9 +12,9 @@ from shared.web.factory import make_app, warm_up
 def create_app(test_config=None):
     """Application factory (``gunicorn 'main_server:create_app()'``)."""
     app = make_app(__name__, "main", test_config)
-    from . import accounts, cli, home, kols, predict, review, training, video
+    from . import accounts, cli, home, kols, library, predict, review, training, video
 
-    for module in (accounts, home, training, predict, video, kols, review):
+    for module in (accounts, home, training, predict, video, kols, review, library):
         app.register_blueprint(module.bp)
     accounts.init_limiter(app)
     cli.init_app(app)

@@ -68,6 +68,8 @@ MEMBER = (
     "main:kols.kol",
     *((f"main:review.{view}", _members_review)  # the review queue: list, one face, its photo, answers
       for view in ("index", "item", "face", "answer")),  # (review.add, a face into the pool, is an admin's)
+    "main:library.*",            # the library: see, search, keep one's own results; deleting media or a face
+                                 # is for whoever kept it and admins (the view checks, as results do)
     "main:auth.logout",
     "main:auth.account",
     "main:auth.change_password",
@@ -89,11 +91,13 @@ AUDITED = {
     "process:wizard.train_model": "model.train",
     "process:wizard.*": lambda: "job." + request.endpoint.split(".", 1)[1],
     "main:kols.*": lambda: "kol." + request.endpoint.split(".", 1)[1],
+    "main:library.keep_*": lambda: "library." + request.endpoint.split(".", 1)[1],
+    "main:library.delete_*": lambda: "library." + request.endpoint.split(".", 1)[1],
     "*:models.*": lambda: "model." + request.endpoint.split(".", 1)[1],
 }
 #: Form fields that name the object of an audited action (values kept, at most 20 per field).
 OBJECT_FIELDS = ("job", "kol", "delete", "mode", "reset", "remove", "keep", "slug", "name", "into", "target", "merge",
-                 "version", "video", "crop")
+                 "version", "video", "crop", "run")
 #: Successful POSTs counted per user (never logged): endpoint -> kind.
 COUNTED = {
     "main:predict.single_image": "single",
