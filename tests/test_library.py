@@ -207,6 +207,8 @@ def test_keep_a_photo_find_it_by_kol_and_by_face_and_delete_it(named, main_app, 
     hits = member.post("/library/search", data=upload(biden_photo), headers=JSON).get_json()["results"]
     assert [h["face"] for h in hits][:1] == [biden_faces[0]["face"]]
     assert hits[0]["identity"] is None and hits[0]["known"] is False
+    unknown = [f["face"] for f, _ in main_app.extensions["library"].unknown_faces()]
+    assert biden_faces[0]["face"] in unknown  # recorded as not known (the inbox of unknowns reads these)
 
     # the media deleted: nothing of it is found, its files are gone
     assert member.post(f"/library/media/{media}/delete", headers=JSON).status_code == 403
