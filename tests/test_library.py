@@ -239,6 +239,14 @@ def test_keep_a_batch_with_the_answers_it_gave(named, main_app):
     assert [(f["photo"], f["identity"], f["box"]) for f in item["face_list"]] == given
     page = member.get(f"/predictBatch/{body['run']}").get_data(as_text=True)
     assert "Kept in the library" in page and "keep-button" not in page
+    # the result goes after a day as before; what was kept stays (the photos are the library's own links)
+    from shared.web import housekeeping
+
+    out = housekeeping.run(main_app.config["DATA_DIR"], main_app.config, now=time.time() + 2 * 86400)
+    assert body["run"] in out["predictions"] and out["library"] == []
+    assert member.get(f"/predictBatch/{body['run']}", headers=JSON).status_code == 404
+    kept = member.get(item["files"][0]["url"])
+    assert kept.status_code == 200 and kept.data == photos[0].read_bytes()
 
 
 @needs_data
@@ -299,3 +307,33 @@ def test_keep_video_keeps_one_face_per_track_per_second(tmp_path):
         assert lib.chip_path(f["face"]) is not None
     assert [f["t"] for f in lib.by_kol(["madonna"])] == [0.0, 1.0, 2.0]
     assert (lib.media_root / media / "video.mp4").read_bytes() == clip.read_bytes()
+
+
+@needs_data
+def test_a_finished_video_run_is_kept_from_the_video_page(main_app, tmp_path):
+    """The video page's "Keep in library" (``POST /library/keep/video``): a video uploaded through the main
+    server, its run's per-frame data written by the stream's own writer (framelog.write)."""
+    from shared.faces import engine, images
+    from shared.video import framelog
+
+    rgb = images.load_image(FIVE / "madonna" / "val_3.jpg")
+    rgb = np.ascontiguousarray(rgb[: rgb.shape[0] // 2 * 2, : rgb.shape[1] // 2 * 2])
+    box = [int(v) for v in engine.analyze(rgb)[0].box]
+    clip = _synth.write_clip(tmp_path / "clip.mp4", [rgb] * 10, 5)
+    member = signed_in(main_app.test_client(), "member")
+    r = member.post("/predictVideoResult", data={"file": (io.BytesIO(clip.read_bytes()), "launch.mp4")})
+    assert r.status_code == 303, r.text
+    video = r.headers["Location"].rsplit("video=", 1)[1]
+    folder = main_app.config["DATA_DIR"] + f"/videos/{video}"
+    assert member.post("/library/keep/video", data={"video": video}, headers=JSON).status_code == 404  # not played yet
+    rows = [{"frame": i, "t": round(i / 5, 3), "faces": [{"box": box, "track": 1, "identity": None,
+                                                          "confidence": 0.8, "known": False, "label": "unknown 80%"}]}
+            for i in range(10)]
+    framelog.write(folder, video, 5.0, rows)
+    r = member.post("/library/keep/video", data={"video": video}, headers=JSON)
+    assert r.status_code == 201, r.text
+    item = member.get(f"/library/media/{r.get_json()['media']}", headers=JSON).get_json()
+    assert item["kind"] == "video" and item["name"] == "launch.mp4"
+    assert [(f["t"], f["known"]) for f in item["face_list"]] == [(0.0, False), (1.0, False)]
+    assert item["face_list"][1]["file_url"].endswith("/video.mp4#t=1.0")
+    assert member.post("/library/keep/video", data={"video": video}, headers=JSON).status_code == 200  # kept once
