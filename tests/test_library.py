@@ -337,3 +337,19 @@ def test_a_finished_video_run_is_kept_from_the_video_page(main_app, tmp_path):
     assert [(f["t"], f["known"]) for f in item["face_list"]] == [(0.0, False), (1.0, False)]
     assert item["face_list"][1]["file_url"].endswith("/video.mp4#t=1.0")
     assert member.post("/library/keep/video", data={"video": video}, headers=JSON).status_code == 200  # kept once
+
+
+@needs_data
+def test_a_png_photo_is_kept_as_it_was_uploaded(named):
+    from PIL import Image
+
+    admin, _, _ = named
+    buf = io.BytesIO()
+    Image.open(FIVE / "elton_john" / "val_1.jpg").save(buf, "PNG")
+    r = admin.post("/predictSingleImage", data={"file": (io.BytesIO(buf.getvalue()), "elton.png")}, headers=JSON)
+    assert r.status_code == 200, r.text
+    r = admin.post("/library/keep/single", data={"run": r.get_json()["run"]}, headers=JSON)
+    assert r.status_code == 201, r.text
+    item = admin.get(f"/library/media/{r.get_json()['media']}", headers=JSON).get_json()
+    assert item["files"][0]["url"].endswith("/photo-1.png") and item["files"][0]["name"] == "elton.png"
+    assert admin.get(item["files"][0]["url"]).data == buf.getvalue()

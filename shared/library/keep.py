@@ -50,11 +50,12 @@ def hold_photo(folder, data, name, found):
     as uploaded) and the embeddings and chips of ``found`` (:class:`shared.faces.engine.Face`, in
     the order of the result's faces)."""
     hold = private_folder(Path(folder) / HOLD)
-    atomic_write_bytes(hold / f"photo{_suffix(name)}", data)
+    photo = f"photo{_suffix(name)}"
+    atomic_write_bytes(hold / photo, data)
     atomic_write(hold / "faces.npz", lambda fh: np.savez_compressed(
         fh, embeddings=np.array([f.embedding for f in found], dtype=np.float32).reshape(-1, 128),
         chips=np.array([f.chip for f in found], dtype=np.uint8).reshape(-1, engine.CHIP_SIZE, engine.CHIP_SIZE, 3)))
-    atomic_write_json(hold / "photo.json", {"name": name})
+    atomic_write_json(hold / "photo.json", {"name": name, "file": photo})
 
 
 def hold_batch(folder, rows, files):
@@ -93,11 +94,12 @@ def keep_single(library, folder, owner):
         return kept(folder)
     hold = Path(folder) / HOLD
     record = read_json(Path(folder) / "annotated.faces.json")
-    photo = next(iter(sorted(hold.glob("photo.*"))), None) if hold.is_dir() else None
-    if record is None or photo is None or not (hold / "faces.npz").is_file():
+    held = read_json(hold / "photo.json") or {}
+    photo = hold / held["file"] if held.get("file") else None
+    if record is None or photo is None or not photo.is_file() or not (hold / "faces.npz").is_file():
         raise UserError(NOT_KEEPABLE, 409)
     arrays = np.load(hold / "faces.npz", allow_pickle=False)
-    name = (read_json(hold / "photo.json") or {}).get("name") or photo.name
+    name = held.get("name") or photo.name
     rgb, size = images.load_photo(photo, name=name)
     faces = [_face(obj, e, c, 1) for obj, e, c in zip(record["faces"], arrays["embeddings"], arrays["chips"])]
     media_id = library.add("photo", name, owner,
