@@ -353,3 +353,23 @@ def test_a_png_photo_is_kept_as_it_was_uploaded(named):
     item = admin.get(f"/library/media/{r.get_json()['media']}", headers=JSON).get_json()
     assert item["files"][0]["url"].endswith("/photo-1.png") and item["files"][0]["name"] == "elton.png"
     assert admin.get(item["files"][0]["url"]).data == buf.getvalue()
+
+
+def test_a_kol_deleted_from_the_pool_summary_is_no_longer_named_in_the_library(process_app_no_worker, data_dir,
+                                                                                tmp_path):
+    """The process server's ``POST /delete_kol`` (the pool summary's delete) un-names the KOL's library faces too."""
+    from types import SimpleNamespace
+
+    from shared.library.store import Library
+
+    rng = np.random.default_rng(5)
+    centre = rng.normal(0, 0.06, 128)
+    faces = [SimpleNamespace(chip=np.full((150, 150, 3), 90 + i, np.uint8), embedding=centre + rng.normal(0, .02, 128))
+             for i in range(3)]
+    pool, (slug,) = build_pool(data_dir / "pool", {"Ann Lee": faces}, tmp_path / "staging")
+    lib = Library(data_dir)
+    lib.add("photo", "a.jpg", Keeper(), [("photo-1.jpg", b"x", {})], _faces(rng, centre, 2, kol=slug))
+    admin = signed_in(process_app_no_worker.test_client(), "admin")
+    r = admin.post("/delete_kol", data={"delete": "Ann Lee"}, headers=JSON)
+    assert r.status_code == 200, r.text
+    assert lib.by_kol([slug]) == [] and len(lib.unknown_faces()) == 2
