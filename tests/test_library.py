@@ -13,10 +13,11 @@ import pytest
 from shared.core.errors import UserError
 from shared.core.storage import DISK_FULL
 
-from . import _synth
+from . import _synth, test_faults
 from .builders import build_pool, one_face_each, save_model
 from .conftest import FIVE, KNN, needs_data, signed_in
-from .test_faults import _fill, small_disk  # noqa: F401 - the 6 MiB tmpfs fixture
+
+small_disk = test_faults.small_disk  # the 6 MiB tmpfs fixture of the full-disk tests
 
 JSON = {"Accept": "application/json"}
 TWO = KNN / "test" / "obama_and_biden.jpg"
@@ -117,7 +118,7 @@ def test_retention_rule_of_housekeeping(tmp_path):
     assert [m["media"] for m in lib.list_media()] == [new] and len(lib.index) == 1
 
 
-def test_a_full_disk_gives_507_and_loses_nothing_already_kept(small_disk):  # noqa: F811
+def test_a_full_disk_gives_507_and_loses_nothing_already_kept(small_disk):
     from shared.library import db
     from shared.library.store import Library
 
@@ -127,7 +128,7 @@ def test_a_full_disk_gives_507_and_loses_nothing_already_kept(small_disk):  # no
     ann = rng.normal(0, 0.06, 128)
     first = lib.add("photo", "a.jpg", Keeper(), [("photo-1.jpg", b"x" * 1000, {})], _faces(rng, ann, 2, kol="ann"))
     before = (lib.list_media(), sorted(p.relative_to(data_dir) for p in (data_dir / "library").rglob("*")))
-    filler = _fill(small_disk, leave=200 * 1024)
+    filler = test_faults._fill(small_disk, leave=200 * 1024)
     try:
         for size in (400 * 1024, 10 * 1024):  # the photo does not fit; it fits but the rest does not
             with pytest.raises(UserError) as err:
