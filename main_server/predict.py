@@ -30,6 +30,7 @@ from shared.core.errors import UserError
 from shared.core.names import upload_name
 from shared.core.storage import atomic_write_json, read_json
 from shared.faces import engine, images
+from shared.library import keep
 from shared.recognition import batch, predict
 from shared.web.access import principal
 from shared.web.factory import data_path, models, pool, review_queue
@@ -128,13 +129,15 @@ def single_image():
     run, folder = _new_result()
     predict.queue_unsure(queue, rgb, found, objects, model, {"kind": "single", "run": run, "photo": name}, names)
     predict.save_drawn(folder, "annotated.jpg", rgb, objects, [f.box for f in found], source=name)
+    stream.seek(0)
+    keep.hold_photo(folder, stream.read(), name, found)  # what "Keep in library" needs (shared/library/keep.py)
     elapsed = round((time.perf_counter() - started) * 1000, 1)
     payload = {"faces": [predict.shown(o, names) for o in objects], "model_version": model.version,
-               "elapsed_ms": elapsed, "width": size[0], "height": size[1],
+               "elapsed_ms": elapsed, "width": size[0], "height": size[1], "run": run,
                "image_url": _file_url(run, "annotated.jpg"),
                "download_url": _file_url(run, "annotated.jpg", download=1)}
     return reply("main/predict_single_result.html", payload, filename=name, size=size,
-                 analysed=(rgb.shape[1], rgb.shape[0]))
+                 analysed=(rgb.shape[1], rgb.shape[0]), keepable=True)
 
 
 # -- R10, R11: a batch of photos ----------------------------------------------------
@@ -162,6 +165,7 @@ def batch_image():
     except Exception:
         tracker.fail(batch.FAILED)
         raise
+    keep.hold_batch(folder, rows, files)  # the photos "Keep in library" needs, before the batch deletes them
     names, root = pool().display_names(), str(models().root)
     if wants_json() or len(files) < BACKGROUND_FROM:
         batch.run_tracked(rows, files, folder, model, root, names, tracker)
@@ -195,14 +199,14 @@ def batch_result(run):
         return reply("main/predict_batch_progress.html", batch.public(state), run=run)
     thumbs = {int(k): _file_url(run, v) for k, v in stored["thumbs"].items()}
     rows = predict.shown_rows(stored["payload"]["results"], _names())
-    payload = dict(stored["payload"], results=rows)
+    payload = dict(stored["payload"], results=rows, run=run)
     if stored.get("error"):
         payload["error"] = stored["error"]
     faces = [f for r in rows for f in r["faces"]]
     summary = dict(stored["summary"], known=sum(f["known"] for f in faces),
                    deleted=sum(bool(f.get("deleted")) for f in faces))
     return reply("main/predict_batch_result.html", payload, thumbs=thumbs, summary=summary,
-                 csv_url=_file_url(run, "results.csv"))
+                 csv_url=_file_url(run, "results.csv"), kept=keep.kept(folder), keepable=keep.keepable(folder))
 
 
 # -- R12, R13: look-alike KOLs -----------------------------------------------------

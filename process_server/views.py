@@ -17,7 +17,7 @@ from shared.core.ids import CROP_ID_RE
 from shared.training import cleaning, roster, wizard
 from shared.training.jobqueue import connection, enqueue, status
 from shared.training.jobs import ACTIVE, STEPS, JobStore
-from shared.web.factory import data_path, models, pool
+from shared.web.factory import data_path, library, models, pool
 from shared.web.replies import reply, wants_json
 
 bp = Blueprint("wizard", __name__)
@@ -287,7 +287,10 @@ def import_result():
 def _delete_kol(job):
     """Delete the KOL named by the form field ``delete`` (display name or slug) for good; the answer:
     JSON ``{"deleted": name, "pool": {name: int}}`` or 303 to the pool summary (``job`` kept when given)."""
+    before = set(pool().kols())
     name = wizard.delete_kol_named(pool(), jobs(), request.form.get("delete", ""), models())
+    for slug in before - set(pool().kols()):  # no library face is named as them any more (issue 24)
+        library().forget_kol(slug)
     if wants_json():
         return reply("process/import_result.html", {"deleted": name, "pool": wizard.pool_counts(pool())})
     return redirect(url_for("wizard.import_result", job=job, deleted=name) if job

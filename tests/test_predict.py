@@ -132,7 +132,8 @@ def test_every_held_back_photo_with_a_face_is_named(trained):
             assert r.status_code == 200, r.text
             body = r.json()
             assert set(body) == {"faces", "model_version", "elapsed_ms", "width", "height",  # size: issue 12
-                                 "image_url", "download_url"}  # the annotated photo: issue 25
+                                 "image_url", "download_url",  # the annotated photo: issue 25
+                                 "run"}  # the result's id, to keep it in the library: issue 24
             assert body["model_version"] == trained["version"]
             assert type(body["elapsed_ms"]) is float and body["elapsed_ms"] > 0
             for face in body["faces"]:
@@ -202,7 +203,7 @@ def test_batch_results_with_per_photo_errors_and_csv(trained):
     r = trained["http"].post(url + "/predictBatchImage", files=upload, headers=JSON)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"results", "model_version"} and body["model_version"] == trained["version"]
+    assert set(body) == {"results", "model_version", "run"} and body["model_version"] == trained["version"]
     results = body["results"]
     assert [x["filename"] for x in results] == [
         "val_1.jpg", "val_3.jpg", "biden.jpg", "broken.jpg", "notes.txt", "empty.png", "text.jpg", "val_4.jpg"]

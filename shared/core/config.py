@@ -93,6 +93,11 @@ DEFAULTS = {
     "ANALYSIS_MAX_VIDEO_S": 2 * 3600,
     "ANALYSIS_MAX_PIXELS": 3840 * 2160,
     "ANALYSIS_MAX_VIDEOS": 100,
+    # The media library (shared/library/): its database (empty: SQLite in DATA_DIR/instance/library.sqlite3;
+    # any SQLAlchemy URL, e.g. postgresql://...), and days kept media stay before housekeeping deletes
+    # them (0: kept until someone deletes them). Results not kept still go after PREDICTION_MAX_AGE_S.
+    "LIBRARY_DB_URL": "",
+    "LIBRARY_RETENTION_DAYS": 0,
 }
 
 #: The documented names that also work without the ``KOL_`` prefix (the prefixed name wins).

@@ -72,6 +72,8 @@ MEMBER = (
     "main:unknowns.index",       # the inbox of unknown people, read-only (its changes are admin POSTs)
     "main:unknowns.group",
     "main:unknowns.chip",
+    "main:library.*",            # the library: see, search, keep one's own results; deleting media or a face
+                                 # is for whoever kept it and admins (the view checks, as results do)
     "main:auth.logout",
     "main:auth.account",
     "main:auth.change_password",
@@ -94,12 +96,14 @@ AUDITED = {
     "process:wizard.*": lambda: "job." + request.endpoint.split(".", 1)[1],
     "main:kols.*": lambda: "kol." + request.endpoint.split(".", 1)[1],
     "main:unknowns.*": lambda: "unknown." + request.endpoint.split(".", 1)[1],
+    "main:library.keep_*": lambda: "library." + request.endpoint.split(".", 1)[1],
+    "main:library.delete_*": lambda: "library." + request.endpoint.split(".", 1)[1],
     "*:models.*": lambda: "model." + request.endpoint.split(".", 1)[1],
     "main:analysis.upload": "analysis.upload",
 }
 #: Form fields that name the object of an audited action (values kept, at most 20 per field).
 OBJECT_FIELDS = ("job", "kol", "delete", "mode", "reset", "remove", "keep", "slug", "name", "into", "target", "merge",
-                 "version", "video", "crop", "other", "face")
+                 "version", "video", "crop", "other", "face", "run")
 #: Successful POSTs counted per user (never logged): endpoint -> kind.
 COUNTED = {
     "main:predict.single_image": "single",

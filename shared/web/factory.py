@@ -94,6 +94,19 @@ def review_queue():
     return review.Queue(data_path(review.FOLDER))
 
 
+def library():
+    """The media library of the current app (:class:`shared.library.store.Library`), opened on first use."""
+    from flask import current_app
+
+    from shared.library.store import Library
+
+    made = current_app.extensions.get("library")
+    if made is None:
+        made = current_app.extensions["library"] = Library(current_app.config["DATA_DIR"],
+                                                           current_app.config["LIBRARY_DB_URL"])
+    return made
+
+
 def data_path(*parts):
     """A path under the current app's ``DATA_DIR``."""
     from flask import current_app

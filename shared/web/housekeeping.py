@@ -21,9 +21,12 @@ old jobs                      job folders whose ``state.json`` was last written 
 model versions                ``models/<version>/`` folders beyond the newest ``MODEL_VERSIONS_KEEP``
                               (by version name, which starts with its UTC time); never the version
                               named by ``models/current``
+library                       media kept in the library (:meth:`shared.library.store.Library.sweep`: files,
+                              faces and their index entries) more than ``LIBRARY_RETENTION_DAYS`` days
+                              ago; 0 (the default) keeps them until someone deletes them
 temporary files               :func:`sweep_temp_files`: the ``.tmp-*`` files of atomic writes killed
                               mid-write (:mod:`shared.core.storage`) under ``models/``, ``pool/``,
-                              ``jobs/``, ``predictions/`` and ``videos/``, once older than
+                              ``jobs/``, ``predictions/``, ``videos/`` and ``library/``, once older than
                               :data:`TEMP_MAX_AGE_S` (a fixed hour: a write in progress takes seconds)
 ============================  ====================================================================
 
@@ -45,9 +48,9 @@ from shared.video import videos
 
 #: Settings read by :func:`run`, in the order of the rules.
 SETTINGS = ("PREDICTION_MAX_AGE_S", "VIDEO_KEEP", "VIDEO_MAX_AGE_S", "JOB_INCOMPLETE_MAX_AGE_S",
-            "JOB_MAX_AGE_DAYS", "MODEL_VERSIONS_KEEP")
+            "JOB_MAX_AGE_DAYS", "MODEL_VERSIONS_KEEP", "LIBRARY_RETENTION_DAYS", "LIBRARY_DB_URL")
 #: The folders of ``data/`` whose temporary files :func:`run` sweeps (not ``instance/``: accounts).
-TEMP_FOLDERS = ("models", "pool", "jobs", "predictions", "videos")
+TEMP_FOLDERS = ("models", "pool", "jobs", "predictions", "videos", "library")
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +79,19 @@ def prune_models(root, keep):
     return ModelStore(root).prune(keep)
 
 
+def sweep_library(data_dir, retention_days, db_url="", now=None):
+    """Delete library media kept more than ``retention_days`` days ago (0: none; the library is not
+    even opened). Returns their media ids, sorted."""
+    if not retention_days:
+        return []
+    from shared.library.store import Library
+
+    return Library(data_dir, db_url).sweep(retention_days, now=now)
+
+
 def run(data_dir, config, now=None):
     """Apply every rule to ``data_dir`` with the limits in ``config`` (a mapping holding
-    :data:`SETTINGS`). Returns ``{rule: [ids deleted]}`` for the six rules (temporary files:
+    :data:`SETTINGS`). Returns ``{rule: [ids deleted]}`` for the seven rules (temporary files:
     their paths under ``data_dir``)."""
     data_dir = Path(data_dir)
     jobs = JobStore(data_dir / "jobs")
@@ -86,6 +99,7 @@ def run(data_dir, config, now=None):
     swept_videos = sorted(videos.sweep(data_dir / "videos", keep=config["VIDEO_KEEP"],
                                        max_age_s=config["VIDEO_MAX_AGE_S"], now=now))
     old_jobs = sweep_old_jobs(data_dir / "jobs", config["JOB_MAX_AGE_DAYS"], now=now)
+    library = sweep_library(data_dir, config.get("LIBRARY_RETENTION_DAYS", 0), config.get("LIBRARY_DB_URL", ""), now=now)
     before = _job_ids(jobs.root)
     jobs.sweep_incomplete(older_than_s=config["JOB_INCOMPLETE_MAX_AGE_S"])
     unfinished = sorted(before - _job_ids(jobs.root) - set(old_jobs))
@@ -93,7 +107,7 @@ def run(data_dir, config, now=None):
     temporary = sorted(f"{name}/{path}" for name in TEMP_FOLDERS for path in sweep_temp_files(data_dir / name, now=now))
     return {"predictions": predictions, "videos": swept_videos, "unfinished_jobs": unfinished, "old_jobs": old_jobs,
             "model_versions": prune_models(data_dir / "models", config["MODEL_VERSIONS_KEEP"]),
-            "temporary_files": temporary}
+            "library": library, "temporary_files": temporary}
 
 
 def _job_ids(root):
