@@ -41,6 +41,7 @@ MEMBER_SPEC = [
     ("main", "unknowns.index", "GET"), ("main", "unknowns.group", "GET"),  # the inbox of unknown people, read-only
     ("main", "unknowns.chip", "GET"),
     ("main", "analysis.*", None),  # videos analysed on the queue and their screen time (issue 24), one's own
+    ("main", "library.*", None),  # the library: see, search, keep (deleting media checks who kept it, in the view)
 ]
 OPEN_SPEC = [("*", "healthz"), ("*", "static"), ("main", "auth.login"), ("main", "auth.setup")]
 
@@ -76,9 +77,10 @@ def three_apps(data_dir, redis_url):
 
 
 def routes(app):
-    """``(rule, method, url)`` for every rule of ``app`` (path arguments filled with a harmless word)."""
+    """``(rule, method, url)`` for every rule of ``app`` (path arguments filled with a harmless word, ``0``
+    where the route takes a number)."""
     for rule in app.url_map.iter_rules():
-        url = re.sub(r"<(?:[^:>]+:)?([^>]+)>", "x0", rule.rule)
+        url = re.sub(r"<(?:([^:>]+):)?([^>]+)>", lambda m: "0" if m.group(1) == "int" else "x0", rule.rule)
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             yield rule, method, url
 
