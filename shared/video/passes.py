@@ -6,7 +6,7 @@
   too big for a strip's overlap; each face is embedded once (by the strip its centre lies in, or
   by the coarse call if it is wider than the overlap), except near the ``known`` boxes of faces
   already recognised (:func:`near_known`). A discovery pass is a full pass of one coarse strip
-  that embeds nothing.
+  whose ``known`` boxes are every track's: it embeds only faces that came into view.
 - a **region pass** (:class:`RegionPass`) looks only around given boxes: one crop per box,
   scaled so the face is about ``Settings.region_face_px``, all in one executor call.
 
