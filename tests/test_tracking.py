@@ -717,14 +717,15 @@ def test_a_track_settles_on_two_sure_agreeing_votes_or_three_and_not_before_a_vo
 
 
 def _appear_clip(tmp_path, name, face, appear, hide=(), n=80):
-    """A 640x360 clip, 25 fps, no cut: ``face`` pasted at (150, 380) from frame ``appear`` on, except on the
-    frames in ``hide`` (the background shows there)."""
+    """A 640x360 clip, 25 fps, no cut: ``face`` pasted at (150, 380) from frame ``appear`` on, blurred beyond
+    recognition on the frames in ``hide`` (as in motion blur: no detector finds it, the picture still moves)."""
     bg = _textured(360, 640, 1, (90, 100, 110))
+    blurred = cv2.GaussianBlur(face, (0, 0), 9)
     clip = []
     for i in range(n):
         canvas = bg.copy()
-        if i >= appear and i not in hide:
-            canvas[150:150 + face.shape[0], 380:380 + face.shape[1]] = face
+        if i >= appear:
+            canvas[150:150 + face.shape[0], 380:380 + face.shape[1]] = blurred if i in hide else face
         clip.append(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
     return _write(tmp_path / name, clip)
 
@@ -749,26 +750,31 @@ def test_a_face_coming_into_view_is_named_on_the_discovery_pass_that_finds_it(tm
 
 
 @needs_lfw
-def test_a_face_hidden_for_half_a_second_keeps_its_track(tmp_path):
-    """Issue 22 (round 6): a face that no pass sees for a moment (turned away, covered) keeps its track for
-    ``Settings.lost_s``: three missed passes within 0.3 s no longer end it (on the Friends dev clip they
+def test_a_face_no_pass_finds_for_under_a_second_keeps_its_track(tmp_path):
+    """Issue 22 (round 6): a face that no pass finds for 0.8 s (blurred, turned away) keeps its track for
+    ``Settings.lost_s``: three missed passes no longer end it (on the Friends dev clip three within 0.3 s
     did, and the face came back unnamed until the next full pass)."""
     face = _face_patch(_people(1)[0][1][0], 90)
-    path = _appear_clip(tmp_path, "hidden.mp4", face, appear=0, hide=range(30, 45))
+    path = _appear_clip(tmp_path, "hidden.mp4", face, appear=0, hide=range(30, 50))
+    c = 150 + face.shape[0] / 2, 380 + face.shape[1] / 2
+    where = (c[0] - 45, c[1] + 45, c[0] + 45, c[1] - 45)  # the face's box (90 px)
     seen = {}
     for index, _t, _rgb, views, rec in recognizer.run(path, None):
         for v in views:
-            seen.setdefault(v.track, []).append(index)
-    assert len(seen) == 1 and min(seen[next(iter(seen))]) == 0 and max(seen[next(iter(seen))]) == 79, seen
+            if iou(v.box, where) >= 0.3:
+                seen.setdefault(v.track, []).append(index)
+    assert len(seen) == 1, seen
+    drawn = seen[next(iter(seen))]
+    assert min(drawn) == 0 and max(drawn) == 79 and 29 in drawn  # one track before and after
 
 
-def test_a_full_pass_looks_for_faces_of_30_px_within_its_pixel_budget():
+def test_a_full_pass_looks_for_faces_of_30_px_on_small_frames_and_40_px_from_720p():
     """Issue 22 (round 6): the plain loop (HOG upsampled once) finds faces of 36 px in the 640x360 dev clips;
-    a full pass scales the frame so faces of ``Settings.min_face_px`` (30) reach what HOG finds, as long as
-    the frame stays within ``Settings.max_full_pixels``: 2x at 640x360 and 1280x720, 1.5x at 1080p
-    (faces down to 40 px there)."""
+    a full pass there scales the frame 2x (faces of ``Settings.small_face_px``, 30 px), at 720p 1.5x (40 px,
+    as before: 2x cost tv720 20 % more CPU), at 1080p within ``Settings.max_full_pixels`` (40 px)."""
     from shared.video.passes import HOG_MIN_PX, full_scale
 
     s = Settings()
-    assert full_scale((360, 640), s) == pytest.approx(2.0) and full_scale((720, 1280), s) == pytest.approx(2.0)
+    assert full_scale((360, 640), s) == pytest.approx(2.0) and full_scale((720, 1280), s) == pytest.approx(1.5)
+    assert full_scale((540, 960), s) == pytest.approx(2.0) and 1.5 < full_scale((600, 1066), s) < 2.0
     assert HOG_MIN_PX / full_scale((1080, 1920), s) <= 40.0

@@ -48,7 +48,8 @@ class Settings:
     full_every_s: tuple = (0.5, 3.0)  # ... but come at least and at most this many seconds apart
     full_backoff: float = 2.0  # ... this many times further apart while nothing changes (see Schedule.full_gap)
     detect_every: int = 5  # frames between two region passes
-    min_face_px: int = 30  # smallest face (box side, frame pixels) a full pass looks for, within max_full_pixels
+    min_face_px: int = 40  # smallest face (box side, frame pixels) a full pass looks for from 720p up ...
+    small_face_px: int = 30  # ... and on smaller frames in proportion to their height, down to this (passes.min_face)
     max_full_pixels: int = 4_700_000  # most pixels a full pass may look at (bounds 4K and big upscales)
     tiles: int = 2  # strips a full pass is cut into (one executor call each)
     region_face_px: int = 90  # a region pass scales each face to about this size
