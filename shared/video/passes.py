@@ -152,7 +152,7 @@ class FullPass:
         s = full_scale(rgb.shape, settings) if scale is None else scale
         self.calls = []  # (call, scale, x offset in frame pixels)
         tiles = max(1, int(settings.tiles if tiles is None else tiles))
-        overlap = int(max(2.5 * settings.min_face_px, 0.15 * w))  # frame pixels shared by neighbouring strips
+        overlap = int(max(2.5 * min_face(rgb.shape, settings), 0.15 * w))  # frame pixels shared by neighbouring strips
         bounds = np.linspace(0, w, tiles + 1).astype(int)
         for k in range(tiles):
             x0, x1 = max(0, bounds[k] - overlap // 2), min(w, bounds[k + 1] + overlap // 2)
