@@ -132,11 +132,11 @@ def instrument():
     Model.predict = timed("model.predict", Model.predict)
     orig_vote = tracks.Track.vote
 
-    def vote(self, slug, confidence):
+    def vote(self, slug, confidence, *more):
         counts["votes"] += 1
         if len(self.votes) >= recognizer.Settings.settle_votes:
             counts["votes for settled tracks"] += 1
-        return orig_vote(self, slug, confidence)
+        return orig_vote(self, slug, confidence, *more)
     tracks.Track.vote = vote
     draw.overlay = timed("draw overlay (boxes, labels, panel)", draw.overlay)
 

@@ -25,11 +25,12 @@ from .conftest import FIVE, VIDEO, needs_data, needs_video
 def test_decide_majority_with_unknown_as_a_candidate():
     assert decide([]) is None
     assert decide([], "a", True) == "a"
-    assert decide([("a", 0.9)]) is None  # one vote never names a KOL...
+    assert decide([("a", 0.8)]) is None  # one vote never names a KOL...
     assert decide([("a", 0.9), ("a", 0.8)]) == "a"  # ...two do
+    assert decide([("a", 0.9)]) == "a" and decide([(None, 0.5), ("a", 0.95)]) == "a"  # ... or one sure one
     assert decide([(None, 0.9), (None, 0.8), ("a", 0.6), ("a", 0.6)]) is None  # tie: unknown is surer
     assert decide([("a", 0.6), ("a", 0.6), ("b", 0.9), ("b", 0.9)]) == "b"  # tie on votes: higher summed confidence
-    assert decide([("a", 0.6), ("b", 0.9), (None, 0.55)]) is None
+    assert decide([("a", 0.6), ("b", 0.85), (None, 0.55)]) is None
 
 
 def test_decide_keeps_the_current_name_unless_outvoted():
@@ -57,9 +58,14 @@ def test_one_bad_vote_never_renames_a_track_but_takes_its_name_away_until_two_ag
     assert t.confidence < agreed.confidence  # the dissenting vote since the name was lost still counts
     # "unknown" with the shown KOL nearest (a face turned away) is an ordinary vote; with another KOL nearest, dissent
     blurred = Track(3, (10, 50, 50, 10), 0)
-    for slug, candidate in [("lin", "lin"), ("lin", "lin"), (None, "lin"), (None, "lin")]:
+    for slug, candidate in [("lin", "lin"), ("lin", "lin"), (None, "lin")]:
         blurred.vote(slug, 0.7, candidate)
-    assert blurred.slug == "lin" and len(blurred.votes) == 4  # a tie keeps the name shown
+    assert blurred.slug == "lin" and len(blurred.votes) == 3  # the majority of the latest votes keeps the name
+    blurred.vote(None, 0.7, "lin")
+    assert blurred.slug is None and len(blurred.votes) == 4  # ... and takes it when they turn (nothing forgotten)
+    blurred.vote("lin", 0.7, "lin")
+    blurred.vote("lin", 0.7, "lin")
+    assert blurred.slug == "lin"
     blurred.vote(None, 0.7, "elton")
     assert blurred.slug is None and blurred.votes == [(None, 0.7)]
 
@@ -247,7 +253,9 @@ def test_workers_and_inline_give_the_same_frames(celeb_faces):
     finally:
         parallel.shutdown()
     assert len(inline) == 275 and on_workers == inline
-    # names hold still: only Lin is ever named, and a track changes its name at most once (while settling)
+    # names hold still: only Lin is ever named, and a track changes its answer at most three times (Lin's
+    # votes here are weak, 8-62 % sure: since a track is embedded until its latest votes agree, his name may
+    # read "?" a moment while his face turns, then come back; it was at most once before issue 22's round 6)
     per_track = {}
     for _, views in inline:
         for _box, track, slug, _conf in views:
@@ -255,7 +263,7 @@ def test_workers_and_inline_give_the_same_frames(celeb_faces):
     assert {i for seq in per_track.values() for i in seq} <= {"lin", None}
     assert any("lin" in seq for seq in per_track.values())
     for seq in per_track.values():
-        assert sum(a != b for a, b in zip(seq, seq[1:])) <= 1, seq
+        assert sum(a != b for a, b in zip(seq, seq[1:])) <= 3, seq
 
 
 @needs_data
@@ -672,9 +680,10 @@ def test_a_box_carried_onto_another_face_loses_its_name_at_the_next_look(tmp_pat
         return wrong
 
     assert wrong_frames(Settings()) <= 2 * Settings().detect_every
-    # the same clips without the checks (issue 22's re-verification on a changed look or box catches it too)
+    # the same clips without the checks (issue 22's re-verification on a changed look or box catches it too;
+    # a track embedded again until its latest votes agree catches some: 104 wrong frames before that, 33 now)
     assert wrong_frames(Settings(same_face=99.0, cross_iou=2.0, verify_s=1e9, verify_look=-2.0, verify_scale=1e9,
-                                 verify_shift=1e9)) > 50
+                                 verify_shift=1e9)) > 2 * Settings().detect_every
 
 
 def test_a_track_settles_on_two_sure_agreeing_votes_or_three_and_not_before_a_vote_after_crossing():
@@ -694,8 +703,78 @@ def test_a_track_settles_on_two_sure_agreeing_votes_or_three_and_not_before_a_vo
     assert not voting.settled(track(("a", 0.95), ("a", 0.7)))  # one of the two not sure enough
     assert not voting.settled(track(("a", 0.95), ("b", 0.95)))
     assert not voting.settled(track(("a", 0.95), (None, 0.95)))
-    assert voting.settled(track(("a", 0.6), ("b", 0.6), ("a", 0.6)))  # three votes, whatever they say
+    assert voting.settled(track(("a", 0.6), ("a", 0.6), ("a", 0.6)))  # three agreeing votes
+    assert voting.settled(track((None, 0.6), ("a", 0.6), ("a", 0.6), ("a", 0.6)))  # the latest three agree
+    mixed = Track(2, (0, 10, 10, 0), 0)
+    for frame, (slug, candidate) in enumerate([("a", "a"), (None, "a"), ("a", "a")]):
+        mixed.vote(slug, 0.6, candidate)
+        mixed.voted = frame
+    assert mixed.slug == "a" and not voting.settled(mixed)  # three votes that do not agree: embedded again
     assert not voting.settled(track(("a", 0.95), ("a", 0.97), crossed=1))  # crossed on the frame of its last vote
     assert voting.settled(track(("a", 0.95), ("a", 0.97), ("a", 0.9), crossed=1))  # ...and voted since
     assert Voting(model=None, settings=Settings(), fps=25).settled(track())  # nothing to vote on without a model
 
+
+
+def _appear_clip(tmp_path, name, face, appear, hide=(), n=80):
+    """A 640x360 clip, 25 fps, no cut: ``face`` pasted at (150, 380) from frame ``appear`` on, blurred beyond
+    recognition on the frames in ``hide`` (as in motion blur: no detector finds it, the picture still moves)."""
+    bg = _textured(360, 640, 1, (90, 100, 110))
+    blurred = cv2.GaussianBlur(face, (0, 0), 9)
+    clip = []
+    for i in range(n):
+        canvas = bg.copy()
+        if i >= appear:
+            canvas[150:150 + face.shape[0], 380:380 + face.shape[1]] = blurred if i in hide else face
+        clip.append(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    return _write(tmp_path / name, clip)
+
+
+@needs_data
+def test_a_face_coming_into_view_is_named_on_the_discovery_pass_that_finds_it(tmp_path, celeb_faces):
+    """Issue 22 (round 6): a discovery pass embeds the faces no track follows, so a face that comes into
+    view between full passes is named from the frame it is found on (it waited for the next region pass)."""
+    model = _celeb_model(celeb_faces)
+    face = next(p for p in (_face_patch(x, 110) for x in sorted((FIVE / "elton_john").glob("val_*.jpg")))
+                if p is not None)
+    path = _appear_clip(tmp_path, "appear.mp4", face, appear=20)
+    rare = Settings(full_every_s=(3.0, 3.0))  # full passes at 0 and 75 only: a discovery pass finds the face
+    first = None
+    for index, _t, _rgb, views, rec in recognizer.run(path, model, settings=rare):
+        if views and first is None:
+            first = index
+            track = next(t for t in rec.trackset.live if t.id == views[0].track)
+            assert track.born == index and len(track.votes) == 1, (index, track.born)
+            assert views[0].slug is not None and views[0].slug.startswith("elton")
+    assert first is not None and 20 <= first < 75
+
+
+@needs_lfw
+def test_a_face_no_pass_finds_for_under_a_second_keeps_its_track(tmp_path):
+    """Issue 22 (round 6): a face that no pass finds for 0.8 s (blurred, turned away) keeps its track for
+    ``Settings.lost_s``: three missed passes no longer end it (on the Friends dev clip three within 0.3 s
+    did, and the face came back unnamed until the next full pass)."""
+    face = _face_patch(_people(1)[0][1][0], 90)
+    path = _appear_clip(tmp_path, "hidden.mp4", face, appear=0, hide=range(30, 50))
+    c = 150 + face.shape[0] / 2, 380 + face.shape[1] / 2
+    where = (c[0] - 45, c[1] + 45, c[0] + 45, c[1] - 45)  # the face's box (90 px)
+    seen = {}
+    for index, _t, _rgb, views, rec in recognizer.run(path, None):
+        for v in views:
+            if iou(v.box, where) >= 0.3:
+                seen.setdefault(v.track, []).append(index)
+    assert len(seen) == 1, seen
+    drawn = seen[next(iter(seen))]
+    assert min(drawn) == 0 and max(drawn) == 79 and 29 in drawn  # one track before and after
+
+
+def test_a_full_pass_looks_for_faces_of_30_px_on_small_frames_and_40_px_from_720p():
+    """Issue 22 (round 6): the plain loop (HOG upsampled once) finds faces of 36 px in the 640x360 dev clips;
+    a full pass there scales the frame 2x (faces of ``Settings.small_face_px``, 30 px), at 720p 1.5x (40 px,
+    as before: 2x cost tv720 20 % more CPU), at 1080p within ``Settings.max_full_pixels`` (40 px)."""
+    from shared.video.passes import HOG_MIN_PX, full_scale
+
+    s = Settings()
+    assert full_scale((360, 640), s) == pytest.approx(2.0) and full_scale((720, 1280), s) == pytest.approx(1.5)
+    assert full_scale((540, 960), s) == pytest.approx(2.0) and 1.5 < full_scale((600, 1066), s) < 2.0
+    assert HOG_MIN_PX / full_scale((1080, 1920), s) <= 40.0

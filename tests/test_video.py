@@ -533,3 +533,48 @@ def test_a_kol_renamed_after_training_shows_the_new_name_in_video(main_app, vide
     s = video.get("/", query_string={"video": vid}, headers=JSON).get_json()
     named = {a["identity"] for a in s["appearances"] if a["identity"]}
     assert named == {"Lin (stage name)"}, s["appearances"]
+
+
+@needs_video
+def test_a_video_queues_one_review_item_per_unsure_track_once(main_app, video_app, data_dir, tmp_path):
+    """Issue 23 item 4 for videos (issue 22 round 6): a run that reaches the end puts each track answered
+    below "sure" in the review queue, once per track (its best face, its candidates), and watching the
+    video again queues nothing twice."""
+    from shared.faces import parallel
+    from shared.recognition import review
+    from shared.training.train import retrain
+
+    photos = {"Lin-Manuel Miranda": "lin-manuel-miranda.png", "Alex Lacamoire": "alex-lacamoire.png"}
+    kols = {name: engine.analyze(images.load_image(VIDEO / photo))[:1] for name, photo in photos.items()}
+    pool, _ = build_pool(data_dir / "pool", kols, tmp_path / "staged")
+    retrain(pool, ModelStore(data_dir / "models"))
+    main, video = signed_in(main_app.test_client(), "admin"), signed_in(video_app.test_client(), "admin")
+    assert main.get("/review", headers=JSON).get_json()["count"] == 0
+    with open(HAMILTON, "rb") as fh:
+        vid = main.post("/predictVideoResult", data={"file": (fh, "hamilton.mp4")}).headers["Location"].split("=", 1)[1]
+    try:
+        video.get("/video_feed", query_string={"video": vid, "pace": "0"}).get_data()
+        listed = main.get("/review", headers=JSON).get_json()
+        tracks = video.get("/video_tracks.json", query_string={"video": vid}).get_json()
+        video.get("/video_feed", query_string={"video": vid, "pace": "0"}).get_data()  # watched again
+    finally:
+        parallel.shutdown()
+    items = listed["items"]
+    assert items and all(i["source"]["kind"] == "video" and i["source"]["run"] == vid for i in items)
+    queued = [i["source"]["face"] for i in items]
+    assert len(set(queued)) == len(queued)  # one item per track, not per frame
+    last = {}  # each track's answer on the last frame it was drawn
+    for row in tracks["frames"]:
+        for f in row["faces"]:
+            last[f["track"]] = f
+    assert set(queued) <= set(last)
+    for track in queued:  # queued: below "sure" when it ended ("?" included)
+        assert last[track]["label"] == "?" or last[track]["confidence"] < review.SURE, last[track]
+    for track, f in last.items():  # ... and every track drawn for long enough that was is queued
+        frames_drawn = sum(1 for row in tracks["frames"] for g in row["faces"] if g["track"] == track)
+        if frames_drawn >= 3 and (f["label"] == "?" or f["confidence"] < review.SURE):
+            assert track in queued, (track, f)
+    assert all(len(i["candidates"]) >= 1 for i in items)
+    face = main.get(items[0]["face_url"])
+    assert face.status_code == 200 and face.data[:4] == b"\x89PNG"
+    assert main.get("/review", headers=JSON).get_json()["count"] == len(items)  # watched again: no duplicates

@@ -162,7 +162,7 @@ def test_a_kol_not_likely_enough_to_show_reads_a_question_mark_not_unknown_with_
         track.vote(slug, confidence, "a", p_same)
     assert track.slug == "a" and track.likely < SURE <= track.confidence
     rec = Recognizer(train(np.eye(128)[:2], ["a", "b"], {"a": "Anna", "b": "Bo"}, svm_background=False), 25.0)
-    view = rec._view(track, (100, 100, 3))
+    view = rec.view(track, (100, 100, 3))
     assert (view.known, view.label()) == (False, "?")
 
 

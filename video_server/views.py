@@ -33,7 +33,7 @@ from shared.faces import frames, parallel
 from shared.video import appearances, framelog, streaming, videos
 from shared.video.passes import warm_job
 from shared.web.access import principal
-from shared.web.factory import data_path, models, pool
+from shared.web.factory import data_path, models, pool, review_queue
 from shared.web.replies import reply
 
 bp = Blueprint("stream", __name__)
@@ -83,7 +83,7 @@ def video_feed():
     if model is not None:  # the training pool's display names: a KOL renamed since training shows the new name
         model = dataclasses.replace(model, names={**model.names, **pool().display_names()})
     body = streaming.stream(folder, model, pace=pace, executor=parallel.executor(),
-                            max_side=current_app.config["VIDEO_STREAM_SIDE"])
+                            max_side=current_app.config["VIDEO_STREAM_SIDE"], review=review_queue())
     return Response(body, mimetype="multipart/x-mixed-replace; boundary=frame",
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 

@@ -15,8 +15,8 @@ Everything lives in ``DATA_DIR/review/`` (:data:`FOLDER`), written with the atom
 An id is 16 hex digits of the SHA-1 of the face's embedding as ``float32`` bytes
 (:func:`face_id`): the same face (the same embedding) is one item, however often it is predicted.
 
-``item.json``: ``{"id", "created" (UTC ISO), "source": {"kind": "single"|"batch", "run", "photo",
-"face" (its number in the photo)}, "shown": {"identity", "confidence", "known"} (the answer given),
+``item.json``: ``{"id", "created" (UTC ISO), "source": {"kind": "single"|"batch"|"video", "run", "photo",
+"face" (its number in the photo; a video's track id)}, "shown": {"identity", "confidence", "known"} (the answer given),
 "candidates": [{"slug", "name", "distance", "similarity"}] (the :data:`CANDIDATES` KOLs with the
 nearest pool photos, nearest first), "model_version", "answer": null | {"kind": "is"|"not"|"nobody",
 "kol", "by", "at", "added" (the pool chip id, or null), "negatives": [slugs]}}``.

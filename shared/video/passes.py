@@ -6,7 +6,7 @@
   too big for a strip's overlap; each face is embedded once (by the strip its centre lies in, or
   by the coarse call if it is wider than the overlap), except near the ``known`` boxes of faces
   already recognised (:func:`near_known`). A discovery pass is a full pass of one coarse strip
-  that embeds nothing.
+  whose ``known`` boxes are every track's: it embeds only faces that came into view.
 - a **region pass** (:class:`RegionPass`) looks only around given boxes: one crop per box,
   scaled so the face is about ``Settings.region_face_px``, all in one executor call.
 
@@ -114,10 +114,25 @@ def _inside(a, b):
     return b[0] <= cy <= b[2] and b[3] <= cx <= b[1]
 
 
+#: Frame height (pixels) from which a full pass looks for faces of ``Settings.min_face_px``; below it the
+#: smallest face looked for shrinks with the height (:func:`min_face`).
+MIN_FACE_HEIGHT = 720
+
+
+def min_face(shape, settings):
+    """The smallest face (box side, frame pixels) a full pass of a frame of ``shape`` looks for:
+    ``Settings.min_face_px`` from :data:`MIN_FACE_HEIGHT` up, in proportion to the height below it, never under
+    ``Settings.small_face_px`` (the plain loop's reach, HOG upsampled once): 40 px at 720p and 1080p, 30 px at
+    640x360 (where faces of 36 px are common and a pass costs a quarter of a 720p one)."""
+    h = shape[0]
+    return max(settings.small_face_px, min(settings.min_face_px, settings.min_face_px * h / float(MIN_FACE_HEIGHT)))
+
+
 def full_scale(shape, settings):
-    """The factor a frame of ``shape`` is resized by for a full pass (see the module docstring)."""
+    """The factor a frame of ``shape`` is resized by for a full pass: faces of :func:`min_face` reach
+    :data:`HOG_MIN_PX`, within ``Settings.max_full_pixels`` (see the module docstring)."""
     h, w = shape[:2]
-    return min(HOG_MIN_PX / float(settings.min_face_px), (settings.max_full_pixels / float(h * w)) ** 0.5)
+    return min(HOG_MIN_PX / float(min_face(shape, settings)), (settings.max_full_pixels / float(h * w)) ** 0.5)
 
 
 def _scaled(boxes, s, x0):
@@ -137,7 +152,7 @@ class FullPass:
         s = full_scale(rgb.shape, settings) if scale is None else scale
         self.calls = []  # (call, scale, x offset in frame pixels)
         tiles = max(1, int(settings.tiles if tiles is None else tiles))
-        overlap = int(max(2.5 * settings.min_face_px, 0.15 * w))  # frame pixels shared by neighbouring strips
+        overlap = int(max(2.5 * min_face(rgb.shape, settings), 0.15 * w))  # frame pixels shared by neighbouring strips
         bounds = np.linspace(0, w, tiles + 1).astype(int)
         for k in range(tiles):
             x0, x1 = max(0, bounds[k] - overlap // 2), min(w, bounds[k + 1] + overlap // 2)

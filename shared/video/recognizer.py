@@ -8,7 +8,7 @@ makes names flicker. So each frame is, in this order:
 - matched with the faces of its **pass**, if it has one (:mod:`shared.video.passes`; which frame
   gets which is :mod:`shared.video.schedule`): a full pass confirms, misses and starts tracks, a
   region pass confirms or misses the tracks it looked around, a discovery pass confirms tracks
-  and starts tracks for faces that came into view (drawn once a later pass has recognised them);
+  and starts tracks for faces that came into view, embedding those (only those) to name them at once;
 - **named**: a fresh embedding far from its track's earlier ones ends that track (someone
   else's face now: it gets a track of its own unless one already follows it), then every face
   with an embedding is predicted in one call and the fresh ones vote; tracks whose boxes overlap
@@ -33,7 +33,7 @@ import numpy as np
 
 from shared.faces import engine, frames
 from shared.faces.boxes import clip_box, iou, match
-from shared.video import appearances
+from shared.video import appearances, unsure
 from shared.video.flow import Flow
 from shared.video.schedule import Schedule
 from shared.video.tracks import SURE, FaceView, TrackSet
@@ -48,7 +48,8 @@ class Settings:
     full_every_s: tuple = (0.5, 3.0)  # ... but come at least and at most this many seconds apart
     full_backoff: float = 2.0  # ... this many times further apart while nothing changes (see Schedule.full_gap)
     detect_every: int = 5  # frames between two region passes
-    min_face_px: int = 40  # smallest face (box side, frame pixels) a full pass looks for
+    min_face_px: int = 40  # smallest face (box side, frame pixels) a full pass looks for from 720p up ...
+    small_face_px: int = 30  # ... and on smaller frames in proportion to their height, down to this (passes.min_face)
     max_full_pixels: int = 4_700_000  # most pixels a full pass may look at (bounds 4K and big upscales)
     tiles: int = 2  # strips a full pass is cut into (one executor call each)
     region_face_px: int = 90  # a region pass scales each face to about this size
@@ -57,7 +58,7 @@ class Settings:
     region_margin: float = 0.5  # a region pass looks this far (x the face size) around a face
     plan_ahead: int = 3  # a region pass is sent this many frames before its frame is drawn
     flow_side: int = 480  # longest side of the grey copy used for optical flow
-    settle_votes: int = 3  # votes before a track counts as settled ...
+    settle_votes: int = 3  # latest votes that must agree before a track counts as settled ...
     sure_vote: float = 0.9  # ... or two agreeing votes, each at least this sure (see Voting.settled)
     cross_iou: float = 0.2  # tracks whose boxes overlap this much have crossed: each needs a fresh vote after
     same_face: float = engine.SAME_PERSON_DISTANCE  # a fresh embedding this far from its track's mean: another face (Voting.someone_else)
@@ -66,7 +67,8 @@ class Settings:
     verify_scale: float = 1.4  # ... or its box grew or shrank this many times since (Voting.watch) ...
     verify_shift: float = 1.0  # ... or moved this many box sides ...
     verify_look: float = 0.3  # ... or its face's grey patch correlates less than this with the one then
-    max_misses: int = 2  # passes in a row a track may miss before it is dropped
+    max_misses: int = 2  # passes in a row a track may miss before it is dropped ...
+    lost_s: float = 1.0  # ... once no pass has seen its face for this long (s): a face turned away a moment is kept
     iou_match: float = 0.3  # least overlap for a detection to continue a track
     cut_diff: float = 30.0  # mean absolute difference (0-255) of 64x36 grey thumbnails that is always a cut ...
     cut_min_diff: float = 10.0  # ... or above this and cut_ratio times the median of the differences since the
@@ -102,7 +104,7 @@ class Recognizer:
         Call in frame order. Returns a :class:`shared.video.schedule.Prepared` for :meth:`step`.
         """
         grey, cut = self.flow.prepare(rgb)
-        return self.schedule.prepare(index, rgb, grey, cut, lambda: self._reusable(index))
+        return self.schedule.prepare(index, rgb, grey, cut, lambda: self._reusable(index), self._followed)
 
     def _reusable(self, index):
         """Boxes of the tracks a full pass of frame ``index`` need not embed (:meth:`Voting.reusable`);
@@ -110,6 +112,13 @@ class Recognizer:
         if self.schedule.cut_ahead(self.processed):
             return []
         return self.voting.reusable(self.trackset.live, index)
+
+    def _followed(self):
+        """Boxes of every track followed now (a discovery pass embeds only the faces none of them follows);
+        none when a scene cut comes before the frame being prepared (every track ends there)."""
+        if self.schedule.cut_ahead(self.processed):
+            return []
+        return [tuple(t.box) for t in self.trackset.live]
 
     def plan(self, index, upcoming):
         """After drawing frame ``index``: send the region pass of a frame a few frames ahead, if one is due.
@@ -138,9 +147,10 @@ class Recognizer:
             rp, looked_at = region
             fresh = self._apply_regions(index, rp.result(), looked_at, prepared.grey)
         if prepared.discover is not None and not prepared.cut:
-            self._apply_discovery(index, prepared.discover.result(), prepared.grey)
+            fresh += self._apply_discovery(index, prepared.discover.result(), prepared.grey)
         if fresh:
             self.voting.vote(self._reidentify(fresh, index, prepared.grey), tracks.live, index, patch)
+            unsure.keep_best(tracks.live, index, rgb)
         self.voting.crossings(tracks.live, index)
         self.voting.watch(tracks.live, index, patch)
         self.schedule.drawn(prepared, tracks.changes != changes)
@@ -150,12 +160,12 @@ class Recognizer:
         for t in tracks.live:
             if t.misses > 1 or (self.model is not None and not t.votes):
                 continue  # lost for now, or found by a discovery pass and not recognised yet
-            view = self._view(t, rgb.shape)
+            view = self.view(t, rgb.shape)
             t.shown(index, view.slug)
             views.append(view)
         return views
 
-    def _view(self, t, shape):
+    def view(self, t, shape):
         """How track ``t`` is drawn: its KOL only when that is at least :data:`shared.video.tracks.SURE`
         likely by the rule's naming probability (:attr:`shared.video.tracks.Track.likely`)."""
         known = self.model is not None and t.slug is not None and t.likely >= SURE
@@ -172,13 +182,19 @@ class Recognizer:
             fresh.append((self._confirm(alive[i], found[j][0], index, grey), found[j][1]))
         for i in lost:
             alive[i].misses += 1
-        self.trackset.drop([t for t in alive if t.misses > self.settings.max_misses])
+        self._drop_lost(alive, index)
         for j in new:
             fresh.append((self._start(found[j][0], index, grey), found[j][1]))
         return [(t, v) for t, v in fresh if v is not None]  # faces not embedded (known) keep their votes
 
     def _confirm(self, t, box, index, grey):
-        """A detection pass saw track ``t`` at ``box``: move it there and follow new points. Returns ``t``."""
+        """A detection pass saw track ``t`` at ``box``: move it there and follow new points. Returns ``t``.
+
+        A track found again after it was hidden (missed more than once) counts as changed
+        (:meth:`Voting.watch`): its next pass embeds it again.
+        """
+        if t.misses > 1:
+            t.changed = index
         t.box = np.asarray(box, dtype=np.float64)
         t.misses, t.confirmed = 0, index
         self.flow.seed(t, grey)
@@ -191,16 +207,20 @@ class Recognizer:
         return t
 
     def _apply_discovery(self, index, found, grey):
-        """A coarse pass: confirm the tracks it sees, start tracks for new faces (recognised by the next region pass).
+        """A coarse pass: confirm the tracks it sees, start tracks for new faces. Returns ``[(track, embedding)]``
+        to vote with: the faces it embedded (those no track followed when it was sent), so a face coming
+        into view is named from this frame on, not from the next region pass.
 
         Tracks it does not see are not counted as missed: their faces may be smaller than it looks for.
         """
         alive = list(self.trackset.live)
         pairs, _lost, new = match([t.box for t in alive], [f[0] for f in found], self.settings.iou_match)
+        fresh = []
         for i, j in pairs:
-            self._confirm(alive[i], found[j][0], index, grey)
+            fresh.append((self._confirm(alive[i], found[j][0], index, grey), found[j][1]))
         for j in new:
-            self._start(found[j][0], index, grey)
+            fresh.append((self._start(found[j][0], index, grey), found[j][1]))
+        return [(t, v) for t, v in fresh if v is not None]
 
     def _apply_regions(self, index, results, looked_at, grey):
         """Match a region pass (the faces found around each track looked at) to those tracks.
@@ -222,8 +242,14 @@ class Recognizer:
             self._confirm(t, best[0], index, grey)
             if best[1] is not None:
                 fresh.append((t, best[1]))
-        self.trackset.drop([t for t in looked_at if t.misses > self.settings.max_misses])
+        self._drop_lost(looked_at, index)
         return fresh
+
+    def _drop_lost(self, tracks, index):
+        """End the ``tracks`` lost at frame ``index``: missed by more than ``Settings.max_misses`` passes in a
+        row and unseen for more than ``Settings.lost_s`` (until then passes keep looking for the face there)."""
+        s = self.settings
+        self.trackset.drop([t for t in tracks if t.misses > s.max_misses and index - t.confirmed > s.lost_s * self.fps])
 
     def _reidentify(self, fresh, index, grey):
         """Catch boxes that moved onto another face: ``fresh`` ``[(track, embedding)]`` with such tracks replaced.

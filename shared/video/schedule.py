@@ -5,7 +5,8 @@
   less often while the scene stays the same: after a scheduled pass that found no new face, the
   next one comes ``Settings.full_backoff`` times later (at most 3 s), until a track starts or
   ends (:meth:`Schedule.full_gap`);
-- in between, a **discovery pass** (whole frame, coarse, no embeddings) comes within
+- in between, a **discovery pass** (whole frame, coarse, embedding only the faces no track
+  follows) comes within
   ``Settings.discover_pixels_per_s`` (about every 0.65 s at 720p, 1.5 s at 1080p);
 - every ``Settings.detect_every`` frames after the latest full pass, a **region pass** looks
   around the tracks that are not stable (:func:`stable`); it is sent ``Settings.plan_ahead``
@@ -65,12 +66,13 @@ class Schedule:
         self.region_passes = 0
 
     # -- as frames are decoded, ahead of drawing ------------------------------------
-    def prepare(self, index, rgb, grey, cut, known):
+    def prepare(self, index, rgb, grey, cut, known, followed=list):
         """Send the full or discovery pass of decoded frame ``index`` if one is due; call in frame order.
 
         grey, cut: the frame's grey copy and whether it starts a new scene. known: a function
         giving the frame-pixel boxes a full pass of this frame need not embed again (called only
-        when one is due). Returns a :class:`Prepared` for the loop's step.
+        when one is due); followed: one giving the boxes of every track followed (a discovery pass
+        embeds only the faces away from them). Returns a :class:`Prepared` for the loop's step.
         """
         s = self.settings
         full = None
@@ -97,7 +99,7 @@ class Schedule:
             self.last_discover = index
         elif self.discover_scale and index - self.last_discover >= self.discover_every:
             self.last_discover = index
-            discover = FullPass(self.executor, rgb, s, scale=self.discover_scale, tiles=1, embed=False)
+            discover = FullPass(self.executor, rgb, s, scale=self.discover_scale, tiles=1, known=followed())
             self.discover_passes += 1
         return Prepared(grey, cut, full, discover, scheduled)
 
@@ -142,7 +144,7 @@ class Schedule:
             return  # the video ends before
         if (target - self.anchor) % s.detect_every or target in self.regions:
             return
-        alive = [t for t in tracks if t.misses <= s.max_misses and not stable(t, target, s, settled)]
+        alive = [t for t in tracks if not stable(t, target, s, settled)]
         if not alive:
             return
         flags = [not settled(t) for t in alive]

@@ -27,7 +27,7 @@ import numpy as np
 from shared.core import config
 from shared.core.storage import atomic_write_json, read_json
 from shared.faces import draw
-from shared.video import framelog, recognizer
+from shared.video import framelog, recognizer, unsure
 from shared.video.passes import warm_job
 from shared.video.videos import claim, read_meta, source_path, write_status
 
@@ -73,7 +73,7 @@ def part(jpeg, index):
 
 
 def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0.5, settings=None, observe=None,
-           max_side=STREAM_SIDE, clock=time):
+           max_side=STREAM_SIDE, clock=time, review=None):
     """Recognise a stored video and yield it as MJPEG parts, one per frame sent.
 
     folder: a folder returned by :func:`shared.video.videos.video_dir`. model: the current
@@ -86,7 +86,8 @@ def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0
     :func:`render`); recognition always sees the decoded frames. clock: what
     pacing reads and waits on, with ``monotonic()`` and ``sleep(seconds)`` (seconds; the
     :mod:`time` module, or a virtual clock in tests so that pacing is checked whatever
-    the machine's speed).
+    the machine's speed). review: a :class:`shared.recognition.review.Queue` (or ``None``): a run
+    that reaches the end queues its tracks answered below "sure" there (:mod:`shared.video.unsure`).
 
     Each part is ``--frame\\r\\nContent-Type: image/jpeg\\r\\nContent-Length: n\\r\\nX-Frame: i\\r\\n\\r\\n<jpeg>\\r\\n``;
     a final ``--frame--`` closes the body. While it runs, ``status.json`` is rewritten
@@ -173,6 +174,8 @@ def stream(folder, model, pace=True, executor=None, quality=80, status_every_s=0
                     write()
                 except OSError:
                     pass
+            if review is not None:
+                unsure.queue_tracks(review, rec, {"kind": "video", "run": meta["video"], "photo": meta.get("filename")})
         yield b"--frame--\r\n"
     except GeneratorExit:
         raise

@@ -2,14 +2,14 @@
 
 A track collects *votes*: each time its face is recognised, the model's
 :class:`shared.recognition.model.Prediction` for it adds ``(slug or None, confidence)``.
-The name shown is the majority of the votes, "unknown" (``None``) being a candidate
+The name shown is the majority of its latest :data:`WINDOW` votes, "unknown" (``None``) being a candidate
 like any KOL (:func:`decide`); a KOL needs :data:`MIN_VOTES` votes. A vote that disagrees with
 the KOL a track shows (another KOL, or "unknown" with another KOL nearest) takes that name away at
 once (:meth:`Track.vote`: the earlier votes are forgotten), so a box that came onto another face never keeps the first face's name; the face
 reads "?" until its votes agree again. A KOL is drawn when the votes make it at least :data:`SURE`
-likely by the rule's own naming probability (:attr:`Track.likely`, the mean of the votes' ``p_same``:
+likely by the rule's own naming probability (:attr:`Track.likely`, the mean of the latest votes' ``p_same``:
 the same line a photo's face is named at); the confidence shown is the mean of the model's calibrated
-confidence over the votes (:attr:`Track.confidence`, what a photo shows); an "unknown" under
+confidence over those votes (:attr:`Track.confidence`, what a photo shows); an "unknown" under
 :data:`SURE` reads "?".
 
 Boxes are ``(top, right, bottom, left)`` in frame pixels; frame indices count from 0.
@@ -19,22 +19,34 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Votes a KOL needs before a track shows that name (before that it reads "?" or "unknown").
+from shared.recognition.report import SURE as SURE_ANSWER
+
+#: Votes a KOL needs before a track shows that name (before that it reads "?" or "unknown"), so one
+#: chance match never puts a KOL's name on a stranger ...
 MIN_VOTES = 2
+#: ... unless one of them is at least this sure (the model's calibrated confidence, what the pages call
+#: "sure"): a face the photo route names sure is named on its track from that vote on.
+SURE_VOTE = SURE_ANSWER
+#: The name, its confidence and its likelihood come from a track's latest this many votes (its recent
+#: evidence): a face seen badly at first (turning into view, blurred) is named once its later
+#: votes agree, and one that turns away loses a name its latest votes no longer carry.
+WINDOW = 3
 #: An answer ("unknown" or a KOL) is drawn only when it is at least this likely to be right; else "?".
 SURE = 0.5
 
 
-def decide(votes, current=None, has_current=False, min_votes=MIN_VOTES):
+def decide(votes, current=None, has_current=False, min_votes=MIN_VOTES, sure_vote=SURE_VOTE):
     """The KOL slug a track should show (``None``: "unknown"), given its ``votes``.
 
     votes: ``[(slug or None, confidence), ...]`` in arrival order.
     current / has_current: the slug shown so far (``None`` is "unknown", so
         ``has_current`` says whether anything was decided at all).
     min_votes: votes a KOL needs to be shown at all, so one chance match never puts
-        a KOL's name on a stranger (before that the track reads unknown).
+        a KOL's name on a stranger (before that the track reads unknown) ...
+    sure_vote: ... unless one of its votes is at least this sure (one answer the photo route
+        shows as sure is as much evidence as a photo gets).
 
-    Among "unknown" and the KOLs with at least ``min_votes`` votes, the one with the
+    Among "unknown" and the KOLs eligible so, the one with the
     most votes wins (ties: higher summed confidence); the current answer is kept
     unless the winner has strictly more votes than it.
     Returns the slug (``None`` for unknown); ``current`` when there are no votes.
@@ -45,7 +57,8 @@ def decide(votes, current=None, has_current=False, min_votes=MIN_VOTES):
     weight = collections.defaultdict(float)
     for slug, conf in votes:
         weight[slug] += conf
-    eligible = [None] + [k for k in counts if k is not None and counts[k] >= min_votes]
+    sure = {slug for slug, conf in votes if conf >= sure_vote}
+    eligible = [None] + [k for k in counts if k is not None and (counts[k] >= min_votes or k in sure)]
     leader = max(eligible, key=lambda k: (counts.get(k, 0), weight.get(k, 0.0)))
     if has_current and current in eligible and counts.get(current, 0) >= counts.get(leader, 0):
         return current
@@ -82,6 +95,7 @@ class Track:
         self.checked = None  # (box, appearance patch) at the latest vote (set by the recognition loop)
         self.changed = None  # the latest frame its box or appearance moved away from those (shared.video.votes)
         self.answers = []  # [[answer, first, last], ...]: what it showed on the frames drawn (answer: slug or None)
+        self.best = None  # (p_same, face crop, box in it, embedding) of its vote with the highest p_same (shared.video.unsure)
 
     def vote(self, slug, confidence, candidate=None, p_same=None):
         """Add one recognition (the prediction's slug or ``None``) and re-decide :attr:`slug` (:func:`decide`).
@@ -102,7 +116,7 @@ class Track:
         if p_same is None:
             p_same = confidence if slug is not None else 1.0 - confidence
         self.p_same.append((candidate, float(p_same)))
-        self.slug = decide(self.votes, self.slug, self.decided)
+        self.slug = decide(self.votes[-WINDOW:], self.slug, self.decided)
         self.decided = True
 
     def remember(self, embedding):
@@ -116,20 +130,21 @@ class Track:
 
         Each vote ``(answer, c)`` says the shown answer is right with probability
         ``c`` when ``answer`` is the shown slug and at most ``1 - c`` when it is
-        another answer; this is the mean of those over the votes.
+        another answer; this is the mean of those over the latest :data:`WINDOW` votes.
         """
         if not self.votes:
             return 0.0
-        return float(np.mean([c if s == self.slug else 1.0 - c for s, c in self.votes]))
+        return float(np.mean([c if s == self.slug else 1.0 - c for s, c in self.votes[-WINDOW:]]))
 
     @property
     def likely(self):
         """How likely the KOL shown (:attr:`slug`) is this face's person by the rule's naming probability,
-        in [0, 1] (0.0 without votes or when "unknown" is shown): the mean over the votes of their
-        ``p_same`` when their candidate is the KOL shown, ``1 - p_same`` (at most) when it is another."""
+        in [0, 1] (0.0 without votes or when "unknown" is shown): the mean over the latest :data:`WINDOW`
+        votes of their ``p_same`` when their candidate is the KOL shown, ``1 - p_same`` (at most) when it
+        is another."""
         if not self.p_same or self.slug is None:
             return 0.0
-        return float(np.mean([p if c == self.slug else 1.0 - p for c, p in self.p_same]))
+        return float(np.mean([p if c == self.slug else 1.0 - p for c, p in self.p_same[-WINDOW:]]))
 
     def shown(self, index, answer=None):
         """Record that the track was drawn on frame ``index`` showing ``answer`` (a KOL's slug, ``None``: none)."""

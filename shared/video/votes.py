@@ -1,7 +1,7 @@
 """When a track's name may change: its votes, the tracks a full pass need not embed, crossings, another face.
 
 - a track is **settled** (:meth:`Voting.settled`) once more votes could not change its name:
-  ``Settings.settle_votes`` votes, or two that agree, each at least ``Settings.sure_vote`` sure;
+  its latest ``Settings.settle_votes`` votes agree, or two do, each at least ``Settings.sure_vote`` sure;
   and a vote since it last crossed another track, since its box or appearance last changed
   (:meth:`Voting.watch`), and within the last ``Settings.verify_s`` seconds (a settled track is
   re-verified on that schedule). Settled tracks are found but not embedded by
@@ -45,9 +45,10 @@ class Voting:
         self.now = 0  # the frame being drawn (set by the recognition loop)
 
     def settled(self, t):
-        """More votes would not change what track ``t`` shows: it has ``Settings.settle_votes``
-        votes, or its last two name what it shows, each at least ``Settings.sure_vote`` sure
-        (a third vote cannot outvote two agreeing ones, see :func:`shared.video.tracks.decide`); and
+        """More votes would not change what track ``t`` shows: its latest ``Settings.settle_votes``
+        votes all name what it shows (while they disagree it is embedded again at each pass, and the
+        name follows its latest votes, :data:`shared.video.tracks.WINDOW`), or its last two do, each
+        at least ``Settings.sure_vote`` sure; and
         it has voted since it last crossed another track (:meth:`crossings`). Without a model
         nothing is voted on: every track is settled.
         """
@@ -60,8 +61,8 @@ class Voting:
             return False  # its box or its face changed since its last vote
         if t.voted is not None and self.now - t.voted > s.verify_s * self.fps:
             return False  # due for its scheduled re-verification
-        if len(t.votes) >= s.settle_votes:
-            return True
+        if len(t.votes) >= s.settle_votes and all(v[0] == t.slug for v in t.votes[-s.settle_votes:]):
+            return True  # its recent votes agree (mixed ones: it is embedded again, the window moves on)
         last = t.votes[-2:]
         return len(last) == 2 and all(v[0] == t.slug and v[1] >= s.sure_vote for v in last)
 
