@@ -158,6 +158,9 @@ def test_a_model_without_the_svm_negatives_is_not_extended():
     X, slugs, _ = _people(3, 4, seed=5)
     assert add_kol(train(X, slugs, {}, svm_background=False), "k9", X[:2], ["a", "b"]) is None
     assert add_kol(train(X, slugs, {}).without(["k0"]), "k9", X[:2], ["a", "b"]) is None
+    other = rule.background()[::-1]  # its negatives index the background it was trained with
+    assert add_kol(train(X, slugs, {}), "k9", X[:2], ["a", "b"], svm_background=other) is None
+    assert add_kol(train(X, slugs, {}, svm_background=other), "k9", X[:2], ["a", "b"], svm_background=other) is not None
 
 
 @needs_data

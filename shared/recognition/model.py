@@ -20,6 +20,7 @@ versions on disk (the arrays :data:`ARRAYS`, the slugs, chip ids, rule and ``shr
 """
 import bisect
 import contextlib
+import hashlib
 import time
 from dataclasses import dataclass, field
 
@@ -365,17 +366,28 @@ def train(X, slugs, names, chips=None, rule=None, shrink=None, svm_background=No
             negatives, reach = svm_negatives(model.X, model.offsets, svm_background, np.arange(len(model.classes)))
             model.svm_reach, model.svm_negs = reach.astype(np.float32), _padded(negatives)
     model.kol_nearest, model.kol_nearest_d = nearest_kols(model)
-    return _with_metrics(model, started, 0 if svm_background is False else len(svm_background))
+    return _with_metrics(model, started, 0 if svm_background is False else len(svm_background),
+                         None if model.svm_negs is None else background_id(svm_background))
 
 
-def _with_metrics(model, started, background_rows):
+def _with_metrics(model, started, background_rows, background_id=None):
     """``model`` with its ``meta``: identities, samples and :func:`shared.recognition.report.training_metrics`
-    (``roster``: the factor, KOLs with an SVM, ``background_rows`` negatives beside the KOLs), timed from ``started``."""
+    (``roster``: the factor, KOLs with an SVM, ``background_rows`` negatives beside the KOLs and, for a model with
+    SVM negatives, the background's :func:`background_id`), timed from ``started``."""
     model.meta = {"identities": len(model.classes), "samples": int(len(model.X)),
                   "metrics": training_metrics(model, time.perf_counter() - started)}
     model.meta["metrics"]["roster"] = {"shrink": round(model.shrink, 4), "svm_kols": 0 if model.svm_w is None else
                                        len(model.svm_w), "background": int(background_rows)}
+    if background_id is not None:
+        model.meta["metrics"]["roster"]["background_id"] = background_id
     return model
+
+
+def background_id(svm_background):
+    """A short fingerprint of the SVMs' background negatives ``(B, 128)`` (``svm_negs`` index into them):
+    :func:`add_kol` extends only a model trained with the same background."""
+    data = np.ascontiguousarray(np.asarray(svm_background, dtype=np.float32))
+    return hashlib.sha1(data.tobytes()).hexdigest()[:16]
 
 
 def _svm_centroid(rows):
@@ -485,17 +497,21 @@ def add_kol(model, slug, X, chips, name=None, svm_background=None):
     name: the KOL's display name (default: the one it has, else the slug); svm_background: as for :func:`train`
     (default the development background). ``meta["metrics"]["added"]`` says ``kol``, ``svms`` (SVMs fitted) and
     ``seconds``. Returns the new unsaved :class:`Model`, or ``None`` when this model cannot be extended (trained
-    without SVMs or before ``svm_reach`` and ``svm_negs`` were kept, or ``X`` empty): :func:`train` it whole.
+    without SVMs, before ``svm_reach`` and ``svm_negs`` were kept, with another background or another
+    :data:`shared.recognition.rule.SVM_NEGATIVES`, or ``X`` empty): :func:`train` it whole.
     Costs a copy of the arrays, about 3 ms per SVM fitted (each photo is among the nearest negatives of about
     ``SVM_NEGATIVES / photos per KOL`` KOLs) and one pass over the rows per 8 KOLs that lost a photo.
     """
     started = time.perf_counter()
     X = np.asarray(X, dtype=np.float32).reshape(-1, engine.EMBEDDING_SIZE)
     chips = [str(c) for c in chips]
-    if model.svm_w is None or model.svm_reach is None or model.svm_negs is None or not len(X) or not len(model.classes):
+    if (model.svm_w is None or model.svm_reach is None or model.svm_negs is None or not len(X)
+            or not len(model.classes) or model.svm_negs.shape[1] != SVM_NEGATIVES):
         return None
     bg = np.asarray(background() if svm_background is None else svm_background,
                     dtype=np.float32).reshape(-1, engine.EMBEDDING_SIZE)
+    if ((model.meta.get("metrics") or {}).get("roster") or {}).get("background_id") != background_id(bg):
+        return None  # its negatives index another background
     slug, K, N = str(slug), len(model.classes), len(model.X)
     old = model._index.get(slug)
     pos = bisect.bisect_left(list(model.classes), slug) if old is None else old
@@ -555,7 +571,7 @@ def add_kol(model, slug, X, chips, name=None, svm_background=None):
         new.svm_w[k], new.svm_b[k] = w[0], b[0]
     new.svm_negs = negs.astype(np.int32)
     _update_nearest(model, new, pos, old is None)
-    _with_metrics(new, started, len(bg))
+    _with_metrics(new, started, len(bg), background_id(bg))
     new.meta["metrics"]["added"] = {"kol": slug, "svms": int(len(ks)), "seconds": round(time.perf_counter() - started, 3)}
     return new
 
