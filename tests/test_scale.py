@@ -250,3 +250,17 @@ def test_adding_to_a_one_kol_model(photos):
                  chips=[str(i) for i in range(4)] + [f"c{i}" for i in range(photos)])
     np.testing.assert_allclose(added.svm_w, full.svm_w, atol=1e-3)
     _same_answers(_answers(added, centres), _answers(full, centres))
+
+
+def test_a_photo_just_past_a_kols_reach_changes_nothing_of_it():
+    """A new photo within REACH_SLACK of a KOL's reach but not nearer than its farthest negative leaves that
+    KOL's negatives and SVM as they were (it crashed on the empty swap before)."""
+    X, slugs, _ = _people(90, 6, seed=51)
+    base = train(X[:-6], slugs[:-6], {}, chips=[f"c{i}" for i in range(len(X) - 6)])
+    new = X[-6:]
+    d = ((base.centroids.astype(np.float64)[:, None, :] - new[None].astype(np.float64)) ** 2).sum(2).min(1)
+    far = int(np.argmax(d > base.svm_reach))  # a KOL the new photos do not reach
+    base.svm_reach = np.array(base.svm_reach)
+    base.svm_reach[far] = d[far] / (1 + 1e-6)  # their nearest is just past its (stated) reach
+    added = add_kol(base, "k89", new, [f"n{i}" for i in range(6)])
+    assert np.array_equal(added.svm_w[far], base.svm_w[far])

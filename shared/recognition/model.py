@@ -562,7 +562,8 @@ def add_kol(model, slug, X, chips, name=None, svm_background=None):
                                                 before, added, int(new.counts[k]))
         negs[k] = _padded([r])[0]
         swapped = np.setxor1d(before, r)  # the negatives that came in and those pushed out
-        if len(r) == len(before) and (_rows(new.X, bg, swapped) @ new.svm_w[k] + new.svm_b[k]).max() <= -SVM_OUTSIDE:
+        if len(r) == len(before) and (not len(swapped) or
+                                      (_rows(new.X, bg, swapped) @ new.svm_w[k] + new.svm_b[k]).max() <= -SVM_OUTSIDE):
             joined[k] = False  # every one outside its margin: its SVM's optimum is the same
     ks = np.flatnonzero(again | joined)
     for k in ks:  # fit_svms of the KOL alone against exactly its negatives: its SVM in train
