@@ -3,7 +3,7 @@
 full training and by :func:`shared.recognition.model.add_kol`, in the same run.
 
     .venv/bin/python bench/bench_scale.py                 # 100, 1,000, 10,000 KOLs
-    .venv/bin/python bench/bench_scale.py 10000 100000    # 100,000: ~10 min, ~8 GB at its peak
+    .venv/bin/python bench/bench_scale.py 10000 100000    # 100,000: ~25 min at load average 8, ~4 GB at its peak
 
 Embeddings are synthetic, drawn like dlib's (each KOL a random centre with per-coordinate
 spread 0.06, each photo that centre plus spread 0.025: same-KOL distances ~0.4, different
