@@ -9,7 +9,7 @@ import pytest
 from shared.recognition.model import SIMILARITY_SCALE, train
 from shared.training.train import retrain
 from shared.faces import engine
-from shared.recognition.store import ModelStore
+from shared.recognition.store import ModelStore, map_arrays
 from shared.core.errors import UserError
 from shared.faces.images import load_image
 from shared.training.pool import Pool, save_chip
@@ -70,8 +70,8 @@ def test_save_load_round_trip_and_current_pointer(celeb_faces, tmp_path):
     assert [p.slug for p in loaded.predict(probe)] == [p.slug for p in model.predict(probe)]
     assert store.current() is loaded  # cached until `current` changes
     assert not list((tmp_path / "models").rglob("*.pkl"))
-    with np.load(tmp_path / "models" / version / "model.npz", allow_pickle=False) as z:
-        assert all(z[k].dtype != object for k in z.files)
+    z = map_arrays(tmp_path / "models" / version)
+    assert all(a.dtype != object for a in z.values())
     second = store.save(train(X[:40], slugs[:40], {}))
     assert store.current().version == second != version
 
@@ -193,10 +193,10 @@ def test_forget_removes_a_kol_from_every_version(tmp_path):
     assert store.current().predict([centres[1]])[0].slug != "k1"
     k1_rows = X[[s == "k1" for s in slugs]].astype(np.float32)
     for version in versions:
-        with np.load(store.root / version / "model.npz", allow_pickle=False) as z:
-            assert "k1" not in z["classes"].tolist()
-            held = z["X"]
-            assert not any(np.any(np.all(np.isclose(held, row), axis=1)) for row in k1_rows)
+        z = map_arrays(store.root / version)
+        assert "k1" not in z["classes"].tolist()
+        held = z["X"]
+        assert not any(np.any(np.all(np.isclose(held, row), axis=1)) for row in k1_rows)
         meta = store.meta(version)
         assert "k1" not in meta["names"] and "k1" not in meta["metrics"]["per_kol"]
     assert store.forget("k1") == []
@@ -322,8 +322,7 @@ def test_delete_and_import_during_a_training(tmp_path):
     result = retrain(pool, store, meanwhile)
     assert bob not in store.meta(result["model_version"])["names"]
     for version in store.versions():
-        with np.load(store.root / version / "model.npz", allow_pickle=False) as z:
-            assert bob not in z["classes"].tolist()
+        assert bob not in map_arrays(store.root / version)["classes"].tolist()
     assert store.current().predict([centres[1]])[0].slug != bob
     assert result["identities"] == 1  # Cy came after the pool was read: the next training gets her
     assert retrain(pool, store)["identities"] == 2
@@ -353,5 +352,5 @@ def test_deleting_a_kol_in_the_wizard_forgets_them_in_every_model(process_app, d
     assert r.status_code == 200 and r.get_json()["deleted"] == "Bob"
     assert store.current().predict([centres[1]])[0].slug is None
     for version in store.versions():
-        with np.load(store.root / version / "model.npz", allow_pickle=False) as z:
-            assert bob not in z["classes"].tolist() and len(z["X"]) == 3
+        z = map_arrays(store.root / version)
+        assert bob not in z["classes"].tolist() and len(z["X"]) == 3

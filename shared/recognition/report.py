@@ -51,6 +51,25 @@ LOCAL_KOLS = 12
 WEAK_KOL = 0.5
 
 
+def nearest_kols(model, ks=None):
+    """Each KOL's nearest other KOL by centroid: ``(nearest, distance)``, ``(len(ks),)`` ``int64`` indices and
+    ``float32`` Euclidean distances, for the KOLs ``ks`` (indices; default all). A lone KOL's nearest is
+    itself at ``inf``. Memory stays ``O(len(ks) * 1024)`` (centroid distances in blocks)."""
+    ks = np.arange(len(model.classes)) if ks is None else np.asarray(ks, dtype=np.int64)
+    nearest = np.zeros(len(ks), dtype=np.int64)
+    dist = np.full(len(ks), np.inf, dtype=np.float32)
+    if len(model.classes) < 2:
+        nearest[:] = ks
+        return nearest, dist
+    for start in range(0, len(ks), 1024):
+        part = ks[start:start + 1024]
+        block = np.sqrt(model.sq_distances(model.centroids[part]))
+        block[np.arange(len(block)), part] = np.inf
+        nearest[start:start + 1024] = block.argmin(1)
+        dist[start:start + 1024] = block.min(1)
+    return nearest, dist
+
+
 def confused_pairs(model, top=10):
     """The KOL pairs most easily confused, for every KOL with a neighbour.
 
@@ -59,19 +78,17 @@ def confused_pairs(model, top=10):
     other KOL's centroid than to their own (own centroid without the photo itself; a KOL
     with one photo counts as its own centroid), ``chips`` up to :data:`CHECK_PHOTOS` of them per KOL
     as ``[slug, chip id]``. Returns ``[(slug_a, slug_b, distance, count, chips)]``.
-    Memory stays ``O(K * 1024)`` (centroid distances in blocks).
+    The nearest KOLs are the model's own ``kol_nearest`` and ``kol_nearest_d`` when it keeps them
+    (:func:`shared.recognition.model.train` and :func:`~shared.recognition.model.add_kol` do), else
+    :func:`nearest_kols`.
     """
     K = len(model.classes)
     if K < 2:
         return []
-    C = model.centroids
-    nearest = np.zeros(K, dtype=np.int64)
-    dist = np.zeros(K)
-    for start in range(0, K, 1024):
-        block = np.sqrt(model.sq_distances(C[start:start + 1024]))
-        block[np.arange(len(block)), np.arange(start, start + len(block))] = np.inf
-        nearest[start:start + 1024] = block.argmin(1)
-        dist[start:start + 1024] = block.min(1)
+    if getattr(model, "kol_nearest", None) is not None:  # kept by the model (train, add_kol)
+        nearest, dist = np.asarray(model.kol_nearest), np.asarray(model.kol_nearest_d, dtype=np.float64)
+    else:
+        nearest, dist = nearest_kols(model)
     pairs = {}
     for a in np.argsort(dist)[:top * 2]:
         b = int(nearest[a])

@@ -1,8 +1,14 @@
 """Model versions on disk: save, load, cache, forget a KOL, prune, switch; one training at a time.
 
-Models are versioned folders ``data/models/<version>/`` holding ``model.npz`` (arrays
-only, loaded with ``allow_pickle=False``, nothing refitted on load) and ``meta.json``;
-the file ``data/models/current`` names the version in use and is replaced atomically.
+Models are versioned folders ``data/models/<version>/``: one uncompressed ``.npy`` file per array
+(:func:`model_arrays`: ``X``, ``offsets``, ``centroids``, ``classes``, ``chips``, ``svm_w``, ...), listed by
+``arrays.json`` (``{"format": 2, "files": {array name: file name}}``, written after the files it names),
+and ``meta.json``. :meth:`ModelStore.load` maps the ``.npy`` files read-only (``np.load(mmap_mode="r")``,
+``allow_pickle=False``, nothing refitted), so every process of a machine that loads a version shares one
+copy of its arrays in the page cache, and loading costs the headers, not the bytes. A version saved
+before (one ``model.npz``) still loads, read whole as before.
+The file ``data/models/current`` names the version in use and is replaced atomically, after the
+version's folder is complete.
 A version is ``YYYYmmdd-HHMMSS-<microsecond in hex>`` (UTC), so versions sort by time.
 :func:`shared.training.train.retrain` is the whole training step (one at a time, under the
 :func:`training_lock`).
@@ -10,6 +16,8 @@ A version is ``YYYYmmdd-HHMMSS-<microsecond in hex>`` (UTC), so versions sort by
 import contextlib
 import errno
 import fcntl
+import os
+import secrets
 import shutil
 import threading
 import time
@@ -21,39 +29,103 @@ import numpy as np
 from shared.core import config
 from shared.core.errors import UserError
 from shared.core.ids import VERSION_RE
-from shared.core.storage import (atomic_write, atomic_write_bytes, atomic_write_json, file_identity, locked, read_arrays,
-                                 read_json, sweep_temp_files)
+from shared.core.storage import (ARRAY_READ_LOCK, atomic_write, atomic_write_bytes, atomic_write_json, file_identity,
+                                 locked, read_arrays, read_json, sweep_temp_files)
 from shared.recognition import report
-from shared.recognition.model import Model
+from shared.recognition.model import ARRAYS, Model
 
 #: Model versions kept by :meth:`ModelStore.prune` unless told otherwise (the ``MODEL_VERSIONS_KEEP`` setting's default).
 KEEP_VERSIONS = config.DEFAULTS["MODEL_VERSIONS_KEEP"]
+#: The file of a version that lists its array files (written last: the version's arrays are complete once it exists).
+MANIFEST = "arrays.json"
+#: The one file of a version saved before the arrays were mapped (read whole, still loads).
+OLD_FILE = "model.npz"
 
 
-def _write_model(path, model):
-    """Write ``model``'s arrays to ``path`` (``.npz``, uncompressed) atomically (:func:`shared.core.storage.atomic_write`)."""
-    def write(fh):
-        np.savez(fh, X=model.X, offsets=model.offsets, centroids=model.centroids,
-                 classes=np.array(model.classes, dtype=str).reshape(-1),
-                 chips=np.array(model.chips, dtype=str).reshape(-1),
-                 rule_right=np.array(model.rule["right"]), rule_stranger=np.array(model.rule["stranger"]),
-                 shrink=np.array(model.shrink),
-                 **({} if model.svm_w is None else {"svm_w": model.svm_w, "svm_b": model.svm_b}))
-    atomic_write(path, write, suffix=".npz")
+def _strings(values):
+    """``values`` (list or array of str) as a fixed-width unicode array ``(n,)``: mapped, not parsed, on load."""
+    return np.array(values, dtype=str).reshape(-1)
+
+
+def model_arrays(model):
+    """``{name: ndarray}`` of everything :meth:`ModelStore.save` stores of ``model``: each attribute named in
+    :data:`shared.recognition.model.ARRAYS` that is not ``None``, the slugs ``classes`` and chip ids ``chips``
+    (unicode arrays), the rule's two coefficient lists (``rule_right``, ``rule_stranger``) and ``shrink`` (0-d)."""
+    out = {name: np.asarray(getattr(model, name)) for name in ARRAYS if getattr(model, name) is not None}
+    out.update(classes=_strings(model.classes), chips=_strings(model.chips),
+               rule_right=np.array(model.rule["right"]), rule_stranger=np.array(model.rule["stranger"]),
+               shrink=np.array(model.shrink))
+    return out
+
+
+def model_from_arrays(arrays, meta, version):
+    """The :class:`Model` of stored ``arrays`` (:func:`model_arrays`'s names; mapped or in memory) and ``meta``."""
+    return Model(**{name: arrays[name] for name in ARRAYS if name in arrays},
+                 classes=arrays["classes"].tolist(), chips=arrays["chips"],
+                 names=meta.get("names", {}), version=version, meta=meta,
+                 rule={"right": arrays["rule_right"].tolist(), "stranger": arrays["rule_stranger"].tolist()},
+                 shrink=float(arrays["shrink"]) if "shrink" in arrays else 1.0)
+
+
+def _write_model(folder, model):
+    """Write ``model``'s arrays into the version folder ``folder``: one ``.npy`` file per array, each written
+    atomically (:func:`shared.core.storage.atomic_write`) under a name new to this write, then
+    :data:`MANIFEST` naming them (atomically), then the files of the write before it are deleted. A reader
+    that read the manifest before meets either the old set of files or the new one, never a mixture."""
+    folder = Path(folder)
+    before = read_json(folder / MANIFEST, default={}) or {}
+    tag = secrets.token_hex(4)
+    files = {}
+    for name, array in model_arrays(model).items():
+        files[name] = f"{name}-{tag}.npy"
+        atomic_write(folder / files[name],
+                     lambda fh, a=array: np.lib.format.write_array(fh, a, allow_pickle=False),
+                     suffix=".npy")
+    atomic_write_json(folder / MANIFEST, {"format": 2, "files": files})
+    for name in set((before.get("files") or {}).values()) - set(files.values()):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(folder / name)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(folder / OLD_FILE)  # a version saved the old way and rewritten (forget) is mapped from now on
+
+
+def _stored(folder):
+    """The file that says version folder ``folder`` is complete: its :data:`MANIFEST`, or
+    :data:`OLD_FILE` for a version saved the old way; ``None`` when it has neither."""
+    for name in (MANIFEST, OLD_FILE):
+        if (Path(folder) / name).exists():
+            return Path(folder) / name
+    return None
+
+
+def map_arrays(folder):
+    """``{name: read-only memory-mapped ndarray}`` of the version folder ``folder`` (``.npy`` files named by its
+    :data:`MANIFEST`; ``allow_pickle=False``), or of its old :data:`OLD_FILE` (read whole). The headers are
+    parsed one thread at a time (:data:`shared.core.storage.ARRAY_READ_LOCK`).
+    Raises ``FileNotFoundError`` when the folder holds no model."""
+    folder = Path(folder)
+    manifest = read_json(folder / MANIFEST)
+    if manifest is None:
+        return read_arrays(folder / OLD_FILE)
+    with ARRAY_READ_LOCK:
+        return {name: np.load(folder / file, mmap_mode="r", allow_pickle=False)
+                for name, file in manifest["files"].items()}
 
 
 def model_file_identity(root, version):
-    """What identifies the content of model ``version``'s file under ``root`` right now:
-    ``(root, version, st_ino, st_mtime_ns, st_size)``, or ``None`` when there is no such version.
+    """What identifies the content of model ``version``'s files under ``root`` right now:
+    ``(root, version, st_ino, st_mtime_ns, st_size)`` of its :data:`MANIFEST` (or old :data:`OLD_FILE`),
+    or ``None`` when there is no such version.
 
     The key of every in-memory copy of a model (:meth:`ModelStore.cached`): every write of a
-    ``model.npz`` (a new version, :meth:`ModelStore.forget`) goes through
-    :func:`shared.core.storage.atomic_write`, a new file renamed over the old one, so a rewrite
-    always gets another inode than the file it replaces (and a newer modification time).
+    version (a new version, :meth:`ModelStore.forget`) ends by renaming a new manifest over the old one
+    (:func:`shared.core.storage.atomic_write`), so a rewrite always gets another inode than the file
+    it replaces (and a newer modification time).
     """
     if not VERSION_RE.match(str(version)):
         return None
-    identity = file_identity(Path(root) / str(version) / "model.npz")
+    path = _stored(Path(root) / str(version))
+    identity = None if path is None else file_identity(path)
     return None if identity is None else (str(root), str(version), *identity)
 
 
@@ -83,7 +155,7 @@ class ModelStore:
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir()
-                      if p.is_dir() and VERSION_RE.match(p.name) and (p / "model.npz").exists())
+                      if p.is_dir() and VERSION_RE.match(p.name) and _stored(p) is not None)
 
     def save(self, model, allowed=None):
         """Write ``model`` as a new version and make it current (atomically). Returns the version.
@@ -109,7 +181,7 @@ class ModelStore:
                     break
                 except FileExistsError:
                     time.sleep(0.001)
-            _write_model(folder / "model.npz", model)
+            _write_model(folder, model)
             meta = dict(model.meta, version=version, names=model.names,
                         created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
             atomic_write_json(folder / "meta.json", meta)
@@ -125,21 +197,22 @@ class ModelStore:
         return read_json(self.root / version / "meta.json")
 
     def load(self, version):
-        """Load a saved model: arrays only (no pickle), nothing refitted."""
+        """Load a saved model: its arrays mapped read-only (:func:`map_arrays`; no pickle), nothing refitted.
+
+        A :meth:`forget` that rewrites the version meanwhile deletes the files its manifest named
+        before: the read is then tried again, with the new manifest."""
         if not VERSION_RE.match(str(version)):
             raise UserError("No such model version.", 404)
         folder = self.root / version
-        try:
-            arrays = read_arrays(folder / "model.npz")
-        except FileNotFoundError:
-            raise UserError("No such model version.", 404) from None
+        for attempt in range(3):
+            try:
+                arrays = map_arrays(folder)
+                break
+            except FileNotFoundError:
+                if attempt == 2 or _stored(folder) is None:
+                    raise UserError("No such model version.", 404) from None
         meta = read_json(folder / "meta.json", default={}) or {}
-        return Model(X=arrays["X"], offsets=arrays["offsets"], centroids=arrays["centroids"],
-                     classes=arrays["classes"].tolist(), chips=arrays["chips"],
-                     names=meta.get("names", {}), version=version, meta=meta,
-                     rule={"right": arrays["rule_right"].tolist(), "stranger": arrays["rule_stranger"].tolist()},
-                     shrink=float(arrays["shrink"]) if "shrink" in arrays else 1.0,
-                     svm_w=arrays.get("svm_w"), svm_b=arrays.get("svm_b"))
+        return model_from_arrays(arrays, meta, version)
 
     def cached(self, version):
         """The model ``version``, loaded once and reloaded whenever its file was rewritten since.
@@ -188,7 +261,7 @@ class ModelStore:
                 slim = model.without([slug]) if chips is None else model.without_photos(slug, chips)
                 if slim is model:
                     continue
-                _write_model(folder / "model.npz", slim)
+                _write_model(folder, slim)
                 meta = read_json(folder / "meta.json", default={}) or {}
                 if slug in slim.classes:  # some of its photos went, the KOL stays
                     meta.update(samples=int(len(slim.X)))
@@ -225,7 +298,7 @@ class ModelStore:
 
     def switch(self, version):
         """Make a stored ``version`` current; :class:`UserError` (404) if it does not exist."""
-        if not VERSION_RE.match(str(version)) or not (self.root / str(version) / "model.npz").exists():
+        if not VERSION_RE.match(str(version)) or _stored(self.root / str(version)) is None:
             raise UserError("No such model version.", 404)
         with locked(self.lock_path):
             atomic_write_bytes(self.root / "current", str(version).encode())
