@@ -23,12 +23,12 @@ from flask import Blueprint, current_app, flash, redirect, request, send_from_di
 from shared.core.errors import UserError
 from shared.core.storage import atomic_write_bytes, atomic_write_json, read_json
 from shared.faces import draw, engine, images
-from shared.library import keep
+from shared.library import feed, keep
 from shared.library.store import KINDS
 from shared.recognition import predict
 from shared.video import framelog, videos
 from shared.web.access import principal
-from shared.web.factory import data_path, library, models, pool, review_queue
+from shared.web.factory import data_path, inbox, library, models, pool, review_queue
 from shared.web.replies import reply, wants_json
 
 bp = Blueprint("library", __name__)
@@ -116,6 +116,8 @@ def _done(endpoint, message, payload, status=200, **args):
 
 
 def _kept(media_id, created):
+    if created:  # its unknown faces join the inbox of unknown people
+        feed.feed_inbox(library(), inbox())
     item = library().media(media_id)
     return _done("library.media", ("Kept in the library." if created else "This result was already kept."),
                  {"media": media_id, "url": url_for("library.media", media_id=media_id), "faces": item["faces"]},
@@ -211,6 +213,7 @@ def delete_media(media_id):
     """Delete kept media: its files, its faces, their index entries."""
     _may_change(media_id)
     name = library().delete_media(media_id)
+    inbox().forget_media(media_id)
     return _done("library.index", f"Deleted {name} from the library.", {"deleted": media_id})
 
 
@@ -220,6 +223,7 @@ def delete_face(face_id):
     media_id = library().face(face_id)["media"]
     _may_change(media_id)
     library().delete_face(face_id)
+    inbox().forget_faces([str(face_id)])
     return _done("library.media", "Deleted the face from the library.", {"deleted_face": face_id},
                  media_id=media_id)
 

@@ -16,21 +16,15 @@ from functools import partial
 from flask import Blueprint, current_app, flash, redirect, request, send_from_directory, url_for
 
 from shared.core.names import display_name
-from shared.library.unknowns import Inbox
 from shared.training import wizard
 from shared.training.jobs import JobStore
-from shared.web.factory import data_path
+from shared.web.factory import data_path, inbox
 from shared.web.replies import reply, wants_json
 
 bp = Blueprint("unknowns", __name__)
 
 #: Faces shown per group in the inbox's list (the group's page shows all of them).
 SHOWN_FACES = 6
-
-
-def inbox():
-    """The inbox of the current app's data folder (the process keeps its file read, :class:`Inbox`)."""
-    return Inbox(current_app.config["DATA_DIR"])
 
 
 def _jobs():

@@ -299,6 +299,11 @@ def test_two_uploaded_videos_are_analysed_by_the_workers_into_results_and_screen
     assert [v["filename"] for v in only["videos"]] == ["sofa.webm"] and "Monica Geller" not in str(only["kols"])
     csv = servers.http.get(f"{main}/screentime.csv?analysis={status['analysis']}").text
     assert csv.splitlines()[0] == ",".join(screentime.CSV_COLUMNS) and "Monica Geller" in csv
+    # each finished video is kept in the library (shared.library.feed.keep_analysed), its faces searchable
+    kept = wait_for("both videos kept in the library", lambda: (lambda m: m if len(m) == 2 else None)(
+        servers.http.get(f"{main}/library", params={"kind": "video"}, headers=JSON).json()["media"]), timeout_s=300)
+    assert sorted(m["name"] for m in kept) == ["monica.webm", "sofa.webm"]
+    assert all(m["faces"] > 0 for m in kept), kept
 
 
 @pytest.mark.live

@@ -374,3 +374,24 @@ def test_a_kol_deleted_from_the_pool_summary_is_no_longer_named_in_the_library(p
     r = admin.post("/delete_kol", data={"delete": "Ann Lee"}, headers=JSON)
     assert r.status_code == 200, r.text
     assert lib.by_kol([slug]) == [] and len(lib.unknown_faces()) == 2
+
+
+@needs_data
+def test_a_kept_unknown_face_joins_the_inbox_and_leaves_it_with_its_media(named, main_app):
+    """Keeping feeds the inbox of unknown people (shared.library.feed): the kept photo's unknown face is in a
+    group with its chip; a second keep adds nothing twice; deleting the media takes the face out again."""
+    admin, member, _ = named
+    stranger = sorted((FIVE / "jerry_seinfeld").glob("train_*.jpg"))[0]
+    r = admin.post("/predictSingleImage", data=upload(stranger), headers=JSON)
+    assert r.status_code == 200, r.text
+    assert [f["known"] for f in r.get_json()["faces"]] == [False]
+    run = r.get_json()["run"]
+    media = admin.post("/library/keep/single", data={"run": run}, headers=JSON).get_json()["media"]
+    face = member.get(f"/library/media/{media}", headers=JSON).get_json()["face_list"][0]["face"]
+    groups = member.get("/unknowns", headers=JSON).get_json()["groups"]
+    assert [[f["id"] for f in g["faces"]] for g in groups] == [[str(face)]], groups
+    assert member.get(f"/unknowns/{groups[0]['number']}/faces/{face}").status_code == 200  # its chip
+    admin.post("/library/keep/single", data={"run": run}, headers=JSON)
+    assert len(member.get("/unknowns", headers=JSON).get_json()["groups"]) == 1
+    assert admin.post(f"/library/media/{media}/delete", headers=JSON).status_code == 200
+    assert member.get("/unknowns", headers=JSON).get_json()["groups"] == []

@@ -57,3 +57,15 @@ def may_read(folder, reader):
         return False
     mine = record(reader)
     return all(owner.get(k) == mine[k] for k in ("actor", "via", "id"))
+
+
+class Recorded:
+    """The maker named by an owner record, standing in for a :class:`shared.web.auth.Principal` where work
+    is done later on their behalf (a queue worker keeping an analysed video in the library): ``actor``,
+    ``role``, ``via``, ``row`` (``{"id"}``) and ``is_admin``, as :func:`record` and :func:`may_read` read them."""
+
+    def __init__(self, owner):
+        self.actor, self.role, self.via = owner["actor"], owner["role"], owner["via"]
+        self.row = {"id": owner.get("id")}
+        self.is_admin = self.role == "admin"
+

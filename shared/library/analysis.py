@@ -43,6 +43,7 @@ count from 0; times are seconds; boxes ``(top, right, bottom, left)`` in the vid
 """
 import collections
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -62,6 +63,7 @@ from shared.core.names import upload_name
 from shared.core.storage import DISK_FULL, atomic_write_bytes, atomic_write_json, is_disk_full, read_json
 from shared.faces import archive, frames
 from shared.faces.boxes import match
+from shared.library import feed
 from shared.recognition.store import ModelStore
 from shared.training.jobqueue import faults
 from shared.training.jobqueue.connection import queue
@@ -71,6 +73,8 @@ from shared.video import appearances, framelog
 from shared.video.flow import Flow
 from shared.video.recognizer import Recognizer, Settings
 from shared.video.tracks import Track
+
+log = logging.getLogger(__name__)
 
 #: The RQ queue of analysis work (served by every worker after the training queues).
 QUEUE = "analysis"
@@ -542,12 +546,28 @@ def run_finish(analysis_id, video_id):
     if record is None:
         return {"error": "deleted"}
     v = video_entry(record, video_id)
+    model = _model(record)
     try:
-        return {"appearances": len(finish(folder / video_id, v, _model(record)))}
+        summary = finish(folder / video_id, v, model)
     except Exception as exc:  # noqa: BLE001 - every failure becomes the video's sentence
         sentence = _sentence(exc, len(v["edges"]) - 1) if not isinstance(exc, UserError) else exc.message
         atomic_write_json(folder / video_id / "failed.json", {"error": sentence})
         return {"error": sentence}
+    return {"appearances": len(summary), **_kept(folder, v, model)}
+
+
+def _kept(folder, v, model):
+    """Keep a finished video in the library (:func:`shared.library.feed.keep_analysed`); its result stands
+    either way: a failure to keep is recorded in ``library.json`` (``{"media"}`` or ``{"error"}``) and logged."""
+    try:
+        media = feed.keep_analysed(data_dir(), folder, v, source_path(folder / v["video"]),
+                                   dict(model.names) if model is not None else {})
+        out = {"media": media}
+    except Exception as exc:  # noqa: BLE001 - the analysis is done; keeping it is a second step
+        log.exception("keeping analysed video %s in the library failed", v["video"])
+        out = {"error": getattr(exc, "message", None) or "It could not be kept in the library."}
+    atomic_write_json(folder / v["video"] / "library.json", out)
+    return out
 
 
 # -- where it stands ------------------------------------------------------------------------------

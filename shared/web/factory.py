@@ -94,6 +94,16 @@ def review_queue():
     return review.Queue(data_path(review.FOLDER))
 
 
+def inbox():
+    """The unknown inbox of the current app's data folder (:class:`shared.library.unknowns.Inbox`: it keeps its
+    file read per process and reads it again when it changes)."""
+    from flask import current_app
+
+    from shared.library.unknowns import Inbox
+
+    return Inbox(current_app.config["DATA_DIR"])
+
+
 def library():
     """The media library of the current app (:class:`shared.library.store.Library`), opened on first use."""
     from flask import current_app

@@ -81,12 +81,17 @@ def prune_models(root, keep):
 
 def sweep_library(data_dir, retention_days, db_url="", now=None):
     """Delete library media kept more than ``retention_days`` days ago (0: none; the library is not
-    even opened). Returns their media ids, sorted."""
+    even opened), and their faces from the unknown inbox. Returns their media ids, sorted."""
     if not retention_days:
         return []
     from shared.library.store import Library
+    from shared.library.unknowns import Inbox
 
-    return Library(data_dir, db_url).sweep(retention_days, now=now)
+    gone = Library(data_dir, db_url).sweep(retention_days, now=now)
+    inbox = Inbox(data_dir)
+    for media_id in gone:
+        inbox.forget_media(media_id)
+    return gone
 
 
 def run(data_dir, config, now=None):
