@@ -9,6 +9,8 @@ the shared photos) or anything with ``.chip`` (150x150x3 uint8 RGB) and ``.embed
 """
 from pathlib import Path
 
+import numpy as np
+
 from shared.faces import engine, images
 from shared.recognition.model import train
 from shared.recognition.store import ModelStore
@@ -54,3 +56,17 @@ def save_model(data_dir, pool):
     X, slugs, _ = pool.embeddings()
     store = ModelStore(Path(data_dir) / "models")
     return store, store.save(train(X, slugs, pool.names()))
+
+
+def reference_model(people_dir):
+    """A model of the people of ``people_dir`` (a folder per person, named by their slug, of reference photos):
+    the first face dlib finds in each photo, display names with spaces for underscores."""
+    X, slugs = [], []
+    for person in sorted(d for d in Path(people_dir).iterdir() if d.is_dir()):
+        for photo in sorted(person.iterdir()):
+            found = engine.analyze(images.load_image(photo))
+            if found:
+                X.append(found[0].embedding)
+                slugs.append(person.name)
+    return train(np.array(X), slugs, {s: s.replace("_", " ") for s in slugs})
+

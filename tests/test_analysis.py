@@ -13,15 +13,15 @@ import pytest
 from werkzeug.datastructures import FileStorage
 
 from shared.core import config
-from shared.faces import engine, frames, images
+from shared.faces import frames
 from shared.library import analysis, screentime
-from shared.recognition.model import train
 from shared.recognition.store import ModelStore
 from shared.training.jobqueue import worker
 from shared.video import framelog, recognizer
 
 from . import _synth
 from ._synth import JSON, write_clip
+from .builders import reference_model
 from .conftest import VIDEO, LiveServers, screenshot, signed_in
 from .servers import wait_for
 from .test_browser_flows import images_load, wait_until
@@ -32,23 +32,12 @@ FRIENDS_FPS = 23.976
 needs_dev = pytest.mark.skipif(not FRIENDS.is_file(), reason=f"dev clips not found at {DEV} (set KOL_SHARED_DATA)")
 
 
-def _friends_model():
-    X, slugs = [], []
-    for person in sorted(d for d in (DEV / "friends_tux_people").iterdir() if d.is_dir()):
-        for photo in sorted(person.iterdir()):
-            found = engine.analyze(images.load_image(photo))
-            if found:
-                X.append(found[0].embedding)
-                slugs.append(person.name)
-    return train(np.array(X), slugs, {s: s.replace("_", " ") for s in slugs})
-
-
 @pytest.fixture(scope="module")
 def friends_model():
     """The six Friends people, from their reference photos."""
     if not FRIENDS.is_file():
         pytest.skip(f"dev clips not found at {DEV}")
-    return _friends_model()
+    return reference_model(DEV / "friends_tux_people")
 
 
 def _clip(path, first, last):

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from shared.faces import engine, frames, images
+from shared.faces import engine, frames
 from shared.recognition.model import train
 from shared.video import framelog, recognizer
 from shared.video.flow import Flow
@@ -16,6 +16,7 @@ from shared.video.recognizer import Recognizer, Settings
 from shared.video.tracks import SURE, FaceView, Track
 
 from ._synth import write_clip
+from .builders import reference_model
 from .conftest import VIDEO
 
 DEV = VIDEO / "dev"
@@ -33,14 +34,7 @@ def _frames(first, last):
 @pytest.fixture(scope="module")
 def friends_model():
     """The six Friends people, 3 reference photos each (slugs are the folder names)."""
-    X, slugs = [], []
-    for person in sorted(d for d in (DEV / "friends_tux_people").iterdir() if d.is_dir()):
-        for photo in sorted(person.iterdir()):
-            found = engine.analyze(images.load_image(photo))
-            if found:
-                X.append(found[0].embedding)
-                slugs.append(person.name)
-    return train(np.array(X), slugs, {s: s.replace("_", " ") for s in slugs})
+    return reference_model(DEV / "friends_tux_people")
 
 
 def _run(path, model, settings=None):

@@ -248,14 +248,20 @@ class Library:
         m, f = self.media_table, self.faces_table
         query = (sa.select(m, sa.func.count(f.c.id).label("face_count")).select_from(m.outerjoin(f))
                  .group_by(m.c.id).order_by(m.c.kept_at.desc()))
+        query = self._filtered(query, kind, since, until)
+        with self.engine.connect() as conn:
+            return [_media_dict(r, r.face_count) for r in conn.execute(query)]
+
+    def _filtered(self, query, kind=None, since=None, until=None):
+        """``query`` limited to media of ``kind`` kept in ``[since, until)`` (Unix times; ``None``: no limit)."""
+        m = self.media_table
         if kind:
             query = query.where(m.c.kind == kind)
         if since is not None:
             query = query.where(m.c.kept_at >= since)
         if until is not None:
             query = query.where(m.c.kept_at < until)
-        with self.engine.connect() as conn:
-            return [_media_dict(r, r.face_count) for r in conn.execute(query)]
+        return query
 
     def _joined(self):
         import sqlalchemy as sa
@@ -268,12 +274,7 @@ class Library:
         newest media first, then in the media's order."""
         m, f = self.media_table, self.faces_table
         query = self._joined().where(f.c.kol.in_(list(slugs)), f.c.known.is_(True))
-        if kind:
-            query = query.where(m.c.kind == kind)
-        if since is not None:
-            query = query.where(m.c.kept_at >= since)
-        if until is not None:
-            query = query.where(m.c.kept_at < until)
+        query = self._filtered(query, kind, since, until)
         query = query.order_by(m.c.kept_at.desc(), m.c.id, f.c.photo, f.c.t, f.c.id)
         with self.engine.connect() as conn:
             return [_face_dict(r) for r in conn.execute(query)]
@@ -284,18 +285,13 @@ class Library:
         Up to ``k`` faces; ``max_distance`` (Euclidean) drops farther ones. The filters (and faces
         the index holds but the table does not, left by a keep whose commit failed) apply after the
         index's search, which looks 4 times further each time until ``k`` faces pass or none is left."""
-        m, f = self.media_table, self.faces_table
+        f = self.faces_table
         wanted = k
         while True:
             hits = self.index.search(vector, wanted)
             near = [(i, d) for i, d in hits if max_distance is None or d <= max_distance]
             query = self._joined().where(f.c.id.in_([i for i, _ in near]))
-            if kind:
-                query = query.where(m.c.kind == kind)
-            if since is not None:
-                query = query.where(m.c.kept_at >= since)
-            if until is not None:
-                query = query.where(m.c.kept_at < until)
+            query = self._filtered(query, kind, since, until)
             with self.engine.connect() as conn:
                 rows = {r.id: r for r in conn.execute(query)} if near else {}
             out = [dict(_face_dict(rows[i]), distance=round(d, 4)) for i, d in near if i in rows]
