@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.recognition import rule
-from shared.recognition.model import Model, train
+from shared.recognition.model import Model, background_id, train
 from shared.recognition.store import ModelStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,7 +55,7 @@ def test_each_kol_has_an_svm_that_scores_its_own_side_and_survives_save_and_load
     model = train(X, slugs, {}, svm_background=negatives)
     assert model.svm_w.shape == (6, 128) and model.svm_b.shape == (6,)
     assert model.meta["metrics"]["roster"] == {"shrink": round(model.shrink, 4), "reach": model.reach, "svm_kols": 6,
-                                               "background": 80}
+                                               "background": 80, "background_id": background_id(negatives)}
     S = model.svm_scores(centres, np.tile(np.arange(6), (6, 1)))
     assert (S.argmax(1) == np.arange(6)).all() and (np.diag(S) > 0).all()
     assert (model.svm_scores(negatives, np.zeros((len(negatives), 1), dtype=int)) < 0).mean() > 0.9
