@@ -59,7 +59,8 @@ def test_every_main_page_fits_the_screen_with_a_one_line_menu(served, page, size
     page.set_viewport_size(size)
     slug = served.pool.slug_for(LONG)
     pages = {"main": ["/", "/predictSinglePage", "/predictBatchPage", "/findSimilarKOLPage", "/uploadVideoPage",
-                      "/kols", f"/kols/{slug}", "/review", "/unknowns", "/trainModel", "/trainExplain", "/account", "/admin/users",
+                      "/kols", f"/kols/{slug}", "/review", "/unknowns", "/library", "/analysis", "/screentime",
+                      "/trainModel", "/trainExplain", "/account", "/admin/users",
                       "/admin/audit"],
              "process": ["/", "/import_result", "/models"], "video": ["/"]}
     too_wide, menus = [], {}
@@ -74,6 +75,21 @@ def test_every_main_page_fits_the_screen_with_a_one_line_menu(served, page, size
     on_two_lines = {page: lines for page, lines in menus.items() if lines != 1}
     assert (too_wide, on_two_lines) == ([], {})
     assert page.errors == []
+
+
+def test_the_pages_a_member_may_see_fit_with_a_one_line_menu(served, browser):
+    """The same pages signed in as a member (whose menu is shorter): each opens (200), fits and has one menu line."""
+    context = browser.new_context(viewport=PHONE)
+    pg = context.new_page()
+    served.sign_in(pg, role="member")
+    problems = []
+    for path in ("/", "/kols", "/review", "/unknowns", "/library", "/analysis", "/screentime", "/account"):
+        response = pg.goto(served.urls["main"] + path)
+        if response.status != 200 or not fits(pg) or menu_lines(pg) != 1:
+            problems.append((path, response.status, fits(pg), menu_lines(pg)))
+        shot(pg, f"member{path.replace('/', '_') or '_home'}-{PHONE['width']}")
+    context.close()
+    assert problems == []
 
 
 @pytest.mark.parametrize("size", [PHONE, LAPTOP], ids=["phone", "laptop"])
