@@ -100,6 +100,20 @@ def test_imports_only_go_down_the_layers():
     assert not wrong, "imports that go up or sideways:\n" + "\n".join(wrong)
 
 
+def test_one_database_layer_opens_every_database():
+    """Accounts and the library reach their databases through ``shared.core.db`` (issue 24: one SQLAlchemy
+    layer, so another database's URL can replace SQLite): no other module makes an engine or a connection."""
+    opened = []
+    for path in sources():
+        if path == ROOT / "shared" / "core" / "db.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Attribute) and node.attr in ("create_engine", "connect") \
+                    and isinstance(node.value, ast.Name) and node.value.id in ("sqlite3", "sqlalchemy", "sa"):
+                opened.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value.id}.{node.attr}")
+    assert opened == []
+
+
 def test_no_module_imports_in_a_circle():
     graph = {}
     for path in sources():

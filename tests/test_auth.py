@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+import sqlalchemy as sa
 
 from . import _synth
 from ._synth import JSON
@@ -198,7 +199,7 @@ def test_tokens_with_each_role_and_revoked(apps):
     admin_token, admin_row = acc.create_token("deploy", "admin")
     member_token, member_row = acc.create_token("reader", "member")
     assert admin_token.startswith("kol_") and len(admin_token) > 40
-    stored = acc._all("SELECT token_hash FROM tokens")
+    stored = acc._all(sa.select(acc.tokens_table.c.token_hash))
     assert admin_token not in str(stored) and member_token not in str(stored)  # only hashes are kept
 
     def call(section, path, token, method="GET", **kw):
@@ -525,16 +526,17 @@ def test_a_session_ends_when_idle_and_after_its_absolute_lifetime(three_apps):
     idle, hours = config["SESSION_IDLE_MINUTES"], config["SESSION_HOURS"]
     clients = sign_in(apps)
     assert clients["video"].get("/", headers=JSON).status_code == 200
-    acc._run("UPDATE sessions SET last_seen_at = ?", (ago(idle + 1),))  # unused for longer than the idle limit
+    sessions = acc.sessions_table
+    acc._run(sessions.update().values(last_seen_at=ago(idle + 1)))  # unused for longer than the idle limit
     for s in SECTIONS:
         assert clients[s].get("/", headers=JSON).status_code == 401, s
     clients = sign_in(apps)
     key = session_id(apps["main"], clients["main"])
-    acc._run("UPDATE sessions SET last_seen_at = ? WHERE id = ?", (ago(idle - 2), key))
+    acc._run(sessions.update().where(sessions.c.id == key).values(last_seen_at=ago(idle - 2)))
     assert clients["process"].get("/", headers=JSON).status_code == 200  # used in time: it goes on
-    assert acc._one("SELECT last_seen_at FROM sessions WHERE id = ?", (key,))["last_seen_at"] >= ago(1)
+    assert acc._one(sa.select(sessions.c.last_seen_at).where(sessions.c.id == key))["last_seen_at"] >= ago(1)
     # used all along, but signed in longer ago than SESSION_HOURS: over
-    acc._run("UPDATE sessions SET created_at = ? WHERE id = ?", (ago(hours * 60 + 1), key))
+    acc._run(sessions.update().where(sessions.c.id == key).values(created_at=ago(hours * 60 + 1)))
     for s in SECTIONS:
         assert clients[s].get("/", headers=JSON).status_code == 401, s
 
@@ -562,7 +564,7 @@ def test_tokens_expire_after_the_days_they_were_given(three_apps, data_dir):
     assert made["expires_at"][:10] in main.get("/admin/users").get_data(as_text=True)
     for s in SECTIONS:
         assert apps[s].test_client().get(MEMBER_PAGE[s], headers=bearer(made["token"])).status_code == 200, s
-    acc._run("UPDATE tokens SET expires_at = ? WHERE id = ?", (ago(1), made["id"]))
+    acc._run(acc.tokens_table.update().where(acc.tokens_table.c.id == made["id"]).values(expires_at=ago(1)))
     for s in SECTIONS:
         r = apps[s].test_client().get(MEMBER_PAGE[s], headers=bearer(made["token"]))
         assert r.status_code == 401 and "expired" in r.get_json()["error"], s
@@ -759,7 +761,7 @@ def fresh_stack(tmp_path_factory):
     """Live servers of their own (no user and no token yet: the first run)."""
     base = tmp_path_factory.mktemp("live-auth")
     stack = LiveServers(base / "data", base)
-    stack.accounts._run("DELETE FROM tokens")  # LiveServers' own token would end the first run
+    stack.accounts._run(stack.accounts.tokens_table.delete())  # LiveServers' own token would end the first run
     yield stack
     stack.stop()
 

@@ -119,7 +119,7 @@ def test_retention_rule_of_housekeeping(tmp_path):
 
 
 def test_a_full_disk_gives_507_and_loses_nothing_already_kept(small_disk):
-    from shared.library import db
+    from shared.core import db
     from shared.library.store import Library
 
     data_dir = small_disk / "data"

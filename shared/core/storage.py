@@ -43,7 +43,9 @@ SQLITE_DISK_CODES = (13, 10)
 
 def is_disk_full(exc):
     """True for the error a write gets when the disk or the user's quota is full: an ``OSError``
-    ENOSPC, EDQUOT or EFBIG, or a ``sqlite3`` error with one of :data:`SQLITE_DISK_CODES`."""
+    ENOSPC, EDQUOT or EFBIG, or a ``sqlite3`` error with one of :data:`SQLITE_DISK_CODES` (also as the
+    ``orig`` of the SQLAlchemy error that wraps it)."""
+    exc = exc.orig if isinstance(getattr(exc, "orig", None), sqlite3.Error) else exc
     if isinstance(exc, sqlite3.Error):
         code = getattr(exc, "sqlite_errorcode", None)
         return code is not None and code & 0xFF in SQLITE_DISK_CODES

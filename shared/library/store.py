@@ -1,6 +1,6 @@
 """Kept media and their faces: the library's two tables, its files, and the face index kept with them.
 
-Tables (SQLAlchemy Core, :mod:`shared.library.db`):
+Tables (SQLAlchemy Core, :mod:`shared.core.db`):
 
 - ``media``: ``id`` (16 hex digits), ``kind`` (``photo`` | ``batch`` | ``video``), ``name`` (as
   uploaded), ``owner`` (the keeper's actor) and ``owner_record`` (:func:`shared.core.owners.record`),
@@ -39,7 +39,7 @@ from shared.core import owners
 from shared.core.errors import UserError
 from shared.core.ids import HEX16_RE
 from shared.core.storage import atomic_write, atomic_write_bytes, private_folder
-from shared.library import db
+from shared.core import db
 from shared.library.index import open_index
 
 KINDS = ("photo", "batch", "video")
