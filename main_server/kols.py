@@ -18,10 +18,11 @@ from flask import Blueprint, current_app, flash, redirect, request, url_for
 
 from shared.core.errors import UserError
 from shared.faces import archive, images, staging
+from shared.library.feed import forget_kol
 from shared.training import roster
 from shared.training.jobs import JobStore
 from shared.training.pool import SLUG_RE, name_key
-from shared.web.factory import data_path, library, models, pool
+from shared.web.factory import data_path, inbox, library, models, pool
 from shared.web.replies import reply, wants_json
 
 bp = Blueprint("kols", __name__)
@@ -149,7 +150,7 @@ def unmerge(slug):
 @bp.post("/kols/<slug>/delete")
 def delete(slug):
     name = roster.delete_kol(pool(), _slug(slug), models=models(), jobs=JobStore(data_path("jobs")))
-    library().forget_kol(slug)  # no library face is named as them any more (shared/library/store.py)
+    forget_kol(library(), inbox(), slug)  # their library faces are not named any more; they join the inbox
     return _done(None, deleted=name)
 
 

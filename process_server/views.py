@@ -14,10 +14,11 @@ from flask import Blueprint, current_app, redirect, request, send_from_directory
 
 from shared.core.errors import UserError
 from shared.core.ids import CROP_ID_RE
+from shared.library.feed import forget_kol
 from shared.training import cleaning, roster, wizard
 from shared.training.jobqueue import connection, enqueue, status
 from shared.training.jobs import ACTIVE, STEPS, JobStore
-from shared.web.factory import data_path, library, models, pool
+from shared.web.factory import data_path, inbox, library, models, pool
 from shared.web.replies import reply, wants_json
 
 bp = Blueprint("wizard", __name__)
@@ -290,7 +291,7 @@ def _delete_kol(job):
     before = set(pool().kols())
     name = wizard.delete_kol_named(pool(), jobs(), request.form.get("delete", ""), models())
     for slug in before - set(pool().kols()):  # no library face is named as them any more (issue 24)
-        library().forget_kol(slug)
+        forget_kol(library(), inbox(), slug)
     if wants_json():
         return reply("process/import_result.html", {"deleted": name, "pool": wizard.pool_counts(pool())})
     return redirect(url_for("wizard.import_result", job=job, deleted=name) if job

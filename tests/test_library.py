@@ -69,7 +69,7 @@ def test_store_keeps_searches_and_every_delete_is_gone_from_the_next_search(tmp_
         lib.face(face)
     assert err.value.status == 404
 
-    assert lib.forget_kol("ann") == 2  # a KOL deleted: none of their faces is named as them any more
+    assert len(lib.forget_kol("ann")) == 2  # a KOL deleted: none of their faces is named as them any more
     assert lib.by_kol(["ann"]) == [] and not any(h["known"] for h in lib.by_face(ann, 10))
 
     lib.delete_media(first)  # media: its rows, its index entries, its folder
@@ -358,7 +358,8 @@ def test_a_png_photo_is_kept_as_it_was_uploaded(named):
 
 def test_a_kol_deleted_from_the_pool_summary_is_no_longer_named_in_the_library(process_app_no_worker, data_dir,
                                                                                 tmp_path):
-    """The process server's ``POST /delete_kol`` (the pool summary's delete) un-names the KOL's library faces too."""
+    """The process server's ``POST /delete_kol`` (the pool summary's delete) un-names the KOL's library faces too,
+    and they join the inbox of unknown people (shared.library.feed.forget_kol)."""
     from types import SimpleNamespace
 
     from shared.library.store import Library
@@ -374,6 +375,9 @@ def test_a_kol_deleted_from_the_pool_summary_is_no_longer_named_in_the_library(p
     r = admin.post("/delete_kol", data={"delete": "Ann Lee"}, headers=JSON)
     assert r.status_code == 200, r.text
     assert lib.by_kol([slug]) == [] and len(lib.unknown_faces()) == 2
+    from shared.library.unknowns import Inbox
+
+    assert sorted(Inbox(data_dir).face_ids()) == sorted(str(f["face"]) for f, _ in lib.unknown_faces())
 
 
 @needs_data

@@ -3,8 +3,10 @@
 - :func:`feed_inbox`: the library's faces kept as not known that the inbox has not seen yet
   (face ids above the highest library face id in it, oldest first) join the inbox
   (:meth:`shared.library.unknowns.Inbox.add_faces`), each with its chip and where it was seen;
-  called after every keep. A KOL deleted later turns its library faces into not-known ones with
-  older ids: those are not added to the inbox (the person was known).
+  called after every keep.
+- :func:`forget_kol`: a KOL was deleted: its library faces are not known any more
+  (:meth:`shared.library.store.Library.forget_kol`) and join the inbox as unknown people, like
+  any other unknown face of the library (their ids are older, so :func:`feed_inbox` would not see them).
 - :func:`keep_analysed`: a video whose analysis finished is kept in the library with its per-frame
   data (:func:`shared.library.keep.keep_video`) for its uploader, and its unknown faces go to the inbox.
 """
@@ -20,8 +22,23 @@ from shared.video import framelog
 def feed_inbox(library, inbox):
     """Add ``library``'s (:class:`Library`) new not-known faces to ``inbox`` (:class:`Inbox`). Returns how many."""
     seen = [int(f) for f in inbox.face_ids() if str(f).isdigit()]
+    return _add(library, inbox, library.unknown_faces(after_id=max(seen, default=0)))
+
+
+def forget_kol(library, inbox, slug):
+    """The KOL ``slug`` was deleted: no face of ``library`` is named as them any more, and those faces join
+    ``inbox``. Returns how many faces changed."""
+    ids = library.forget_kol(slug)
+    if ids:
+        _add(library, inbox, library.unknown_faces(ids=ids))
+    return len(ids)
+
+
+def _add(library, inbox, rows):
+    """Add the library faces ``rows`` (``[(face dict, embedding)]``) to ``inbox``, each with its chip and where
+    it was seen. Returns how many were added."""
     faces = []
-    for face, embedding in library.unknown_faces(after_id=max(seen, default=0)):
+    for face, embedding in rows:
         chip = library.chip_path(face["face"])
         source = {"media": face["media"], "name": face["media_name"],
                   "box": [face["box"][k] for k in ("top", "right", "bottom", "left")]}

@@ -35,11 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.core import owners
+from shared.core import db, owners
 from shared.core.errors import UserError
 from shared.core.ids import HEX16_RE
 from shared.core.storage import atomic_write, atomic_write_bytes, private_folder
-from shared.core import db
 from shared.library.index import open_index
 
 KINDS = ("photo", "batch", "video")
@@ -322,11 +321,13 @@ class Library:
         path = self.media_root / face["media"] / "chips" / f"{face['face']}.jpg"
         return path if path.is_file() else None
 
-    def unknown_faces(self, after_id=0):
-        """Faces kept as not known, oldest first, with ids above ``after_id``: ``[(face dict, embedding)]``
-        (what the unknown inbox reads incrementally)."""
+    def unknown_faces(self, after_id=0, ids=None):
+        """Faces kept as not known, oldest first, with ids above ``after_id`` (and among ``ids`` when given):
+        ``[(face dict, embedding)]`` (what the unknown inbox reads incrementally)."""
         f = self.faces_table
         query = self._joined().where(f.c.known.is_(False), f.c.id > int(after_id)).order_by(f.c.id)
+        if ids is not None:
+            query = query.where(f.c.id.in_([int(i) for i in ids]))
         with self.engine.connect() as conn:
             return [(_face_dict(r), np.frombuffer(r.embedding, dtype="<f4").astype(np.float32))
                     for r in conn.execute(query)]
@@ -359,11 +360,12 @@ class Library:
 
     def forget_kol(self, slug):
         """A KOL was deleted: no library face is named as ``slug`` any more (they become not known,
-        still found by face). Returns how many faces changed."""
+        still found by face). Returns the ids of the faces that changed, ascending."""
         f = self.faces_table
         with db.disk_full_as_507(), self.engine.begin() as conn:
-            done = conn.execute(f.update().where(f.c.kol == slug).values(kol=None, identity=None, known=False))
-        return done.rowcount
+            ids = sorted(conn.execute(f.select().with_only_columns(f.c.id).where(f.c.kol == slug)).scalars())
+            conn.execute(f.update().where(f.c.id.in_(ids)).values(kol=None, identity=None, known=False))
+        return ids
 
     def sweep(self, retention_days, now=None):
         """Delete media kept more than ``retention_days`` days ago (0: keep forever). Returns their ids, sorted."""
