@@ -12,6 +12,7 @@ import re
 
 from flask import Blueprint, current_app, redirect, request, send_from_directory, url_for
 
+from process_server.worker import SERVED
 from shared.core.errors import UserError
 from shared.core.ids import CROP_ID_RE
 from shared.library.feed import forget_kol
@@ -90,7 +91,7 @@ def index():
     if job is None:
         conn = redis()
         listing, states = _listing(conn)
-        queue = status.overview(conn)
+        queue = status.overview(conn, SERVED)  # every queue the workers serve, the analyses' too
         now = status.at_a_glance(states, sum(1 for w in queue["workers"] if w["alive"]))
         payload = {"pool": pool().stats(), "now": now, "jobs": listing, "queue": queue}
         return reply("process/index.html", payload, deleted=request.args.get("deleted"), titles=STEP_TITLES)

@@ -215,7 +215,7 @@ def test_photo_wizard_end_to_end(live_servers, photo_zip):
     # the jobs list shows both jobs and the queue; a finished job is deleted with its folder
     listing = s.http.get(f"{s.urls['process']}/", headers=JSON, timeout=10).json()
     assert {j["job"] for j in listing["jobs"]} >= {job, pool_job}
-    assert [q["name"] for q in listing["queue"]["queues"]] == ["quick", "train", "align"]
+    assert [q["name"] for q in listing["queue"]["queues"]] == ["quick", "train", "align", "analysis"]
     assert sum(q["finished"] for q in listing["queue"]["queues"]) >= 4
     assert any(w["alive"] for w in listing["queue"]["workers"])
     r = s.http.post(f"{s.urls['process']}/delete_job", data={"job": pool_job}, headers=JSON, timeout=30)

@@ -137,12 +137,13 @@ def training_busy(conn):
     return bool(q.count or StartedJobRegistry(queue=q).count)
 
 
-def overview(conn):
-    """The queue at a glance: ``{"queues": [{"name", "queued", "running", "failed", "finished"}],
+def overview(conn, queues=QUEUES):
+    """The queues ``queues`` (names; default the training's, the worker command adds the video analyses')
+    at a glance: ``{"queues": [{"name", "queued", "running", "failed", "finished"}],
     "workers": [{"name", "host", "pid", "state", "job", "alive", "last_heartbeat"}]}`` (a worker's
     ``"job"``: the id of the RQ job it is doing, or ``None``; alive workers first)."""
     out = {"queues": [], "workers": []}
-    for name in QUEUES:
+    for name in queues:
         q = queue(conn, name)
         out["queues"].append({"name": name, "queued": q.count, "running": StartedJobRegistry(queue=q).count,
                               "failed": FailedJobRegistry(queue=q).count,
