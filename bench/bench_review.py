@@ -25,7 +25,8 @@ Reported on the faces NOT reviewed (the same faces before and after): KOL photos
 photos answered "unknown", and the answers shown as sure (>= 0.9) that were right; "after" is the
 retrained model with the negatives (:func:`shared.recognition.review.veto` in
 :meth:`~shared.recognition.model.Model.predict`), "negatives only" the unchanged model with the
-negatives (what a "not" answer does before anyone retrains). A second protocol holds half of each
+negatives (what a "not" answer does before anyone retrains), "after, negatives in SVMs" (studied, not in the app)
+"after" with the faces answered "nobody we know" also in every SVM's background. A second protocol holds half of each
 person's test photos out of the queue altogether (never predicted before the review), so the effect
 on faces the reviewer never saw is measured apart from the queue's own leftovers.
 
@@ -139,7 +140,7 @@ def measure(faces, kols, splits, rules, pop, hold_out, queue):
     """Before / after / negatives only, on the faces not reviewed (and on the held-out half when ``hold_out``),
     over every split and fold of ``pop`` (each fold's roster trained with the rule ``rules[seed][f]`` and the SVMs'
     background fitted on the other fold, as :mod:`bench_accuracy` measures)."""
-    out = {k: Tally() for k in ("before", "after", "negatives only")}
+    out = {k: Tally() for k in ("before", "after", "negatives only", "after, negatives in SVMs")}
     counts = {"reviewed": 0, "is": 0, "negatives": 0, "tests": 0, "kols": 0}
     for seed in range(len(splits)):
         for f in range(2):
@@ -147,13 +148,17 @@ def measure(faces, kols, splits, rules, pop, hold_out, queue):
             bg = svm_negatives_of(faces, splits, seed, f)
             model = train(X, slugs, {}, rule=rules[seed][f], svm_background=bg)
             reviewed, (add_X, add_slugs), negatives = review_queue(model, tests, queue)
-            after = (train(np.vstack([X, np.array(add_X).reshape(-1, 128)]), slugs + add_slugs, {}, rule=rules[seed][f],
-                           svm_background=bg) if add_X else model)
+            pool = (np.vstack([X, np.array(add_X).reshape(-1, 128)]), slugs + add_slugs)
+            after = train(*pool, {}, rule=rules[seed][f], svm_background=bg) if add_X else model
+            # studied, not in the app: the faces reviewed "nobody we know" also in every SVM's background
+            nobody = np.array([t[0] for i, t in enumerate(tests) if i in reviewed and not t[2]]).reshape(-1, 128)
+            svms = train(*pool, {}, rule=rules[seed][f], svm_background=np.vstack([bg, nobody]))
             scored = held if hold_out else [t for i, t in enumerate(tests) if i not in reviewed]
             for e, person, is_kol in scored:
                 out["before"].add(answer(model, e), person, is_kol)
                 out["after"].add(answer(after, e, negatives), person, is_kol)
                 out["negatives only"].add(answer(model, e, negatives), person, is_kol)
+                out["after, negatives in SVMs"].add(answer(svms, e, negatives), person, is_kol)
             counts["reviewed"] += len(reviewed)
             counts["is"] += len(add_X)
             counts["negatives"] += len(negatives)
