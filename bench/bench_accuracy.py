@@ -118,10 +118,82 @@ def load_population(name):
     return faces, kols & set(faces), missing, len(rows)
 
 
+def load_both():
+    """Both populations (:func:`load_population`, their sizes printed): ``(faces, kols, people)``, ``faces``
+    ``{"pop/person": [embedding]}``, ``kols`` a set of those keys, ``people`` ``{pop: sorted keys}``."""
+    faces, kols, people = {}, set(), {}
+    for name in ("lfw_dev", "asian_dev"):
+        f, k, missing, photos = load_population(name)
+        faces.update(f)
+        kols |= k
+        people[name] = sorted(f)
+        print(f"{name}: {photos} photos of {len(f)} people, no face found in {missing} (not scored); "
+              f"{len(k)} KOLs, {len(f) - len(k)} strangers")
+    return faces, kols, people
+
+
+def shipped_rules(faces, splits):
+    """The shipped rule's procedure (both populations, the roster's spread, the SVM score) fitted for each fold
+    on the other fold only: ``rules[seed][f]`` measures fold ``f`` of split ``seed`` (:func:`split_people`)."""
+    pops = ("lfw_dev", "asian_dev")
+    return [[fit_variant(faces, {p: fold_people(splits, seed, 1 - f, p) for p in pops}, pops, True, True)
+             for f in range(2)] for seed in range(len(splits))]
+
+
+def splits_parser():
+    """An argument parser with ``--splits`` (random splits of the people into 2 folds, default 3), for the benchmarks
+    that measure on :func:`cross_fitted` folds."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--splits", type=int, default=SPLITS, help="random splits of the people into 2 folds")
+    return parser
+
+
+def cross_fitted(n_splits):
+    """``(faces, kols, people, splits, rules)``: both populations (:func:`load_both`), their people split ``n_splits``
+    times (:func:`split_people`) and the shipped rule fitted for each fold on the other (:func:`shipped_rules`)."""
+    started = time.perf_counter()
+    faces, kols, people = load_both()
+    splits = split_people(people, n_splits)
+    rules = shipped_rules(faces, splits)
+    print(f"rules fitted ({time.perf_counter() - started:.0f} s); {n_splits} splits x 2 folds")
+    return faces, kols, people, splits, rules
+
+
+def rosters(faces, kols, splits, rules, pop, shots):
+    """The measured rosters of ``pop`` with the shipped procedure: yields ``(seed, f, model, tests)`` for each split and
+    fold with KOLs (:func:`scenario` with seed ``shots + 100 * seed``; the model trained with ``rules[seed][f]``,
+    :func:`shipped_rules`, and the SVMs' background :func:`svm_negatives_of`)."""
+    for seed in range(len(splits)):
+        for f in range(2):
+            X, slugs, tests = scenario(faces, kols, fold_people(splits, seed, f, pop), shots, seed=shots + 100 * seed)
+            if slugs:
+                yield seed, f, train(X, slugs, {}, rule=rules[seed][f],
+                                     svm_background=svm_negatives_of(faces, splits, seed, f)), tests
+
+
 def folds(people, k=2, seed=0):
     rng = np.random.default_rng(seed)
     order = rng.permutation(sorted(people))
     return [sorted(order[i::k]) for i in range(k)]
+
+
+def split_people(people, splits=SPLITS):
+    """``[{pop: [fold 0 people, fold 1 people]}]``: each population's people split into two folds, once per seed
+    ``0 .. splits - 1`` (``people``: ``{"lfw_dev": [...], "asian_dev": [...]}``)."""
+    return [{pop: folds(people[pop], seed=seed) for pop in ("lfw_dev", "asian_dev")} for seed in range(splits)]
+
+
+def fold_people(splits, seed, f, pop):
+    """The people of fold ``f`` of split ``seed`` (:func:`split_people`) of ``pop`` ("mixed": both populations')."""
+    if pop == "mixed":
+        return splits[seed]["lfw_dev"][f] + splits[seed]["asian_dev"][f]
+    return splits[seed][pop][f]
+
+
+def svm_negatives_of(faces, splits, seed, f):
+    """The SVMs' background when fold ``f`` is measured: every photo of the fitting fold's people (both
+    populations), ``(B, 128)``."""
+    return np.array([e for p in fold_people(splits, seed, 1 - f, "mixed") for e in faces[p]])
 
 
 def scenario(faces, kols, people, shots, seed):
@@ -388,14 +460,7 @@ def main():
     parser.add_argument("--train-cost", action="store_true", help="time a training of 100 KOLs x 10 photos")
     args = parser.parse_args()
     started = time.perf_counter()
-    faces, kols, people = {}, set(), {}
-    for name in ("lfw_dev", "asian_dev"):
-        f, k, missing, photos = load_population(name)
-        faces.update(f)
-        kols |= k
-        people[name] = sorted(f)
-        print(f"{name}: {photos} photos of {len(f)} people, no face found in {missing} (not scored); "
-              f"{len(k)} KOLs, {len(f) - len(k)} strangers")
+    faces, kols, people = load_both()
     if args.train_cost:
         full, plain = train_cost(faces)
         print(f"train 100 KOLs x 10 photos: {full:.2f} s (median of 3; without SVMs and roster factor: {plain:.2f} s)")
@@ -417,18 +482,13 @@ def main():
     S = args.splits
     print(f"{S} random splits of each population into 2 folds of people; each fold measured with the rules "
           f"fitted on the other fold; KOL_ODDS {KOL_ODDS:g}; every test face predicted on its own")
-    splits = [{pop: folds(people[pop], seed=seed) for pop in ("lfw_dev", "asian_dev")} for seed in range(S)]
-
-    def fold_people(seed, f, pop):
-        if pop == "mixed":
-            return splits[seed]["lfw_dev"][f] + splits[seed]["asian_dev"][f]
-        return splits[seed][pop][f]
+    splits = split_people(people, S)
 
     rules, fitted = {}, {}
     for v in args.variants:
         pops, scaled, svm, _gate = VARIANTS[v]
         if (pops, scaled, svm) not in fitted:
-            fitted[(pops, scaled, svm)] = [[fit_variant(faces, {p: fold_people(seed, 1 - f, p) for p in pops}, pops,
+            fitted[(pops, scaled, svm)] = [[fit_variant(faces, {p: fold_people(splits, seed, 1 - f, p) for p in pops}, pops,
                                                         scaled, svm) for f in range(2)] for seed in range(S)]
         rules[v] = fitted[(pops, scaled, svm)]
     # the roster-aware confidence's constants for fold f: chosen inside the fitting fold 1 - f (its two halves,
@@ -437,14 +497,13 @@ def main():
     if any(VARIANTS[v][3] for v in args.variants):
         for seed in range(S):
             for f in range(2):
-                halves = {p: folds(fold_people(seed, 1 - f, p), seed=100 + seed) for p in ("lfw_dev", "asian_dev")}
+                halves = {p: folds(fold_people(splits, seed, 1 - f, p), seed=100 + seed) for p in ("lfw_dev", "asian_dev")}
                 gates[seed][f] = choose_gate([gate_answers(faces, {p: h[i] for p, h in halves.items()},
                                                            {p: h[1 - i] for p, h in halves.items()}) for i in range(2)])
         print("  roster-aware confidence (REACH, DOUBT) per split and fold: " +
               ", ".join(f"{g[0]:g}/{g[1]:g}" for row in gates for g in row))
     # the SVMs' background at test time: every photo of the fitting fold's people (both populations)
-    negatives = [[np.array([e for p in fold_people(seed, 1 - f, "mixed") for e in faces[p]]) for f in range(2)]
-                 for seed in range(S)]
+    negatives = [[svm_negatives_of(faces, splits, seed, f) for f in range(2)] for seed in range(S)]
     print(f"  rules fitted ({time.perf_counter() - started:.0f} s)")
     summary = {}
     reliability = {(v, pop): [] for v in args.variants for pop in POPULATIONS}
@@ -458,7 +517,7 @@ def main():
             svm_right = cen_right = closed = 0
             for seed in range(S):
                 for f in range(2):
-                    X, slugs, tests = scenario(faces, kols, fold_people(seed, f, pop), shots, seed=shots + 100 * seed)
+                    X, slugs, tests = scenario(faces, kols, fold_people(splits, seed, f, pop), shots, seed=shots + 100 * seed)
                     if not slugs:
                         continue
                     models = {}

@@ -76,15 +76,28 @@ def fill(name="lfw_dev", workers=2):
     return len(todo)
 
 
-def subject(entry):
-    """The embedding of the face nearest the photo's centre, or ``None`` when no face was found."""
-    boxes, emb, shape = entry
+def subject_index(entry):
+    """The index of the face nearest the photo's centre in a cache entry ``(boxes, embeddings, shape)``, or
+    ``None`` when no face was found."""
+    boxes, _emb, shape = entry
     if not len(boxes):
         return None
     h, w = shape
     cy = (boxes[:, 0] + boxes[:, 2]) / 2 - h / 2
     cx = (boxes[:, 1] + boxes[:, 3]) / 2 - w / 2
-    return emb[int(np.argmin(cy ** 2 + cx ** 2))]
+    return int(np.argmin(cy ** 2 + cx ** 2))
+
+
+def subject(entry):
+    """The embedding of the face nearest the photo's centre, or ``None`` when no face was found."""
+    i = subject_index(entry)
+    return None if i is None else entry[1][i]
+
+
+def read_entry(path):
+    """The cache entry ``(boxes (F, 4), embeddings (F, 128), image shape (2,))`` of the photo ``path`` (cached)."""
+    with np.load(CACHE / f"{_key(path)}.npz", allow_pickle=False) as z:
+        return z["boxes"], z["embeddings"], z["shape"]
 
 
 def load(name="lfw_dev"):
@@ -92,9 +105,8 @@ def load(name="lfw_dev"):
     fill(name)
     out = []
     for person, f in photos(name):
-        with np.load(CACHE / f"{_key(f)}.npz", allow_pickle=False) as z:
-            entry = (z["boxes"], z["embeddings"], z["shape"])
-        out.append((person, f.name, subject(entry), len(entry[0])))
+        found = read_entry(f)
+        out.append((person, f.name, subject(found), len(found[0])))
     return out
 
 
