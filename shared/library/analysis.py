@@ -41,7 +41,6 @@ Layout under ``DATA_DIR/library/analyses/``::
 Ids (analysis, video) are 16 lower-case hex digits (:data:`shared.core.ids.HEX16_RE`). Frame indices
 count from 0; times are seconds; boxes ``(top, right, bottom, left)`` in the video's pixels.
 """
-import collections
 import json
 import logging
 import os
@@ -71,7 +70,7 @@ from shared.training.jobqueue.enqueue import FAILURE_TTL_S, RESULT_TTL_S
 from shared.training.jobqueue.worker import data_dir
 from shared.video import appearances, framelog
 from shared.video.flow import Flow
-from shared.video.recognizer import Recognizer, Settings
+from shared.video.recognizer import Recognizer, Settings, recognised
 from shared.video.tracks import Track
 
 log = logging.getLogger(__name__)
@@ -315,37 +314,19 @@ def boundary(path, nominal, window, settings=None):
 
 def recognise(path, model, first, start, stop, settings=None):
     """Yield ``(index, rgb, views)`` for frames ``start`` .. ``stop - 1`` (``stop`` ``None``: the end), as the
-    stream's loop (:func:`shared.video.recognizer.run`, inline) recognises them, its recognizer begun at frame
-    ``first`` (<= ``start``: warm-up frames are recognised, not yielded) and reading up to its look-ahead
+    stream's loop (:func:`shared.video.recognizer.recognised`, inline) recognises them, its recognizer begun at
+    frame ``first`` (<= ``start``: warm-up frames are recognised, not yielded) and reading up to its look-ahead
     past ``stop`` (so the frames before ``stop`` see what one pass would). Ends with the recognizer:
     the generator's return value (``StopIteration.value``)."""
-    info = frames.probe(path)
-    rec = Recognizer(model, info.fps, settings)
-    depth = max(rec.settings.plan_ahead + 1, rec.settings.lookahead)
-    source = frames.iter_range(path, first, None if stop is None else stop + depth)
-    ahead, exhausted = collections.deque(), False
+    rec = Recognizer(model, frames.probe(path).fps, settings)
+    source = frames.iter_range(path, first)
+    loop = recognised(rec, source, stop)
     try:
-        while True:
-            while not exhausted and len(ahead) < depth:
-                item = next(source, None)
-                if item is None:
-                    exhausted = True
-                    break
-                index, _t, rgb = item
-                ahead.append((index, rgb, rec.prepare(index, rgb)))
-            if not ahead or (stop is not None and ahead[0][0] >= stop):
-                break
-            index, rgb, prepared = ahead.popleft()
-            views = rec.step(index, rgb, prepared)
-            rec.plan(index, list(ahead))
+        for index, _t, rgb, views in loop:
             if index >= start:
                 yield index, rgb, views
     finally:
-        for _, _, prepared in ahead:
-            for pending in (prepared.full, prepared.discover):
-                if pending is not None:
-                    pending.cancel()
-        rec.close()
+        loop.close()
         source.close()
     return rec
 

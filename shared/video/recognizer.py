@@ -323,8 +323,44 @@ class _Decoder:
         self.thread.join(5)
 
 
+def recognised(rec, source, stop=None):
+    """Drive recognizer ``rec`` over decoded frames, keeping its look-ahead: the one loop of the stream and the analysis.
+
+    source: an iterator of ``(index, t, rgb)`` in frame order (read up to the look-ahead,
+    ``max(Settings.plan_ahead + 1, Settings.lookahead)`` frames, past the frame drawn). Yields
+    ``(index, t, rgb, views)`` for each frame before ``stop`` (``None``: to the source's end), in order.
+    Closing the generator (or its end) cancels the passes of frames not drawn and closes ``rec``;
+    the source is the caller's to close.
+    """
+    depth = max(rec.settings.plan_ahead + 1, rec.settings.lookahead)
+    ahead = collections.deque()
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(ahead) < depth:
+                item = next(source, None)
+                if item is None:
+                    exhausted = True
+                    break
+                index, t, rgb = item
+                ahead.append((index, t, rgb, rec.prepare(index, rgb)))
+            if not ahead or (stop is not None and ahead[0][0] >= stop):
+                break
+            index, t, rgb, prepared = ahead.popleft()
+            views = rec.step(index, rgb, prepared)
+            rec.plan(index, [(j, f, p) for j, _, f, p in ahead])
+            yield index, t, rgb, views
+    finally:
+        for *_, prepared in ahead:
+            for pending in (prepared.full, prepared.discover):
+                if pending is not None:
+                    pending.cancel()  # passes of frames that will not be drawn
+        ahead.clear()
+        rec.close()
+
+
 def run(path, model, settings=None, executor=None, name=None):
-    """Recognise every frame of a video.
+    """Recognise every frame of a video (:func:`recognised` over frames decoded by a background thread).
 
     Yields ``(index, t, rgb, views, recognizer)`` for every decodable frame, in
     order (``views``: list of :class:`shared.video.tracks.FaceView`). Closing the
@@ -334,28 +370,10 @@ def run(path, model, settings=None, executor=None, name=None):
     info = frames.probe(path, name)
     rec = Recognizer(model, info.fps, settings, executor)
     decoder = _Decoder(path, name)
-    ahead = collections.deque()
-    exhausted = False
+    loop = recognised(rec, iter(decoder.get, None))
     try:
-        while True:
-            while not exhausted and len(ahead) < max(rec.settings.plan_ahead + 1, rec.settings.lookahead):
-                item = decoder.get()
-                if item is None:
-                    exhausted = True
-                    break
-                index, t, rgb = item
-                ahead.append((index, t, rgb, rec.prepare(index, rgb)))
-            if not ahead:
-                break
-            index, t, rgb, prepared = ahead.popleft()
-            views = rec.step(index, rgb, prepared)
-            rec.plan(index, [(j, f, p) for j, _, f, p in ahead])
+        for index, t, rgb, views in loop:
             yield index, t, rgb, views, rec
     finally:
-        for *_, prepared in ahead:
-            for pending in (prepared.full, prepared.discover):
-                if pending is not None:
-                    pending.cancel()  # passes of frames that will not be drawn
-        ahead.clear()
-        rec.close()
+        loop.close()
         decoder.close()
