@@ -211,3 +211,12 @@ def test_refit_svms_in_threads_gives_each_kols_svm_of_train():
     fits = refit_svms(model.X, model.offsets, rule.background(), model.svm_negs, ks)
     assert np.array_equal(np.array([w for w, _ in fits], dtype=np.float32), model.svm_w[ks])
     assert np.array_equal(np.array([b for _, b in fits], dtype=np.float32), model.svm_b[ks])
+
+
+def test_fit_svm_prints_nothing_in_a_fresh_process():
+    """liblinear prints each iteration unless told not to; fit_svm, first fit of its process, tells it."""
+    code = ("import numpy as np; from shared.recognition.rule import fit_svm; "
+            "fit_svm(np.full((3, 128), 0.1), np.random.default_rng(0).normal(0, 0.06, (40, 128)))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    assert out.stdout == ""

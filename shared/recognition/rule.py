@@ -177,12 +177,13 @@ def fit_svm(own, negatives, C=None):
     n, m = len(own), len(negatives)
     C = SVM_C if C is None else C
     try:
-        from sklearn.svm._liblinear import train_wrap  # imported here: only a training needs scikit-learn
+        from sklearn.svm._liblinear import set_verbosity_wrap, train_wrap  # only a training needs scikit-learn
     except ImportError:  # pragma: no cover - another scikit-learn
         from sklearn.svm import LinearSVC
 
         svm = LinearSVC(C=C, class_weight="balanced", dual=False).fit(data, np.arange(n + m) < n)
         return svm.coef_[0], float(svm.intercept_[0])
+    set_verbosity_wrap(0)  # liblinear prints its iterations unless told not to (LinearSVC tells it on every fit)
     y = (np.arange(n + m) < n).astype(np.float64)
     weight = (n + m) / (2.0 * np.array([m, n], dtype=np.float64))
     raw, _ = train_wrap(data, y, False, _LIBLINEAR_PRIMAL, 1e-4, 1.0, float(C), weight, 1000, 0, 0.1,
