@@ -182,3 +182,41 @@ def test_reach_survives_save_and_load_and_an_older_model_has_no_reach_cap(tmp_pa
                   shrink=model.shrink)
     far = np.random.default_rng(16).normal(0, 0.25, size=(1, 128))
     assert older.reach is None and older.predict(far)[0].confidence > 0.9
+
+
+def test_fit_svm_is_exactly_linearsvc_on_the_same_rows():
+    """fit_svm calls liblinear without scikit-learn's checks: the same weights, to the last bit, as
+    LinearSVC(C, class_weight="balanced", dual=False) on [own; negatives] (what train's SVMs were)."""
+    from sklearn.svm import LinearSVC
+
+    rng = np.random.default_rng(61)
+    for n, m, C in ((1, 3, 1.0), (5, 400, 1.0), (20, 400, 1.0), (7, 90, 0.1)):
+        centre = rng.normal(0, 0.06, 128)
+        own, negatives = centre + rng.normal(0, 0.025, (n, 128)), rng.normal(0, 0.06, (m, 128))
+        svm = LinearSVC(C=C, class_weight="balanced", dual=False).fit(np.vstack([own, negatives]),
+                                                                      np.arange(n + m) < n)
+        w, b = rule.fit_svm(own, negatives, C)
+        assert np.array_equal(w, svm.coef_[0]) and b == svm.intercept_[0], (n, m, C)
+
+
+def test_refit_svms_in_threads_gives_each_kols_svm_of_train():
+    """add_kol's refits (refit_svms, one thread per core) on the stored negatives are train's SVMs, bit for bit."""
+    from shared.recognition.model import refit_svms
+
+    rng = np.random.default_rng(62)
+    centres = rng.normal(0, 0.06, (30, 128))
+    X = np.repeat(centres, 4, axis=0) + rng.normal(0, 0.025, (120, 128))
+    model = train(X, [f"k{i:02d}" for i in range(30) for _ in range(4)], {})
+    ks = np.arange(30)[::-1]
+    fits = refit_svms(model.X, model.offsets, rule.background(), model.svm_negs, ks)
+    assert np.array_equal(np.array([w for w, _ in fits], dtype=np.float32), model.svm_w[ks])
+    assert np.array_equal(np.array([b for _, b in fits], dtype=np.float32), model.svm_b[ks])
+
+
+def test_fit_svm_prints_nothing_in_a_fresh_process():
+    """liblinear prints each iteration unless told not to; fit_svm, first fit of its process, tells it."""
+    code = ("import numpy as np; from shared.recognition.rule import fit_svm; "
+            "fit_svm(np.full((3, 128), 0.1), np.random.default_rng(0).normal(0, 0.06, (40, 128)))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    assert out.stdout == ""

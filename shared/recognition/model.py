@@ -22,7 +22,9 @@ the roster's reach in ``meta.json``, ``metrics.roster.reach``).
 import bisect
 import contextlib
 import hashlib
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,8 +33,8 @@ from shared.core.errors import UserError
 from shared.faces import engine
 from shared.recognition import review
 from shared.recognition.report import nearest_kols, training_metrics
-from shared.recognition.rule import (FAR, RULE, SVM_NEGATIVES, background, confidence, features, fit_svms, logistic,
-                                     roster_reach, roster_shrink)
+from shared.recognition.rule import (FAR, RULE, SVM_NEGATIVES, background, confidence, features, fit_svm, fit_svms,
+                                     logistic, roster_reach, roster_shrink)
 
 #: Distance at which find-similar's similarity is 0.5. On lfw_dev's photo pairs, 92.6 % of
 #: same-person pairs are closer than 0.55 and 0.18 % of different-person pairs (dlib's usual 0.6,
@@ -449,7 +451,7 @@ def svm_negatives(X, offsets, svm_background, ks, block=8):
     offsets = np.asarray(offsets, dtype=np.int64)
     ks = np.asarray(ks, dtype=np.int64)
     n_all = len(X) + len(bg)
-    sq = np.concatenate([(X * X).sum(1), (bg * bg).sum(1)])
+    sq = np.concatenate([np.einsum("ij,ij->i", X, X), np.einsum("ij,ij->i", bg, bg)])  # no (N, 128) temporary
 
     out, reach = [], np.full(len(ks), np.inf)
     for start in range(0, len(ks), block):
@@ -593,15 +595,31 @@ def add_kol(model, slug, X, chips, name=None, svm_background=None):
                                       (_rows(new.X, bg, swapped) @ new.svm_w[k] + new.svm_b[k]).max() <= -SVM_OUTSIDE):
             joined[k] = False  # every one outside its margin: its SVM's optimum is the same
     ks = np.flatnonzero(again | joined)
-    for k in ks:  # fit_svms of the KOL alone against exactly its negatives: its SVM in train
-        own = new.X[new.offsets[k]:new.offsets[k + 1]]
-        w, b = fit_svms(own, [0, len(own)], _rows(new.X, bg, negs[k][negs[k] >= 0]))
-        new.svm_w[k], new.svm_b[k] = w[0], b[0]
+    for k, (w, b) in zip(ks, refit_svms(new.X, new.offsets, bg, negs, ks)):
+        new.svm_w[k], new.svm_b[k] = w, b
     new.svm_negs = negs.astype(np.int32)
     _update_nearest(model, new, pos, old is None)
     _with_metrics(new, started, len(bg), background_id(bg))
     new.meta["metrics"]["added"] = {"kol": slug, "svms": int(len(ks)), "seconds": round(time.perf_counter() - started, 3)}
     return new
+
+
+def refit_svms(X, offsets, bg, negs, ks):
+    """The SVMs of the KOLs ``ks``, each fitted against exactly its stored negatives: what :func:`train` fits.
+
+    X: ``(N, 128)`` pool rows grouped by KOL (``offsets``); bg: ``(B, 128)`` the background; negs: ``(K, w)``
+    each KOL's negatives (indices into ``[X; bg]``, -1 past the last, nearest first, as :func:`svm_negatives`
+    finds them). Returns ``[(w, b)]`` in the order of ``ks`` (:func:`shared.recognition.rule.fit_svm`: the
+    same liblinear call as :func:`shared.recognition.rule.fit_svms` makes on the same rows), fitted in one
+    thread per core (liblinear runs without the GIL)."""
+    def one(k):
+        row = negs[k]
+        return fit_svm(X[offsets[k]:offsets[k + 1]], _rows(X, bg, row[row >= 0].astype(np.int64)))
+
+    if len(ks) < 2:
+        return [one(k) for k in ks]
+    with ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:
+        return list(pool.map(one, ks))
 
 
 def _update_nearest(model, new, pos, inserted):
