@@ -7,16 +7,19 @@ The faces are kept in lists, each face in the list of its nearest centroid (k-me
 indexed faces); a search compares the query with every face of the :data:`NPROBE` lists whose
 centroids are nearest to it. The number of lists follows the index's size (:func:`lists_for`):
 when a write makes the index big enough for 4 times as many lists, it is rebuilt (k-means on the
-faces it holds, every face put in its new list; at 10^6 faces about 20 s, once per fourfold growth).
+faces it holds, every face put in its new list, under the write lock: 10^6 faces into 1,024 lists
+take 7 s, into 4,096 lists, as at 1,048,576 faces, about 3 minutes on the loaded machine).
 An index with one list (under 1,024 faces) is an exact search.
 
 faiss's inverted file was chosen over usearch's HNSW graph (used before) after
-``bench/bench_index.py`` on this machine (the README's library section has the numbers): with
-the faces of a person close together and people far apart, as dlib's embeddings are, the graph
-lost its way between people (recall@20 0.84 at 10^6 faces) and added 526 faces/s under load,
-while the lists find 99.9 % of the exact top 20 and add over 100,000 faces/s. It removes a face by
-its id, and a saved index opens as a read-only memory map (``IO_FLAG_MMAP``), so the processes of
-a machine share one copy in the page cache and a search process loads 10^6 faces at once.
+``bench/bench_index.py`` on this machine (the README's library section has the numbers): at 10^6
+faces the lists find over 96 % of the exact top 20 both of synthetic faces (tight people far
+apart, on which the graph lost its way between people: 86 %) and of real dev-set faces padded
+with synthetic ones (the graph: 99.8 %), with exact distances, and add faces some 20 to 40 times
+faster (the graph: 3,400 to 7,900 faces/s, 526 under heavy load, near the 2,000 bound). It
+removes a face by its id, and a saved index opens as a read-only memory map (``IO_FLAG_MMAP``),
+so the processes of a machine share one copy in the page cache and a search process loads 10^6
+faces at once.
 
 Distances returned are Euclidean (the square root of faiss's squared L2), the model's own
 units: two faces of one person are usually closer than
@@ -43,9 +46,11 @@ FILE = "faces.faiss"
 NDIM = 128
 #: Faces per list the index is (re)built for; a list holds 256 to 1,024 faces on average.
 FACES_PER_LIST = 256
-#: Lists a search reads (all of them while there are fewer): bench/bench_index.py measured
-#: recall@20 0.9995 and 9 ms a search at 10^6 faces in 1,024 lists (README, "The library's face index").
-NPROBE = 128
+#: Lists a search reads (all of them while there are fewer). At 10^6 faces in 1,024 lists, 128
+#: found 99.9 % of the exact top 20 of the synthetic faces but 90-93 % of real dev-set faces'
+#: (padded with synthetic ones), 256 finds 96.7 % of those in 28 ms on the loaded machine
+#: (bench/bench_index.py; README, "The library's face index").
+NPROBE = 256
 #: Faces per centroid the k-means of a rebuild learns from (a random sample of the index's faces).
 TRAIN_PER_LIST = 64
 
