@@ -1,6 +1,6 @@
 """The media library (issue 24): kept media, the face index, search, deletes, retention, a full disk.
 
-Real SQLite, real usearch files, real dlib on the shared photos (the pool: Obama and Biden of
+Real SQLite, real faiss index files, real dlib on the shared photos (the pool: Obama and Biden of
 knn_examples, two five_celebs KOLs; the photo with two faces is ``knn_examples/test/obama_and_biden.jpg``).
 Every delete is followed at once by a search that must no longer find what was deleted.
 """
@@ -97,6 +97,44 @@ def test_an_index_written_by_another_process_is_read_again(tmp_path):
     far = one.search(vectors[2] + 0.1, 1)[0][1]
     assert far == pytest.approx(np.sqrt(128) * 0.1, rel=1e-3)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_the_index_grows_into_more_lists_and_still_finds_and_forgets_every_face(tmp_path, monkeypatch):
+    """Kept one person at a time, the index is rebuilt into more lists as it grows (made small
+    here: 8 faces a list, 4 lists searched); every face is found by its own embedding, and a
+    person's 20 faces are their centre's top 20 (all but a few, which fell in other lists)."""
+    from shared.library import index as face_index
+
+    monkeypatch.setattr(face_index, "FACES_PER_LIST", 8)
+    monkeypatch.setattr(face_index, "NPROBE", 4)
+    rng = np.random.default_rng(5)
+    centres = rng.normal(0, 0.06, (30, 128))
+    one, two = face_index.FaceIndex(tmp_path), face_index.FaceIndex(tmp_path)
+    faces = centres.repeat(20, axis=0) + rng.normal(0, 0.025, (600, 128))
+    for person in range(30):
+        one.add(range(person * 20 + 1, person * 20 + 21), faces[person * 20:person * 20 + 20])
+    assert len(two) == 600 and two.lists == face_index.lists_for(600) == 64
+    for face_id, face in enumerate(faces, 1):  # in the list of its nearest centroid, the first one searched
+        (found, distance), = two.search(face, 1)
+        assert found == face_id and distance < 1e-3
+    found = [{i for i, _ in two.search(centre, 20)} for centre in centres]
+    recall = np.mean([len(f & set(range(p * 20 + 1, p * 20 + 21))) / 20 for p, f in enumerate(found)])
+    assert recall >= 0.95
+    two.remove([1, 599])
+    assert len(one) == 598
+    for gone in (1, 599):
+        assert gone not in [i for i, _ in one.search(faces[gone - 1], 20)]
+
+
+def test_a_saved_index_is_searched_as_a_memory_map(tmp_path):
+    """A process that only searches maps the file (the page cache's one copy) rather than reading it."""
+    from shared.library.index import FaceIndex
+
+    FaceIndex(tmp_path).add([1, 2], np.random.default_rng(6).normal(0, 0.06, (2, 128)))
+    reader = FaceIndex(tmp_path)
+    assert len(reader.search(np.zeros(128), 5)) == 2
+    with open("/proc/self/maps") as maps:
+        assert str(reader.path) in maps.read()
 
 
 def test_retention_rule_of_housekeeping(tmp_path):
